@@ -1,0 +1,438 @@
+"""Advantage estimators, PPO losses and KL control used by the trainer.
+
+Shape conventions: B is the number of responses in the batch and T the padded
+response length. ``response_mask`` is [B, T] with non-zero entries at tokens the
+policy generated; zeros mark padding and also observation tokens that the
+environment spliced into a response, so zeros may sit between ones. Every
+advantage estimator returns ``(advantages, returns)``, both [B, T] and zero
+wherever the mask is zero.
+"""
+
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from verl.utils.torch_functional import entropy_from_logits, masked_mean, masked_sum, masked_whiten
+
+ADV_ESTIMATOR_REGISTRY: Dict[str, Callable[..., Tuple[torch.Tensor, torch.Tensor]]] = {}
+
+
+def register_adv_est(name: str) -> Callable:
+    """Decorator that makes an advantage estimator reachable by ``name``."""
+
+    def decorator(fn: Callable) -> Callable:
+        if ADV_ESTIMATOR_REGISTRY.get(name, fn) is not fn:
+            raise ValueError(f"advantage estimator {name!r} is already registered")
+        ADV_ESTIMATOR_REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_adv_estimator_fn(name: str) -> Callable[..., Tuple[torch.Tensor, torch.Tensor]]:
+    """Return the advantage estimator registered as ``name``."""
+    if name not in ADV_ESTIMATOR_REGISTRY:
+        raise ValueError(f"unknown advantage estimator {name!r}; known estimators: {sorted(ADV_ESTIMATOR_REGISTRY)}")
+    return ADV_ESTIMATOR_REGISTRY[name]
+
+
+def _zero_masked(values: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(response_mask.bool(), values, torch.zeros_like(values))
+
+
+def _discounted_reward_to_go(
+    token_level_rewards: torch.Tensor, response_mask: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """[B, T] sum_{k >= t, valid} gamma^(number of valid tokens between t and k) * r_k.
+
+    Masked positions are skipped: they add no reward and do not advance the
+    discount. The result at masked positions is zero.
+    """
+    valid = response_mask.bool()
+    running = torch.zeros_like(token_level_rewards[:, 0])
+    columns = []
+    for t in reversed(range(token_level_rewards.shape[1])):
+        running = torch.where(valid[:, t], token_level_rewards[:, t] + gamma * running, running)
+        columns.append(running)
+    return _zero_masked(torch.stack(columns[::-1], dim=1), response_mask)
+
+
+def _sequence_scores(token_level_rewards: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """[B] total reward of each response, counting valid tokens only."""
+    return masked_sum(token_level_rewards, response_mask, axis=-1)
+
+
+def _group_ids(index: Sequence[Any], scores: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """[B] dense integer id per distinct entry of ``index``, and the number of groups."""
+    # tolist() turns numpy/torch scalars into hashable Python values
+    keys = index.tolist() if isinstance(index, (np.ndarray, torch.Tensor)) else list(index)
+    if len(keys) != scores.shape[0]:
+        raise ValueError(f"index has {len(keys)} entries but the batch has {scores.shape[0]} rows")
+    ids: Dict[Any, int] = {}
+    group = [ids.setdefault(key, len(ids)) for key in keys]
+    return torch.tensor(group, dtype=torch.long, device=scores.device), len(ids)
+
+
+def _group_sum(per_row: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """[B] sum of ``per_row`` over each row's group, broadcast back to the rows."""
+    totals = torch.zeros(num_groups, dtype=per_row.dtype, device=per_row.device)
+    return totals.index_add(0, group, per_row)[group]
+
+
+@register_adv_est("gae")
+@torch.no_grad()
+def compute_gae_advantage_return(
+    token_level_rewards: torch.Tensor,
+    values: torch.Tensor,
+    response_mask: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation, whitened over valid tokens.
+
+    Runs backwards over the valid tokens only: at a masked position the next
+    value and the running advantage pass through unchanged, so an observation
+    token inside a response behaves as if it were absent.
+
+    Args:
+        token_level_rewards: [B, T].
+        values: [B, T] critic values.
+        response_mask: [B, T].
+        gamma: discount factor.
+        lam: GAE lambda.
+
+    Returns:
+        advantages: [B, T] whitened GAE.
+        returns: [B, T] un-whitened GAE + values.
+    """
+    values = values.to(token_level_rewards.dtype)
+    valid = response_mask.bool()
+    next_value = torch.zeros_like(values[:, 0])
+    running_adv = torch.zeros_like(values[:, 0])
+    columns = []
+    for t in reversed(range(values.shape[1])):
+        delta = token_level_rewards[:, t] + gamma * next_value - values[:, t]
+        running_adv = torch.where(valid[:, t], delta + gamma * lam * running_adv, running_adv)
+        next_value = torch.where(valid[:, t], values[:, t], next_value)
+        columns.append(running_adv)
+    advantages = torch.stack(columns[::-1], dim=1)
+    returns = _zero_masked(advantages + values, response_mask)
+    advantages = _zero_masked(masked_whiten(advantages, response_mask), response_mask)
+    return advantages, returns
+
+
+@register_adv_est("grpo")
+@torch.no_grad()
+def compute_grpo_outcome_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: np.ndarray,
+    epsilon: float = 1e-6,
+    norm_adv_by_std_in_grpo: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Group-relative advantage: each response's score against its group's.
+
+    Args:
+        token_level_rewards: [B, T]; a response's score is the sum over its
+            valid tokens.
+        response_mask: [B, T].
+        index: [B] group key per response (e.g. the prompt uid).
+        epsilon: added to the group std before dividing.
+        norm_adv_by_std_in_grpo: divide by the (unbiased) group std; if False
+            only the group mean is subtracted.
+
+    Returns:
+        advantages: [B, T] the row's advantage on every valid token; 0 for a
+            response alone in its group.
+        returns: [B, T] equal to advantages.
+    """
+    scores = _sequence_scores(token_level_rewards, response_mask)
+    group, num_groups = _group_ids(index, scores)
+    count = _group_sum(torch.ones_like(scores), group, num_groups)
+    centered = scores - _group_sum(scores, group, num_groups) / count
+    if norm_adv_by_std_in_grpo:
+        # a singleton has no spread; var 0 leaves its (zero) centred score at 0
+        var = _group_sum(centered**2, group, num_groups) / (count - 1).clamp_min(1)
+        centered = centered / (var.sqrt() + epsilon)
+    advantages = _zero_masked(centered.unsqueeze(-1).expand_as(token_level_rewards), response_mask)
+    return advantages, advantages
+
+
+@register_adv_est("reinforce")
+@torch.no_grad()
+def compute_reinforce_outcome_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    gamma: float = 1.0,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Plain REINFORCE: the discounted reward-to-go, no baseline, no normalisation.
+
+    Args:
+        token_level_rewards: [B, T].
+        response_mask: [B, T]; masked positions add no reward and do not
+            advance the discount.
+        gamma: discount factor.
+
+    Returns:
+        advantages: [B, T] reward-to-go.
+        returns: [B, T] equal to advantages.
+    """
+    returns = _discounted_reward_to_go(token_level_rewards, response_mask, gamma)
+    return returns, returns
+
+
+@register_adv_est("reinforce_plus_plus")
+@torch.no_grad()
+def compute_reinforce_plus_plus_outcome_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    gamma: float,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE++: the discounted reward-to-go, whitened over valid tokens.
+
+    Args:
+        token_level_rewards: [B, T].
+        response_mask: [B, T]; masked positions add no reward and do not
+            advance the discount.
+        gamma: discount factor.
+
+    Returns:
+        advantages: [B, T] whitened reward-to-go.
+        returns: [B, T] reward-to-go.
+    """
+    returns = _discounted_reward_to_go(token_level_rewards, response_mask, gamma)
+    advantages = _zero_masked(masked_whiten(returns, response_mask), response_mask)
+    return advantages, returns
+
+
+@register_adv_est("rloo")
+@torch.no_grad()
+def compute_rloo_outcome_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: np.ndarray,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Leave-one-out baseline: score minus the mean score of the group's other rows.
+
+    Args:
+        token_level_rewards: [B, T]; a response's score is the sum over its
+            valid tokens.
+        response_mask: [B, T].
+        index: [B] group key per response (e.g. the prompt uid).
+
+    Returns:
+        advantages: [B, T] the row's advantage on every valid token; 0 for a
+            response alone in its group.
+        returns: [B, T] equal to advantages.
+    """
+    scores = _sequence_scores(token_level_rewards, response_mask)
+    group, num_groups = _group_ids(index, scores)
+    count = _group_sum(torch.ones_like(scores), group, num_groups)
+    others_mean = (_group_sum(scores, group, num_groups) - scores) / (count - 1).clamp_min(1)
+    per_row = torch.where(count > 1, scores - others_mean, torch.zeros_like(scores))
+    advantages = _zero_masked(per_row.unsqueeze(-1).expand_as(token_level_rewards), response_mask)
+    return advantages, advantages
+
+
+KL_PENALTY_TYPES = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
+
+
+def kl_penalty(logprob: torch.Tensor, ref_logprob: torch.Tensor, kl_penalty: str) -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from sampled log-probs.
+
+    Args:
+        logprob: [B, T] policy log-probs of the sampled tokens.
+        ref_logprob: [B, T] reference log-probs of the same tokens.
+        kl_penalty: "kl"/"k1" (log-ratio), "abs" (its magnitude), "mse"/"k2"
+            (half squared log-ratio) or "low_var_kl"/"k3" (exp(d) - d - 1 with
+            d = ref - policy, clamped to [-10, 10]).
+
+    Returns:
+        [B, T] penalty per token.
+    """
+    log_ratio = logprob - ref_logprob
+    if kl_penalty in ("kl", "k1"):
+        return log_ratio
+    if kl_penalty == "abs":
+        return log_ratio.abs()
+    if kl_penalty in ("mse", "k2"):
+        return 0.5 * log_ratio.square()
+    if kl_penalty in ("low_var_kl", "k3"):
+        d = -log_ratio
+        # the estimator is non-negative but exp() explodes for large d
+        return torch.clamp(torch.exp(d) - d - 1, min=-10, max=10)
+    raise ValueError(f"unknown kl_penalty {kl_penalty!r}; valid names: {list(KL_PENALTY_TYPES)}")
+
+
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
+
+
+def agg_loss(loss_mat: torch.Tensor, loss_mask: torch.Tensor, loss_agg_mode: str) -> torch.Tensor:
+    """Reduce a per-token loss to a scalar.
+
+    Args:
+        loss_mat: [B, T] per-token loss.
+        loss_mask: [B, T].
+        loss_agg_mode: "token-mean" (mean over all valid tokens),
+            "seq-mean-token-sum" (mean over rows of each row's token sum) or
+            "seq-mean-token-mean" (mean over rows of each row's token mean).
+            The seq-mean modes skip rows without a valid token.
+
+    Returns:
+        Scalar; 0 when no token is valid.
+    """
+    if loss_agg_mode == "token-mean":
+        return masked_mean(loss_mat, loss_mask)
+    if loss_agg_mode == "seq-mean-token-sum":
+        per_row = masked_sum(loss_mat, loss_mask, axis=-1)
+    elif loss_agg_mode == "seq-mean-token-mean":
+        per_row = masked_mean(loss_mat, loss_mask, axis=-1)
+    else:
+        raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; valid modes: {list(LOSS_AGG_MODES)}")
+    return masked_mean(per_row, loss_mask.bool().any(dim=-1))
+
+
+def compute_policy_loss(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    cliprange: Optional[float] = None,
+    cliprange_low: Optional[float] = None,
+    cliprange_high: Optional[float] = None,
+    clip_ratio_c: float = 3.0,
+    loss_agg_mode: str = "token-mean",
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO clipped surrogate with asymmetric clipping and dual clip.
+
+    ratio = exp(log_prob - old_log_prob) is clipped to
+    [1 - cliprange_low, 1 + cliprange_high]. For negative advantages the loss
+    is further capped at -advantage * clip_ratio_c, so a huge ratio on a bad
+    token cannot dominate the update.
+
+    Args:
+        old_log_prob: [B, T] log-probs under the policy that sampled the data.
+        log_prob: [B, T] log-probs under the current policy.
+        advantages: [B, T].
+        response_mask: [B, T].
+        cliprange: default for both clip bounds.
+        cliprange_low: lower clip bound; falls back to ``cliprange``.
+        cliprange_high: upper clip bound; falls back to ``cliprange``.
+        clip_ratio_c: dual-clip constant, must exceed 1.
+        loss_agg_mode: see ``agg_loss``.
+
+    Returns:
+        pg_loss: scalar loss.
+        pg_clipfrac: scalar, fraction of valid tokens where the clipped term won.
+        ppo_kl: scalar, masked mean of old_log_prob - log_prob.
+        pg_clipfrac_lower: scalar, fraction of valid tokens where the dual clip
+            bound was active.
+    """
+    if clip_ratio_c <= 1.0:
+        raise ValueError(f"clip_ratio_c must be greater than 1, got {clip_ratio_c}")
+    low = cliprange if cliprange_low is None else cliprange_low
+    high = cliprange if cliprange_high is None else cliprange_high
+    if low is None or high is None:
+        raise ValueError("compute_policy_loss needs cliprange or both cliprange_low and cliprange_high")
+
+    log_ratio = log_prob - old_log_prob
+    # exp of an unbounded log-ratio can overflow to inf and poison the gradient
+    ratio = torch.exp(torch.clamp(log_ratio, min=-20.0, max=20.0))
+    ppo_kl = masked_mean(-log_ratio.detach(), response_mask)
+
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - low, 1.0 + high)
+    clip_max = torch.maximum(unclipped, clipped)
+    pg_clipfrac = masked_mean((clipped > unclipped).float(), response_mask)
+
+    dual_bound = -advantages * clip_ratio_c
+    negative = advantages < 0
+    pg_losses = torch.where(negative, torch.minimum(clip_max, dual_bound), clip_max)
+    pg_clipfrac_lower = masked_mean((negative & (clip_max > dual_bound)).float(), response_mask)
+
+    pg_loss = agg_loss(pg_losses, response_mask, loss_agg_mode)
+    return pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower
+
+
+def compute_value_loss(
+    vpreds: torch.Tensor,
+    returns: torch.Tensor,
+    values: torch.Tensor,
+    response_mask: torch.Tensor,
+    cliprange_value: float,
+    loss_agg_mode: str = "token-mean",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Clipped value loss: the new prediction may move at most ``cliprange_value``
+    away from the rollout-time value before the loss stops rewarding the move.
+
+    Args:
+        vpreds: [B, T] current critic predictions.
+        returns: [B, T] regression targets.
+        values: [B, T] critic values recorded at rollout time.
+        response_mask: [B, T].
+        cliprange_value: half-width of the clip window around ``values``.
+        loss_agg_mode: see ``agg_loss``.
+
+    Returns:
+        vf_loss: scalar, 0.5 * agg(max(unclipped, clipped) squared error).
+        vf_clipfrac: scalar, fraction of valid tokens where the clipped error won.
+    """
+    vpred_clipped = values + torch.clamp(vpreds - values, -cliprange_value, cliprange_value)
+    unclipped = (vpreds - returns).square()
+    clipped = (vpred_clipped - returns).square()
+    vf_loss = 0.5 * agg_loss(torch.maximum(unclipped, clipped), response_mask, loss_agg_mode)
+    vf_clipfrac = masked_mean((clipped > unclipped).float(), response_mask)
+    return vf_loss, vf_clipfrac
+
+
+def compute_entropy_loss(
+    logits: torch.Tensor, response_mask: torch.Tensor, loss_agg_mode: str = "token-mean"
+) -> torch.Tensor:
+    """Aggregated entropy of the policy.
+
+    Args:
+        logits: [B, T, V].
+        response_mask: [B, T].
+        loss_agg_mode: see ``agg_loss``.
+
+    Returns:
+        Scalar.
+    """
+    return agg_loss(entropy_from_logits(logits), response_mask, loss_agg_mode)
+
+
+class FixedKLController:
+    """Constant KL coefficient."""
+
+    def __init__(self, kl_coef: float):
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """The coefficient is fixed; observations are ignored."""
+
+
+class AdaptiveKLController:
+    """Proportional controller steering the observed KL towards ``target_kl``."""
+
+    def __init__(self, init_kl_coef: float, target_kl: float, horizon: int):
+        self.value = init_kl_coef
+        self.target = target_kl
+        self.horizon = horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """Scale the coefficient by 1 + clip(kl / target - 1, ±0.2) * n_steps / horizon."""
+        error = min(max(float(current_kl) / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon
+
+
+def get_kl_controller(kl_ctrl: Any):
+    """Build a KL controller from a config with ``type``, ``kl_coef``,
+    ``target_kl`` and ``horizon``."""
+    if kl_ctrl.type == "fixed":
+        return FixedKLController(kl_coef=kl_ctrl.kl_coef)
+    if kl_ctrl.type == "adaptive":
+        if kl_ctrl.horizon <= 0:
+            raise ValueError(f"adaptive KL control needs horizon > 0, got {kl_ctrl.horizon}")
+        return AdaptiveKLController(init_kl_coef=kl_ctrl.kl_coef, target_kl=kl_ctrl.target_kl, horizon=kl_ctrl.horizon)
+    raise ValueError(f"unknown kl_ctrl.type {kl_ctrl.type!r}; valid types: ['fixed', 'adaptive']")

@@ -1,0 +1,132 @@
+"""Masked reductions and log-probability helpers over padded token tensors.
+
+Masks are read as booleans: a position takes part when its mask entry is
+non-zero. Values at masked-out positions never reach a result, even when they
+are inf or NaN.
+"""
+
+from typing import Optional
+
+import torch
+
+WHITEN_EPS = 1e-8
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+    """Sum of ``values`` over positions where ``mask`` is non-zero.
+
+    Args:
+        values: [...] tensor.
+        mask: same shape as ``values``, any dtype.
+        axis: dimension to reduce; ``None`` reduces everything.
+
+    Returns:
+        Scalar when ``axis`` is None, else ``values`` with ``axis`` removed.
+    """
+    # where() rather than a product, so inf/NaN in padding cannot leak in
+    kept = torch.where(mask.bool(), values, torch.zeros_like(values))
+    return kept.sum() if axis is None else kept.sum(dim=axis)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+    """Mean of ``values`` over positions where ``mask`` is non-zero.
+
+    Args:
+        values: [...] tensor.
+        mask: same shape as ``values``, any dtype.
+        axis: dimension to reduce; ``None`` reduces everything.
+
+    Returns:
+        Scalar when ``axis`` is None, else ``values`` with ``axis`` removed.
+        A reduction with no valid entry gives 0.
+    """
+    count = masked_sum(torch.ones_like(values), mask, axis)
+    # dividing an empty (zero) sum by 1 instead of 0 keeps both value and gradient finite
+    safe_count = torch.where(count > 0, count, torch.ones_like(count))
+    return masked_sum(values, mask, axis) / safe_count
+
+
+def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance of ``values`` over all positions where ``mask`` is non-zero.
+
+    Args:
+        values: [...] tensor.
+        mask: same shape as ``values``, any dtype.
+        unbiased: apply Bessel's correction n / (n - 1).
+
+    Returns:
+        Scalar. With fewer than two valid entries the spread is 0, and 0 is
+        returned rather than 0 / 0.
+    """
+    mean = masked_mean(values, mask)
+    var = masked_mean((values - mean) ** 2, mask)
+    if unbiased:
+        count = masked_sum(torch.ones_like(values), mask)
+        # for n <= 1 var is already 0, so any finite factor keeps it 0
+        var = var * count / (count - 1).clamp_min(1)
+    return var
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """Normalise ``values`` to unit variance using statistics of the valid entries.
+
+    Args:
+        values: [...] tensor.
+        mask: same shape as ``values``, any dtype.
+        shift_mean: if False, the mean is added back so only the scale changes.
+
+    Returns:
+        Tensor shaped like ``values``. Masked positions hold unspecified values;
+        callers zero them as needed.
+    """
+    mean = masked_mean(values, mask)
+    var = masked_var(values, mask)
+    whitened = (values - mean) * torch.rsqrt(var + WHITEN_EPS)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the categorical distribution given by ``logits``.
+
+    Uses H = logsumexp(z) - sum_i softmax(z)_i * z_i on logits shifted so their
+    maximum is 0; H is shift-invariant, and without the shift both terms would
+    be large and cancel, losing precision.
+
+    Args:
+        logits: [..., V].
+
+    Returns:
+        [...] entropy per position.
+    """
+    shifted = logits - logits.amax(dim=-1, keepdim=True).detach()
+    probs = torch.softmax(shifted, dim=-1)
+    return torch.logsumexp(shifted, dim=-1) - (probs * shifted).sum(dim=-1)
+
+
+def _gathered_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    picked = torch.gather(logits, dim=-1, index=labels.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Log-probability of ``labels`` under ``logits``: z[label] - logsumexp(z).
+
+    Half-precision logits are upcast to float32 one leading-dim slice at a
+    time: a bf16 logsumexp loses too many digits for importance ratios, and a
+    float32 copy of the whole [..., V] tensor may not fit in memory.
+
+    Args:
+        logits: [..., V].
+        labels: [...] integer token ids.
+
+    Returns:
+        [...] log-probabilities, float32 for half-precision logits, otherwise
+        the dtype of ``logits``.
+    """
+    if logits.dtype not in (torch.float16, torch.bfloat16):
+        return _gathered_logprobs(logits, labels)
+    if logits.dim() == 1:
+        return _gathered_logprobs(logits.float(), labels)
+    return torch.stack([_gathered_logprobs(z.float(), y) for z, y in zip(logits, labels)])
