@@ -1,0 +1,89 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from verl.utils.tracking import Tracking
+
+
+def read_lines(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_file_backend_appends_across_runs(tmp_path):
+    local_dir = tmp_path / "logs" / "run"
+    first = Tracking("proj", "exp", ["file"], {}, str(local_dir))
+    first.log({"actor/pg_loss": torch.tensor(0.5), "critic/score": np.float32(0.25), "n": 3, "note": "ok"}, step=1)
+    first.log({"actor/pg_loss": 0.4, "obj": object()}, step=2)
+    first.finish()
+
+    resumed = Tracking("proj", "exp", ["file"], {}, str(local_dir))
+    resumed.log({"actor/pg_loss": np.float64(0.3)}, step=3)
+    resumed.finish()
+
+    lines = read_lines(local_dir / "metrics.jsonl")
+    assert lines == [
+        {"step": 1, "actor/pg_loss": 0.5, "critic/score": 0.25, "n": 3.0, "note": "ok"},
+        {"step": 2, "actor/pg_loss": 0.4},
+        {"step": 3, "actor/pg_loss": 0.3},
+    ]
+
+
+def test_file_is_flushed_every_step(tmp_path):
+    tracker = Tracking("proj", "exp", ["file"], {}, str(tmp_path))
+    tracker.log({"a": 1.0}, step=7)
+    assert read_lines(tmp_path / "metrics.jsonl") == [{"step": 7, "a": 1.0}]
+    tracker.finish()
+
+
+def test_console_line(tmp_path, capsys):
+    tracker = Tracking("proj", "exp", ["console"], {}, str(tmp_path))
+    tracker.log({"actor/pg_loss": 0.123456, "response_length/max": 1024, "lr": torch.tensor(1e-6)}, step=3)
+    tracker.finish()
+    assert capsys.readouterr().out == "step 3 | actor/pg_loss 0.1235 | response_length/max 1024 | lr 1e-06\n"
+
+
+def test_tensorboard_writes_events(tmp_path, monkeypatch):
+    monkeypatch.delenv("TENSORBOARD_DIR", raising=False)
+    tracker = Tracking("proj", "exp", ["tensorboard"], {}, str(tmp_path))
+    tracker.log({"actor/pg_loss": torch.tensor(0.5), "note": "skipped"}, step=1)
+    tracker.finish()
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+
+
+def test_tensorboard_dir_from_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORBOARD_DIR", str(tmp_path / "tb_env"))
+    tracker = Tracking("proj", "exp", ["tensorboard"], {}, str(tmp_path / "local"))
+    tracker.log({"x": 1.0}, step=0)
+    tracker.finish()
+    assert list((tmp_path / "tb_env").glob("events.out.tfevents.*"))
+
+
+def test_wandb_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is not installed (pip install criticsearch[wandb])")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    tracker = Tracking("proj", "exp", ["wandb"], {"lr": 1e-6}, str(tmp_path))
+    tracker.log({"actor/pg_loss": torch.tensor(0.5), "n": np.int64(2)}, step=1)
+    tracker.finish()
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_unknown_backend(tmp_path):
+    with pytest.raises(ValueError, match=r"\['mlflow'\].*'console', 'file', 'wandb', 'tensorboard'"):
+        Tracking("proj", "exp", ["console", "mlflow"], {}, str(tmp_path))
+
+
+def test_wandb_defaults_to_offline_without_credentials(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason="wandb is not installed (pip install criticsearch[wandb])")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    calls = []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs))
+    Tracking("proj", "exp", ["wandb"], {"lr": 1e-6}, str(tmp_path))
+    assert calls == [{"project": "proj", "name": "exp", "config": {"lr": 1e-6}, "dir": str(tmp_path), "mode": "offline"}]

@@ -1,0 +1,155 @@
+"""Prompt dataset over parquet files, in the layout the RL trainer consumes.
+
+Each parquet row needs a chat-style ``prompt`` (list of {"role", "content"} dicts)
+and a ``data_source`` string; ``reward_model`` and ``extra_info`` dicts are optional.
+"""
+
+import logging
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+OPTIONAL_DICT_COLUMNS = ("reward_model", "extra_info")
+TOKENIZE_CHUNK = 1000
+
+
+class RLHFDataset(Dataset):
+    """Templated, tokenised prompts, left-padded to ``max_prompt_length``.
+
+    ``index`` of a row is ``extra_info["index"]`` when present, else its position
+    in this dataset (all files concatenated, after filtering).
+    """
+
+    def __init__(
+        self,
+        data_files: str | list[str],
+        tokenizer,
+        *,
+        prompt_key: str = "prompt",
+        max_prompt_length: int = 512,
+        filter_overlong_prompts: bool = True,
+    ):
+        files = [data_files] if isinstance(data_files, (str, os.PathLike)) else list(data_files)
+        if not files:
+            raise ValueError("RLHFDataset: data_files is empty")
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"RLHFDataset: tokenizer {type(tokenizer).__name__} has no pad_token_id to left-pad with")
+        self.tokenizer = tokenizer
+        self.prompt_key = prompt_key
+        self.max_prompt_length = max_prompt_length
+        self.filter_overlong_prompts = filter_overlong_prompts
+        self.rows: list[dict] = []
+        for path in files:
+            self.rows.extend(self._load(str(path)))
+        if not self.rows:
+            raise ValueError(f"RLHFDataset: no prompts of at most {max_prompt_length} tokens in {files}")
+
+    def _load(self, path: str) -> list[dict]:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"RLHFDataset: parquet file not found: {path}")
+        frame = pd.read_parquet(path)
+        for column in (self.prompt_key, "data_source"):
+            if column not in frame.columns:
+                raise ValueError(
+                    f"RLHFDataset: {path} has no column '{column}'; its columns are {list(frame.columns)}"
+                )
+
+        texts = [self._render(path, i, value) for i, value in enumerate(frame[self.prompt_key])]
+        token_ids: list[list[int]] = []
+        for start in tqdm(range(0, len(texts), TOKENIZE_CHUNK), desc=f"tokenising {path}", disable=None):
+            chunk = texts[start : start + TOKENIZE_CHUNK]
+            token_ids.extend(self.tokenizer(chunk, add_special_tokens=False)["input_ids"])
+
+        rows, dropped = [], 0
+        for i, ids in enumerate(token_ids):
+            if len(ids) > self.max_prompt_length:
+                if not self.filter_overlong_prompts:
+                    raise ValueError(
+                        f"RLHFDataset: {path} row {i}: prompt is {len(ids)} tokens, "
+                        f"over max_prompt_length={self.max_prompt_length}"
+                    )
+                dropped += 1
+                continue
+            row = {"prompt_ids": ids, "raw_prompt": texts[i], "data_source": str(frame["data_source"].iat[i])}
+            for column in OPTIONAL_DICT_COLUMNS:
+                row[column] = _as_dict(path, i, column, frame[column].iat[i] if column in frame.columns else None)
+            rows.append(row)
+        if dropped:
+            logger.warning(
+                "RLHFDataset: dropped %d of %d prompts from %s longer than %d tokens",
+                dropped, len(token_ids), path, self.max_prompt_length,
+            )
+        return rows
+
+    def _render(self, path: str, row: int, value) -> str:
+        """Turn a row's messages into the prompt text the policy sees."""
+        messages = list(value) if isinstance(value, (list, np.ndarray)) else None
+        if not messages or not all(
+            isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        ):
+            raise ValueError(
+                f"RLHFDataset: {path} row {row}: column '{self.prompt_key}' must be a non-empty list of "
+                f"{{'role': str, 'content': str}} dicts, got {value!r:.200}"
+            )
+        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        # Base models have no template: the prompt is the plain text of the messages.
+        return "\n".join(m["content"] for m in messages)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.rows[i]
+        ids = row["prompt_ids"]
+        pad = self.max_prompt_length - len(ids)
+        input_ids = torch.tensor([self.tokenizer.pad_token_id] * pad + ids, dtype=torch.long)
+        attention_mask = torch.tensor([0] * pad + [1] * len(ids), dtype=torch.long)
+        position_ids = (attention_mask.cumsum(0) - 1).clamp(min=0)
+        # Parquet fills a struct key that other rows have with None.
+        index = row["extra_info"].get("index")
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "raw_prompt": row["raw_prompt"],
+            "data_source": row["data_source"],
+            "reward_model": row["reward_model"],
+            "extra_info": row["extra_info"],
+            "index": int(index) if index is not None else i,
+        }
+
+
+def _as_dict(path: str, row: int, column: str, value) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"RLHFDataset: {path} row {row}: column '{column}' must be a dict, got {value!r:.200}")
+    return dict(value)
+
+
+def collate_fn(rows: list[dict]) -> dict:
+    """Stack tensor fields; every other field becomes a 1-D numpy object array."""
+    if not rows:
+        raise ValueError("collate_fn: got an empty batch")
+    batch = {}
+    for key, first in rows[0].items():
+        values = [row[key] for row in rows]
+        if isinstance(first, torch.Tensor):
+            batch[key] = torch.stack(values)
+        else:
+            # Filled element by element so dicts and lists are not broadcast into extra dimensions.
+            array = np.empty(len(values), dtype=object)
+            for j, value in enumerate(values):
+                array[j] = value
+            batch[key] = array
+    return batch
