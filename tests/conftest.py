@@ -1,5 +1,9 @@
+import os
+
 import pytest
 import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -9,3 +13,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One Ray instance on loopback for the whole session (starting Ray takes seconds). Workers get
+    the repository on their path so classes defined in tests can be imported there."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": REPO_ROOT}})
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,45 @@
+"""Base class of every Ray worker: rank, world size and the torch.distributed rendezvous."""
+
+import os
+import socket
+from datetime import timedelta
+
+import ray
+import torch
+import torch.distributed as dist
+
+from verl.single_controller.decorator import Dispatch, register
+
+
+class Worker:
+    """A process in a worker group. The group sets ``RANK``/``WORLD_SIZE`` in the environment of
+    the Ray actor; the rendezvous address is the Ray node address of rank 0."""
+
+    def __init__(self):
+        self.rank = int(os.environ["RANK"])
+        self.world_size = int(os.environ["WORLD_SIZE"])
+        self.device = os.environ.get("VERL_DEVICE", "cpu")
+
+    @register(Dispatch.RANK_ZERO)
+    def get_rendezvous_address(self) -> tuple[str, int]:
+        # Binding to port 0 asks the OS for a free port on rank 0's node.
+        host = ray.util.get_node_ip_address()
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return host, s.getsockname()[1]
+
+    @register(Dispatch.ONE_TO_ALL)
+    def init_distributed(self, host: str, port: int, timeout_s: int = 600) -> None:
+        """Joins the process group once per process (colocated roles share it)."""
+        if dist.is_initialized():
+            return
+        backend = "nccl" if self.device == "cuda" else "gloo"
+        if self.device == "cuda":
+            torch.cuda.set_device(0)  # Ray exposes exactly the actor's GPU as device 0
+        dist.init_process_group(
+            backend,
+            init_method=f"tcp://{host}:{port}",
+            rank=self.rank,
+            world_size=self.world_size,
+            timeout=timedelta(seconds=timeout_s),
+        )
