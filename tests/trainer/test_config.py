@@ -1,0 +1,53 @@
+import dataclasses
+import os
+
+import pytest
+import yaml
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from verl.trainer.config import PPOConfig
+from verl.trainer.main_ppo import check_config, load_config
+
+YAML_PATH = os.path.join(os.path.dirname(__import__("verl.trainer.config", fromlist=["x"]).__file__), "ppo_trainer.yaml")
+
+
+def test_yaml_mirrors_the_dataclass_defaults_key_for_key():
+    with open(YAML_PATH) as f:
+        raw = yaml.safe_load(f)
+    raw.pop("defaults")
+    assert raw == OmegaConf.to_container(OmegaConf.structured(PPOConfig), resolve=False)
+
+
+def test_composed_config_is_typed_and_takes_overrides():
+    config = load_config(["data.train_batch_size=8", "actor_rollout_ref.actor.optim.lr=3e-6",
+                          "trainer.logger=[console,file]"])
+    assert isinstance(config, PPOConfig) and dataclasses.is_dataclass(config.actor_rollout_ref.actor)
+    assert config.data.train_batch_size == 8
+    assert config.actor_rollout_ref.actor.optim.lr == 3e-6
+    assert config.trainer.logger == ["console", "file"]
+    assert config.trainer.default_local_dir == "checkpoints/criticsearch/ppo"  # interpolation resolved
+
+
+def test_unknown_key_is_refused_with_its_name():
+    with pytest.raises(ConfigCompositionException, match="trainer.no_such_key"):
+        load_config(["trainer.no_such_key=1"])
+
+
+def test_wrong_type_is_refused_with_its_name():
+    with pytest.raises(ConfigCompositionException, match="train_batch_size"):
+        load_config(["data.train_batch_size=many"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["algorithm.adv_estimator=ppo2"], "ppo2"),
+    (["actor_rollout_ref.rollout.name=vllm"], "rollout.name"),
+    (["data.train_batch_size=10", "actor_rollout_ref.actor.ppo_mini_batch_size=4"], "ppo_mini_batch_size"),
+    (["actor_rollout_ref.actor.kl_loss_type=k9"], "kl_loss_type"),
+    (["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=1"], "rollout.n"),
+    (["trainer.resume_mode=sometimes"], "resume_mode"),
+])
+def test_check_config_names_the_offending_key(overrides, message):
+    base = ["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8", "trainer.n_gpus_per_node=2"]
+    with pytest.raises(ValueError, match=message):
+        check_config(load_config(base + overrides))

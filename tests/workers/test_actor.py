@@ -1,0 +1,80 @@
+"""The PPO update on one process (no FSDP): gradient accumulation and the KL-loss sign."""
+
+import copy
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from verl.protocol import DataProto
+from verl.trainer.config import ActorConfig
+from verl.utils.tiny_model import build_tiny_model
+from verl.workers.actor import DataParallelPPOActor
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"), vocab_size=300, hidden_size=32, intermediate_size=64)
+
+
+def make_batch(rows: int, prompt_width: int = 5, response_width: int = 6, seed: int = 0) -> DataProto:
+    g = torch.Generator().manual_seed(seed)
+    prompts = torch.randint(3, 300, (rows, prompt_width), generator=g)
+    responses = torch.randint(3, 300, (rows, response_width), generator=g)
+    prompt_mask = torch.ones(rows, prompt_width, dtype=torch.long)
+    prompt_mask[0, :2] = 0  # left padding
+    response_mask = torch.ones(rows, response_width, dtype=torch.long)
+    response_mask[1, 4:] = 0  # a short response
+    response_mask[2, 2] = 0  # an observation token in the middle of a response
+    attention = torch.cat([prompt_mask, (response_mask + (torch.arange(response_width) == 2).long() * (torch.arange(rows) == 2).long()[:, None]).clamp(max=1)], 1)
+    return DataProto.from_dict(tensors={
+        "prompts": prompts, "responses": responses, "response_mask": response_mask,
+        "input_ids": torch.cat([prompts, responses], 1), "attention_mask": attention,
+        "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
+        "old_log_probs": -torch.rand(rows, response_width, generator=g) * 5,
+        "advantages": torch.randn(rows, response_width, generator=g),
+        "ref_log_prob": -torch.rand(rows, response_width, generator=g) * 5,
+    })
+
+
+def updated_weights(model_path, data, micro: int, **actor_kwargs):
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    config = ActorConfig(ppo_micro_batch_size_per_gpu=micro, grad_clip=1e9, **actor_kwargs)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    actor = DataParallelPPOActor(config, model, optimizer, scheduler)
+    before = copy.deepcopy(model.state_dict())
+    metrics = actor.update_policy(data, mini_batch_size=len(data), temperature=1.0)
+    return {k: v - before[k] for k, v in model.state_dict().items()}, metrics
+
+
+@pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+def test_short_trailing_micro_batch_gives_the_full_batch_gradient(model_path, loss_agg_mode):
+    data = make_batch(5)
+    whole, _ = updated_weights(model_path, data, micro=5, loss_agg_mode=loss_agg_mode)
+    pieces, _ = updated_weights(model_path, data, micro=2, loss_agg_mode=loss_agg_mode)  # 2 + 2 + 1 rows
+    for name in whole:
+        assert torch.allclose(whole[name], pieces[name], atol=1e-6), name
+
+
+def test_kl_loss_is_added_to_the_policy_loss(model_path):
+    """With zero advantages only the KL term moves the weights. Minimising +KL(π‖ref) with
+    ref = log π − 1 lowers log π of the sampled tokens; a subtracted KL would raise it."""
+    data = make_batch(4)
+    data.batch["advantages"].zero_()
+    config = ActorConfig(ppo_micro_batch_size_per_gpu=4, use_kl_loss=True, kl_loss_coef=1.0, kl_loss_type="k1")
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    actor = DataParallelPPOActor(config, model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
+    before, _ = actor.compute_log_prob(data, micro_batch_size=4, temperature=1.0)
+    data.batch["old_log_probs"] = before.clone()
+    data.batch["ref_log_prob"] = before - 1.0
+    metrics = actor.update_policy(data, mini_batch_size=4, temperature=1.0)
+    assert metrics["actor/kl_loss"][0] == pytest.approx(1.0, abs=1e-4)
+    after, _ = actor.compute_log_prob(data, micro_batch_size=4, temperature=1.0)
+    mask = data.batch["response_mask"].bool()
+    assert after[mask].sum() < before[mask].sum() - 1e-3

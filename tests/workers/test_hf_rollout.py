@@ -1,0 +1,94 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from verl.utils.tiny_model import build_tiny_model
+from verl.workers.rollout.base import SamplingParams
+from verl.workers.rollout.hf_rollout import HFRollout
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = build_tiny_model(tmp_path_factory.mktemp("tiny"), vocab_size=400, hidden_size=32, intermediate_size=64)
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def test_generates_n_samples_per_prompt_with_exact_ids_and_logprobs(tiny):
+    model, tok = tiny
+    rollout = HFRollout(model, tok)
+    prompts = [tok.encode("Who wrote Hamlet?"), tok.encode("Water boils at")]
+    torch.manual_seed(0)
+    results = rollout.generate(prompts, SamplingParams(max_new_tokens=6, n=3))
+    assert len(results) == 6
+    for r in results:
+        assert 1 <= len(r.token_ids) <= 6 and len(r.logprobs) == len(r.token_ids)
+        assert all(lp <= 0 for lp in r.logprobs)
+        assert r.finish_reason == ("length" if len(r.token_ids) == 6 else "stop")
+    # The reported log-probs are those of the sampled ids under the model (temperature 1, no filtering).
+    first = results[0]
+    ids = torch.tensor([prompts[0] + first.token_ids])
+    logp = torch.log_softmax(model(ids).logits[0, len(prompts[0]) - 1:-1], -1)
+    expected = logp.gather(-1, torch.tensor(first.token_ids)[:, None]).squeeze(-1)
+    assert torch.allclose(torch.tensor(first.logprobs), expected, atol=1e-4)
+
+
+def test_greedy_is_deterministic_and_matches_argmax(tiny):
+    model, tok = tiny
+    rollout = HFRollout(model, tok)
+    prompt = tok.encode("The capital of France is")
+    a = rollout.generate([prompt], SamplingParams(max_new_tokens=5, greedy=True))[0]
+    b = rollout.generate([prompt], SamplingParams(max_new_tokens=5, greedy=True))[0]
+    assert a.token_ids == b.token_ids
+    ids = torch.tensor([prompt])
+    first_argmax = model(ids).logits[0, -1].argmax().item()
+    assert a.token_ids[0] == first_argmax
+
+
+def test_stop_string_ends_the_row_and_keeps_the_stop_tokens(tiny):
+    model, tok = tiny
+    rollout = HFRollout(model, tok)
+    prompt = tok.encode("Numbers:")
+    free = rollout.generate([prompt], SamplingParams(max_new_tokens=8, greedy=True))[0]
+    # Use the decoded text of the greedy continuation's third token as a stop string: the
+    # stopped row must end exactly where that text first completes.
+    stop_text = tok.decode(free.token_ids[:3])[-2:]
+    if not stop_text.strip():
+        pytest.skip("greedy continuation is whitespace for this random model")
+    stopped = rollout.generate([prompt], SamplingParams(max_new_tokens=8, greedy=True, stop=[stop_text]))[0]
+    assert stopped.finish_reason == "stop"
+    assert tok.decode(stopped.token_ids).endswith(stop_text)
+    assert stopped.token_ids == free.token_ids[:len(stopped.token_ids)]
+    assert stop_text not in tok.decode(stopped.token_ids[:-1])
+
+
+def test_left_padding_does_not_change_a_rows_greedy_output(tiny):
+    model, tok = tiny
+    rollout = HFRollout(model, tok)
+    short, long = tok.encode("Hi"), tok.encode("Photosynthesis turns sunlight into sugar")
+    alone = rollout.generate([short], SamplingParams(max_new_tokens=4, greedy=True))[0]
+    batched = rollout.generate([long, short], SamplingParams(max_new_tokens=4, greedy=True))[1]
+    assert alone.token_ids == batched.token_ids
+
+
+def test_update_weights_makes_it_generate_like_the_new_weights(tiny, tmp_path):
+    model, tok = tiny
+    other_path = build_tiny_model(tmp_path / "other", vocab_size=400, hidden_size=32, intermediate_size=64, seed=1)
+    other = HFRollout(AutoModelForCausalLM.from_pretrained(other_path), tok)
+    rollout = HFRollout(AutoModelForCausalLM.from_pretrained(model.name_or_path), tok)
+    prompt = [tok.encode("Shakespeare wrote")]
+    params = SamplingParams(max_new_tokens=6, greedy=True)
+    before = rollout.generate(prompt, params)[0].token_ids
+    assert before != other.generate(prompt, params)[0].token_ids  # the two models differ to begin with
+    rollout.update_weights(other.model.state_dict().items())
+    assert rollout.generate(prompt, params)[0].token_ids == other.generate(prompt, params)[0].token_ids
+    with pytest.raises(KeyError, match="no_such.weight"):
+        rollout.update_weights([("no_such.weight", torch.zeros(1))])
+
+
+def test_empty_prompt_list(tiny):
+    model, tok = tiny
+    assert HFRollout(model, tok).generate([], SamplingParams(max_new_tokens=3)) == []

@@ -1,0 +1,124 @@
+"""Entry point: ``python -m verl.trainer.main_ppo key=value ...`` (Hydra, config ppo_trainer.yaml)."""
+
+import os
+
+import hydra
+import ray
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoTokenizer
+
+from verl.trainer import core_algos
+from verl.trainer.config import PPOConfig, register_schema
+from verl.trainer.ray_trainer import RayPPOTrainer
+from verl.utils.dataset import RLHFDataset
+
+register_schema()
+
+
+def load_config(overrides: list[str] | None = None) -> PPOConfig:
+    """The typed config after applying Hydra overrides (for scripts and tests)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("verl.trainer.config", version_base=None):
+        return to_typed(compose("ppo_trainer", overrides=overrides or []))
+
+
+def to_typed(cfg: DictConfig) -> PPOConfig:
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PPOConfig), cfg))
+
+
+def check_config(config: PPOConfig) -> None:
+    """Refuses, before anything starts, the settings that would fail later; names the key."""
+    cfg, actor, rollout = config, config.actor_rollout_ref.actor, config.actor_rollout_ref.rollout
+    core_algos.get_adv_estimator_fn(cfg.algorithm.adv_estimator)
+    if rollout.name != "hf":
+        raise ValueError(f"actor_rollout_ref.rollout.name={rollout.name!r}: the available rollout is 'hf'")
+    if cfg.trainer.resume_mode not in ("auto", "disable", "resume_path"):
+        raise ValueError(f"trainer.resume_mode={cfg.trainer.resume_mode!r}: use auto, disable or resume_path")
+    world = cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
+    responses = cfg.data.train_batch_size * rollout.n
+    if cfg.data.train_batch_size % actor.ppo_mini_batch_size:
+        raise ValueError(f"data.train_batch_size={cfg.data.train_batch_size} is not a multiple of "
+                         f"actor_rollout_ref.actor.ppo_mini_batch_size={actor.ppo_mini_batch_size}")
+    if (actor.ppo_mini_batch_size * rollout.n) % world:
+        raise ValueError(f"actor_rollout_ref.actor.ppo_mini_batch_size×rollout.n={actor.ppo_mini_batch_size * rollout.n} "
+                         f"responses must split evenly over {world} workers (trainer.nnodes×trainer.n_gpus_per_node)")
+    critic_mini = cfg.critic.ppo_mini_batch_size or actor.ppo_mini_batch_size
+    if cfg.algorithm.adv_estimator == "gae" and (responses % (critic_mini * rollout.n) or (critic_mini * rollout.n) % world):
+        raise ValueError(f"critic.ppo_mini_batch_size={critic_mini} must divide data.train_batch_size and, "
+                         f"times rollout.n, split evenly over {world} workers")
+    for key, value in (("actor_rollout_ref.actor.kl_loss_type", actor.kl_loss_type),
+                       ("algorithm.kl_penalty", cfg.algorithm.kl_penalty)):
+        try:
+            core_algos.kl_penalty(torch.zeros(1), torch.zeros(1), value)
+        except ValueError as e:
+            raise ValueError(f"{key}: {e}") from None
+    if cfg.algorithm.adv_estimator in ("grpo", "rloo") and rollout.n < 2:
+        raise ValueError(f"algorithm.adv_estimator={cfg.algorithm.adv_estimator} compares responses to the same "
+                         "prompt: set actor_rollout_ref.rollout.n >= 2")
+
+
+def resolve_device(config: PPOConfig) -> str:
+    if config.trainer.device is not None:
+        if config.trainer.device not in ("cpu", "cuda"):
+            raise ValueError(f"trainer.device={config.trainer.device!r}: use cpu or cuda")
+        return config.trainer.device
+    return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+
+
+def load_tokenizer(config: PPOConfig):
+    path = os.path.expanduser(config.actor_rollout_ref.model.path)
+    if path.startswith(("/", ".")) and not os.path.exists(path):
+        raise FileNotFoundError(f"actor_rollout_ref.model.path={config.actor_rollout_ref.model.path!r}: "
+                                f"{path} does not exist")
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=config.actor_rollout_ref.model.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"actor_rollout_ref.model.path={config.actor_rollout_ref.model.path!r} is not a "
+                                f"loadable model folder or hub id: {e}") from None
+
+
+def load_datasets(config: PPOConfig, tokenizer):
+    kwargs = dict(prompt_key=config.data.prompt_key, max_prompt_length=config.data.max_prompt_length,
+                  filter_overlong_prompts=config.data.filter_overlong_prompts)
+    train = RLHFDataset(_expand(config.data.train_files), tokenizer, **kwargs)
+    val = RLHFDataset(_expand(config.data.val_files), tokenizer, **kwargs) if config.data.val_files else None
+    return train, val
+
+
+def _expand(files) -> list[str]:
+    files = [files] if isinstance(files, str) else list(files)
+    return [os.path.expanduser(f) for f in files]
+
+
+def init_ray(config: PPOConfig) -> None:
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    if config.ray_init.address:
+        ray.init(address=config.ray_init.address, runtime_env=env)
+    else:  # a private single-node Ray, bound to loopback
+        ray.init(_node_ip_address="127.0.0.1", num_cpus=config.ray_init.num_cpus, include_dashboard=False,
+                 runtime_env=env)
+
+
+def run_ppo(config: PPOConfig) -> RayPPOTrainer:
+    """Checks the config, prepares data and model, starts the workers and trains."""
+    check_config(config)
+    tokenizer = load_tokenizer(config)
+    train, val = load_datasets(config, tokenizer)
+    init_ray(config)
+    trainer = RayPPOTrainer(config, tokenizer, train, val, device=resolve_device(config))
+    trainer.init_workers()
+    trainer.fit()
+    return trainer
+
+
+@hydra.main(config_path="config", config_name="ppo_trainer", version_base=None)
+def main(cfg: DictConfig) -> None:
+    run_ppo(to_typed(cfg))
+
+
+if __name__ == "__main__":
+    main()

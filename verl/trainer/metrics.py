@@ -1,0 +1,71 @@
+"""Per-step metrics computed on the driver from a finished batch."""
+
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from verl.protocol import DataProto
+from verl.utils.torch_functional import masked_mean
+
+
+@contextmanager
+def timer(name: str, timing: dict[str, float]):
+    start = time.perf_counter()
+    yield
+    timing[name] = time.perf_counter() - start
+
+
+def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
+    values = values.float()
+    if values.numel() == 0:
+        return {}
+    return {f"{prefix}/mean": values.mean().item(), f"{prefix}/max": values.max().item(),
+            f"{prefix}/min": values.min().item()}
+
+
+def compute_data_metrics(batch: DataProto, use_critic: bool) -> dict[str, float]:
+    b = batch.batch
+    response_mask = b["response_mask"].float()
+    prompt_width = b["prompts"].shape[1]
+    prompt_length = b["attention_mask"][:, :prompt_width].sum(-1)
+    # Whole response span (sampled tokens and any observations) as it occupies the context.
+    response_length = b["attention_mask"][:, prompt_width:].sum(-1)
+    valid = response_mask.bool()
+    metrics = {
+        **_stats("reward/score", b["token_level_scores"].sum(-1)),
+        **_stats("reward/reward", b["token_level_rewards"].sum(-1)),
+        **_stats("critic/advantages", b["advantages"][valid]),
+        **_stats("critic/returns", b["returns"][valid]),
+        **_stats("response_length", response_length),
+        **_stats("prompt_length", prompt_length),
+        "response_length/clip_ratio": (response_length >= b["responses"].shape[1]).float().mean().item(),
+        "response_length/sampled_tokens_mean": response_mask.sum(-1).mean().item(),
+    }
+    if "entropys" in b.keys():
+        metrics["actor/entropy"] = masked_mean(b["entropys"], response_mask).item()
+    if use_critic:
+        values = b["values"][valid]
+        returns = b["returns"][valid]
+        metrics.update(_stats("critic/values", values))
+        if returns.numel() > 1:
+            metrics["critic/vf_explained_var"] = (1 - (returns - values).var() / (returns.var() + 1e-5)).item()
+    return metrics
+
+
+def compute_throughput_metrics(batch: DataProto, step_seconds: float, world_size: int) -> dict[str, float]:
+    tokens = batch.batch["attention_mask"].sum().item()
+    return {"perf/total_num_tokens": tokens, "perf/time_per_step": step_seconds,
+            "perf/throughput": tokens / (step_seconds * world_size)}
+
+
+def reward_extra_metrics(prefix: str, extra: dict[str, np.ndarray]) -> dict[str, float]:
+    """Means of the numeric per-row values a reward manager returned."""
+    out = {}
+    for key, values in extra.items():
+        try:
+            out[f"{prefix}/{key}/mean"] = float(np.mean(values.astype(np.float64)))
+        except (TypeError, ValueError):
+            continue  # non-numeric extras (e.g. predicted strings) are kept in rollout dumps only
+    return out

@@ -1,0 +1,290 @@
+"""The single-controller PPO trainer: the driver runs the loop, Ray workers do the heavy lifting."""
+
+import json
+import os
+import uuid
+from collections import defaultdict
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from verl.protocol import DataProto
+from verl.single_controller import (
+    RayClassWithInitArgs,
+    RayResourcePool,
+    RayWorkerGroup,
+    create_colocated_worker_cls,
+)
+from verl.trainer import core_algos
+from verl.trainer.data_loader import ResumableBatches, validation_batches
+from verl.trainer.metrics import (
+    compute_data_metrics,
+    compute_throughput_metrics,
+    reward_extra_metrics,
+    timer,
+)
+from verl.utils.checkpoint import rng_state, set_rng_state
+from verl.utils.import_utils import load_object
+from verl.utils.torch_functional import masked_mean
+from verl.utils.tracking import Tracking
+from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
+
+LATEST_FILE = "latest_checkpointed_iteration.txt"
+
+
+def apply_kl_penalty(data: DataProto, kl_ctrl, kl_penalty: str) -> dict[str, float]:
+    """token_level_rewards = token_level_scores − β·KL(actor‖ref) on sampled tokens."""
+    mask = data.batch["response_mask"].float()
+    kld = core_algos.kl_penalty(data.batch["old_log_probs"], data.batch["ref_log_prob"], kl_penalty) * mask
+    data.batch["token_level_rewards"] = data.batch["token_level_scores"] - kl_ctrl.value * kld
+    current_kl = masked_mean(kld, mask, axis=-1).mean().item()
+    metrics = {"critic/kl": current_kl, "critic/kl_coef": kl_ctrl.value}
+    kl_ctrl.update(current_kl=current_kl, n_steps=len(data))
+    return metrics
+
+
+def compute_advantage(data: DataProto, algorithm) -> None:
+    """Fills ``advantages`` and ``returns`` with the configured estimator."""
+    name = algorithm.adv_estimator
+    fn = core_algos.get_adv_estimator_fn(name)
+    rewards, mask = data.batch["token_level_rewards"], data.batch["response_mask"].float()
+    if name == "gae":
+        advantages, returns = fn(rewards, data.batch["values"], mask, algorithm.gamma, algorithm.lam)
+    elif name == "grpo":
+        advantages, returns = fn(rewards, mask, data.non_tensor_batch["uid"],
+                                 norm_adv_by_std_in_grpo=algorithm.norm_adv_by_std_in_grpo)
+    elif name == "rloo":
+        advantages, returns = fn(rewards, mask, data.non_tensor_batch["uid"])
+    else:
+        advantages, returns = fn(rewards, mask, gamma=algorithm.gamma)
+    data.batch["advantages"], data.batch["returns"] = advantages, returns
+
+
+class RayPPOTrainer:
+    def __init__(self, config, tokenizer, train_dataset, val_dataset, device: str):
+        self.config = config  # PPOConfig
+        self.tokenizer = tokenizer
+        self.train_dataset = train_dataset
+        self.val_dataset = val_dataset
+        self.device = device
+        self.use_critic = config.algorithm.adv_estimator == "gae"
+        self.use_ref = config.actor_rollout_ref.actor.use_kl_loss or config.algorithm.use_kl_in_reward
+        self.train_batches = ResumableBatches(train_dataset, config.data.train_batch_size, config.data.shuffle,
+                                              config.data.seed)
+        epochs_steps = self.train_batches.batches_per_epoch * config.trainer.total_epochs
+        self.total_training_steps = config.trainer.total_training_steps or epochs_steps
+        config.actor_rollout_ref.actor.optim.total_training_steps = self.total_training_steps
+        config.critic.optim.total_training_steps = self.total_training_steps
+        self.kl_ctrl = core_algos.get_kl_controller(config.algorithm.kl_ctrl)
+        self.reward_fn = load_object(config.reward_model.reward_manager, "reward_model.reward_manager")(config, tokenizer)
+        self.global_steps = 0
+
+    # ---- workers -------------------------------------------------------------------------------
+    def init_workers(self) -> None:
+        cfg = self.config
+        nodes = [cfg.trainer.n_gpus_per_node] * cfg.trainer.nnodes
+        use_gpu = self.device == "cuda"
+        env = {"TOKENIZERS_PARALLELISM": "false"}
+        actor_role = "actor_rollout_ref" if self.use_ref and cfg.trainer.colocate_workers else "actor_rollout"
+        roles = {actor_role: RayClassWithInitArgs(ActorRolloutRefWorker, (cfg, actor_role))}
+        if self.use_ref and not cfg.trainer.colocate_workers:
+            roles["ref"] = RayClassWithInitArgs(ActorRolloutRefWorker, (cfg, "ref"))
+        if self.use_critic:
+            roles["critic"] = RayClassWithInitArgs(CriticWorker, (cfg,))
+        if cfg.trainer.colocate_workers:
+            pool = RayResourcePool(nodes, use_gpu)
+            fused = RayWorkerGroup(pool, create_colocated_worker_cls(roles), self.device, env)
+            groups = fused.spawn(roles)
+        else:
+            pool = RayResourcePool(nodes, use_gpu, max_colocate_count=len(roles))
+            groups = {role: RayWorkerGroup(pool, spec, self.device, env) for role, spec in roles.items()}
+        self.resource_pool = pool
+        self.actor_rollout_wg = groups[actor_role]
+        self.ref_wg = groups.get("ref", self.actor_rollout_wg)
+        self.critic_wg = groups.get("critic")
+        for group in groups.values():
+            group.init_model()
+        self.actor_rollout_wg.sync_rollout_weights()
+        manager_cls = load_object(cfg.actor_rollout_ref.rollout.generation_manager,
+                                  "actor_rollout_ref.rollout.generation_manager")
+        self.generation_manager = manager_cls(cfg, self.actor_rollout_wg, self.tokenizer)
+
+    # ---- one step ------------------------------------------------------------------------------
+    def _generate(self, batch: DataProto, validate: bool) -> DataProto:
+        gen_batch = batch.select(batch_keys=["input_ids", "attention_mask", "position_ids"],
+                                 non_tensor_batch_keys=list(batch.non_tensor_batch))
+        gen_batch.meta_info = {"validate": validate, "global_steps": self.global_steps,
+                               "total_steps": self.total_training_steps}
+        return self.generation_manager.generate_sequences(gen_batch)
+
+    def _compute_reward(self, batch: DataProto) -> dict[str, np.ndarray]:
+        scores, extra = self.reward_fn(batch)
+        batch.batch["token_level_scores"] = scores
+        return extra
+
+    def train_step(self, batch: DataProto) -> dict[str, float]:
+        cfg = self.config
+        metrics, timing = {}, {}
+        with timer("step", timing):
+            batch.non_tensor_batch["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(batch))], dtype=object)
+            with timer("gen", timing):
+                batch = self._generate(batch, validate=False)
+            metrics.update(batch.meta_info.pop("metrics", {}))
+            with timer("reward", timing):
+                extra = self._compute_reward(batch)
+            metrics.update(reward_extra_metrics("reward", extra))
+            with timer("old_log_prob", timing):
+                batch = batch.union(self.actor_rollout_wg.compute_log_prob(batch))
+            if self.use_ref:
+                with timer("ref", timing):
+                    batch = batch.union(self.ref_wg.compute_ref_log_prob(batch))
+            if self.use_critic:
+                with timer("values", timing):
+                    batch = batch.union(self.critic_wg.compute_values(batch))
+            with timer("adv", timing):
+                if cfg.algorithm.use_kl_in_reward:
+                    metrics.update(apply_kl_penalty(batch, self.kl_ctrl, cfg.algorithm.kl_penalty))
+                else:
+                    batch.batch["token_level_rewards"] = batch.batch["token_level_scores"]
+                compute_advantage(batch, cfg.algorithm)
+            if self.use_critic:
+                with timer("update_critic", timing):
+                    metrics.update(self.critic_wg.update_critic(batch).meta_info["metrics"])
+            if self.global_steps > cfg.trainer.critic_warmup:
+                with timer("update_actor", timing):
+                    metrics.update(self.actor_rollout_wg.update_actor(batch).meta_info["metrics"])
+                with timer("sync_weights", timing):
+                    self.actor_rollout_wg.sync_rollout_weights()
+            if cfg.trainer.rollout_data_dir:
+                with timer("dump_rollouts", timing):
+                    self._dump_rollouts(batch, extra)
+        metrics.update(compute_data_metrics(batch, self.use_critic))
+        metrics.update({f"timing_s/{k}": v for k, v in timing.items()})
+        metrics.update(compute_throughput_metrics(batch, timing["step"], self.resource_pool.world_size))
+        return metrics
+
+    def _dump_rollouts(self, batch: DataProto, extra: dict[str, np.ndarray]) -> None:
+        os.makedirs(self.config.trainer.rollout_data_dir, exist_ok=True)
+        path = os.path.join(self.config.trainer.rollout_data_dir, f"{self.global_steps}.jsonl")
+        b = batch.batch
+        prompt_width = b["prompts"].shape[1]
+        with open(path, "w") as f:
+            for i in range(len(batch)):
+                prompt_ids = b["prompts"][i][b["attention_mask"][i, :prompt_width].bool()]
+                span = b["attention_mask"][i, prompt_width:].bool()
+                response_ids = b["responses"][i][span]
+                row = {
+                    "step": self.global_steps,
+                    "uid": batch.non_tensor_batch["uid"][i],
+                    "data_source": batch.non_tensor_batch["data_source"][i],
+                    "prompt": self.tokenizer.decode(prompt_ids),
+                    "response": self.tokenizer.decode(response_ids),
+                    "response_ids": response_ids.tolist(),
+                    "response_mask": b["response_mask"][i][span].tolist(),
+                    "reward": b["token_level_scores"][i].sum().item(),
+                    **{k: _jsonable(v[i]) for k, v in extra.items()},
+                }
+                f.write(json.dumps(row) + "\n")
+
+    # ---- validation ----------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        per_source: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for batch in validation_batches(self.val_dataset, self.config.data.val_batch_size):
+            batch = self._generate(batch, validate=True)
+            batch.meta_info.pop("metrics", None)
+            extra = self._compute_reward(batch)
+            sources = batch.non_tensor_batch["data_source"]
+            for key, values in extra.items():
+                for source, value in zip(sources, values):
+                    if isinstance(value, (int, float, np.number, bool, np.bool_)):
+                        per_source[source][key].append(float(value))
+        metrics = {}
+        overall: dict[str, list[float]] = defaultdict(list)
+        for source, by_key in per_source.items():
+            for key, values in by_key.items():
+                metrics[f"val/{source}/{key}"] = float(np.mean(values))
+                overall[key].extend(values)
+        metrics.update({f"val/{key}": float(np.mean(v)) for key, v in overall.items()})
+        return metrics
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(self.config.trainer.default_local_dir, f"global_step_{step}")
+
+    def save_checkpoint(self) -> None:
+        step_dir = self._step_dir(self.global_steps)
+        self.actor_rollout_wg.save_checkpoint(os.path.join(step_dir, "actor"))
+        if self.use_critic:
+            self.critic_wg.save_checkpoint(os.path.join(step_dir, "critic"))
+        torch.save({"global_steps": self.global_steps, "dataloader": self.train_batches.state_dict(),
+                    "kl_coef": self.kl_ctrl.value, "rng": rng_state()}, os.path.join(step_dir, "trainer_state.pt"))
+        # Written last, so an interrupted save is never picked up by resume.
+        with open(os.path.join(self.config.trainer.default_local_dir, LATEST_FILE), "w") as f:
+            f.write(str(self.global_steps))
+
+    def _resume_dir(self) -> str | None:
+        cfg = self.config.trainer
+        if cfg.resume_mode == "disable":
+            return None
+        if cfg.resume_mode == "resume_path":
+            if not cfg.resume_from_path or not os.path.isdir(cfg.resume_from_path):
+                raise FileNotFoundError(f"trainer.resume_from_path={cfg.resume_from_path!r} is not a checkpoint folder")
+            return cfg.resume_from_path
+        latest = os.path.join(cfg.default_local_dir, LATEST_FILE)
+        if not os.path.exists(latest):
+            return None
+        with open(latest) as f:
+            return self._step_dir(int(f.read().strip()))
+
+    def load_checkpoint(self) -> None:
+        step_dir = self._resume_dir()
+        if step_dir is None:
+            return
+        state = torch.load(os.path.join(step_dir, "trainer_state.pt"), weights_only=False)
+        self.actor_rollout_wg.load_checkpoint(os.path.join(step_dir, "actor"))
+        if self.use_critic:
+            self.critic_wg.load_checkpoint(os.path.join(step_dir, "critic"))
+        self.global_steps = state["global_steps"]
+        self.train_batches.load_state_dict(state["dataloader"])
+        self.kl_ctrl.value = state["kl_coef"]
+        set_rng_state(state["rng"])
+        print(f"resumed from {step_dir}: continuing at step {self.global_steps + 1}")
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def fit(self) -> None:
+        cfg = self.config.trainer
+        logger = Tracking(cfg.project_name, cfg.experiment_name, list(cfg.logger), config=_plain(self.config),
+                          local_dir=cfg.default_local_dir)
+        self.load_checkpoint()
+        if self.val_dataset is not None and cfg.val_before_train and self.global_steps == 0:
+            logger.log(self.validate(), step=0)
+        progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="training steps")
+        while self.global_steps < self.total_training_steps:
+            self.global_steps += 1
+            metrics = self.train_step(next(self.train_batches))
+            last = self.global_steps == self.total_training_steps
+            if self.val_dataset is not None and cfg.test_freq > 0 and (last or self.global_steps % cfg.test_freq == 0):
+                timing = {}
+                with timer("validate", timing):
+                    metrics.update(self.validate())
+                metrics["timing_s/validate"] = timing["validate"]
+            if cfg.save_freq > 0 and (last or self.global_steps % cfg.save_freq == 0):
+                self.save_checkpoint()
+            metrics["training/global_step"] = self.global_steps
+            metrics["training/epoch"] = self.train_batches.epoch
+            logger.log(metrics, step=self.global_steps)
+            progress.update(1)
+        progress.close()
+        logger.finish()
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else str(value)
+
+
+def _plain(config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)

@@ -1,0 +1,59 @@
+"""Reward managers: turn a batch of responses into token-level scores (a plug-in,
+``reward_model.reward_manager``).
+
+A reward manager is built as ``Manager(config, tokenizer)`` and called on a batch; it returns
+``(scores [B, R], extra)`` where ``extra`` maps metric names to one value per row and holds at
+least ``score`` (each row's scalar outcome).
+"""
+
+import numpy as np
+import torch
+
+from verl.protocol import DataProto
+from verl.utils.import_utils import load_function_from
+
+
+def last_valid_positions(response_mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last sampled token (0 for an empty response), [B]."""
+    positions = torch.arange(response_mask.shape[1]).expand_as(response_mask)
+    return (positions * response_mask.long()).max(dim=1).values
+
+
+class RuleRewardManager:
+    """Scores each response with ``compute_score(data_source, solution_str, ground_truth, extra_info)``,
+    which returns a float or a dict with a ``score`` key and further per-row metrics. The score is
+    placed on the response's last sampled token."""
+
+    def __init__(self, config, tokenizer):
+        cfg = config.custom_reward_function
+        if not cfg.path:
+            raise ValueError("custom_reward_function.path is not set: name a .py file or module defining "
+                             f"{cfg.name}(data_source, solution_str, ground_truth, extra_info)")
+        self.compute_score = load_function_from(cfg.path, cfg.name, "custom_reward_function")
+        self.tokenizer = tokenizer
+
+    def __call__(self, data: DataProto) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        responses = data.batch["responses"]
+        response_mask = data.batch["response_mask"]
+        prompt_width = data.batch["prompts"].shape[1]
+        # Text of the whole response, observations included (attention mask), as the task sees it.
+        response_attention = data.batch["attention_mask"][:, prompt_width:].bool()
+        scores = torch.zeros(responses.shape, dtype=torch.float32)
+        last = last_valid_positions(response_mask)
+        extra: dict[str, list] = {}
+        for i in range(len(data)):
+            text = self.tokenizer.decode(responses[i][response_attention[i]], skip_special_tokens=True)
+            reward_model = data.non_tensor_batch["reward_model"][i] or {}
+            result = self.compute_score(
+                data_source=data.non_tensor_batch["data_source"][i],
+                solution_str=text,
+                ground_truth=reward_model.get("ground_truth"),
+                extra_info=data.non_tensor_batch["extra_info"][i],
+            )
+            result = dict(result) if isinstance(result, dict) else {"score": result}
+            score = float(result["score"])
+            for key, value in result.items():
+                extra.setdefault(key, []).append(value)
+            if response_mask[i].any():
+                scores[i, last[i]] = score
+        return scores, {k: np.array(v) for k, v in extra.items()}

@@ -1,0 +1,77 @@
+"""Saving and restoring a sharded model with its optimizer, LR schedule and RNG states.
+
+Layout of one role's folder (``global_step_N/actor``):
+  dcp/                     model + optimizer, torch.distributed.checkpoint (any world size can load)
+  extra_state_rank_R.pt    LR scheduler and RNG states of rank R
+  huggingface/             full weights + tokenizer, loadable by ``from_pretrained`` (optional)
+"""
+
+import os
+import random
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from verl.utils.fsdp_utils import full_state_dict
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_checkpoint(path: str, model, optimizer=None, lr_scheduler=None, tokenizer=None, save_hf: bool = False) -> None:
+    """Collective: every rank calls it with its shard."""
+    rank = dist.get_rank()
+    os.makedirs(path, exist_ok=True)
+    state = {"model": get_model_state_dict(model)}
+    if optimizer is not None:
+        state["optimizer"] = get_optimizer_state_dict(model, optimizer)
+    dcp.save(state, checkpoint_id=os.path.join(path, "dcp"))
+    extra = {"rng": rng_state(), "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None}
+    torch.save(extra, os.path.join(path, f"extra_state_rank_{rank}.pt"))
+    if save_hf:
+        weights = full_state_dict(model, rank0_only_on_cpu=True)
+        if rank == 0:
+            hf_dir = os.path.join(path, "huggingface")
+            model.save_pretrained(hf_dir, state_dict=weights)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(hf_dir)
+    dist.barrier()
+
+
+def load_checkpoint(path: str, model, optimizer=None, lr_scheduler=None) -> None:
+    """Collective counterpart of :func:`save_checkpoint`."""
+    rank = dist.get_rank()
+    extra_path = os.path.join(path, f"extra_state_rank_{rank}.pt")
+    if not os.path.exists(extra_path):
+        raise FileNotFoundError(f"{extra_path} is missing: was the checkpoint saved with a different world size?")
+    state = {"model": get_model_state_dict(model)}
+    if optimizer is not None:
+        state["optimizer"] = get_optimizer_state_dict(model, optimizer)
+    dcp.load(state, checkpoint_id=os.path.join(path, "dcp"))
+    set_model_state_dict(model, state["model"])
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, state["optimizer"])
+    extra = torch.load(extra_path, weights_only=False)
+    if lr_scheduler is not None and extra["lr_scheduler"] is not None:
+        lr_scheduler.load_state_dict(extra["lr_scheduler"])
+    set_rng_state(extra["rng"])

@@ -1,0 +1,61 @@
+"""Building FSDP2-sharded Hugging Face models, their optimizers, and moving weights out of them."""
+
+import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+from transformers import get_constant_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def shard_model(model: torch.nn.Module, fsdp_config, device: str, world_size: int) -> torch.nn.Module:
+    """Wraps each transformer block (the model's ``_no_split_modules``) and then the root with
+    ``fully_shard``. On GPU, parameters stay fp32 and compute runs in ``param_dtype``."""
+    mesh = init_device_mesh(device, (world_size,))
+    kwargs = {"mesh": mesh}
+    if device == "cuda":
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=DTYPES[fsdp_config.param_dtype],
+                                                   reduce_dtype=DTYPES[fsdp_config.reduce_dtype])
+        if fsdp_config.param_offload:
+            kwargs["offload_policy"] = CPUOffloadPolicy()
+        else:
+            model.to("cuda")
+    block_names = set(getattr(model, "_no_split_modules", None) or [])
+    blocks = [m for m in model.modules() if type(m).__name__ in block_names]
+    if not blocks:
+        raise ValueError(f"{type(model).__name__} declares no _no_split_modules; cannot find its transformer blocks")
+    for block in blocks:
+        fully_shard(block, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
+
+
+def build_optimizer(model: torch.nn.Module, optim_config) -> tuple[torch.optim.Optimizer, object]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=optim_config.lr, betas=tuple(optim_config.betas),
+                                  weight_decay=optim_config.weight_decay)
+    total = max(optim_config.total_training_steps, 1)
+    warmup = optim_config.lr_warmup_steps
+    if warmup < 0:
+        warmup = int(optim_config.lr_warmup_steps_ratio * total)
+    if optim_config.warmup_style == "constant":
+        scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=warmup)
+    elif optim_config.warmup_style == "cosine":
+        scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, num_warmup_steps=warmup, num_training_steps=total, min_lr_rate=optim_config.min_lr_ratio)
+    else:
+        raise ValueError(f"optim.warmup_style must be 'constant' or 'cosine', got {optim_config.warmup_style!r}")
+    return optimizer, scheduler
+
+
+def full_state_dict(model: torch.nn.Module, rank0_only_on_cpu: bool = False) -> dict[str, torch.Tensor]:
+    """The unsharded weights. Collective: every rank must call it."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=rank0_only_on_cpu)
+    return get_model_state_dict(model, options=options)
+
+
+def move_optimizer_state(optimizer: torch.optim.Optimizer, device: str) -> None:
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                state[key] = value.to(device, non_blocking=True)

@@ -1,0 +1,66 @@
+"""Value-function computations on one FSDP rank: values of response positions and the update."""
+
+import torch
+
+from verl.protocol import DataProto
+from verl.trainer import core_algos
+from verl.workers.actor import clip_grad_norm, loss_denominator, micro_weight, pad_right, trim_padding
+
+
+def response_values(model, data: DataProto, response_length: int) -> torch.Tensor:
+    """Value of the state before each response token, [B, kept response columns]."""
+    inputs, kept = trim_padding(data, response_length)
+    values = model(**inputs, use_cache=False).logits.squeeze(-1)
+    return values[:, -kept - 1:-1].float()
+
+
+class DataParallelPPOCritic:
+    def __init__(self, config, model, optimizer, lr_scheduler, device="cpu"):
+        self.config = config  # CriticConfig
+        self.model = model
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.device = device
+
+    @torch.no_grad()
+    def compute_values(self, data: DataProto) -> torch.Tensor:
+        self.model.eval()
+        width = data.batch["responses"].shape[1]
+        values = []
+        for micro in data.split(self.config.ppo_micro_batch_size_per_gpu):
+            micro = micro.to(self.device)
+            values.append(pad_right(response_values(self.model, micro, width), width).cpu())
+        return torch.cat(values) * data.batch["response_mask"].float()
+
+    def update_critic(self, data: DataProto, mini_batch_size: int) -> dict[str, list[float]]:
+        cfg = self.config
+        self.model.train()
+        metrics: dict[str, list[float]] = {}
+        data = data.select(batch_keys=["responses", "input_ids", "attention_mask", "position_ids",
+                                       "response_mask", "values", "returns"])
+        for _ in range(cfg.ppo_epochs):
+            for mini in data.split(mini_batch_size):
+                self.optimizer.zero_grad()
+                denominator = loss_denominator(mini.batch["response_mask"], cfg.loss_agg_mode)
+                for micro in mini.split(cfg.ppo_micro_batch_size_per_gpu):
+                    micro = micro.to(self.device)
+                    vpreds = response_values(self.model, micro, micro.batch["responses"].shape[1])
+                    kept = vpreds.shape[1]
+                    mask = micro.batch["response_mask"][:, :kept].float()
+                    vf_loss, vf_clipfrac = core_algos.compute_value_loss(
+                        vpreds=vpreds, returns=micro.batch["returns"][:, :kept], values=micro.batch["values"][:, :kept],
+                        response_mask=mask, cliprange_value=cfg.cliprange_value, loss_agg_mode=cfg.loss_agg_mode)
+                    (vf_loss * micro_weight(mask, cfg.loss_agg_mode, denominator)).backward()
+                    metrics.setdefault("critic/vf_loss", []).append(vf_loss.item())
+                    metrics.setdefault("critic/vf_clipfrac", []).append(vf_clipfrac.item())
+                    metrics.setdefault("critic/vpred_mean", []).append(
+                        (vpreds * mask).sum().item() / max(mask.sum().item(), 1.0))
+                grad_norm = clip_grad_norm(self.model, cfg.grad_clip)
+                if torch.isfinite(grad_norm):
+                    self.optimizer.step()
+                else:
+                    self.optimizer.zero_grad()
+                self.lr_scheduler.step()
+                metrics.setdefault("critic/grad_norm", []).append(float(grad_norm))
+                metrics.setdefault("critic/lr", []).append(self.lr_scheduler.get_last_lr()[0])
+        return metrics

@@ -1,0 +1,220 @@
+"""Ray workers of the trainer: policy/rollout/reference in one process, and the value critic.
+
+Models are sharded with FSDP2 (one ``fully_shard`` per transformer block); gloo on CPU, NCCL on GPU.
+"""
+
+import os
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+
+from verl.protocol import DataProto
+from verl.single_controller import Dispatch, Worker, register
+from verl.utils.checkpoint import load_checkpoint, save_checkpoint
+from verl.utils.fsdp_utils import DTYPES, build_optimizer, full_state_dict, move_optimizer_state, shard_model
+from verl.workers.actor import DataParallelPPOActor
+from verl.workers.critic import DataParallelPPOCritic
+from verl.workers.rollout.base import SamplingParams
+from verl.workers.rollout.hf_rollout import HFRollout
+
+ROLES = ("actor_rollout", "actor_rollout_ref", "ref")
+
+
+def load_causal_lm(path: str, trust_remote_code: bool, enable_gradient_checkpointing: bool = False):
+    model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(path), dtype=torch.float32,
+                                                 trust_remote_code=trust_remote_code)
+    if enable_gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def average_metrics(metrics: dict[str, list[float]]) -> dict[str, float]:
+    """Mean of each metric over its steps and over all data-parallel ranks."""
+    keys = sorted(metrics)
+    local = torch.tensor([float(np.mean(metrics[k])) for k in keys], dtype=torch.float64)
+    dist.all_reduce(local)
+    return dict(zip(keys, (local / dist.get_world_size()).tolist()))
+
+
+def build_sequences(prompts: DataProto, results, n: int, response_length: int, pad_id: int) -> DataProto:
+    """Packs rollout results next to their (left-padded) prompts, right-padding the responses."""
+    prompt_ids = prompts.batch["input_ids"].repeat_interleave(n, dim=0)
+    prompt_mask = prompts.batch["attention_mask"].repeat_interleave(n, dim=0)
+    rows = len(results)
+    responses = torch.full((rows, response_length), pad_id, dtype=torch.long)
+    response_mask = torch.zeros((rows, response_length), dtype=torch.long)
+    rollout_log_probs = torch.zeros((rows, response_length), dtype=torch.float32)
+    for i, result in enumerate(results):
+        k = len(result.token_ids)
+        responses[i, :k] = torch.tensor(result.token_ids, dtype=torch.long)
+        response_mask[i, :k] = 1
+        rollout_log_probs[i, :k] = torch.tensor(result.logprobs, dtype=torch.float32)
+    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
+    out = DataProto.from_dict(
+        tensors={
+            "prompts": prompt_ids,
+            "responses": responses,
+            "response_mask": response_mask,
+            "input_ids": torch.cat([prompt_ids, responses], dim=1),
+            "attention_mask": attention_mask,
+            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+            "rollout_log_probs": rollout_log_probs,
+        },
+        non_tensors={"finish_reason": np.array([r.finish_reason for r in results], dtype=object)},
+        meta_info=dict(prompts.meta_info),
+    )
+    extra = {k: v for k, v in prompts.non_tensor_batch.items()}
+    if extra:
+        out = out.union(DataProto.from_dict(non_tensors=extra).repeat(n, interleave=True))
+    return out
+
+
+class ActorRolloutRefWorker(Worker):
+    """``role`` is ``actor_rollout`` (policy + rollout), ``actor_rollout_ref`` (plus a frozen
+    reference policy in the same process) or ``ref`` (the reference policy alone)."""
+
+    def __init__(self, config, role: str):
+        super().__init__()
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        self.config = config  # PPOConfig
+        self.role = role
+        self.has_actor = role != "ref"
+        self.has_ref = role in ("actor_rollout_ref", "ref")
+
+    @register(Dispatch.ONE_TO_ALL)
+    def init_model(self) -> None:
+        cfg = self.config.actor_rollout_ref
+        torch.manual_seed(self.config.trainer.seed + self.rank)
+        self.tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(cfg.model.path),
+                                                       trust_remote_code=cfg.model.trust_remote_code)
+        if self.has_actor:
+            model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing)
+            model = shard_model(model, cfg.actor.fsdp_config, self.device, self.world_size)
+            optimizer, scheduler = build_optimizer(model, cfg.actor.optim)
+            self.actor = DataParallelPPOActor(cfg.actor, model, optimizer, scheduler, self.device)
+            rollout_model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code)
+            if self.device == "cuda":
+                rollout_model.to("cuda", DTYPES[cfg.actor.fsdp_config.param_dtype])
+            self.rollout = HFRollout(rollout_model, self.tokenizer)
+            self._offload_optimizer()
+        if self.has_ref:
+            ref = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code)
+            ref = shard_model(ref.requires_grad_(False), cfg.ref.fsdp_config, self.device, self.world_size)
+            self.ref = DataParallelPPOActor(cfg.ref, ref, device=self.device)
+
+    def _offload_optimizer(self) -> None:
+        if self.device == "cuda" and self.config.actor_rollout_ref.actor.fsdp_config.optimizer_offload:
+            move_optimizer_state(self.actor.optimizer, "cpu")
+
+    @register(Dispatch.ONE_TO_ALL)
+    def sync_rollout_weights(self) -> None:
+        """Copies the actor's current weights into the rollout engine (collective all-gather)."""
+        self.rollout.update_weights(full_state_dict(self.actor.model).items())
+
+    def _sampling_params(self, meta: dict) -> SamplingParams:
+        cfg = self.config.actor_rollout_ref.rollout
+        if meta.get("validate", False):
+            v = cfg.val_kwargs
+            params = SamplingParams(max_new_tokens=self.config.data.max_response_length, temperature=v.temperature,
+                                    top_p=v.top_p, top_k=v.top_k, n=v.n, stop=list(cfg.stop), greedy=not v.do_sample)
+        else:
+            params = SamplingParams(max_new_tokens=self.config.data.max_response_length, temperature=cfg.temperature,
+                                    top_p=cfg.top_p, top_k=cfg.top_k, n=cfg.n, stop=list(cfg.stop),
+                                    greedy=not cfg.do_sample)
+        # A rollout loop may change limits per call (e.g. tokens per turn, stop strings, n=1).
+        for key in ("max_new_tokens", "stop", "n", "greedy"):
+            if key in meta:
+                setattr(params, key, meta[key])
+        return params
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def generate_sequences(self, prompts: DataProto) -> DataProto:
+        params = self._sampling_params(prompts.meta_info)
+        ids, mask = prompts.batch["input_ids"], prompts.batch["attention_mask"].bool()
+        token_lists = [row[m].tolist() for row, m in zip(ids, mask)]
+        results = self.rollout.generate(token_lists, params)
+        return build_sequences(prompts, results, params.n, params.max_new_tokens, self.rollout.pad_id)
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def compute_log_prob(self, data: DataProto) -> DataProto:
+        cfg = self.config.actor_rollout_ref
+        log_probs, entropys = self.actor.compute_log_prob(
+            data, cfg.rollout.log_prob_micro_batch_size_per_gpu, cfg.rollout.temperature, with_entropy=True)
+        return DataProto.from_dict(tensors={"old_log_probs": log_probs, "entropys": entropys})
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def compute_ref_log_prob(self, data: DataProto) -> DataProto:
+        cfg = self.config.actor_rollout_ref
+        log_probs, _ = self.ref.compute_log_prob(data, cfg.ref.log_prob_micro_batch_size_per_gpu,
+                                                 cfg.rollout.temperature)
+        return DataProto.from_dict(tensors={"ref_log_prob": log_probs})
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def update_actor(self, data: DataProto) -> DataProto:
+        cfg = self.config.actor_rollout_ref
+        mini_batch_size = cfg.actor.ppo_mini_batch_size * cfg.rollout.n // self.world_size
+        if self.device == "cuda" and cfg.actor.fsdp_config.optimizer_offload:
+            move_optimizer_state(self.actor.optimizer, "cuda")
+        metrics = self.actor.update_policy(data, mini_batch_size, cfg.rollout.temperature)
+        self._offload_optimizer()
+        return DataProto(meta_info={"metrics": average_metrics(metrics)})
+
+    @register(Dispatch.ONE_TO_ALL)
+    def save_checkpoint(self, path: str, save_hf: bool = True) -> None:
+        save_checkpoint(path, self.actor.model, self.actor.optimizer, self.actor.lr_scheduler,
+                        tokenizer=self.tokenizer, save_hf=save_hf)
+
+    @register(Dispatch.ONE_TO_ALL)
+    def load_checkpoint(self, path: str) -> None:
+        load_checkpoint(path, self.actor.model, self.actor.optimizer, self.actor.lr_scheduler)
+        self.sync_rollout_weights()
+
+
+class CriticWorker(Worker):
+    """A value head on the language-model backbone (``AutoModelForTokenClassification``, 1 label)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config  # PPOConfig
+
+    @register(Dispatch.ONE_TO_ALL)
+    def init_model(self) -> None:
+        cfg = self.config.critic
+        torch.manual_seed(self.config.trainer.seed + self.rank)
+        path = os.path.expanduser(cfg.model.path or self.config.actor_rollout_ref.model.path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+        model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
+                                                                trust_remote_code=cfg.model.trust_remote_code)
+        if cfg.model.enable_gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = shard_model(model, cfg.fsdp_config, self.device, self.world_size)
+        optimizer, scheduler = build_optimizer(model, cfg.optim)
+        self.critic = DataParallelPPOCritic(cfg, model, optimizer, scheduler, self.device)
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def compute_values(self, data: DataProto) -> DataProto:
+        return DataProto.from_dict(tensors={"values": self.critic.compute_values(data)})
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def update_critic(self, data: DataProto) -> DataProto:
+        cfg = self.config
+        mini_prompts = cfg.critic.ppo_mini_batch_size or cfg.actor_rollout_ref.actor.ppo_mini_batch_size
+        mini_batch_size = mini_prompts * cfg.actor_rollout_ref.rollout.n // self.world_size
+        if self.device == "cuda" and cfg.critic.fsdp_config.optimizer_offload:
+            move_optimizer_state(self.critic.optimizer, "cuda")
+        metrics = self.critic.update_critic(data, mini_batch_size)
+        if self.device == "cuda" and cfg.critic.fsdp_config.optimizer_offload:
+            move_optimizer_state(self.critic.optimizer, "cpu")
+        return DataProto(meta_info={"metrics": average_metrics(metrics)})
+
+    @register(Dispatch.ONE_TO_ALL)
+    def save_checkpoint(self, path: str, save_hf: bool = False) -> None:
+        save_checkpoint(path, self.critic.model, self.critic.optimizer, self.critic.lr_scheduler,
+                        tokenizer=self.tokenizer, save_hf=save_hf)
+
+    @register(Dispatch.ONE_TO_ALL)
+    def load_checkpoint(self, path: str) -> None:
+        load_checkpoint(path, self.critic.model, self.critic.optimizer, self.critic.lr_scheduler)
