@@ -10,7 +10,6 @@ DEMO_OUT ?= runs/digits
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python setup.py
 	$(BIN)/pip install "$(TORCH)"

@@ -56,7 +56,7 @@ def overrides_for(out: str, algo: str) -> list[str]:
         "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=32",
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=32", "critic.ppo_micro_batch_size_per_gpu=32",
         f"custom_reward_function.path={os.path.join(HERE, 'reward.py')}",
-        "trainer.device=cpu", "trainer.n_gpus_per_node=2", "trainer.total_training_steps=20",
+        "trainer.device=cpu", "trainer.n_gpus_per_node=2", "trainer.total_training_steps=30",
         "trainer.test_freq=10", "trainer.save_freq=-1", "trainer.logger=[console,file]",
         f"trainer.default_local_dir={os.path.join(out, 'checkpoints', algo)}",
         f"trainer.experiment_name=digits_{algo}",

@@ -46,8 +46,21 @@ def test_wrong_type_is_refused_with_its_name():
     (["actor_rollout_ref.actor.kl_loss_type=k9"], "kl_loss_type"),
     (["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=1"], "rollout.n"),
     (["trainer.resume_mode=sometimes"], "resume_mode"),
+    (["actor_rollout_ref.actor.loss_agg_mode=token-sum"], "actor.loss_agg_mode"),
+    (["actor_rollout_ref.actor.clip_ratio_c=0.5"], "clip_ratio_c"),
+    (["critic.fsdp_config.param_offload=true", "critic.fsdp_config.optimizer_offload=true"], "critic.fsdp_config"),
+    (["actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=int8"], "ref.fsdp_config.mixed_precision.param_dtype"),
+    (["critic.optim.warmup_style=linear"], "critic.optim.warmup_style"),
+    (["trainer.logger=[console,mlflow]"], "mlflow"),
+    (["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=0"], "ppo_micro_batch_size_per_gpu"),
+    (["trainer.resume_mode=resume_path", "trainer.resume_from_path=/nowhere/global_step_3"], "resume_from_path"),
 ])
 def test_check_config_names_the_offending_key(overrides, message):
     base = ["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8", "trainer.n_gpus_per_node=2"]
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
         check_config(load_config(base + overrides))
+
+
+def test_check_config_accepts_the_defaults_of_a_valid_run():
+    check_config(load_config(["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+                              "trainer.n_gpus_per_node=2"]))

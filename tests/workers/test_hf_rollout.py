@@ -92,3 +92,19 @@ def test_update_weights_makes_it_generate_like_the_new_weights(tiny, tmp_path):
 def test_empty_prompt_list(tiny):
     model, tok = tiny
     assert HFRollout(model, tok).generate([], SamplingParams(max_new_tokens=3)) == []
+
+
+def test_logprobs_follow_temperature_and_top_k_and_ignore_checkpoint_generation_defaults(tiny, tmp_path):
+    model, tok = tiny
+    fresh = AutoModelForCausalLM.from_pretrained(model.name_or_path)
+    fresh.generation_config.repetition_penalty = 3.0  # a checkpoint default that must not leak in
+    rollout = HFRollout(fresh, tok)
+    prompt = tok.encode("Who wrote Hamlet?")
+    torch.manual_seed(1)
+    result = rollout.generate([prompt], SamplingParams(max_new_tokens=5, temperature=0.7, top_k=20))[0]
+    ids = torch.tensor([prompt + result.token_ids])
+    logits = fresh(ids).logits[0, len(prompt) - 1:-1] / 0.7
+    kth = logits.topk(20, dim=-1).values[:, -1:]
+    logits = logits.masked_fill(logits < kth, float("-inf"))
+    expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(result.token_ids)[:, None]).squeeze(-1)
+    assert torch.allclose(torch.tensor(result.logprobs), expected, atol=1e-4)

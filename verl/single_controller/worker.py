@@ -33,7 +33,8 @@ class Worker:
         """Joins the process group once per process (colocated roles share it)."""
         if dist.is_initialized():
             return
-        backend = "nccl" if self.device == "cuda" else "gloo"
+        # On GPU, CPU tensors (metrics, offloaded gradients) still need a backend: gloo carries them.
+        backend = "cpu:gloo,cuda:nccl" if self.device == "cuda" else "gloo"
         if self.device == "cuda":
             torch.cuda.set_device(0)  # Ray exposes exactly the actor's GPU as device 0
         dist.init_process_group(

@@ -12,6 +12,8 @@ from verl.trainer import core_algos
 from verl.trainer.config import PPOConfig, register_schema
 from verl.trainer.ray_trainer import RayPPOTrainer
 from verl.utils.dataset import RLHFDataset
+from verl.utils.fsdp_utils import DTYPES
+from verl.utils.tracking import BACKENDS
 
 register_schema()
 
@@ -57,6 +59,43 @@ def check_config(config: PPOConfig) -> None:
     if cfg.algorithm.adv_estimator in ("grpo", "rloo") and rollout.n < 2:
         raise ValueError(f"algorithm.adv_estimator={cfg.algorithm.adv_estimator} compares responses to the same "
                          "prompt: set actor_rollout_ref.rollout.n >= 2")
+    positive = {
+        "data.train_batch_size": cfg.data.train_batch_size, "actor_rollout_ref.rollout.n": rollout.n,
+        "actor_rollout_ref.actor.ppo_mini_batch_size": actor.ppo_mini_batch_size,
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": actor.ppo_micro_batch_size_per_gpu,
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": rollout.log_prob_micro_batch_size_per_gpu,
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": cfg.actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu,
+        "critic.ppo_micro_batch_size_per_gpu": cfg.critic.ppo_micro_batch_size_per_gpu,
+        "data.max_response_length": cfg.data.max_response_length,
+    }
+    if cfg.trainer.total_training_steps is not None:
+        positive["trainer.total_training_steps"] = cfg.trainer.total_training_steps
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{key}={value} must be at least 1")
+    if actor.clip_ratio_c <= 1:
+        raise ValueError(f"actor_rollout_ref.actor.clip_ratio_c={actor.clip_ratio_c} must be greater than 1")
+    for key, mode in (("actor_rollout_ref.actor.loss_agg_mode", actor.loss_agg_mode),
+                      ("critic.loss_agg_mode", cfg.critic.loss_agg_mode)):
+        if mode not in core_algos.LOSS_AGG_MODES:
+            raise ValueError(f"{key}={mode!r}: use one of {list(core_algos.LOSS_AGG_MODES)}")
+    for prefix, section in (("actor_rollout_ref.actor", actor), ("actor_rollout_ref.ref", cfg.actor_rollout_ref.ref),
+                            ("critic", cfg.critic)):
+        mp = section.fsdp_config.mixed_precision
+        for name in ("param_dtype", "reduce_dtype"):
+            if getattr(mp, name) not in DTYPES:
+                raise ValueError(f"{prefix}.fsdp_config.mixed_precision.{name}={getattr(mp, name)!r}: use one of {list(DTYPES)}")
+        if getattr(section.fsdp_config, "optimizer_offload", False) and section.fsdp_config.param_offload:
+            raise ValueError(f"{prefix}.fsdp_config: param_offload already keeps the optimizer on CPU; "
+                             "set optimizer_offload=false")
+    for key, optim in (("actor_rollout_ref.actor.optim", actor.optim), ("critic.optim", cfg.critic.optim)):
+        if optim.warmup_style not in ("constant", "cosine"):
+            raise ValueError(f"{key}.warmup_style={optim.warmup_style!r}: use constant or cosine")
+    unknown = [name for name in cfg.trainer.logger if name not in BACKENDS]
+    if unknown:
+        raise ValueError(f"trainer.logger: unknown backend(s) {unknown}; use any of {list(BACKENDS)}")
+    if cfg.trainer.resume_mode == "resume_path" and not os.path.isdir(os.path.expanduser(cfg.trainer.resume_from_path or "")):
+        raise FileNotFoundError(f"trainer.resume_from_path={cfg.trainer.resume_from_path!r} is not a checkpoint folder")
 
 
 def resolve_device(config: PPOConfig) -> str:
@@ -106,6 +145,10 @@ def init_ray(config: PPOConfig) -> None:
 def run_ppo(config: PPOConfig) -> RayPPOTrainer:
     """Checks the config, prepares data and model, starts the workers and trains."""
     check_config(config)
+    # Workers may run in another working directory (or on another node): pass absolute paths.
+    config.trainer.default_local_dir = os.path.abspath(os.path.expanduser(config.trainer.default_local_dir))
+    if config.trainer.rollout_data_dir:
+        config.trainer.rollout_data_dir = os.path.abspath(os.path.expanduser(config.trainer.rollout_data_dir))
     tokenizer = load_tokenizer(config)
     train, val = load_datasets(config, tokenizer)
     init_ray(config)

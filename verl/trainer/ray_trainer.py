@@ -74,7 +74,7 @@ class RayPPOTrainer:
         self.train_batches = ResumableBatches(train_dataset, config.data.train_batch_size, config.data.shuffle,
                                               config.data.seed)
         epochs_steps = self.train_batches.batches_per_epoch * config.trainer.total_epochs
-        self.total_training_steps = config.trainer.total_training_steps or epochs_steps
+        self.total_training_steps = config.trainer.total_training_steps or epochs_steps  # None: by epochs
         config.actor_rollout_ref.actor.optim.total_training_steps = self.total_training_steps
         config.critic.optim.total_training_steps = self.total_training_steps
         self.kl_ctrl = core_algos.get_kl_controller(config.algorithm.kl_ctrl)
@@ -218,11 +218,14 @@ class RayPPOTrainer:
         self.actor_rollout_wg.save_checkpoint(os.path.join(step_dir, "actor"))
         if self.use_critic:
             self.critic_wg.save_checkpoint(os.path.join(step_dir, "critic"))
+        os.makedirs(step_dir, exist_ok=True)
         torch.save({"global_steps": self.global_steps, "dataloader": self.train_batches.state_dict(),
                     "kl_coef": self.kl_ctrl.value, "rng": rng_state()}, os.path.join(step_dir, "trainer_state.pt"))
-        # Written last, so an interrupted save is never picked up by resume.
-        with open(os.path.join(self.config.trainer.default_local_dir, LATEST_FILE), "w") as f:
+        # Written last and atomically, so an interrupted save is never picked up by resume.
+        latest = os.path.join(self.config.trainer.default_local_dir, LATEST_FILE)
+        with open(latest + ".tmp", "w") as f:
             f.write(str(self.global_steps))
+        os.replace(latest + ".tmp", latest)
 
     def _resume_dir(self) -> str | None:
         cfg = self.config.trainer

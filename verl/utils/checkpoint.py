@@ -1,8 +1,8 @@
 """Saving and restoring a sharded model with its optimizer, LR schedule and RNG states.
 
 Layout of one role's folder (``global_step_N/actor``):
-  dcp/                     model + optimizer, torch.distributed.checkpoint (any world size can load)
-  extra_state_rank_R.pt    LR scheduler and RNG states of rank R
+  dcp/                     model + optimizer, torch.distributed.checkpoint format
+  extra_state_rank_R.pt    LR scheduler and RNG states of rank R (so resume needs the same world size)
   huggingface/             full weights + tokenizer, loadable by ``from_pretrained`` (optional)
 """
 

@@ -15,8 +15,8 @@ def shard_model(model: torch.nn.Module, fsdp_config, device: str, world_size: in
     mesh = init_device_mesh(device, (world_size,))
     kwargs = {"mesh": mesh}
     if device == "cuda":
-        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=DTYPES[fsdp_config.param_dtype],
-                                                   reduce_dtype=DTYPES[fsdp_config.reduce_dtype])
+        mp = fsdp_config.mixed_precision
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=DTYPES[mp.param_dtype], reduce_dtype=DTYPES[mp.reduce_dtype])
         if fsdp_config.param_offload:
             kwargs["offload_policy"] = CPUOffloadPolicy()
         else:
@@ -58,4 +58,4 @@ def move_optimizer_state(optimizer: torch.optim.Optimizer, device: str) -> None:
     for state in optimizer.state.values():
         for key, value in state.items():
             if isinstance(value, torch.Tensor):
-                state[key] = value.to(device, non_blocking=True)
+                state[key] = value.to(device)

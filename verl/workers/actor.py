@@ -67,8 +67,8 @@ class DataParallelPPOActor:
                 "advantages"] + (["ref_log_prob"] if cfg.use_kl_loss else [])
         data = data.select(batch_keys=keys)
         for epoch in range(cfg.ppo_epochs):
-            if cfg.shuffle:
-                generator = torch.Generator().manual_seed(epoch)
+            if cfg.shuffle:  # a different order every step and epoch, reproducible on resume
+                generator = torch.Generator().manual_seed(data.meta_info.get("global_steps", 0) * 1000 + epoch)
                 data = data[torch.randperm(len(data), generator=generator)]
             for mini in data.split(mini_batch_size):
                 self.optimizer.zero_grad()
@@ -78,14 +78,9 @@ class DataParallelPPOActor:
                     step = self._micro_step(micro, temperature, denominator)
                     for k, v in step.items():
                         metrics.setdefault(k, []).append(v)
-                grad_norm = clip_grad_norm(self.model, cfg.grad_clip)
-                if torch.isfinite(grad_norm):
-                    self.optimizer.step()
-                else:
-                    self.optimizer.zero_grad()  # a non-finite gradient would corrupt the weights
-                self.lr_scheduler.step()
-                metrics.setdefault("actor/grad_norm", []).append(float(grad_norm))
-                metrics.setdefault("actor/lr", []).append(self.lr_scheduler.get_last_lr()[0])
+                metrics.setdefault("actor/grad_norm", []).append(optimizer_step(self.model, self.optimizer, cfg.grad_clip))
+        metrics["actor/lr"] = [self.lr_scheduler.get_last_lr()[0]]
+        self.lr_scheduler.step()  # the schedule counts training steps, not mini-batches
         return metrics
 
     def _micro_step(self, micro: DataProto, temperature: float, denominator: float) -> dict[str, float]:
@@ -134,6 +129,12 @@ def micro_weight(mask: torch.Tensor, loss_agg_mode: str, denominator: float) -> 
     return float(local) / max(denominator, 1.0) * world
 
 
-def clip_grad_norm(model, max_norm: float) -> torch.Tensor:
+def optimizer_step(model, optimizer, max_norm: float) -> float:
+    """Clips gradients to ``max_norm`` and steps; skips the step when the norm is not finite, which
+    would corrupt the weights. Returns the norm before clipping."""
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+    if torch.isfinite(norm):
+        optimizer.step()
+    optimizer.zero_grad()
+    return float(norm)

@@ -4,7 +4,7 @@ import torch
 
 from verl.protocol import DataProto
 from verl.trainer import core_algos
-from verl.workers.actor import clip_grad_norm, loss_denominator, micro_weight, pad_right, trim_padding
+from verl.workers.actor import loss_denominator, micro_weight, optimizer_step, pad_right, trim_padding
 
 
 def response_values(model, data: DataProto, response_length: int) -> torch.Tensor:
@@ -55,12 +55,7 @@ class DataParallelPPOCritic:
                     metrics.setdefault("critic/vf_clipfrac", []).append(vf_clipfrac.item())
                     metrics.setdefault("critic/vpred_mean", []).append(
                         (vpreds * mask).sum().item() / max(mask.sum().item(), 1.0))
-                grad_norm = clip_grad_norm(self.model, cfg.grad_clip)
-                if torch.isfinite(grad_norm):
-                    self.optimizer.step()
-                else:
-                    self.optimizer.zero_grad()
-                self.lr_scheduler.step()
-                metrics.setdefault("critic/grad_norm", []).append(float(grad_norm))
-                metrics.setdefault("critic/lr", []).append(self.lr_scheduler.get_last_lr()[0])
+                metrics.setdefault("critic/grad_norm", []).append(optimizer_step(self.model, self.optimizer, cfg.grad_clip))
+        metrics["critic/lr"] = [self.lr_scheduler.get_last_lr()[0]]
+        self.lr_scheduler.step()  # the schedule counts training steps, not mini-batches
         return metrics

@@ -97,7 +97,7 @@ class ActorRolloutRefWorker(Worker):
             self.actor = DataParallelPPOActor(cfg.actor, model, optimizer, scheduler, self.device)
             rollout_model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code)
             if self.device == "cuda":
-                rollout_model.to("cuda", DTYPES[cfg.actor.fsdp_config.param_dtype])
+                rollout_model.to("cuda", DTYPES[cfg.actor.fsdp_config.mixed_precision.param_dtype])
             self.rollout = HFRollout(rollout_model, self.tokenizer)
             self._offload_optimizer()
         if self.has_ref:
@@ -170,6 +170,7 @@ class ActorRolloutRefWorker(Worker):
     @register(Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, path: str) -> None:
         load_checkpoint(path, self.actor.model, self.actor.optimizer, self.actor.lr_scheduler)
+        self._offload_optimizer()
         self.sync_rollout_weights()
 
 
@@ -186,7 +187,9 @@ class CriticWorker(Worker):
         torch.manual_seed(self.config.trainer.seed + self.rank)
         path = os.path.expanduser(cfg.model.path or self.config.actor_rollout_ref.model.path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+        # No dropout on the value head: training and scoring passes must see the same values.
         model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
+                                                                classifier_dropout=0.0,
                                                                 trust_remote_code=cfg.model.trust_remote_code)
         if cfg.model.enable_gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -218,3 +221,5 @@ class CriticWorker(Worker):
     @register(Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, path: str) -> None:
         load_checkpoint(path, self.critic.model, self.critic.optimizer, self.critic.lr_scheduler)
+        if self.device == "cuda" and self.config.critic.fsdp_config.optimizer_offload:
+            move_optimizer_state(self.critic.optimizer, "cpu")

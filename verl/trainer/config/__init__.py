@@ -44,11 +44,21 @@ class OptimConfig:
 
 
 @dataclass
+class MixedPrecisionConfig:
+    param_dtype: str = "bf16"  # compute dtype on GPU (bf16 | fp16 | fp32); CPU runs compute in fp32
+    reduce_dtype: str = "fp32"  # gradient reduction dtype on GPU
+
+
+@dataclass
 class FSDPConfig:
-    param_offload: bool = False  # FSDP2 CPUOffloadPolicy: params, grads and optimizer step on CPU (GPU runs)
-    optimizer_offload: bool = False  # optimizer state kept on CPU between updates (GPU runs)
-    param_dtype: str = "bf16"  # compute dtype on GPU; CPU runs compute in fp32
-    reduce_dtype: str = "fp32"
+    param_offload: bool = False  # FSDP2 CPUOffloadPolicy on GPU runs: params (and grads) live on CPU
+    mixed_precision: MixedPrecisionConfig = field(default_factory=MixedPrecisionConfig)
+
+
+@dataclass
+class TrainableFSDPConfig(FSDPConfig):
+    # Optimizer state kept on CPU between updates on GPU runs; with param_offload it is there already.
+    optimizer_offload: bool = False
 
 
 @dataclass
@@ -68,7 +78,7 @@ class ActorConfig:
     kl_loss_type: str = "low_var_kl"
     grad_clip: float = 1.0
     optim: OptimConfig = field(default_factory=OptimConfig)
-    fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
+    fsdp_config: TrainableFSDPConfig = field(default_factory=TrainableFSDPConfig)
 
 
 @dataclass
@@ -126,7 +136,7 @@ class CriticConfig:
     cliprange_value: float = 0.5
     loss_agg_mode: str = "token-mean"
     grad_clip: float = 1.0
-    fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
+    fsdp_config: TrainableFSDPConfig = field(default_factory=TrainableFSDPConfig)
 
 
 @dataclass

@@ -4,10 +4,39 @@ from functools import lru_cache
 from typing import Iterable
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 from transformers.generation.stopping_criteria import StopStringCriteria, StoppingCriteria, StoppingCriteriaList
 
 from verl.workers.rollout.base import BaseRollout, GenerationResult, SamplingParams
+
+
+class _SampledLogProbs(LogitsProcessor):
+    """Last in the processor list: sees the distribution tokens are drawn from. It keeps one step's
+    log-probs and reads off the sampled token at the next step, so memory stays at [B, V]
+    instead of the [B, T, V] that ``output_scores`` would hold."""
+
+    def __init__(self):
+        self.pending: torch.Tensor | None = None
+        self.logprobs: list[torch.Tensor] = []
+
+    def collect(self, sampled: torch.Tensor) -> None:
+        if self.pending is not None:
+            self.logprobs.append(self.pending.gather(-1, sampled[:, None]).squeeze(-1).cpu())
+            self.pending = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.collect(input_ids[:, -1])
+        self.pending = torch.log_softmax(scores.float(), dim=-1)
+        return scores
 
 
 class _FinishTracker(StoppingCriteria):
@@ -38,6 +67,10 @@ class HFRollout(BaseRollout):
         eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.eos_ids[0])
+        # generate() fills unset options from the checkpoint's generation config (repetition
+        # penalty, min length, ...); those would make rollouts sample from another distribution
+        # than the policy the trainer scores, so they are cleared here.
+        self.model.generation_config = GenerationConfig(eos_token_id=self.eos_ids.tolist(), pad_token_id=self.pad_id)
 
     @lru_cache(maxsize=8)
     def _stop_criteria(self, stop: tuple[str, ...]) -> StopStringCriteria:
@@ -51,6 +84,17 @@ class HFRollout(BaseRollout):
                 if name not in targets:
                     raise KeyError(f"rollout model has no parameter or buffer {name!r}")
                 targets[name].copy_(tensor.to(targets[name].device, targets[name].dtype))
+
+    @staticmethod
+    def _warpers(params: SamplingParams, sample: bool) -> list[LogitsProcessor]:
+        if not sample:
+            return []
+        warpers: list[LogitsProcessor] = [TemperatureLogitsWarper(params.temperature)]
+        if params.top_k > 0:
+            warpers.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(params.top_p))
+        return warpers
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[GenerationResult]:
@@ -66,23 +110,20 @@ class HFRollout(BaseRollout):
             attention_mask[i, width - len(p):] = 1
         tracker = _FinishTracker(width, len(rows), self.eos_ids,
                                  self._stop_criteria(tuple(params.stop)) if params.stop else None)
+        recorder = _SampledLogProbs()
         sample = not params.greedy and params.temperature > 0
-        config = GenerationConfig(  # built afresh so a checkpoint's own sampling defaults never leak in
-            max_new_tokens=params.max_new_tokens,
-            do_sample=sample,
-            temperature=params.temperature if sample else None,
-            top_p=params.top_p if sample else None,
-            top_k=(params.top_k if params.top_k > 0 else 0) if sample else None,
-            eos_token_id=self.eos_ids.tolist(),
-            pad_token_id=self.pad_id,
-            return_dict_in_generate=True,
-            output_scores=True,
-        )
-        out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                  generation_config=config, stopping_criteria=StoppingCriteriaList([tracker]))
-        new_tokens = out.sequences[:, width:].cpu()
-        logprobs = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in out.scores], dim=1).cpu()
-        logprobs = logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        # Sampling filters are passed as processors, in this order, so the recorder sees exactly
+        # the distribution a token is drawn from; generate() itself adds none (top_k=0).
+        config = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=sample, top_k=0,
+                                  eos_token_id=self.eos_ids.tolist(), pad_token_id=self.pad_id)
+        sequences = self.model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config,
+            logits_processor=LogitsProcessorList(self._warpers(params, sample) + [recorder]),
+            stopping_criteria=StoppingCriteriaList([tracker]))
+        new_tokens = sequences[:, width:]
+        recorder.collect(new_tokens[:, -1])
+        new_tokens = new_tokens.cpu()
+        logprobs = torch.stack(recorder.logprobs, dim=1)
         results = []
         for i in range(len(rows)):
             end = tracker.finished_at[i]
