@@ -8,7 +8,7 @@ import os
 import numpy as np
 import torch
 import torch.distributed as dist
-from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from verl.protocol import DataProto
 from verl.single_controller import Dispatch, Worker, register
@@ -25,6 +25,17 @@ ROLES = ("actor_rollout", "actor_rollout_ref", "ref")
 def load_causal_lm(path: str, trust_remote_code: bool, enable_gradient_checkpointing: bool = False):
     model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(path), dtype=torch.float32,
                                                  trust_remote_code=trust_remote_code)
+    if enable_gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def load_value_model(path: str, trust_remote_code: bool, enable_gradient_checkpointing: bool = False):
+    """The backbone with a one-output token-classification head predicting a value per position."""
+    config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=trust_remote_code)
+    config.classifier_dropout = 0.0  # training and scoring passes must see the same values
+    model = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=torch.float32,
+                                                            trust_remote_code=trust_remote_code)
     if enable_gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
@@ -187,12 +198,7 @@ class CriticWorker(Worker):
         torch.manual_seed(self.config.trainer.seed + self.rank)
         path = os.path.expanduser(cfg.model.path or self.config.actor_rollout_ref.model.path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
-        # No dropout on the value head: training and scoring passes must see the same values.
-        model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
-                                                                classifier_dropout=0.0,
-                                                                trust_remote_code=cfg.model.trust_remote_code)
-        if cfg.model.enable_gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = load_value_model(path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing)
         model = shard_model(model, cfg.fsdp_config, self.device, self.world_size)
         optimizer, scheduler = build_optimizer(model, cfg.optim)
         self.critic = DataParallelPPOCritic(cfg, model, optimizer, scheduler, self.device)
