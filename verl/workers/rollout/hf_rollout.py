@@ -1,6 +1,5 @@
 """Rollout with transformers ``generate`` on an unsharded copy of the policy (CPU or GPU)."""
 
-from functools import lru_cache
 from typing import Iterable
 
 import torch
@@ -67,15 +66,17 @@ class HFRollout(BaseRollout):
         eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.eos_ids[0])
+        self._stop_cache: dict[tuple[str, ...], StopStringCriteria] = {}
         # generate() fills unset options from the checkpoint's generation config (repetition
         # penalty, min length, ...); those would make rollouts sample from another distribution
         # than the policy the trainer scores, so they are cleared here.
         self.model.generation_config = GenerationConfig(eos_token_id=self.eos_ids.tolist(), pad_token_id=self.pad_id)
 
-    @lru_cache(maxsize=8)
     def _stop_criteria(self, stop: tuple[str, ...]) -> StopStringCriteria:
         # Building the token tables is costly; a run uses a handful of stop-string sets.
-        return StopStringCriteria(self.tokenizer, list(stop))
+        if stop not in self._stop_cache:
+            self._stop_cache[stop] = StopStringCriteria(self.tokenizer, list(stop))
+        return self._stop_cache[stop]
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         targets = self.model.state_dict()  # shares storage with the parameters and buffers
