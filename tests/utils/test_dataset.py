@@ -119,9 +119,17 @@ def test_missing_column(tmp_path, tokenizer):
 
 
 def test_malformed_prompt_names_row(tmp_path, tokenizer):
-    path = write(tmp_path / "bad.parquet", {"prompt": ["plain string", "another"], "data_source": ["nq", "nq"]})
-    with pytest.raises(ValueError, match=r"bad\.parquet row 0: column 'prompt'"):
+    path = write(tmp_path / "bad.parquet", {"prompt": ["plain string", ""], "data_source": ["nq", "nq"]})
+    with pytest.raises(ValueError, match=r"bad\.parquet row 1: column 'prompt'"):
         RLHFDataset(path, tokenizer)
+
+
+def test_plain_string_prompt_is_used_verbatim_without_chat_template(tmp_path, tokenizer):
+    path = write(tmp_path / "base.parquet", {"prompt": ["Question: who?\n"], "data_source": ["nq"]})
+    row = RLHFDataset(path, tokenizer, max_prompt_length=48)[0]
+    assert row["raw_prompt"] == "Question: who?\n"
+    ids = row["input_ids"][row["attention_mask"].bool()].tolist()
+    assert ids == tokenizer.encode("Question: who?\n", add_special_tokens=False)
 
 
 def test_collate(qa_file, tokenizer):

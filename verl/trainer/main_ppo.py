@@ -26,11 +26,12 @@ def load_config(overrides: list[str] | None = None) -> PPOConfig:
         return to_typed(compose("ppo_trainer", overrides=overrides or []))
 
 
-def to_typed(cfg: DictConfig) -> PPOConfig:
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PPOConfig), cfg))
+def to_typed(cfg: DictConfig, schema: type = PPOConfig):
+    """The composed config as dataclasses of ``schema`` (PPOConfig or an extension of it)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
 
 
-def check_config(config: PPOConfig) -> None:
+def check_config(config) -> None:
     """Refuses, before anything starts, the settings that would fail later; names the key."""
     cfg, actor, rollout = config, config.actor_rollout_ref.actor, config.actor_rollout_ref.rollout
     core_algos.get_adv_estimator_fn(cfg.algorithm.adv_estimator)

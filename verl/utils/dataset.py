@@ -89,15 +89,18 @@ class RLHFDataset(Dataset):
         return rows
 
     def _render(self, path: str, row: int, value) -> str:
-        """Turn a row's messages into the prompt text the policy sees."""
+        """Turn a row's messages into the prompt text the policy sees. A plain string is used as
+        it is (a prompt already written for a base model)."""
+        if isinstance(value, str) and value:
+            return value
         messages = list(value) if isinstance(value, (list, np.ndarray)) else None
         if not messages or not all(
             isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
             for m in messages
         ):
             raise ValueError(
-                f"RLHFDataset: {path} row {row}: column '{self.prompt_key}' must be a non-empty list of "
-                f"{{'role': str, 'content': str}} dicts, got {value!r:.200}"
+                f"RLHFDataset: {path} row {row}: column '{self.prompt_key}' must be a non-empty string or a "
+                f"non-empty list of {{'role': str, 'content': str}} dicts, got {value!r:.200}"
             )
         messages = [{"role": m["role"], "content": m["content"]} for m in messages]
         if getattr(self.tokenizer, "chat_template", None):

@@ -1,0 +1,123 @@
+"""The search agent end to end on CPU: train_grpo.sh with a tiny policy, the in-process simulation
+LLM for training searches and the `corpus` engine for validation; then evaluation."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+pytestmark = pytest.mark.e2e
+
+FACTS = [("Who founded the city of Varlen?", "Mira Oskel"), ("In which year did the Tessar bridge open?", "1874"),
+         ("What river flows through Quenby?", "the Aldor"), ("Who painted the Grey Harbour?", "Ilsa Brandt")]
+
+
+def warm_start(model_dir, prompts_text, targets, steps=80):
+    """A few steps of supervised tuning so the random policy writes tagged actions; without it a
+    random model never searches and the search path would go untested."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    pairs = [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(t, add_special_tokens=False))
+             for p, t in zip(prompts_text, targets)]
+    torch.manual_seed(0)
+    for step in range(steps):
+        prompt, target = pairs[step % len(pairs)]
+        ids = torch.tensor([prompt + target])
+        labels = torch.tensor([[-100] * len(prompt) + target])
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from verl.utils.tiny_model import build_tiny_model
+    from zerosearch.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("agent")
+    source = root / "qa"
+    for name in ("nq", "hotpotqa"):
+        (source / name).mkdir(parents=True)
+        rows = [{"id": f"{name}{i}", "question": q, "golden_answers": [a]} for i, (q, a) in enumerate(FACTS)]
+        for split in ("train", "test"):
+            with open(source / name / f"{split}.jsonl", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+    train, test = prepare(["nq", "hotpotqa"], ["nq", "hotpotqa"], str(source), str(root / "data"))
+    with open(root / "corpus.jsonl", "w") as f:
+        for i, (q, a) in enumerate(FACTS):
+            f.write(json.dumps({"id": str(i), "contents": f"Fact {i}\n{q.rstrip('?')}: {a}."}) + "\n")
+    policy = build_tiny_model(root / "policy", vocab_size=600, hidden_size=64, intermediate_size=128, seed=0)
+    simulator = build_tiny_model(root / "simulator", vocab_size=600, hidden_size=32, intermediate_size=64, seed=1)
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    frame = pd.read_parquet(train)
+    prompts_text = [tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False)
+                    for p in frame["prompt"][:4]]
+    targets = ["<think>I should look it up.</think><search> " + q + " </search>" for q, _ in FACTS]
+    warm_start(policy, prompts_text, targets)
+    return root, policy, simulator
+
+
+def run(args, timeout=600):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc
+
+
+def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world):
+    root, policy, simulator = world
+    rollouts, checkpoints = root / "rollouts", root / "checkpoints"
+    run(["bash", "train_grpo.sh", "NUM_GPUS_PER_NODE", "2", "MODEL_PATH", str(policy), "DATA_PATH", str(root / "data"),
+         "TOTAL_STEPS", "2", "SEARCH_MODE", "simulate_prompt", "SIMULATION_LLM", str(simulator),
+         "START_THRESHOLD", "0.2", "END_THRESHOLD", "0.6", "SEARCH_ENGINE", "corpus", "MAX_TURNS", "2", "TOPK", "2",
+         "LOGGER", "console,file", "EXPERIMENT_NAME", "tiny_agent", "--",
+         "search.simulator.in_process=true", "search.simulator.max_tokens=24", f"search.corpus_path={root / 'corpus.jsonl'}",
+         "data.train_batch_size=4", "data.val_batch_size=8", "data.max_prompt_length=256", "data.max_response_length=48",
+         "agent.max_obs_length=64", "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.rollout.n=2",
+         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8", "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+         "trainer.device=cpu", "trainer.test_freq=2", f"trainer.rollout_data_dir={rollouts}",
+         f"trainer.default_local_dir={checkpoints}", "search.max_retries=0"])
+    records = [json.loads(line) for line in open(checkpoints / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [0, 1, 2]
+    step = records[1]
+    for key in ("search/searches_mean", "search/turns_mean", "search/valid_action_rate", "search/answer_rate",
+                "search/obs_truncated", "curriculum/noise_p", "search/noisy_rate", "reward/f1/mean", "reward/em/mean",
+                "reward/cover_em/mean"):
+        assert key in step, key
+    assert step["search/searches_mean"] > 0  # the warm-started policy searches; the simulator answered
+    assert step["curriculum/noise_p"] == pytest.approx(0.2 + (4 ** (1 / 2) - 1) / 3 * 0.4)
+    for source in ("nq", "hotpotqa"):
+        assert f"val/{source}/f1" in records[0] and f"val/{source}/em" in records[2]
+    rows = [json.loads(line) for line in open(rollouts / "1.jsonl")]
+    assert len(rows) == 8
+    searched = [r for r in rows if "<information>" in r["response"]]
+    assert searched, "no rollout searched"
+    for r in searched:
+        assert 0 in r["response_mask"] and 1 in r["response_mask"]
+
+
+def test_eval_writes_the_table(world):
+    root, policy, _ = world
+    out = root / "eval"
+    proc = run([sys.executable, "-m", "zerosearch.eval", "--model", str(policy), "--data", str(root / "data" / "test.parquet"),
+                "--engine", "corpus", "--out", str(out), "--device", "cpu", f"search.corpus_path={root / 'corpus.jsonl'}",
+                "agent.max_turns=2", "search.topk=2", "data.max_response_length=48", "agent.max_obs_length=64"])
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert set(results) == {"nq", "hotpotqa", "all"} and results["all"]["n"] == 8
+    for metrics in results.values():
+        assert {"em", "cover_em", "f1", "searches", "answered"} <= metrics.keys()
+    assert results["all"]["searches"] > 0
+    assert "| data source |" in (out / "results.md").read_text() and "| nq |" in proc.stdout
+    assert len((out / "trajectories.jsonl").read_text().splitlines()) == 8

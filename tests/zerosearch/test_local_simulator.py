@@ -1,0 +1,93 @@
+"""LocalSimulatedSearch on a Ray actor: a tiny random model end to end, and scripted actors for
+the parts a random model cannot make deterministic (parsing, failures)."""
+
+import pytest
+
+from verl.utils.tiny_model import build_tiny_model
+from zerosearch.prompts import parse_documents
+from zerosearch.search.base import RetryPolicy, SearchRequest
+from zerosearch.search.local_simulator import LocalSimulatedSearch, SimulatorActor
+from zerosearch.search.simulate import request_messages
+
+REQUESTS = [
+    SearchRequest("capital france", "What is the capital of France?", ("Paris",)),
+    SearchRequest("author of hamlet", "Who wrote Hamlet?", ("Shakespeare",), noisy=True),
+    SearchRequest("moon landing", "When did people first land on the Moon?", ("1969",)),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return str(build_tiny_model(tmp_path_factory.mktemp("simulator"), vocab_size=300, hidden_size=32,
+                                intermediate_size=64))
+
+
+def test_tiny_model_batch_in_order(ray_local, tiny_model):
+    backend = LocalSimulatedSearch(tiny_model, "sft", topk=2, max_tokens=16)
+    assert backend.name == "simulate_sft"
+
+    results = backend.search(REQUESTS)
+
+    # Greedy decoding of the same left-padded batch in this process must give the same documents.
+    replies = SimulatorActor(tiny_model).generate([request_messages(r, 2, "sft") for r in REQUESTS], 16, 0.0)
+    expected = [parse_documents(reply, 2) for reply in replies]
+    assert [r.documents for r in results] == expected
+    assert all(len(r.documents) <= 2 and r.failed == (not r.documents) for r in results)
+    assert backend.stats["requests"] == 3
+    assert backend.stats["failures"] == sum(not docs for docs in expected)
+
+
+class ScriptedActor:
+    """Quotes each prompt back as documents; a query starting with "mute" gets an empty reply and
+    one starting with "crash" fails the whole call. Starting an actor takes seconds, so one serves
+    every scripted test."""
+
+    def __init__(self, model_path: str):
+        self.calls = 0
+
+    def generate(self, conversations, max_tokens, temperature):
+        self.calls += 1
+        prompts = [messages[-1]["content"] for messages in conversations]
+        if any("Query: crash" in p for p in prompts):
+            raise RuntimeError("out of memory")
+        return ["" if "Query: mute" in p else f"Doc 1: {p.splitlines()[0]}\nDoc 2: second\nDoc 3: third"
+                for p in prompts]
+
+    def call_count(self):
+        return self.calls
+
+
+class ScriptedSearch(LocalSimulatedSearch):
+    actor_class = ScriptedActor
+
+
+@pytest.fixture(scope="module")
+def scripted(ray_local):
+    backend = ScriptedSearch("unused", "sft", topk=2, retry=RetryPolicy(max_retries=2, backoff_s=0.01))
+
+    def run(requests):
+        """Results, actor calls and stats of one search on the shared backend."""
+        calls, stats = ray_local.get(backend._get_actor().call_count.remote()), backend.stats.copy()
+        results = backend.search(requests)
+        calls = ray_local.get(backend._get_actor().call_count.remote()) - calls
+        return results, calls, backend.stats - stats
+
+    return run
+
+
+def test_one_actor_call_per_batch_and_unparsable_rows_fail(scripted):
+    results, calls, stats = scripted([*REQUESTS[:2], SearchRequest("mute this", "Who?", ("x",))])
+
+    assert results[0].documents == ["Query: capital france", "second"]
+    assert results[1].documents == ["Query: author of hamlet", "second"]
+    assert results[2].failed and results[2].documents == []
+    assert calls == 1
+    assert (stats["requests"], stats["failures"], stats["retries"]) == (3, 1, 0)
+
+
+def test_failing_call_is_retried_then_the_batch_fails(scripted):
+    results, calls, stats = scripted([*REQUESTS, SearchRequest("crash now")])
+
+    assert all(r.failed and r.documents == [] for r in results)
+    assert calls == 3
+    assert (stats["requests"], stats["failures"], stats["retries"]) == (4, 4, 2)

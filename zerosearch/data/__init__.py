@@ -1,0 +1,1 @@
+"""Question-answering data in the layout the trainer reads."""

@@ -1,0 +1,141 @@
+"""Evaluate a search agent: greedy multi-turn rollouts against a real search engine.
+
+    python -m zerosearch.eval --model PATH_OR_CHECKPOINT --data test.parquet --engine corpus \
+        --out eval_out [hydra overrides, e.g. search.corpus_path=corpus.jsonl agent.max_turns=4]
+
+Writes ``results.md`` and ``results.json`` (per data source: EM, cover-EM, F1, searches per
+question, answer rate) and ``trajectories.jsonl`` under --out, and prints the table.
+"""
+
+import argparse
+import json
+import os
+from collections import defaultdict
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from verl.protocol import DataProto
+from verl.trainer.data_loader import validation_batches
+from verl.utils.dataset import RLHFDataset
+from verl.workers.fsdp_workers import build_sequences
+from verl.workers.rollout.base import SamplingParams
+from verl.workers.rollout.hf_rollout import HFRollout
+from zerosearch.generation import SearchGenerationManager
+from zerosearch.reward import QARewardManager, golden_answers_of
+from zerosearch.train import load_config
+
+METRICS = ("em", "cover_em", "f1", "searches", "answered")
+
+
+class LocalRollout:
+    """Answers ``generate_sequences`` like the trainer's rollout workers, from one in-process
+    model: evaluation needs no optimizer, no sharding and no Ray."""
+
+    def __init__(self, model, tokenizer):
+        self.rollout = HFRollout(model, tokenizer)
+
+    def generate_sequences(self, prompts: DataProto) -> DataProto:
+        meta = prompts.meta_info
+        params = SamplingParams(max_new_tokens=meta["max_new_tokens"], stop=list(meta.get("stop", [])), greedy=True)
+        mask = prompts.batch["attention_mask"].bool()
+        results = self.rollout.generate([row[m].tolist() for row, m in zip(prompts.batch["input_ids"], mask)], params)
+        return build_sequences(prompts, results, 1, params.max_new_tokens, self.rollout.pad_id)
+
+
+def resolve_model_path(path: str) -> str:
+    """A model folder, or a trainer checkpoint (``global_step_N``) whose actor has a huggingface/ copy."""
+    path = os.path.expanduser(path)
+    for candidate in (os.path.join(path, "actor", "huggingface"), os.path.join(path, "huggingface"), path):
+        if os.path.isfile(os.path.join(candidate, "config.json")):
+            return candidate
+    raise FileNotFoundError(f"--model {path}: no config.json there, nor in actor/huggingface/ or huggingface/")
+
+
+def evaluate(model_path: str, data_files: list[str], engine: str, out_dir: str, overrides: list[str],
+             batch_size: int = 64, device: str | None = None) -> dict:
+    config = load_config("zerosearch_grpo", [f"search.engine={engine}", *overrides])
+    model_path = resolve_model_path(model_path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
+    dataset = RLHFDataset(data_files, tokenizer, prompt_key=config.data.prompt_key,
+                          max_prompt_length=config.data.max_prompt_length,
+                          filter_overlong_prompts=config.data.filter_overlong_prompts)
+    # Evaluation runs on the real engine only; the training backend is never contacted.
+    config.search.mode = engine
+    manager = SearchGenerationManager(config, LocalRollout(model, tokenizer), tokenizer)
+    scorer = QARewardManager(config, tokenizer)
+    os.makedirs(out_dir, exist_ok=True)
+    per_source: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    with open(os.path.join(out_dir, "trajectories.jsonl"), "w") as trajectories, \
+            tqdm(total=len(dataset), desc="evaluating") as progress:
+        for batch in validation_batches(dataset, batch_size):
+            batch.meta_info = {"validate": True}
+            out = manager.generate_sequences(batch)
+            _, extra = scorer(out)
+            for i in range(len(out)):
+                source = out.non_tensor_batch["data_source"][i]
+                row = {"em": extra["em"][i], "cover_em": extra["cover_em"][i], "f1": extra["f1"][i],
+                       "searches": out.non_tensor_batch["num_searches"][i], "answered": extra["answered"][i]}
+                for key, value in row.items():
+                    per_source[source][key].append(float(value))
+                trajectories.write(json.dumps(_trajectory(out, i, tokenizer, row)) + "\n")
+            progress.update(len(batch))
+    table = summarize(per_source)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump({"model": model_path, "engine": engine, "results": table}, f, indent=2)
+    markdown = to_markdown(table)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(markdown + "\n")
+    print(markdown)
+    return table
+
+
+def summarize(per_source: dict) -> dict[str, dict[str, float]]:
+    """Mean of each metric per data source, plus ``all`` over every question."""
+    table = {source: {k: float(np.mean(v)) for k, v in metrics.items()} | {"n": len(metrics["em"])}
+             for source, metrics in per_source.items()}
+    everything = {k: [x for m in per_source.values() for x in m[k]] for k in METRICS}
+    if everything["em"]:
+        table["all"] = {k: float(np.mean(v)) for k, v in everything.items()} | {"n": len(everything["em"])}
+    return table
+
+
+def to_markdown(table: dict) -> str:
+    lines = ["| data source | n | EM | cover-EM | F1 | searches / question | answer rate |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for source, m in table.items():
+        lines.append(f"| {source} | {m['n']} | {m['em']:.3f} | {m['cover_em']:.3f} | {m['f1']:.3f} | "
+                     f"{m['searches']:.2f} | {m['answered']:.3f} |")
+    return "\n".join(lines)
+
+
+def _trajectory(out: DataProto, i: int, tokenizer, metrics: dict) -> dict:
+    prompt_width = out.batch["prompts"].shape[1]
+    prompt = out.batch["prompts"][i][out.batch["attention_mask"][i, :prompt_width].bool()]
+    response = out.batch["responses"][i][out.batch["attention_mask"][i, prompt_width:].bool()]
+    extra_info = out.non_tensor_batch["extra_info"][i]
+    return {"data_source": out.non_tensor_batch["data_source"][i], "question": extra_info.get("question", ""),
+            "golden_answers": [str(a) for a in golden_answers_of(out.non_tensor_batch["reward_model"][i])],
+            "prompt": tokenizer.decode(prompt), "response": tokenizer.decode(response), **metrics}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model folder or trainer checkpoint global_step_N")
+    parser.add_argument("--data", required=True, nargs="+", help="test parquet file(s)")
+    parser.add_argument("--engine", default="corpus", choices=["google", "wiki", "corpus"])
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the zerosearch config")
+    args = parser.parse_args()
+    evaluate(args.model, args.data, args.engine, args.out, args.overrides, args.batch_size, args.device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Multi-turn rollout: the policy reasons, searches, reads documents and answers.
+
+Plugged into the engine as ``actor_rollout_ref.rollout.generation_manager=
+zerosearch.generation:SearchGenerationManager``. Each turn generates for the rows still active,
+stops at ``</search>`` or ``</answer>``, parses the first action and appends an observation as
+token ids. Sampled tokens keep the exact ids the rollout produced (mask 1); observation tokens
+(documents, invalid-action notices) carry mask 0, so the policy loss, entropy, KL and the
+advantage/value targets never train on them.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from verl.protocol import DataProto
+from zerosearch import prompts
+from zerosearch.curriculum import NoiseSchedule
+from zerosearch.reward import golden_answers_of
+from zerosearch.search import SIMULATED_MODES, build_backend
+from zerosearch.search.base import SearchRequest
+
+_ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
+
+
+def parse_action(text: str) -> tuple[str | None, str]:
+    """The first complete ``<search>``/``<answer>`` action of one turn's text: (kind, content).
+    ``(None, "")`` when the turn has no valid action (no tag, or an empty one)."""
+    match = _ACTION.search(text)
+    if match is None or not match.group(2).strip():
+        return None, ""
+    return match.group(1), match.group(2).strip()
+
+
+@dataclass
+class Trajectory:
+    prompt: list[int]
+    question: str
+    golden_answers: tuple[str, ...]
+    key: str  # stable identity for reproducible noise draws
+    response: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)
+    done: bool = False
+    turns: int = 0
+    searches: int = 0
+    invalid: int = 0
+    answered: bool = False
+    truncated_observations: int = 0
+    out_of_budget: bool = False
+
+    def append(self, ids: list[int], sampled: bool) -> None:
+        self.response.extend(ids)
+        self.mask.extend([1 if sampled else 0] * len(ids))
+
+
+class SearchGenerationManager:
+    def __init__(self, config, actor_rollout_wg, tokenizer):
+        self.config = config  # ZeroSearchConfig
+        self.wg = actor_rollout_wg
+        self.tokenizer = tokenizer
+        self.agent = config.agent
+        self.turn_tokens = config.data.max_response_length
+        self.response_budget = max_response_span(config)
+        self.noise = NoiseSchedule(config.search.curriculum, seed=config.trainer.seed)
+        self.train_backend = build_backend(config.search.mode, config.search)
+        self.eval_backend = build_backend(config.search.engine, config.search)
+        self.pad_id = tokenizer.pad_token_id
+
+    # ---- the loop --------------------------------------------------------------------------------
+    def generate_sequences(self, batch: DataProto) -> DataProto:
+        meta = batch.meta_info
+        validate = meta.get("validate", False)
+        n = self.config.actor_rollout_ref.rollout.val_kwargs.n if validate else self.config.actor_rollout_ref.rollout.n
+        batch = batch.repeat(n, interleave=True)
+        step, total = meta.get("global_steps", 0), max(meta.get("total_steps", 1), 1)
+        backend = self.eval_backend if validate else self.train_backend
+        use_noise = not validate and self.config.search.mode in SIMULATED_MODES
+        before = dict(backend.stats)
+        rows = self._trajectories(batch, n)
+        noisy_draws: list[bool] = []
+        for turn in range(self.agent.max_turns + 1):
+            active = [t for t in rows if not t.done]
+            if not active:
+                break
+            queries = self._generate_turn(active, validate, last_turn=turn == self.agent.max_turns)
+            if queries:
+                noisy = (self.noise.draw(step, total, [f"{t.key}:{turn}" for t, _ in queries])
+                         if use_noise else [False] * len(queries))
+                noisy_draws.extend(noisy)
+                requests = [SearchRequest(q, t.question, t.golden_answers, flag) for (t, q), flag in zip(queries, noisy)]
+                for (t, _), result in zip(queries, backend.search(requests)):
+                    self._observe_documents(t, result.documents)
+        out = self._to_dataproto(batch, rows)
+        out.meta_info["metrics"] = self._metrics(rows, backend, before, noisy_draws,
+                                                 self.noise.probability(step, total) if use_noise else None)
+        return out
+
+    def _trajectories(self, batch: DataProto, n: int) -> list[Trajectory]:
+        ids, mask = batch.batch["input_ids"], batch.batch["attention_mask"].bool()
+        extra = batch.non_tensor_batch
+        rows = []
+        for i in range(len(batch)):
+            info = extra["extra_info"][i] if "extra_info" in extra else {}
+            index = extra["index"][i] if "index" in extra else i // n
+            rows.append(Trajectory(
+                prompt=ids[i][mask[i]].tolist(),
+                question=str(info.get("question", "")),
+                golden_answers=tuple(golden_answers_of(extra["reward_model"][i])),
+                key=f"{index}:{i % n}",
+            ))
+        return rows
+
+    def _generate_turn(self, active: list[Trajectory], validate: bool, last_turn: bool) -> list[tuple[Trajectory, str]]:
+        """One generation for the active rows; returns the searches to run."""
+        contexts = [t.prompt + t.response for t in active]
+        width = max(len(c) for c in contexts)
+        input_ids = torch.full((len(active), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(active), width), dtype=torch.long)
+        for i, c in enumerate(contexts):
+            input_ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
+            attention_mask[i, width - len(c):] = 1
+        request = DataProto.from_dict(
+            tensors={"input_ids": input_ids, "attention_mask": attention_mask,
+                     "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0)},
+            meta_info={"validate": validate, "n": 1, "max_new_tokens": self.turn_tokens, "stop": prompts.SEARCH_STOPS})
+        out = self.wg.generate_sequences(request)
+        queries = []
+        for t, response, response_mask in zip(active, out.batch["responses"], out.batch["response_mask"].bool()):
+            sampled = response[response_mask].tolist()
+            room = self.response_budget - len(t.response)
+            if len(sampled) >= room:
+                sampled, t.done, t.out_of_budget = sampled[:room], True, True
+            t.append(sampled, sampled=True)
+            t.turns += 1
+            kind, content = parse_action(self.tokenizer.decode(sampled, skip_special_tokens=True))
+            if kind == "answer":
+                t.done, t.answered = True, True
+            elif t.done or last_turn:
+                t.done = True  # the last turn may only answer: a search there is never run
+                t.invalid += kind is None
+            elif kind == "search":
+                t.searches += 1
+                queries.append((t, content))
+            else:
+                t.invalid += 1
+                self._observe(t, self._encode(prompts.INVALID_ACTION_NOTICE))
+        return queries
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _observe_documents(self, t: Trajectory, documents: list[str]) -> None:
+        """A search result block; when too long, the documents are cut and the block stays closed."""
+        ids = self._encode(prompts.format_observation(documents))
+        limit = self._observation_limit(t)
+        if len(ids) > limit:
+            opening, closing = self._encode(prompts.OBSERVATION_OPEN), self._encode(prompts.OBSERVATION_CLOSE)
+            room = limit - len(opening) - len(closing)
+            if room > 0:
+                ids = opening + self._encode(prompts.observation_body(documents))[:room] + closing
+                t.truncated_observations += 1
+        self._observe(t, ids)  # cuts (and counts) only what is still too long
+
+    def _observation_limit(self, t: Trajectory) -> int:
+        return max(min(self.agent.max_obs_length, self.response_budget - len(t.response)), 0)
+
+    def _observe(self, t: Trajectory, ids: list[int]) -> None:
+        """Appends observation tokens (mask 0), cut to max_obs_length and to the row's budget."""
+        limit = self._observation_limit(t)
+        if len(ids) > limit:
+            ids = ids[:limit]
+            t.truncated_observations += 1
+        t.append(ids, sampled=False)
+        if len(t.response) >= self.response_budget:
+            t.done, t.out_of_budget = True, True
+
+    # ---- packing -----------------------------------------------------------------------------
+    def _to_dataproto(self, batch: DataProto, rows: list[Trajectory]) -> DataProto:
+        prompts_ids = batch.batch["input_ids"]
+        prompt_mask = batch.batch["attention_mask"]
+        responses = torch.full((len(rows), self.response_budget), self.pad_id, dtype=torch.long)
+        response_mask = torch.zeros((len(rows), self.response_budget), dtype=torch.long)
+        response_span = torch.zeros((len(rows), self.response_budget), dtype=torch.long)
+        for i, t in enumerate(rows):
+            k = len(t.response)
+            responses[i, :k] = torch.tensor(t.response, dtype=torch.long)
+            response_mask[i, :k] = torch.tensor(t.mask, dtype=torch.long)
+            response_span[i, :k] = 1  # observations are part of the context the policy attends to
+        attention_mask = torch.cat([prompt_mask, response_span], dim=1)
+        out = DataProto.from_dict(
+            tensors={"prompts": prompts_ids, "responses": responses, "response_mask": response_mask,
+                     "input_ids": torch.cat([prompts_ids, responses], dim=1), "attention_mask": attention_mask,
+                     "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0)},
+            non_tensors={"num_turns": np.array([t.turns for t in rows]),
+                         "num_searches": np.array([t.searches for t in rows])},
+            meta_info=dict(batch.meta_info))
+        return out.union(DataProto.from_dict(non_tensors=dict(batch.non_tensor_batch)))
+
+    @staticmethod
+    def _metrics(rows, backend, before: dict, noisy: list[bool], noise_p: float | None) -> dict[str, float]:
+        def mean(values) -> float:
+            return float(np.mean(values)) if len(values) else 0.0
+
+        turns = sum(t.turns for t in rows)
+        metrics = {
+            "search/turns_mean": mean([t.turns for t in rows]),
+            "search/searches_mean": mean([t.searches for t in rows]),
+            "search/valid_action_rate": 1.0 - sum(t.invalid for t in rows) / max(turns, 1),
+            "search/answer_rate": mean([t.answered for t in rows]),
+            "search/obs_truncated": float(sum(t.truncated_observations for t in rows)),
+            "search/out_of_budget_rate": mean([t.out_of_budget for t in rows]),
+            "search/failures": float(backend.stats.get("failures", 0) - before.get("failures", 0)),
+            "search/cache_hits": float(backend.stats.get("cache_hits", 0) - before.get("cache_hits", 0)),
+        }
+        if noise_p is not None:
+            metrics["curriculum/noise_p"] = noise_p
+            metrics["search/noisy_rate"] = mean(noisy)
+        return metrics
+
+
+def max_response_span(config) -> int:
+    """Tokens one trajectory's response may take: every turn's generation plus every observation."""
+    turns = config.agent.max_turns
+    return (turns + 1) * config.data.max_response_length + turns * config.agent.max_obs_length

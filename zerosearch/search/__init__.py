@@ -1,0 +1,62 @@
+"""Search backends by name, each wrapped in a result cache as configured."""
+
+import os
+
+from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest, SearchResult
+from zerosearch.search.cache import CachedSearch, SearchCache
+
+SIMULATED_MODES = ("simulate_prompt", "simulate_sft")
+REAL_ENGINES = ("google", "wiki", "corpus")
+BACKENDS = SIMULATED_MODES + REAL_ENGINES
+
+
+def build_backend(name: str, config) -> SearchBackend:
+    """``config`` is a SearchConfig. Backends import their client libraries lazily."""
+    retry = RetryPolicy(concurrency=config.concurrency, max_retries=config.max_retries, backoff_s=config.backoff_s)
+    if name in SIMULATED_MODES:
+        style = "prompt" if name == "simulate_prompt" else "sft"
+        sim = config.simulator
+        if sim.in_process:
+            from zerosearch.search.local_simulator import LocalSimulatedSearch
+
+            backend = LocalSimulatedSearch(os.path.expanduser(sim.model), style, config.topk, max_tokens=sim.max_tokens,
+                                           temperature=sim.temperature, retry=retry)
+        else:
+            from zerosearch.search.simulate import SimulatedSearch
+
+            backend = SimulatedSearch(list(sim.server_urls), sim.model, style, config.topk, api_key=sim.api_key,
+                                      max_tokens=sim.max_tokens, temperature=sim.temperature,
+                                      timeout_s=config.timeout_s, retry=retry)
+    elif name == "google":
+        from zerosearch.search.google import GoogleSearch
+
+        backend = GoogleSearch(config.topk, config.google_api_key_env, config.timeout_s, retry)
+    elif name == "wiki":
+        from zerosearch.search.wiki import WikiSearch
+
+        backend = WikiSearch(config.retriever_url, config.topk, config.timeout_s, retry)
+    elif name == "corpus":
+        from zerosearch.search.corpus import CorpusSearch
+
+        if not config.corpus_path:
+            raise ValueError("search.corpus_path is not set: the `corpus` backend needs a JSONL corpus")
+        backend = CorpusSearch(os.path.expanduser(config.corpus_path), config.topk, retry)
+    else:
+        raise ValueError(f"unknown search backend {name!r}; use one of {list(BACKENDS)}")
+    return _with_cache(backend, config)
+
+
+def _with_cache(backend: SearchBackend, config) -> SearchBackend:
+    mode = config.cache
+    if mode == "auto":
+        mode = "disk" if backend.name == "google" else "memory"
+    if mode == "none":
+        return backend
+    if mode not in ("memory", "disk"):
+        raise ValueError(f"search.cache={config.cache!r}: use auto, memory, disk or none")
+    path = os.path.join(os.path.expanduser(config.cache_dir), f"{backend.name}.jsonl") if mode == "disk" else None
+    return CachedSearch(backend, SearchCache(path))
+
+
+__all__ = ["BACKENDS", "REAL_ENGINES", "SIMULATED_MODES", "RetryPolicy", "SearchBackend", "SearchRequest",
+           "SearchResult", "build_backend"]

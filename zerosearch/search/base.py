@@ -1,0 +1,81 @@
+"""The one interface every search backend offers: a batch of requests in, documents out.
+
+Each request carries its own query, question and gold answers (a simulator writing useful
+documents needs the question and answer of *that* row). A backend never raises for one failed
+request: after bounded retries with backoff the request yields no documents and is counted.
+"""
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    query: str
+    question: str = ""
+    golden_answers: tuple[str, ...] = ()
+    noisy: bool = False  # simulators only: write noisy documents (drawn by the curriculum)
+
+
+@dataclass
+class SearchResult:
+    documents: list[str] = field(default_factory=list)  # at most topk, best first
+    failed: bool = False  # True when every attempt failed; documents is then empty
+
+
+@dataclass
+class RetryPolicy:
+    concurrency: int = 16
+    max_retries: int = 3  # attempts after the first
+    backoff_s: float = 1.0  # delay before the first retry, doubled for each next one
+
+
+class SearchBackend(ABC):
+    """Subclasses implement ``_search_one`` (may raise); ``search`` adds bounded concurrency,
+    retries with exponential backoff, and failure accounting. Backends with a native batch API
+    may override ``_search_batch`` instead."""
+
+    name = "base"
+
+    def __init__(self, topk: int, retry: RetryPolicy | None = None):
+        self.topk = topk
+        self.retry = retry or RetryPolicy()
+        self.stats: Counter = Counter()  # requests, failures, retries
+
+    @abstractmethod
+    def _search_one(self, request: SearchRequest) -> list[str]:
+        """Documents for one request; raise on any failure (it is retried)."""
+
+    def _with_retries(self, request: SearchRequest) -> SearchResult:
+        delay = self.retry.backoff_s
+        for attempt in range(self.retry.max_retries + 1):
+            try:
+                return SearchResult(documents=list(self._search_one(request))[: self.topk])
+            except Exception as e:  # any backend error is retried, then counted, never raised
+                if attempt == self.retry.max_retries:
+                    logger.warning("%s search failed after %d attempts for %r: %s", self.name, attempt + 1,
+                                   request.query, e)
+                    return SearchResult(failed=True)
+                self.stats["retries"] += 1
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
+        with ThreadPoolExecutor(max_workers=max(1, min(self.retry.concurrency, len(requests)))) as pool:
+            return list(pool.map(self._with_retries, requests))
+
+    def search(self, requests: list[SearchRequest]) -> list[SearchResult]:
+        """Results in request order; an empty batch costs nothing."""
+        if not requests:
+            return []
+        results = self._search_batch(list(requests))
+        self.stats["requests"] += len(requests)
+        self.stats["failures"] += sum(r.failed for r in results)
+        return results
