@@ -3,6 +3,7 @@
 Each KEY maps onto a config key; a KEY not given keeps the recipe's value from ``configs/``.
 """
 
+import os
 import sys
 
 from omegaconf import OmegaConf
@@ -40,39 +41,72 @@ KEYS = {
 }
 
 
+# Evaluation (scripts/eval.sh): KEY -> an argument of zerosearch.eval, or a config key.
+EVAL_KEYS = {
+    "MODEL_PATH": "--model",
+    "DATA_PATH": "--data",  # a test parquet, or a folder holding test.parquet
+    "SEARCH_ENGINE": "--engine",
+    "OUT_DIR": "--out",
+    "BATCH_SIZE": "--batch-size",
+    "MAX_TURNS": "agent.max_turns",
+    "TOPK": "search.topk",
+    "CORPUS_PATH": "search.corpus_path",
+    "RETRIEVER_URL": "search.retriever_url",
+}
+
+
 class UsageError(ValueError):
     pass
 
 
-def parse_key_values(args: list[str]) -> tuple[list[str], list[str]]:
-    """Splits ``KEY VALUE ... -- overrides`` into Hydra overrides; raises UsageError naming the
+def split_key_values(args: list[str], valid: dict) -> tuple[dict[str, str], list[str]]:
+    """``KEY VALUE ... -- overrides`` -> ({KEY: VALUE}, overrides); raises UsageError naming the
     offending argument."""
     if "--" in args:
         cut = args.index("--")
         args, passthrough = args[:cut], args[cut + 1:]
     else:
         passthrough = []
-    overrides = []
-    seen = set()
+    pairs: dict[str, str] = {}
     i = 0
     while i < len(args):
         key = args[i]
-        if key not in KEYS:
+        if key not in valid:
             raise UsageError(f"unknown key {key!r}")
-        if i + 1 >= len(args) or args[i + 1] in KEYS or args[i + 1] == "":
+        if i + 1 >= len(args) or args[i + 1] in valid or args[i + 1] == "":
             raise UsageError(f"key {key} has no value")
-        if key in seen:
+        if key in pairs:
             raise UsageError(f"key {key} is given twice")
-        seen.add(key)
-        value = args[i + 1]
+        pairs[key] = args[i + 1]
+        i += 2
+    return pairs, passthrough
+
+
+def parse_key_values(args: list[str]) -> tuple[list[str], list[str]]:
+    """Training KEY VALUE arguments -> (Hydra overrides, pass-through overrides)."""
+    pairs, passthrough = split_key_values(args, KEYS)
+    overrides = []
+    for key, value in pairs.items():
         if key == "DATA_PATH":
             base = value.rstrip("/")
             overrides += [f"data.train_files={base}/train.parquet", f"data.val_files={base}/test.parquet"]
         else:
             targets, write = KEYS[key]
             overrides += [f"{target}={write(value)}" for target in targets]
-        i += 2
     return overrides, passthrough
+
+
+def eval_arguments(args: list[str]) -> list[str]:
+    """Evaluation KEY VALUE arguments -> the command line of ``python -m zerosearch.eval``."""
+    pairs, passthrough = split_key_values(args, EVAL_KEYS)
+    for required in ("MODEL_PATH", "DATA_PATH", "OUT_DIR"):
+        if required not in pairs:
+            raise UsageError(f"key {required} is required")
+    if os.path.isdir(pairs["DATA_PATH"]):
+        pairs["DATA_PATH"] = os.path.join(pairs["DATA_PATH"], "test.parquet")
+    flags = [part for key, value in pairs.items() if EVAL_KEYS[key].startswith("--") for part in (EVAL_KEYS[key], value)]
+    overrides = [f"{EVAL_KEYS[key]}={value}" for key, value in pairs.items() if not EVAL_KEYS[key].startswith("--")]
+    return flags + overrides + passthrough
 
 
 def describe_keys(config) -> str:
@@ -86,10 +120,23 @@ def describe_keys(config) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("grpo", "ppo", "reinforce"):
-        print("usage: python -m zerosearch.launch {grpo,ppo,reinforce} [KEY VALUE]... [-- overrides]", file=sys.stderr)
+    if not argv or argv[0] not in ("grpo", "ppo", "reinforce", "eval"):
+        print("usage: python -m zerosearch.launch {grpo,ppo,reinforce,eval} [KEY VALUE]... [-- overrides]",
+              file=sys.stderr)
         return 2
     algo, rest = argv[0], argv[1:]
+    if algo == "eval":
+        try:
+            arguments = eval_arguments(rest)
+        except UsageError as e:
+            print(f"eval.sh: {e}\nusage: eval.sh MODEL_PATH m DATA_PATH d OUT_DIR o [KEY VALUE]... [-- overrides]\n"
+                  f"valid keys: {' '.join(EVAL_KEYS)}", file=sys.stderr)
+            return 2
+        from zerosearch import eval as evaluation
+
+        sys.argv = ["zerosearch.eval", *arguments]
+        evaluation.main()
+        return 0
     from zerosearch.train import load_config, train
 
     try:

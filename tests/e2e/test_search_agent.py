@@ -111,9 +111,9 @@ def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world):
 def test_eval_writes_the_table(world):
     root, policy, _ = world
     out = root / "eval"
-    proc = run([sys.executable, "-m", "zerosearch.eval", "--model", str(policy), "--data", str(root / "data" / "test.parquet"),
-                "--engine", "corpus", "--out", str(out), "--device", "cpu", f"search.corpus_path={root / 'corpus.jsonl'}",
-                "agent.max_turns=2", "search.topk=2", "data.max_response_length=48", "agent.max_obs_length=64"])
+    proc = run(["bash", "scripts/eval.sh", "MODEL_PATH", str(policy), "DATA_PATH", str(root / "data"),
+                "SEARCH_ENGINE", "corpus", "OUT_DIR", str(out), "CORPUS_PATH", str(root / "corpus.jsonl"),
+                "MAX_TURNS", "2", "TOPK", "2", "--", "data.max_response_length=48", "agent.max_obs_length=64"])
     results = json.loads((out / "results.json").read_text())["results"]
     assert set(results) == {"nq", "hotpotqa", "all"} and results["all"]["n"] == 8
     for metrics in results.values():

@@ -1,0 +1,68 @@
+import subprocess
+import sys
+
+import pytest
+
+from zerosearch.launch import UsageError, eval_arguments, main, parse_key_values
+from zerosearch.train import load_config
+
+
+def test_keys_in_any_order_map_onto_config_keys():
+    overrides, passthrough = parse_key_values(
+        ["TOPK", "3", "MODEL_PATH", "/m", "DATA_PATH", "/d/", "IP", "10.0.0.5,host2:7000", "LOGGER", "console,wandb",
+         "START_THRESHOLD", "0.1", "--", "trainer.save_freq=10"])
+    assert overrides == ["search.topk=3", "actor_rollout_ref.model.path=/m", "data.train_files=/d/train.parquet",
+                         "data.val_files=/d/test.parquet",
+                         "search.simulator.server_urls=[http://10.0.0.5:6001/v1,http://host2:7000/v1]",
+                         "trainer.logger=[console,wandb]", "search.curriculum.start_threshold=0.1"]
+    assert passthrough == ["trainer.save_freq=10"]
+    config = load_config("zerosearch_grpo", overrides + passthrough)
+    assert config.search.topk == 3 and config.trainer.logger == ["console", "wandb"]
+    assert config.search.simulator.server_urls == ["http://10.0.0.5:6001/v1", "http://host2:7000/v1"]
+
+
+def test_keys_not_given_keep_the_recipe_values():
+    overrides, _ = parse_key_values(["SEARCH_MODE", "simulate_sft"])
+    config = load_config("zerosearch_ppo", overrides)
+    assert config.search.mode == "simulate_sft"
+    assert config.algorithm.adv_estimator == "gae" and config.critic.optim.lr == 1e-5
+    assert config.algorithm.use_kl_in_reward and not config.actor_rollout_ref.actor.use_kl_loss
+    grpo = load_config("zerosearch_grpo")
+    assert (grpo.data.train_batch_size, grpo.actor_rollout_ref.rollout.n) == (64, 5)
+    assert grpo.actor_rollout_ref.actor.optim.lr == 1e-6 and grpo.agent.reward_metric == "f1"
+    assert (grpo.actor_rollout_ref.actor.kl_loss_coef, grpo.actor_rollout_ref.actor.kl_loss_type) == (0.001, "low_var_kl")
+    assert grpo.data.max_response_length == 500
+
+
+@pytest.mark.parametrize("args, message", [
+    (["TOPK"], "TOPK has no value"),
+    (["TOPK", "MAX_TURNS", "3"], "TOPK has no value"),
+    (["BATCH", "3"], "unknown key 'BATCH'"),
+    (["TOPK", "3", "TOPK", "4"], "given twice"),
+    (["topk", "3"], "unknown key 'topk'"),
+])
+def test_bad_arguments_are_refused(args, message):
+    with pytest.raises(UsageError, match=message):
+        parse_key_values(args)
+
+
+def test_unknown_key_lists_the_valid_keys(capsys):
+    assert main(["grpo", "NUM_GPUS", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'NUM_GPUS'" in err
+    for key in ("NUM_GPUS_PER_NODE", "MODEL_PATH", "SEARCH_ENGINE", "END_THRESHOLD", "LOGGER"):
+        assert key in err
+
+
+def test_script_exits_2_on_a_key_without_value():
+    proc = subprocess.run(["bash", "train_reinforce.sh", "MAX_TURNS"], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and "MAX_TURNS has no value" in proc.stderr
+
+
+def test_eval_keys(tmp_path):
+    (tmp_path / "test.parquet").write_text("")
+    args = eval_arguments(["OUT_DIR", "o", "MODEL_PATH", "m", "DATA_PATH", str(tmp_path), "TOPK", "2", "--", "x=1"])
+    assert args == ["--out", "o", "--model", "m", "--data", str(tmp_path / "test.parquet"), "search.topk=2", "x=1"]
+    with pytest.raises(UsageError, match="MODEL_PATH is required"):
+        eval_arguments(["OUT_DIR", "o", "DATA_PATH", "d"])
