@@ -32,7 +32,7 @@ SERVED_NAME=${SERVED_NAME:-$(basename "$MODEL_PATH")}
 
 echo "sglang: serving $MODEL_PATH as '$SERVED_NAME' at http://$HOST:$PORT/v1/chat/completions" >&2
 # --tp-size is sglang's own name for the flag; the short --tp only works as an argparse prefix.
-exec python -m sglang.launch_server \
+exec "${PYTHON:-python}" -m sglang.launch_server \
     --model-path "$MODEL_PATH" \
     --host "$HOST" \
     --port "$PORT" \

@@ -18,7 +18,7 @@ class SimulatorConfig:
     server_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:6001/v1"])
     model: str = "Qwen2.5-3B-Instruct"  # served model name, or a local path when in_process
     in_process: bool = False  # host `model` with transformers on a Ray actor (CPU machines, tests)
-    api_key: str = "EMPTY"
+    api_key_env: Optional[str] = None  # environment variable holding the servers' API key; None: no key
     max_tokens: int = 256
     temperature: float = 0.0
 

@@ -27,7 +27,7 @@ from zerosearch.generation import SearchGenerationManager
 from zerosearch.reward import QARewardManager, golden_answers_of
 from zerosearch.train import load_config
 
-METRICS = ("em", "cover_em", "f1", "searches", "answered")
+ROW_METRICS = ("em", "cover_em", "f1", "searches", "answered")
 
 
 class LocalRollout:
@@ -46,9 +46,18 @@ class LocalRollout:
 
 
 def resolve_model_path(path: str) -> str:
-    """A model folder, or a trainer checkpoint (``global_step_N``) whose actor has a huggingface/ copy."""
-    path = os.path.expanduser(path)
-    for candidate in (os.path.join(path, "actor", "huggingface"), os.path.join(path, "huggingface"), path):
+    """A model folder or hub id; a trainer checkpoint ``global_step_N`` (its actor's huggingface/
+    copy); or a run folder, whose latest checkpoint is taken."""
+    local = os.path.expanduser(path)
+    if not os.path.exists(local):
+        if path.startswith(("/", ".", "~")):
+            raise FileNotFoundError(f"--model {path} does not exist")
+        return path  # a hub id, loaded by from_pretrained
+    latest = os.path.join(local, "latest_checkpointed_iteration.txt")
+    if os.path.isfile(latest):
+        with open(latest) as f:
+            local = os.path.join(local, f"global_step_{f.read().strip()}")
+    for candidate in (os.path.join(local, "actor", "huggingface"), os.path.join(local, "huggingface"), local):
         if os.path.isfile(os.path.join(candidate, "config.json")):
             return candidate
     raise FileNotFoundError(f"--model {path}: no config.json there, nor in actor/huggingface/ or huggingface/")
@@ -57,6 +66,7 @@ def resolve_model_path(path: str) -> str:
 def evaluate(model_path: str, data_files: list[str], engine: str, out_dir: str, overrides: list[str],
              batch_size: int = 64, device: str | None = None) -> dict:
     config = load_config("zerosearch_grpo", [f"search.engine={engine}", *overrides])
+    engine = config.search.engine
     model_path = resolve_model_path(model_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -96,11 +106,14 @@ def evaluate(model_path: str, data_files: list[str], engine: str, out_dir: str, 
 
 
 def summarize(per_source: dict) -> dict[str, dict[str, float]]:
-    """Mean of each metric per data source, plus ``all`` over every question."""
+    """Mean of each metric per data source, then ``avg`` (the mean of the per-source means, as
+    papers report) and ``all`` (the mean over every question)."""
     table = {source: {k: float(np.mean(v)) for k, v in metrics.items()} | {"n": len(metrics["em"])}
              for source, metrics in per_source.items()}
-    everything = {k: [x for m in per_source.values() for x in m[k]] for k in METRICS}
+    everything = {k: [x for m in per_source.values() for x in m[k]] for k in ROW_METRICS}
     if everything["em"]:
+        sources = list(table.values())
+        table["avg"] = {k: float(np.mean([s[k] for s in sources])) for k in ROW_METRICS} | {"n": len(everything["em"])}
         table["all"] = {k: float(np.mean(v)) for k, v in everything.items()} | {"n": len(everything["em"])}
     return table
 
@@ -127,7 +140,7 @@ def _trajectory(out: DataProto, i: int, tokenizer, metrics: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model folder or trainer checkpoint global_step_N")
-    parser.add_argument("--data", required=True, nargs="+", help="test parquet file(s)")
+    parser.add_argument("--data", required=True, action="append", help="a test parquet file (repeat for several)")
     parser.add_argument("--engine", default="corpus", choices=["google", "wiki", "corpus"])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=64)

@@ -64,8 +64,15 @@ class SearchGenerationManager:
         self.response_budget = max_response_span(config)
         self.noise = NoiseSchedule(config.search.curriculum, seed=config.trainer.seed)
         self.train_backend = build_backend(config.search.mode, config.search)
-        self.eval_backend = build_backend(config.search.engine, config.search)
+        self._eval_backend = self.train_backend if config.search.engine == config.search.mode else None
         self.pad_id = tokenizer.pad_token_id
+
+    @property
+    def eval_backend(self):
+        """Built on first validation, so a run that never validates never needs its credentials."""
+        if self._eval_backend is None:
+            self._eval_backend = build_backend(self.config.search.engine, self.config.search)
+        return self._eval_backend
 
     # ---- the loop --------------------------------------------------------------------------------
     def generate_sequences(self, batch: DataProto) -> DataProto:
@@ -77,7 +84,7 @@ class SearchGenerationManager:
         backend = self.eval_backend if validate else self.train_backend
         use_noise = not validate and self.config.search.mode in SIMULATED_MODES
         before = dict(backend.stats)
-        rows = self._trajectories(batch, n)
+        rows = self._trajectories(batch, n, needs_question=use_noise)
         noisy_draws: list[bool] = []
         for turn in range(self.agent.max_turns + 1):
             active = [t for t in rows if not t.done]
@@ -96,18 +103,24 @@ class SearchGenerationManager:
                                                  self.noise.probability(step, total) if use_noise else None)
         return out
 
-    def _trajectories(self, batch: DataProto, n: int) -> list[Trajectory]:
+    def _trajectories(self, batch: DataProto, n: int, needs_question: bool) -> list[Trajectory]:
         ids, mask = batch.batch["input_ids"], batch.batch["attention_mask"].bool()
         extra = batch.non_tensor_batch
         rows = []
         for i in range(len(batch)):
             info = extra["extra_info"][i] if "extra_info" in extra else {}
+            source = extra["data_source"][i] if "data_source" in extra else ""
+            question = str(info.get("question") or "")
+            if needs_question and not question:
+                # A simulator asked for useful documents must know what the searcher is after.
+                raise ValueError(f"row {i // n} (data_source={source!r}) has no extra_info.question, which the "
+                                 f"simulated search needs; prepare data with `python -m zerosearch.data.prepare`")
             index = extra["index"][i] if "index" in extra else i // n
             rows.append(Trajectory(
                 prompt=ids[i][mask[i]].tolist(),
-                question=str(info.get("question", "")),
+                question=question,
                 golden_answers=tuple(golden_answers_of(extra["reward_model"][i])),
-                key=f"{index}:{i % n}",
+                key=f"{source}:{index}:{i % n}",
             ))
         return rows
 
@@ -129,7 +142,7 @@ class SearchGenerationManager:
         for t, response, response_mask in zip(active, out.batch["responses"], out.batch["response_mask"].bool()):
             sampled = response[response_mask].tolist()
             room = self.response_budget - len(t.response)
-            if len(sampled) >= room:
+            if len(sampled) > room:
                 sampled, t.done, t.out_of_budget = sampled[:room], True, True
             t.append(sampled, sampled=True)
             t.turns += 1

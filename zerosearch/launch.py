@@ -11,6 +11,17 @@ from omegaconf import OmegaConf
 USAGE = "usage: train_{algo}.sh [KEY VALUE]... [-- hydra.override=value ...]"
 
 
+def _quoted(value: str) -> str:
+    """A string value as a quoted Hydra literal, so commas, '=' or spaces in paths and names survive."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _path(value: str) -> str:
+    """Local paths become absolute: Ray workers may run in another directory or on another node."""
+    local = os.path.expanduser(value)
+    return _quoted(os.path.abspath(local) if os.path.exists(local) else value)
+
+
 def _list(value: str) -> str:
     return "[" + ",".join(v.strip() for v in value.split(",") if v.strip()) + "]"
 
@@ -25,19 +36,21 @@ def _servers(value: str) -> str:
 KEYS = {
     "NUM_GPUS_PER_NODE": (["trainer.n_gpus_per_node"], str),
     "NNODES": (["trainer.nnodes"], str),
-    "MODEL_PATH": (["actor_rollout_ref.model.path"], str),
-    "DATA_PATH": (["data.train_files", "data.val_files"], None),  # DIR/train.parquet and DIR/test.parquet
+    "MODEL_PATH": (["actor_rollout_ref.model.path"], _path),
+    "DATA_PATH": (["data.train_files", "data.val_files"], None),  # DIR/train.parquet and DIR/test.parquet, below
     "TOTAL_STEPS": (["trainer.total_training_steps"], str),
     "IP": (["search.simulator.server_urls"], _servers),
-    "SEARCH_MODE": (["search.mode"], str),
-    "SIMULATION_LLM": (["search.simulator.model"], str),
+    "SEARCH_MODE": (["search.mode"], _quoted),
+    "SIMULATION_LLM": (["search.simulator.model"], _path),
     "START_THRESHOLD": (["search.curriculum.start_threshold"], str),
     "END_THRESHOLD": (["search.curriculum.end_threshold"], str),
-    "SEARCH_ENGINE": (["search.engine"], str),
+    "SEARCH_ENGINE": (["search.engine"], _quoted),
     "MAX_TURNS": (["agent.max_turns"], str),
     "TOPK": (["search.topk"], str),
-    "EXPERIMENT_NAME": (["trainer.experiment_name"], str),
+    "EXPERIMENT_NAME": (["trainer.experiment_name"], _quoted),
     "LOGGER": (["trainer.logger"], _list),
+    "CORPUS_PATH": (["search.corpus_path"], _path),
+    "RETRIEVER_URL": (["search.retriever_url"], _quoted),
 }
 
 
@@ -88,8 +101,9 @@ def parse_key_values(args: list[str]) -> tuple[list[str], list[str]]:
     overrides = []
     for key, value in pairs.items():
         if key == "DATA_PATH":
-            base = value.rstrip("/")
-            overrides += [f"data.train_files={base}/train.parquet", f"data.val_files={base}/test.parquet"]
+            base = os.path.abspath(os.path.expanduser(value))
+            overrides += [f"data.train_files={_quoted(os.path.join(base, 'train.parquet'))}",
+                          f"data.val_files={_quoted(os.path.join(base, 'test.parquet'))}"]
         else:
             targets, write = KEYS[key]
             overrides += [f"{target}={write(value)}" for target in targets]
@@ -105,7 +119,8 @@ def eval_arguments(args: list[str]) -> list[str]:
     if os.path.isdir(pairs["DATA_PATH"]):
         pairs["DATA_PATH"] = os.path.join(pairs["DATA_PATH"], "test.parquet")
     flags = [part for key, value in pairs.items() if EVAL_KEYS[key].startswith("--") for part in (EVAL_KEYS[key], value)]
-    overrides = [f"{EVAL_KEYS[key]}={value}" for key, value in pairs.items() if not EVAL_KEYS[key].startswith("--")]
+    overrides = [f"{EVAL_KEYS[key]}={_quoted(value) if key in ('CORPUS_PATH', 'RETRIEVER_URL') else value}"
+                 for key, value in pairs.items() if not EVAL_KEYS[key].startswith("--")]
     return flags + overrides + passthrough
 
 

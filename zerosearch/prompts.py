@@ -75,7 +75,8 @@ def simulator_messages(query: str, question: str, golden_answers, noisy: bool, t
     return [{"role": "user", "content": text}]
 
 
-_DOC_MARK = re.compile(r"(?im)^\s*(?:doc(?:ument)?\s*\d+\s*[:.)-]|\d+\s*[.)]\s)")
+# "Doc 3:" marks, or a short numbered list ("3. ", "3) "); a year opening a line is not a mark.
+_DOC_MARK = re.compile(r"(?im)^\s*(?:doc(?:ument)?\s*\d+\s*[:.)-]|\d{1,2}[.)]\s)")
 
 
 def parse_documents(text: str, topk: int) -> list[str]:

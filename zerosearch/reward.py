@@ -21,8 +21,9 @@ from verl.trainer.reward import last_valid_positions
 ARTICLES = frozenset({"a", "an", "the"})
 # An answer tag may not contain another opening tag, so "<answer> <answer>x</answer>" yields "x".
 ANSWER_RE = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL)
-# An observation left unclosed (e.g. cut at the length limit) hides everything after it: text the
-# search engine wrote must never count as the policy's answer.
+# For texts that include observations: an <information> block, even one left unclosed (cut at a
+# length limit), hides everything in it, so text a search engine wrote never counts as an answer.
+# The reward manager scores the policy's own tokens only.
 INFORMATION_RE = re.compile(r"<information>.*?(?:</information>|\Z)", re.DOTALL)
 
 

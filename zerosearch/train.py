@@ -26,19 +26,39 @@ def load_config(config_name: str, overrides: list[str] | None = None) -> ZeroSea
         return to_typed(compose(config_name, overrides=overrides or []), ZeroSearchConfig)
 
 
-def check_search_config(config: ZeroSearchConfig) -> None:
-    from zerosearch.search import BACKENDS, REAL_ENGINES
+def check_search_config(config: ZeroSearchConfig, validates: bool = True) -> None:
+    """Refuses, before any model loads, what the search agent would only trip over mid-run."""
+    from zerosearch.reward import METRICS
+    from zerosearch.search import BACKENDS, REAL_ENGINES, SIMULATED_MODES
 
-    if config.search.mode not in BACKENDS:
-        raise ValueError(f"search.mode={config.search.mode!r} (SEARCH_MODE): use one of {list(BACKENDS)}")
-    if config.search.engine not in REAL_ENGINES:
-        raise ValueError(f"search.engine={config.search.engine!r} (SEARCH_ENGINE): use one of {list(REAL_ENGINES)}")
-    if config.agent.max_turns < 0 or config.search.topk < 1:
-        raise ValueError(f"agent.max_turns={config.agent.max_turns} must be >= 0 and search.topk={config.search.topk} >= 1")
+    search, agent = config.search, config.agent
+    if search.mode not in BACKENDS:
+        raise ValueError(f"search.mode={search.mode!r} (SEARCH_MODE): use one of {list(BACKENDS)}")
+    if search.engine not in REAL_ENGINES:
+        raise ValueError(f"search.engine={search.engine!r} (SEARCH_ENGINE): use one of {list(REAL_ENGINES)}")
+    if agent.max_turns < 0 or search.topk < 1 or agent.max_obs_length < 1:
+        raise ValueError(f"agent.max_turns={agent.max_turns} must be >= 0, search.topk={search.topk} >= 1 and "
+                         f"agent.max_obs_length={agent.max_obs_length} >= 1")
+    if agent.reward_metric not in METRICS:
+        raise ValueError(f"agent.reward_metric={agent.reward_metric!r}: use one of {sorted(METRICS)}")
+    if search.cache not in ("auto", "memory", "disk", "none"):
+        raise ValueError(f"search.cache={search.cache!r}: use auto, memory, disk or none")
+    curriculum = search.curriculum
+    if not (0 <= curriculum.start_threshold <= 1 and 0 <= curriculum.end_threshold <= 1):
+        raise ValueError("search.curriculum.start_threshold / end_threshold (START_THRESHOLD / END_THRESHOLD) "
+                         "must lie in [0, 1]")
+    used = {search.mode} | ({search.engine} if validates else set())
+    if "corpus" in used and not search.corpus_path:
+        raise ValueError("search.corpus_path is not set: the `corpus` search needs a JSONL corpus")
+    if "google" in used and not os.environ.get(search.google_api_key_env):
+        raise ValueError(f"the `google` search needs a SerpAPI key in ${search.google_api_key_env}")
+    if search.mode in SIMULATED_MODES and not search.simulator.in_process and not search.simulator.server_urls:
+        raise ValueError("search.simulator.server_urls (IP) is empty: the simulated search needs a server")
 
 
 def train(config: ZeroSearchConfig):
-    check_search_config(config)
+    validates = bool(config.data.val_files) and (config.trainer.val_before_train or config.trainer.test_freq > 0)
+    check_search_config(config, validates)
     return run_ppo(config)
 
 

@@ -115,7 +115,7 @@ def test_eval_writes_the_table(world):
                 "SEARCH_ENGINE", "corpus", "OUT_DIR", str(out), "CORPUS_PATH", str(root / "corpus.jsonl"),
                 "MAX_TURNS", "2", "TOPK", "2", "--", "data.max_response_length=48", "agent.max_obs_length=64"])
     results = json.loads((out / "results.json").read_text())["results"]
-    assert set(results) == {"nq", "hotpotqa", "all"} and results["all"]["n"] == 8
+    assert set(results) == {"nq", "hotpotqa", "avg", "all"} and results["all"]["n"] == 8
     for metrics in results.values():
         assert {"em", "cover_em", "f1", "searches", "answered"} <= metrics.keys()
     assert results["all"]["searches"] > 0

@@ -129,7 +129,7 @@ def test_mask_is_one_on_sampled_tokens_and_zero_on_observations(tokenizer, monke
     metrics = out.meta_info["metrics"]
     assert metrics["search/answer_rate"] == 1.0 and metrics["search/searches_mean"] == 0.5
     assert metrics["curriculum/noise_p"] == pytest.approx(manager.noise.probability(3, 10))
-    assert request.noisy == manager.noise.draw(3, 10, ["0:0:0"])[0]  # drawn per query, reproducibly
+    assert request.noisy == manager.noise.draw(3, 10, ["toy:0:0:0"])[0]  # drawn per query, reproducibly
     # the second turn generated only for the row still active
     assert [len(c) for c in wg.calls] and len(wg.calls) == 2
 

@@ -10,14 +10,16 @@ from zerosearch.train import load_config
 def test_keys_in_any_order_map_onto_config_keys():
     overrides, passthrough = parse_key_values(
         ["TOPK", "3", "MODEL_PATH", "/m", "DATA_PATH", "/d/", "IP", "10.0.0.5,host2:7000", "LOGGER", "console,wandb",
-         "START_THRESHOLD", "0.1", "--", "trainer.save_freq=10"])
-    assert overrides == ["search.topk=3", "actor_rollout_ref.model.path=/m", "data.train_files=/d/train.parquet",
-                         "data.val_files=/d/test.parquet",
+         "START_THRESHOLD", "0.1", "EXPERIMENT_NAME", "it's,odd=1", "--", "trainer.save_freq=10"])
+    assert overrides == ["search.topk=3", "actor_rollout_ref.model.path='/m'", "data.train_files='/d/train.parquet'",
+                         "data.val_files='/d/test.parquet'",
                          "search.simulator.server_urls=[http://10.0.0.5:6001/v1,http://host2:7000/v1]",
-                         "trainer.logger=[console,wandb]", "search.curriculum.start_threshold=0.1"]
+                         "trainer.logger=[console,wandb]", "search.curriculum.start_threshold=0.1",
+                         "trainer.experiment_name='it\\'s,odd=1'"]
     assert passthrough == ["trainer.save_freq=10"]
     config = load_config("zerosearch_grpo", overrides + passthrough)
     assert config.search.topk == 3 and config.trainer.logger == ["console", "wandb"]
+    assert config.trainer.experiment_name == "it's,odd=1" and config.data.train_files == "/d/train.parquet"
     assert config.search.simulator.server_urls == ["http://10.0.0.5:6001/v1", "http://host2:7000/v1"]
 
 
@@ -58,6 +60,14 @@ def test_script_exits_2_on_a_key_without_value():
     proc = subprocess.run(["bash", "train_reinforce.sh", "MAX_TURNS"], capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2 and "MAX_TURNS has no value" in proc.stderr
+
+
+def test_existing_local_paths_become_absolute(tmp_path, monkeypatch):
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    overrides, _ = parse_key_values(["MODEL_PATH", "model", "SIMULATION_LLM", "Qwen2.5-3B-Instruct"])
+    assert overrides == [f"actor_rollout_ref.model.path='{tmp_path / 'model'}'",
+                         "search.simulator.model='Qwen2.5-3B-Instruct'"]  # a served name stays as given
 
 
 def test_eval_keys(tmp_path):

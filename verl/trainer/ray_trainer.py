@@ -191,9 +191,11 @@ class RayPPOTrainer:
     # ---- validation ----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         per_source: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        rollout_metrics: dict[str, list[tuple[float, int]]] = defaultdict(list)
         for batch in validation_batches(self.val_dataset, self.config.data.val_batch_size):
             batch = self._generate(batch, validate=True)
-            batch.meta_info.pop("metrics", None)
+            for key, value in batch.meta_info.pop("metrics", {}).items():
+                rollout_metrics[key].append((value, len(batch)))
             extra = self._compute_reward(batch)
             sources = batch.non_tensor_batch["data_source"]
             for key, values in extra.items():
@@ -207,6 +209,9 @@ class RayPPOTrainer:
                 metrics[f"val/{source}/{key}"] = float(np.mean(values))
                 overall[key].extend(values)
         metrics.update({f"val/{key}": float(np.mean(v)) for key, v in overall.items()})
+        # The rollout loop's own metrics (e.g. searches, failures), weighted by batch size.
+        metrics.update({f"val/{key}": sum(v * n for v, n in pairs) / max(sum(n for _, n in pairs), 1)
+                        for key, pairs in rollout_metrics.items()})
         return metrics
 
     # ---- checkpoints ---------------------------------------------------------------------------

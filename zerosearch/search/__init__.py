@@ -19,12 +19,14 @@ def build_backend(name: str, config) -> SearchBackend:
         if sim.in_process:
             from zerosearch.search.local_simulator import LocalSimulatedSearch
 
-            backend = LocalSimulatedSearch(os.path.expanduser(sim.model), style, config.topk, max_tokens=sim.max_tokens,
+            backend = LocalSimulatedSearch(os.path.abspath(os.path.expanduser(sim.model)), style, config.topk,
+                                           max_tokens=sim.max_tokens,
                                            temperature=sim.temperature, retry=retry)
         else:
             from zerosearch.search.simulate import SimulatedSearch
 
-            backend = SimulatedSearch(list(sim.server_urls), sim.model, style, config.topk, api_key=sim.api_key,
+            api_key = os.environ.get(sim.api_key_env, "") if sim.api_key_env else "EMPTY"
+            backend = SimulatedSearch(list(sim.server_urls), sim.model, style, config.topk, api_key=api_key or "EMPTY",
                                       max_tokens=sim.max_tokens, temperature=sim.temperature,
                                       timeout_s=config.timeout_s, retry=retry)
     elif name == "google":

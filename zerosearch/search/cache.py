@@ -12,9 +12,13 @@ logger = logging.getLogger(__name__)
 
 # (backend name, query, topk, noisy, question, golden answers): a simulator's documents depend on all.
 CacheKey = tuple[str, str, int, bool, str, tuple[str, ...]]
+# Real engines see only the query: the same query under another question is the same search.
+QUERY_ONLY_BACKENDS = ("google", "wiki", "corpus")
 
 
 def cache_key(backend_name: str, request: SearchRequest, topk: int) -> CacheKey:
+    if backend_name in QUERY_ONLY_BACKENDS:
+        return (backend_name, request.query, topk, False, "", ())
     return (backend_name, request.query, topk, request.noisy, request.question,
             tuple(str(a) for a in request.golden_answers))
 
