@@ -107,7 +107,6 @@ def test_wiki_search_returns_documents_in_order(server_url):
     ]
     assert len(results[1].documents) == 2  # Berlin is also a capital
     assert not any(r.failed for r in results) and backend.stats["failures"] == 0
-    backend.close()
 
 
 def test_server_error_is_retried_then_the_batch_fails(server_url):

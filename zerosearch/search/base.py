@@ -6,8 +6,8 @@ request: after bounded retries with backoff the request yields no documents and 
 """
 
 import logging
+import threading
 import time
-from abc import ABC, abstractmethod
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,10 +36,10 @@ class RetryPolicy:
     backoff_s: float = 1.0  # delay before the first retry, doubled for each next one
 
 
-class SearchBackend(ABC):
-    """Subclasses implement ``_search_one`` (may raise); ``search`` adds bounded concurrency,
-    retries with exponential backoff, and failure accounting. Backends with a native batch API
-    may override ``_search_batch`` instead."""
+class SearchBackend:
+    """Subclasses implement ``_search_one`` (may raise), to which ``search`` adds bounded
+    concurrency, retries with exponential backoff, and failure accounting; backends with a native
+    batch API implement ``_search_batch`` instead, using ``_retrying`` for the same policy."""
 
     name = "base"
 
@@ -47,25 +47,31 @@ class SearchBackend(ABC):
         self.topk = topk
         self.retry = retry or RetryPolicy()
         self.stats: Counter = Counter()  # requests, failures, retries
+        self._stats_lock = threading.Lock()  # retries are counted from worker threads
 
-    @abstractmethod
     def _search_one(self, request: SearchRequest) -> list[str]:
         """Documents for one request; raise on any failure (it is retried)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _search_one nor _search_batch")
 
-    def _with_retries(self, request: SearchRequest) -> SearchResult:
+    def _retrying(self, attempt, what: str):
+        """``attempt()``'s value, trying again after any exception until the retry policy is
+        spent; then None (logged, never raised)."""
         delay = self.retry.backoff_s
-        for attempt in range(self.retry.max_retries + 1):
+        for tries in range(1, self.retry.max_retries + 2):
             try:
-                return SearchResult(documents=list(self._search_one(request))[: self.topk])
-            except Exception as e:  # any backend error is retried, then counted, never raised
-                if attempt == self.retry.max_retries:
-                    logger.warning("%s search failed after %d attempts for %r: %s", self.name, attempt + 1,
-                                   request.query, e)
-                    return SearchResult(failed=True)
-                self.stats["retries"] += 1
+                return attempt()
+            except Exception as e:  # any backend error is retried, then counted by the caller
+                if tries > self.retry.max_retries:
+                    logger.warning("%s search failed after %d attempts for %s: %s", self.name, tries, what, e)
+                    return None
+                with self._stats_lock:
+                    self.stats["retries"] += 1
                 time.sleep(delay)
                 delay *= 2
-        raise AssertionError("unreachable")
+
+    def _with_retries(self, request: SearchRequest) -> SearchResult:
+        documents = self._retrying(lambda: list(self._search_one(request))[: self.topk], repr(request.query))
+        return SearchResult(failed=True) if documents is None else SearchResult(documents=documents)
 
     def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
         with ThreadPoolExecutor(max_workers=max(1, min(self.retry.concurrency, len(requests)))) as pool:

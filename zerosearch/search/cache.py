@@ -110,10 +110,6 @@ class CachedSearch(SearchBackend):
         self.name = backend.name
         self.stats = backend.stats
 
-    def _search_one(self, request: SearchRequest) -> list[str]:
-        # Required by the interface; batches, cached or not, go through _search_batch.
-        return self.backend._search_one(request)
-
     def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
         results: list[SearchResult | None] = [None] * len(requests)
         misses: dict[CacheKey, list[int]] = {}  # identical requests in a batch cost one search

@@ -1,9 +1,7 @@
 """Simulated search without a server: the simulation LLM runs with transformers on a Ray actor,
 for CPU machines and tests."""
 
-import logging
 import threading
-import time
 
 import ray
 import torch
@@ -13,7 +11,6 @@ from zerosearch.prompts import parse_documents
 from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest, SearchResult
 from zerosearch.search.simulate import request_messages, simulator_name
 
-logger = logging.getLogger(__name__)
 
 
 class SimulatorActor:
@@ -73,30 +70,9 @@ class LocalSimulatedSearch(SearchBackend):
             self._actor = None  # a dead actor is replaced on the next attempt
             raise
 
-    def _search_one(self, request: SearchRequest) -> list[str]:
-        documents = parse_documents(self._generate([request])[0], self.topk)
-        if not documents:
-            raise ValueError(f"local simulator replied without documents for {request.query!r}")
-        return documents
-
-    def _generate_with_retries(self, requests: list[SearchRequest]) -> list[str] | None:
-        """Replies in request order, or None once every attempt failed."""
-        delay = self.retry.backoff_s
-        for attempt in range(self.retry.max_retries + 1):
-            try:
-                return self._generate(requests)
-            except Exception as e:  # retried for the whole batch, then counted, never raised
-                if attempt == self.retry.max_retries:
-                    logger.warning("%s failed after %d attempts for a batch of %d: %s", self.name, attempt + 1,
-                                   len(requests), e)
-                    return None
-                self.stats["retries"] += 1
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
-
     def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
-        replies = self._generate_with_retries(requests)
+        # One actor call for the whole batch, retried as a whole.
+        replies = self._retrying(lambda: self._generate(requests), f"a batch of {len(requests)}")
         if replies is None:
             return [SearchResult(failed=True) for _ in requests]
         results = []

@@ -4,15 +4,12 @@ Works with ``scripts/retrieval_server.py`` and with Search-R1's own BM25/dense s
 batch goes in one request, and results with or without scores are understood.
 """
 
-import logging
-import time
 
 import httpx
 
 from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest, SearchResult
 from zerosearch.search.corpus import format_document
 
-logger = logging.getLogger(__name__)
 
 
 def parse_retrieve_response(payload, n_queries: int) -> list[list[str]]:
@@ -45,23 +42,10 @@ class WikiSearch(SearchBackend):
         response.raise_for_status()
         return [docs[: self.topk] for docs in parse_retrieve_response(response.json(), len(queries))]
 
-    def _search_one(self, request: SearchRequest) -> list[str]:
-        return self._post([request.query])[0]
-
     def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
-        delay = self.retry.backoff_s
-        for attempt in range(self.retry.max_retries + 1):
-            try:
-                return [SearchResult(documents=docs) for docs in self._post([r.query for r in requests])]
-            except Exception as e:  # any failure of the POST is retried, then the batch is counted failed
-                if attempt == self.retry.max_retries:
-                    logger.warning("wiki search at %s failed after %d attempts for a batch of %d: %s", self.url,
-                                   attempt + 1, len(requests), e)
-                    return [SearchResult(failed=True) for _ in requests]
-                self.stats["retries"] += 1
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        self._client.close()
+        # The whole batch is one POST, retried as a whole.
+        documents = self._retrying(lambda: self._post([r.query for r in requests]),
+                                   f"a batch of {len(requests)} at {self.url}")
+        if documents is None:
+            return [SearchResult(failed=True) for _ in requests]
+        return [SearchResult(documents=docs) for docs in documents]
