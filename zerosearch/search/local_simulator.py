@@ -12,7 +12,6 @@ from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest, Se
 from zerosearch.search.simulate import request_messages, simulator_name
 
 
-
 class SimulatorActor:
     """Hosts one causal LM and answers batches of chat conversations."""
 

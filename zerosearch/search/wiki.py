@@ -4,12 +4,10 @@ Works with ``scripts/retrieval_server.py`` and with Search-R1's own BM25/dense s
 batch goes in one request, and results with or without scores are understood.
 """
 
-
 import httpx
 
 from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest, SearchResult
 from zerosearch.search.corpus import format_document
-
 
 
 def parse_retrieve_response(payload, n_queries: int) -> list[list[str]]:
