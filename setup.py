@@ -25,6 +25,7 @@ setup(
         "bm25s>=0.2",
         "openai>=1.40",
         "httpx>=0.27",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "gpu": ["vllm>=0.8", "flash-attn>=2.6"],

@@ -1,0 +1,194 @@
+import itertools
+
+import pandas as pd
+import pytest
+
+from verl.utils.dataset import RLHFDataset
+from verl.utils.tiny_model import build_tokenizer
+from zerosearch.data.synthetic import (
+    ANSWER_TYPES,
+    build_world,
+    main,
+    simulation_pairs,
+    warm_start_examples,
+    write_simulation_pairs,
+    write_warm_start,
+    write_world,
+)
+from zerosearch.prompts import format_observation, parse_documents, policy_prompt
+from zerosearch.search.base import SearchRequest
+from zerosearch.search.corpus import BM25Index, CorpusSearch, format_document, load_corpus
+
+SMALL = {"n_people": 16, "n_orgs": 8, "n_cities": 6, "n_countries": 3, "test_fraction": 0.25}
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world(seed=7)
+
+
+def all_names(world):
+    return [*world.people, *world.organisations, *world.cities, *world.countries]
+
+
+def trajectories(rows):
+    """Rows grouped by trajectory: each starts with an empty prefix."""
+    groups = []
+    for row in rows:
+        if row["response_prefix"] == "":
+            groups.append([])
+        groups[-1].append(row)
+    return groups
+
+
+def test_deterministic_under_the_seed():
+    a, b, c = build_world(seed=3, **SMALL), build_world(seed=3, **SMALL), build_world(seed=4, **SMALL)
+    assert a.documents == b.documents and a.documents != c.documents
+    assert a.train_questions == b.train_questions and a.test_questions == b.test_questions
+    assert simulation_pairs(a, 3, 20, seed=1) == simulation_pairs(b, 3, 20, seed=1)
+    assert warm_start_examples(a, 0.5, seed=1) == warm_start_examples(b, 0.5, seed=1)
+
+
+def test_names_are_unique_and_never_inside_one_another(world):
+    names = [n.lower() for n in all_names(world)]
+    assert len(names) == len(set(names)) == len(world.people) + len(world.organisations) + 15 + 5
+    for a, b in itertools.permutations(names, 2):
+        assert a not in b, (a, b)
+
+
+def test_every_answer_is_stated_where_the_search_leads(world):
+    questions = world.train_questions + world.test_questions
+    assert {q.hops for q in questions} == {1, 2} and {q.answer_type for q in questions} == set(ANSWER_TYPES)
+    assert len({q.id for q in questions}) == len(questions)
+    for q in questions:
+        assert q.entity in world.document(q.entity)["contents"] and q.entity in q.query
+        if q.hops == 1:
+            assert world.states(q.entity, q.answer) and q.second_entity is None
+        else:
+            # the first document names the bridge, whose document states the answer
+            assert world.states(q.entity, q.second_entity) and world.states(q.second_entity, q.answer)
+            assert q.second_entity in q.second_query
+
+
+def test_held_out_entities_never_appear_in_training_questions(world):
+    assert world.train_questions and world.test_questions
+    assert all(q.entity in world.test_entities for q in world.test_questions)
+    train_text = " ".join(q.question for q in world.train_questions)
+    train_entities = {q.entity for q in world.train_questions} | {q.second_entity for q in world.train_questions}
+    for q in world.test_questions:
+        assert q.entity not in train_entities and q.entity not in train_text
+    for kind in ("person", "organisation", "city"):
+        held_out = [n for n in world.entities(kind) if n in world.test_entities]
+        assert 0 < len(held_out) < len(world.entities(kind))
+
+
+def test_files_load_as_trainer_data_and_corpus(tmp_path, world):
+    paths = write_world(world, str(tmp_path / "out"))
+    assert set(paths) == {"train", "test", "corpus"}
+    docs = load_corpus(paths["corpus"])
+    assert [{"id": d["id"], "contents": f"{d['title']}\n{d['text']}"} for d in docs] == world.documents
+    tokenizer = build_tokenizer([d["contents"] for d in world.documents], 600)
+    for split, questions in (("train", world.train_questions), ("test", world.test_questions)):
+        dataset = RLHFDataset(paths[split], tokenizer, max_prompt_length=2048, filter_overlong_prompts=False)
+        assert len(dataset) == len(questions)
+        row, q = dataset[1], questions[1]
+        assert row["data_source"] == f"synthetic_{q.hops}hop" and row["index"] == 1
+        assert list(row["reward_model"]["ground_truth"]["target"]) == [q.answer]
+        assert row["extra_info"]["question"] == q.question and row["extra_info"]["split"] == split
+        assert row["raw_prompt"] == tokenizer.apply_chat_template(
+            [{"role": "user", "content": policy_prompt(q.question)}], add_generation_prompt=True, tokenize=False)
+    with pytest.raises(ValueError, match="template"):
+        write_world(world, str(tmp_path / "bad"), template="plain")
+
+
+def test_bm25_finds_each_hop_first(tmp_path, world):
+    path = write_world(world, str(tmp_path))["corpus"]
+    questions = world.train_questions + world.test_questions
+    hops = [(q.query, q.entity) for q in questions]
+    hops += [(q.second_query, q.second_entity) for q in questions if q.hops == 2]
+    hits = BM25Index(load_corpus(path)).search([query for query, _ in hops], 1)
+    assert [h[0][0]["title"] for h in hits] == [entity for _, entity in hops]
+    q = next(q for q in questions if q.hops == 1)
+    [result] = CorpusSearch(path, topk=2).search([SearchRequest(q.query)])
+    assert result.documents[0] == format_document(world.document(q.entity)) and q.answer in result.documents[0]
+
+
+def test_simulation_pairs_useful_state_the_answer_and_noisy_never(tmp_path, world):
+    rows = simulation_pairs(world, topk=3, n_pairs=200, seed=0)
+    assert sum(r["noisy"] for r in rows) == 100
+    train_questions = {q.question for q in world.train_questions}
+    for r in rows:
+        prompt = r["prompt"][0]["content"]
+        docs = parse_documents(r["response"], 3)
+        assert r["response"].startswith("Doc 1: (Title: ") and len(docs) == 3
+        if r["noisy"]:
+            assert r["answer"].lower() not in r["response"].lower() and "Answer:" not in prompt
+        else:
+            assert r["answer"] in r["response"] and f"Answer: {r['answer']}" in prompt
+            query = prompt.split("\n")[0].removeprefix("Query: ")
+            assert docs[0].startswith("(Title: ") and docs[0].split(")")[0][8:] in query  # the searched entity first
+            assert prompt.split("\n")[1].removeprefix("Question: ") in train_questions
+    path = write_simulation_pairs(rows, str(tmp_path / "sim" / "pairs.parquet"))
+    frame = pd.read_parquet(path)
+    assert list(frame.columns) == ["prompt", "response", "noisy", "answer"] and len(frame) == 200
+    assert list(frame["prompt"][0]) == rows[0]["prompt"]
+    with pytest.raises(ValueError, match="topk"):
+        simulation_pairs(world, topk=1, n_pairs=4, seed=0)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3, 0.8, 1.0])
+def test_warm_start_searches_at_the_given_rate(world, rate):
+    groups = trajectories(warm_start_examples(world, rate, seed=2))
+    assert len(groups) == len(world.train_questions)
+    searched = [g for g in groups if "<search>" in g[0]["response"]]
+    assert abs(len(searched) / len(groups) - rate) < 0.08
+    assert all(len(g) == 1 for g in groups if g not in searched)
+
+
+def test_warm_start_rows_replay_a_corpus_search(tmp_path, world):
+    rows = warm_start_examples(world, 0.5, seed=0)
+    by_question = {policy_prompt(q.question): q for q in world.train_questions}
+    seen_hops = set()
+    for group in trajectories(rows):
+        q = by_question[group[0]["prompt"][0]["content"]]
+        assert all(set(r) == {"prompt", "response_prefix", "response"} and r["prompt"] == group[0]["prompt"]
+                   for r in group)
+        last = group[-1]["response"]
+        assert last.startswith("<think>") and last.count("<answer>") == 1 and last.endswith("</answer>")
+        if len(group) == 1:  # a guess: some value of the right type
+            assert last.split("<answer> ")[1].removesuffix(" </answer>") in world.values(q.answer_type)
+            continue
+        seen_hops.add(q.hops)
+        assert len(group) == q.hops + 1 and last.endswith(f"<answer> {q.answer} </answer>")
+        assert group[0]["response"].endswith(f"<search> {q.query} </search>")
+        for i, entity in enumerate([q.entity, q.second_entity][:q.hops]):
+            prefix, action, following = group[i]["response_prefix"], group[i]["response"], group[i + 1]
+            observation = following["response_prefix"].removeprefix(prefix + action)
+            docs = parse_documents(observation.split("<information>")[1].split("</information>")[0], 5)
+            assert len(docs) == 2 and docs[0] == format_document(world.document(entity))
+            assert observation == format_observation(docs)
+        if q.hops == 2:
+            assert group[1]["response"].endswith(f"<search> {q.second_query} </search>")
+    assert seen_hops == {1, 2}
+    frame = pd.read_parquet(write_warm_start(rows, str(tmp_path / "warm.parquet")))
+    assert list(frame.columns) == ["prompt", "response_prefix", "response"] and len(frame) == len(rows)
+    with pytest.raises(ValueError, match="search_rate"):
+        warm_start_examples(world, 1.5, seed=0)
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="test_fraction"):
+        build_world(test_fraction=0)
+    with pytest.raises(ValueError, match="n_cities"):
+        build_world(n_cities=0)
+    with pytest.raises(ValueError, match="no rows"):
+        write_warm_start([], "unused.parquet")
+
+
+def test_cli_writes_the_world(tmp_path, capsys):
+    main([str(tmp_path), "--seed", "1", "--people", "10", "--orgs", "5", "--cities", "4", "--countries", "2",
+          "--test-fraction", "0.3", "--template", "base"])
+    out = capsys.readouterr().out
+    for name in ("train.parquet", "test.parquet", "corpus.jsonl"):
+        assert f"{tmp_path / name}" in out and (tmp_path / name).is_file()
+    assert isinstance(pd.read_parquet(tmp_path / "test.parquet")["prompt"][0], str)

@@ -1,0 +1,377 @@
+"""An invented world for the CPU demonstration: people, organisations and cities with made-up names,
+one corpus document per entity and questions about them. No pretrained model can know these facts,
+so a policy scores only by searching.
+
+    python -m zerosearch.data.synthetic OUT_DIR [--seed 0] [--people 60] [--orgs 30] [--cities 15] \\
+        [--countries 5] [--test-fraction 0.2] [--template chat|base]
+
+Besides the trainer's files (``train.parquet``, ``test.parquet``, ``corpus.jsonl``) the world yields
+tuning pairs for the simulation LLM and supervised warm-start turns for the policy.
+"""
+
+import argparse
+import json
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from zerosearch.data.prepare import TEMPLATES, _write
+from zerosearch.prompts import format_observation, observation_body, policy_prompt, simulator_messages
+from zerosearch.search.corpus import format_document
+
+PERSON, ORGANISATION, CITY = "person", "organisation", "city"
+ANSWER_TYPES = ("person", "city", "country", "year")
+DATA_SOURCES = {1: "synthetic_1hop", 2: "synthetic_2hop"}
+
+_PERSON_DOC = "{name} was born in {city} in {year}."
+_ORGANISATION_DOC = "{name} was founded by {founder} in {year}."
+_CITY_DOC = "{name} is a city in the country of {country}."
+_ORGANISATION_KINDS = ("Press", "Guild", "Works", "Foundry", "Society", "Company", "Mills", "Institute")
+# Invented words never hide inside the fixed wording, and the fixed words never hide inside them,
+# so "is the answer in this document" is a plain substring test.
+_FIXED_TEXT = " ".join([_PERSON_DOC, _ORGANISATION_DOC, _CITY_DOC, *_ORGANISATION_KINDS]).lower()
+
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "st", "tr")
+_VOWELS = ("a", "e", "i", "o", "u")
+_CODAS = ("", "", "", "n", "l", "r", "s")
+_NAME_ATTEMPTS = 100_000
+
+
+@dataclass(frozen=True)
+class Person:
+    city: str
+    year: int
+
+
+@dataclass(frozen=True)
+class Organisation:
+    founder: str
+    year: int
+
+
+@dataclass(frozen=True)
+class City:
+    country: str
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    answer: str
+    answer_type: str  # one of ANSWER_TYPES
+    hops: int
+    entity: str  # what the question is about; its document answers a one-hop question
+    query: str  # what a good searcher asks first
+    second_entity: str | None = None  # two-hop: the entity the first search leads to; its document answers
+    second_query: str | None = None
+
+
+@dataclass
+class World:
+    seed: int
+    people: dict[str, Person]
+    organisations: dict[str, Organisation]
+    cities: dict[str, City]
+    countries: list[str]
+    documents: list[dict]  # {"id", "contents": "Name\ntext"}, the corpus layout
+    train_questions: list[Question]
+    test_questions: list[Question]
+    test_entities: frozenset[str]
+    _documents: dict[str, dict] = field(init=False, repr=False)
+    _links: dict[str, list[str]] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._documents = {d["contents"].partition("\n")[0]: d for d in self.documents}
+        self._links = {name: [] for name in self._documents}
+        facts = [(p, v.city) for p, v in self.people.items()]
+        facts += [(o, v.founder) for o, v in self.organisations.items()]
+        for a, b in facts:
+            self._links[a].append(b)
+            self._links[b].append(a)
+
+    def document(self, name: str) -> dict:
+        if name not in self._documents:
+            raise KeyError(f"no document about {name!r} in this world (seed {self.seed})")
+        return self._documents[name]
+
+    def kind(self, name: str) -> str:
+        for kind, group in ((PERSON, self.people), (ORGANISATION, self.organisations), (CITY, self.cities)):
+            if name in group:
+                return kind
+        raise KeyError(f"{name!r} is not a person, organisation or city of this world (seed {self.seed})")
+
+    def entities(self, kind: str) -> list[str]:
+        return list({PERSON: self.people, ORGANISATION: self.organisations, CITY: self.cities}[kind])
+
+    def related(self, name: str) -> list[str]:
+        """Entities sharing a fact with ``name``: a person's birth city and organisations, an
+        organisation's founder, a city's natives."""
+        return list(self._links[name])
+
+    def values(self, answer_type: str) -> list[str]:
+        """Every answer of that type the world holds: the pool a guess is drawn from."""
+        if answer_type == "year":
+            years = {p.year for p in self.people.values()} | {o.year for o in self.organisations.values()}
+            return [str(y) for y in sorted(years)]
+        pools = {"person": list(self.people), "city": list(self.cities), "country": list(self.countries)}
+        if answer_type not in pools:
+            raise ValueError(f"answer type must be one of {ANSWER_TYPES}, got {answer_type!r}")
+        return pools[answer_type]
+
+    def states(self, name: str, answer: str) -> bool:
+        return answer.lower() in self.document(name)["contents"].lower()
+
+
+def build_world(seed: int = 0, n_people: int = 60, n_orgs: int = 30, n_cities: int = 15, n_countries: int = 5,
+                test_fraction: float = 0.2) -> World:
+    """A world drawn from ``seed``. ``test_fraction`` of each kind of entity is held out: questions
+    about them form the test set, and no training question mentions them."""
+    for flag, n in (("n_people", n_people), ("n_orgs", n_orgs), ("n_cities", n_cities), ("n_countries", n_countries)):
+        if n < 1:
+            raise ValueError(f"{flag} must be at least 1, got {n}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    rng = random.Random(seed)
+    taken: list[str] = []
+    countries = [_invent(rng, taken) for _ in range(n_countries)]
+    cities = {}
+    for _ in range(n_cities):
+        name = _invent(rng, taken)
+        cities[name] = City(country=rng.choice(countries))
+    people = {}
+    for _ in range(n_people):
+        name = f"{_invent(rng, taken)} {_invent(rng, taken)}"
+        people[name] = Person(city=rng.choice(list(cities)), year=rng.randint(1800, 1960))
+    organisations = {}
+    for _ in range(n_orgs):
+        name = f"{_invent(rng, taken)} {rng.choice(_ORGANISATION_KINDS)}"
+        founder = rng.choice(list(people))
+        organisations[name] = Organisation(founder=founder, year=people[founder].year + rng.randint(20, 60))
+
+    texts = [(n, _PERSON_DOC.format(name=n, city=p.city, year=p.year)) for n, p in people.items()]
+    texts += [(n, _ORGANISATION_DOC.format(name=n, founder=o.founder, year=o.year)) for n, o in organisations.items()]
+    texts += [(n, _CITY_DOC.format(name=n, country=c.country)) for n, c in cities.items()]
+    documents = [{"id": str(i), "contents": f"{name}\n{text}"} for i, (name, text) in enumerate(texts)]
+
+    test_entities = set()
+    for group in (people, organisations, cities):
+        test_entities.update(rng.sample(list(group), round(len(group) * test_fraction)))
+    questions = _questions(people, organisations, cities)
+    # A training question through a held-out entity would teach that entity's facts.
+    train = [q for q in questions if q.entity not in test_entities and q.second_entity not in test_entities]
+    test = [q for q in questions if q.entity in test_entities]
+    if not train or not test:
+        raise ValueError(f"test_fraction={test_fraction} leaves {len(train)} training and {len(test)} test questions "
+                         f"in a world of {n_people} people, {n_orgs} organisations, {n_cities} cities; "
+                         "change the fraction or the sizes")
+    rng.shuffle(train)  # batches mix kinds of question
+    return World(seed=seed, people=people, organisations=organisations, cities=cities, countries=countries,
+                 documents=documents, train_questions=train, test_questions=test,
+                 test_entities=frozenset(test_entities))
+
+
+def _invent(rng: random.Random, taken: list[str]) -> str:
+    """A new capitalised word, mostly of two syllables (short names cost a tiny model fewer tokens),
+    neither inside nor containing any word in ``taken``."""
+    for _ in range(_NAME_ATTEMPTS):
+        syllables = 3 if rng.random() < 0.2 else 2
+        word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables))
+        if word in _FIXED_TEXT or any(k.lower() in word for k in _ORGANISATION_KINDS):
+            continue
+        if any(word in t or t in word for t in taken):
+            continue
+        taken.append(word)
+        return word.capitalize()
+    raise ValueError(f"could not invent a name distinct from {len(taken)} others; ask for a smaller world")
+
+
+def _questions(people, organisations, cities) -> list[Question]:
+    questions = []
+    for name, p in people.items():
+        query = f"{name} born"
+        questions += [
+            Question(f"birth_city/{name}", f"Where was {name} born?", p.city, "city", 1, name, query),
+            Question(f"birth_year/{name}", f"In which year was {name} born?", str(p.year), "year", 1, name, query),
+            Question(f"birth_country/{name}", f"In which country was {name} born?", cities[p.city].country,
+                     "country", 2, name, query, p.city, f"{p.city} country"),
+        ]
+    for name, o in organisations.items():
+        query, founder = f"{name} founded", people[o.founder]
+        questions += [
+            Question(f"founder/{name}", f"Who founded {name}?", o.founder, "person", 1, name, query),
+            Question(f"founding_year/{name}", f"In which year was {name} founded?", str(o.year), "year", 1, name,
+                     query),
+            Question(f"founder_city/{name}", f"Where was the founder of {name} born?", founder.city, "city", 2,
+                     name, query, o.founder, f"{o.founder} born"),
+            Question(f"founder_year/{name}", f"In which year was the founder of {name} born?", str(founder.year),
+                     "year", 2, name, query, o.founder, f"{o.founder} born"),
+        ]
+    for name, c in cities.items():
+        questions.append(Question(f"country/{name}", f"In which country is {name}?", c.country, "country", 1, name,
+                                  f"{name} country"))
+    return questions
+
+
+def write_world(world: World, out_dir: str, template: str = "chat") -> dict[str, str]:
+    """Write ``train.parquet``, ``test.parquet`` (the trainer's layout) and ``corpus.jsonl``;
+    return their paths under the keys ``train``, ``test`` and ``corpus``."""
+    if template not in TEMPLATES:
+        raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, questions in (("train", world.train_questions), ("test", world.test_questions)):
+        examples = [(DATA_SOURCES[q.hops], {"question": q.question, "answers": [q.answer], "id": q.id})
+                    for q in questions]
+        paths[split] = _write(examples, split, template, out)
+    corpus = out / "corpus.jsonl"
+    with open(corpus, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in world.documents)
+    paths["corpus"] = str(corpus)
+    return paths
+
+
+# --- documents a search would show ------------------------------------------------------------
+
+def _nearby(world: World, focus: str, rng: random.Random) -> list[str]:
+    """Every other entity: those sharing a fact with ``focus`` first, then those of its kind, then
+    the rest, shuffled within each group."""
+    linked = world.related(focus)
+    same = [n for n in world.entities(world.kind(focus)) if n != focus and n not in linked]
+    rest = [n for kind in (PERSON, ORGANISATION, CITY) if kind != world.kind(focus)
+            for n in world.entities(kind) if n not in linked]
+    ordered = []
+    for group in (linked, same, rest):
+        group = list(dict.fromkeys(group))
+        rng.shuffle(group)
+        ordered += group
+    return ordered
+
+
+def _useful(world: World, q: Question, focus: str, rng: random.Random) -> list[str]:
+    """The searched entity first, then the question's other hop, then related facts: all true."""
+    hops = [q.entity, q.second_entity] if q.hops == 2 else [q.entity]
+    return list(dict.fromkeys([focus, *hops, *_nearby(world, focus, rng)]))
+
+
+def _noisy(world: World, q: Question, focus: str, rng: random.Random) -> list[str]:
+    """Related entities other than the question's own, none of whose documents states the answer."""
+    own = {q.entity, q.second_entity}
+    return [n for n in _nearby(world, focus, rng) if n not in own and not world.states(n, q.answer)]
+
+
+def _shown(world: World, names: list[str]) -> list[str]:
+    """Documents as the corpus backend shows them: ``(Title: T) text``."""
+    return [format_document(world.document(n)) for n in names]
+
+
+def simulation_pairs(world: World, topk: int, n_pairs: int, seed: int = 0) -> list[dict]:
+    """Tuning pairs for the simulation LLM from training questions, alternately useful and noisy:
+    ``{"prompt": chat messages, "response": "Doc 1: …\\nDoc 2: …", "noisy": bool, "answer": str}``.
+    A request is for one hop's query; a useful reply states the answer, a noisy one never does."""
+    if topk < 2:
+        raise ValueError(f"topk must be at least 2, so a useful reply to a two-hop question's first "
+                         f"query holds both hops; got {topk}")
+    if n_pairs < 1:
+        raise ValueError(f"n_pairs must be at least 1, got {n_pairs}")
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n_pairs):
+        q = rng.choice(world.train_questions)
+        focus, query = rng.choice([(q.entity, q.query), (q.second_entity, q.second_query)][:q.hops])
+        noisy = i % 2 == 1
+        names = (_noisy if noisy else _useful)(world, q, focus, rng)[:topk]
+        rows.append({
+            "prompt": simulator_messages(query, q.question, [q.answer], noisy, topk, style="sft"),
+            "response": observation_body(_shown(world, names)),
+            "noisy": noisy,
+            "answer": q.answer,
+        })
+    return rows
+
+
+def warm_start_examples(world: World, search_rate: float, seed: int = 0) -> list[dict]:
+    """Supervised turns for the policy, one trajectory per training question: with probability
+    ``search_rate`` it searches (one example per turn, each after the earlier turns and their
+    observations, in ``response_prefix``), otherwise it guesses a value of the right type in one turn."""
+    if not 0 <= search_rate <= 1:
+        raise ValueError(f"search_rate must be between 0 and 1, got {search_rate}")
+    rng = random.Random(seed)
+    rows = []
+    for q in world.train_questions:
+        prompt = [{"role": "user", "content": policy_prompt(q.question)}]
+        if rng.random() < search_rate:
+            rows += [{"prompt": prompt, **turn} for turn in _searched_turns(world, q, rng)]
+        else:
+            guess = rng.choice(world.values(q.answer_type))
+            rows.append({"prompt": prompt, "response_prefix": "",
+                         "response": f"<think>I think I know this.</think><answer> {guess} </answer>"})
+    return rows
+
+
+def _searched_turns(world: World, q: Question, rng: random.Random) -> list[dict]:
+    hops = [(q.entity, q.query)] + ([(q.second_entity, q.second_query)] if q.hops == 2 else [])
+    actions = [f"<think>I need to look up {q.entity}.</think><search> {q.query} </search>"]
+    if q.hops == 2:
+        actions.append(f"<think>That leads to {q.second_entity}; I need to look it up.</think>"
+                       f"<search> {q.second_query} </search>")
+    actions.append(f"<think>The information gives the answer.</think><answer> {q.answer} </answer>")
+    turns, prefix = [], ""
+    for i, action in enumerate(actions):
+        turns.append({"response_prefix": prefix, "response": action})
+        if i < len(hops):
+            # What a corpus search would return: the searched entity's document, then one distractor.
+            focus = hops[i][0]
+            prefix += action + format_observation(_shown(world, [focus, *_noisy(world, q, focus, rng)[:1]]))
+    return turns
+
+
+def write_simulation_pairs(rows: list[dict], path: str) -> str:
+    """Parquet with columns ``prompt`` (chat list), ``response``, ``noisy``, ``answer``."""
+    return _write_rows(rows, path, ("prompt", "response", "noisy", "answer"))
+
+
+def write_warm_start(rows: list[dict], path: str) -> str:
+    """Parquet with columns ``prompt`` (chat list), ``response_prefix``, ``response``."""
+    return _write_rows(rows, path, ("prompt", "response_prefix", "response"))
+
+
+def _write_rows(rows: list[dict], path: str, columns: tuple[str, ...]) -> str:
+    if not rows:
+        raise ValueError(f"no rows to write to {path}")
+    for i, row in enumerate(rows):
+        if set(row) != set(columns):
+            raise ValueError(f"row {i} has keys {sorted(row)}, expected {sorted(columns)}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=list(columns)).to_parquet(path, index=False)
+    return str(path)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m zerosearch.data.synthetic", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", help="folder to write train.parquet, test.parquet and corpus.jsonl into")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--people", type=int, default=60)
+    parser.add_argument("--orgs", type=int, default=30, help="organisations")
+    parser.add_argument("--cities", type=int, default=15)
+    parser.add_argument("--countries", type=int, default=5)
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of each kind of entity held out")
+    parser.add_argument("--template", choices=TEMPLATES, default="chat",
+                        help="chat: a user message for instruct models; base: the plain prompt text")
+    args = parser.parse_args(argv)
+    try:
+        world = build_world(args.seed, n_people=args.people, n_orgs=args.orgs, n_cities=args.cities,
+                            n_countries=args.countries, test_fraction=args.test_fraction)
+        paths = write_world(world, args.out_dir, template=args.template)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()
