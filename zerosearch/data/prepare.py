@@ -65,7 +65,7 @@ def prepare(train_names, test_names, source, out_dir, template="chat", max_train
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return _write(train, "train", template, out), _write(test, "test", template, out)
+    return write_split(train, "train", template, out), write_split(test, "test", template, out)
 
 
 def _collect(names, source, splits, cap, seed) -> list[tuple[str, dict]]:
@@ -141,7 +141,7 @@ def _example(name, where, i, record) -> dict:
     return {"question": question.strip(), "answers": list(answers), "id": "" if missing_id else str(raw_id)}
 
 
-def _write(examples, split, template, out: Path) -> str:
+def write_split(examples, split, template, out: Path) -> str:
     rows = []
     for index, (name, ex) in enumerate(tqdm(examples, desc=f"{split} rows", unit="row", disable=None)):
         text = policy_prompt(ex["question"])

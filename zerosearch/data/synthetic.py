@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from zerosearch.data.prepare import TEMPLATES, _write
+from zerosearch.data.prepare import TEMPLATES, write_split
 from zerosearch.prompts import format_observation, observation_body, policy_prompt, simulator_messages
 from zerosearch.search.corpus import format_document
 
@@ -227,7 +227,7 @@ def write_world(world: World, out_dir: str, template: str = "chat") -> dict[str,
     for split, questions in (("train", world.train_questions), ("test", world.test_questions)):
         examples = [(DATA_SOURCES[q.hops], {"question": q.question, "answers": [q.answer], "id": q.id})
                     for q in questions]
-        paths[split] = _write(examples, split, template, out)
+        paths[split] = write_split(examples, split, template, out)
     corpus = out / "corpus.jsonl"
     with open(corpus, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in world.documents)
