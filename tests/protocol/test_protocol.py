@@ -395,15 +395,7 @@ def test_pickle_round_trip():
     assert len(pickle.loads(pickle.dumps(make(0)))) == 0
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, _node_ip_address="127.0.0.1", include_dashboard=False)
-    yield ray
-    ray.shutdown()
-
-
-def test_ray_round_trip(ray_local):
+def test_ray_round_trip(ray_local):  # the session's Ray on loopback (tests/conftest.py)
     ray = ray_local
 
     @ray.remote

@@ -56,7 +56,9 @@ class OtherWorker(Worker):
 
 @pytest.fixture(scope="module")
 def pool(ray_local):
-    return RayResourcePool([2], use_gpu=False, max_colocate_count=2)
+    pool = RayResourcePool([2], use_gpu=False, max_colocate_count=2)
+    yield pool
+    pool.release()
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +108,10 @@ def test_resource_pool_that_cannot_be_placed_names_the_request(ray_local):
         RayResourcePool([8], use_gpu=False, ready_timeout_s=2)
 
 
-def test_rendezvous_address_is_the_ray_node_address(echo_group):
+def test_rendezvous_address_is_loopback_on_one_node_and_the_ray_node_address_otherwise(echo_group):
     import ray
 
-    host, port = echo_group.get_rendezvous_address()
-    assert host == ray.util.get_node_ip_address() and 0 < port < 65536
+    host, port = echo_group.get_rendezvous_address(loopback=True)
+    assert host == "127.0.0.1" and 0 < port < 65536
+    host, _ = echo_group.get_rendezvous_address(loopback=False)
+    assert host == ray.util.get_node_ip_address()

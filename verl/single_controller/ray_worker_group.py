@@ -28,8 +28,7 @@ class RayResourcePool:
         ready, _ = ray.wait([pg.ready() for pg in self.placement_groups], num_returns=len(self.placement_groups),
                             timeout=ready_timeout_s)
         if len(ready) < len(self.placement_groups):
-            for pg in self.placement_groups:
-                ray.util.remove_placement_group(pg)
+            self.release()
             raise RuntimeError(
                 f"could not reserve {process_on_nodes} worker slots of {bundle} per node within "
                 f"{ready_timeout_s:.0f}s; the Ray cluster has {ray.cluster_resources()}. Lower "
@@ -38,6 +37,15 @@ class RayResourcePool:
     @property
     def world_size(self) -> int:
         return sum(self.process_on_nodes)
+
+    @property
+    def single_node(self) -> bool:
+        return len(self.process_on_nodes) == 1  # one STRICT_PACK placement group: one node
+
+    def release(self) -> None:
+        """Frees the reserved slots (after the workers are gone) for later pools in this Ray session."""
+        for pg in self.placement_groups:
+            ray.util.remove_placement_group(pg)
 
     def slots(self):
         """(placement group, bundle index) for every rank, rank order."""
@@ -98,7 +106,7 @@ class RayWorkerGroup:
             if remote_name.startswith(_method_prefix):
                 self._bind(remote_name[len(_method_prefix):], remote_name, mode)
         if _workers is None:
-            host, port = self.get_rendezvous_address()
+            host, port = self.get_rendezvous_address(loopback=resource_pool.single_node)
             self.init_distributed(host, port)
 
     def _create_workers(self, spec: RayClassWithInitArgs, env_vars: dict[str, str]) -> list:

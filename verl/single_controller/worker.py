@@ -21,11 +21,12 @@ class Worker:
         self.device = os.environ.get("VERL_DEVICE", "cpu")
 
     @register(Dispatch.RANK_ZERO)
-    def get_rendezvous_address(self) -> tuple[str, int]:
-        # Binding to port 0 asks the OS for a free port on rank 0's node.
-        host = ray.util.get_node_ip_address()
+    def get_rendezvous_address(self, loopback: bool) -> tuple[str, int]:
+        """Rank 0's Ray node address and a free port there; loopback when every rank is on this
+        node, so single-node runs never leave the machine's loopback interface."""
+        host = "127.0.0.1" if loopback else ray.util.get_node_ip_address()
         with socket.socket() as s:
-            s.bind(("", 0))
+            s.bind((host, 0))  # port 0: the OS picks a free one
             return host, s.getsockname()[1]
 
     @register(Dispatch.ONE_TO_ALL)

@@ -1,5 +1,7 @@
 """Training batches in a seeded order that can be resumed exactly where a checkpoint left them."""
 
+from collections.abc import Callable
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -10,15 +12,18 @@ from verl.utils.dataset import collate_fn
 class ResumableBatches:
     """Endless iterator over training batches: each epoch a fresh permutation drawn from
     ``seed + epoch`` (or dataset order without shuffling); an incomplete last batch is dropped.
-    ``state_dict()`` is (epoch, batches consumed in it)."""
+    ``state_dict()`` is (epoch, batches consumed in it). ``collate_fn`` turns a list of rows into
+    the batch's columns."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int):
+    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
+                 collate_fn: Callable[[list], dict] = collate_fn):
         if len(dataset) < batch_size:
             raise ValueError(f"data.train_batch_size={batch_size} is larger than the training set ({len(dataset)} rows)")
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.collate_fn = collate_fn
         self.epoch = 0
         self.consumed = 0
 
@@ -40,7 +45,7 @@ class ResumableBatches:
         start = self.consumed * self.batch_size
         indices = self._order()[start:start + self.batch_size]
         self.consumed += 1
-        return DataProto.from_single_dict(collate_fn([self.dataset[i] for i in indices]))
+        return DataProto.from_single_dict(self.collate_fn([self.dataset[i] for i in indices]))
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "consumed": self.consumed}
@@ -49,7 +54,7 @@ class ResumableBatches:
         self.epoch, self.consumed = state["epoch"], state["consumed"]
 
 
-def validation_batches(dataset: Dataset, batch_size: int | None):
+def validation_batches(dataset: Dataset, batch_size: int | None, collate_fn: Callable[[list], dict] = collate_fn):
     """Every row once, in file order, last batch kept."""
     loader = DataLoader(dataset, batch_size=batch_size or len(dataset), shuffle=False, drop_last=False,
                         collate_fn=collate_fn)

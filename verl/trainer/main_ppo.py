@@ -37,8 +37,7 @@ def check_config(config) -> None:
     core_algos.get_adv_estimator_fn(cfg.algorithm.adv_estimator)
     if rollout.name != "hf":
         raise ValueError(f"actor_rollout_ref.rollout.name={rollout.name!r}: the available rollout is 'hf'")
-    if cfg.trainer.resume_mode not in ("auto", "disable", "resume_path"):
-        raise ValueError(f"trainer.resume_mode={cfg.trainer.resume_mode!r}: use auto, disable or resume_path")
+    check_trainer_config(cfg.trainer)
     world = cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
     responses = cfg.data.train_batch_size * rollout.n
     if cfg.data.train_batch_size % actor.ppo_mini_batch_size:
@@ -82,21 +81,33 @@ def check_config(config) -> None:
             raise ValueError(f"{key}={mode!r}: use one of {list(core_algos.LOSS_AGG_MODES)}")
     for prefix, section in (("actor_rollout_ref.actor", actor), ("actor_rollout_ref.ref", cfg.actor_rollout_ref.ref),
                             ("critic", cfg.critic)):
-        mp = section.fsdp_config.mixed_precision
-        for name in ("param_dtype", "reduce_dtype"):
-            if getattr(mp, name) not in DTYPES:
-                raise ValueError(f"{prefix}.fsdp_config.mixed_precision.{name}={getattr(mp, name)!r}: use one of {list(DTYPES)}")
-        if getattr(section.fsdp_config, "optimizer_offload", False) and section.fsdp_config.param_offload:
-            raise ValueError(f"{prefix}.fsdp_config: param_offload already keeps the optimizer on CPU; "
-                             "set optimizer_offload=false")
+        check_fsdp_config(f"{prefix}.fsdp_config", section.fsdp_config)
     for key, optim in (("actor_rollout_ref.actor.optim", actor.optim), ("critic.optim", cfg.critic.optim)):
-        if optim.warmup_style not in ("constant", "cosine"):
-            raise ValueError(f"{key}.warmup_style={optim.warmup_style!r}: use constant or cosine")
-    unknown = [name for name in cfg.trainer.logger if name not in BACKENDS]
+        check_optim_config(key, optim)
+
+
+def check_trainer_config(trainer) -> None:
+    if trainer.resume_mode not in ("auto", "disable", "resume_path"):
+        raise ValueError(f"trainer.resume_mode={trainer.resume_mode!r}: use auto, disable or resume_path")
+    unknown = [name for name in trainer.logger if name not in BACKENDS]
     if unknown:
         raise ValueError(f"trainer.logger: unknown backend(s) {unknown}; use any of {list(BACKENDS)}")
-    if cfg.trainer.resume_mode == "resume_path" and not os.path.isdir(os.path.expanduser(cfg.trainer.resume_from_path or "")):
-        raise FileNotFoundError(f"trainer.resume_from_path={cfg.trainer.resume_from_path!r} is not a checkpoint folder")
+    if trainer.resume_mode == "resume_path" and not os.path.isdir(os.path.expanduser(trainer.resume_from_path or "")):
+        raise FileNotFoundError(f"trainer.resume_from_path={trainer.resume_from_path!r} is not a checkpoint folder")
+
+
+def check_fsdp_config(key: str, fsdp_config) -> None:
+    mp = fsdp_config.mixed_precision
+    for name in ("param_dtype", "reduce_dtype"):
+        if getattr(mp, name) not in DTYPES:
+            raise ValueError(f"{key}.mixed_precision.{name}={getattr(mp, name)!r}: use one of {list(DTYPES)}")
+    if getattr(fsdp_config, "optimizer_offload", False) and fsdp_config.param_offload:
+        raise ValueError(f"{key}: param_offload already keeps the optimizer on CPU; set optimizer_offload=false")
+
+
+def check_optim_config(key: str, optim) -> None:
+    if optim.warmup_style not in ("constant", "cosine"):
+        raise ValueError(f"{key}.warmup_style={optim.warmup_style!r}: use constant or cosine")
 
 
 def resolve_device(config: PPOConfig) -> str:
@@ -108,26 +119,30 @@ def resolve_device(config: PPOConfig) -> str:
 
 
 def load_tokenizer(config: PPOConfig):
-    path = os.path.expanduser(config.actor_rollout_ref.model.path)
-    if path.startswith(("/", ".")) and not os.path.exists(path):
-        raise FileNotFoundError(f"actor_rollout_ref.model.path={config.actor_rollout_ref.model.path!r}: "
-                                f"{path} does not exist")
+    model = config.actor_rollout_ref.model
+    return open_tokenizer(model.path, model.trust_remote_code, "actor_rollout_ref.model.path")
+
+
+def open_tokenizer(path: str, trust_remote_code: bool, key: str):
+    """The tokenizer of a model folder or hub id; errors name the config ``key`` holding ``path``."""
+    local = os.path.expanduser(path)
+    if local.startswith(("/", ".")) and not os.path.exists(local):
+        raise FileNotFoundError(f"{key}={path!r}: {local} does not exist")
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=config.actor_rollout_ref.model.trust_remote_code)
+        return AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"actor_rollout_ref.model.path={config.actor_rollout_ref.model.path!r} is not a "
-                                f"loadable model folder or hub id: {e}") from None
+        raise FileNotFoundError(f"{key}={path!r} is not a loadable model folder or hub id: {e}") from None
 
 
 def load_datasets(config: PPOConfig, tokenizer):
     kwargs = dict(prompt_key=config.data.prompt_key, max_prompt_length=config.data.max_prompt_length,
                   filter_overlong_prompts=config.data.filter_overlong_prompts)
-    train = RLHFDataset(_expand(config.data.train_files), tokenizer, **kwargs)
-    val = RLHFDataset(_expand(config.data.val_files), tokenizer, **kwargs) if config.data.val_files else None
+    train = RLHFDataset(expand_files(config.data.train_files), tokenizer, **kwargs)
+    val = RLHFDataset(expand_files(config.data.val_files), tokenizer, **kwargs) if config.data.val_files else None
     return train, val
 
 
-def _expand(files) -> list[str]:
+def expand_files(files) -> list[str]:
     files = [files] if isinstance(files, str) else list(files)
     return [os.path.expanduser(f) for f in files]
 

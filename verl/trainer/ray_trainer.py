@@ -62,6 +62,35 @@ def compute_advantage(data: DataProto, algorithm) -> None:
     data.batch["advantages"], data.batch["returns"] = advantages, returns
 
 
+def checkpoint_dir(local_dir: str, step: int) -> str:
+    return os.path.join(local_dir, f"global_step_{step}")
+
+
+def mark_latest(local_dir: str, step: int) -> None:
+    """Records ``step`` as the checkpoint to resume from. Written last and atomically, so an
+    interrupted save is never picked up by resume."""
+    latest = os.path.join(local_dir, LATEST_FILE)
+    with open(latest + ".tmp", "w") as f:
+        f.write(str(step))
+    os.replace(latest + ".tmp", latest)
+
+
+def resume_dir(trainer_config) -> str | None:
+    """The ``global_step_N`` folder that ``trainer.resume_mode`` picks, or None to start afresh."""
+    cfg = trainer_config
+    if cfg.resume_mode == "disable":
+        return None
+    if cfg.resume_mode == "resume_path":
+        if not cfg.resume_from_path or not os.path.isdir(cfg.resume_from_path):
+            raise FileNotFoundError(f"trainer.resume_from_path={cfg.resume_from_path!r} is not a checkpoint folder")
+        return cfg.resume_from_path
+    latest = os.path.join(cfg.default_local_dir, LATEST_FILE)
+    if not os.path.exists(latest):
+        return None
+    with open(latest) as f:
+        return checkpoint_dir(cfg.default_local_dir, int(f.read().strip()))
+
+
 class RayPPOTrainer:
     def __init__(self, config, tokenizer, train_dataset, val_dataset, device: str):
         self.config = config  # PPOConfig
@@ -215,39 +244,18 @@ class RayPPOTrainer:
         return metrics
 
     # ---- checkpoints ---------------------------------------------------------------------------
-    def _step_dir(self, step: int) -> str:
-        return os.path.join(self.config.trainer.default_local_dir, f"global_step_{step}")
-
     def save_checkpoint(self) -> None:
-        step_dir = self._step_dir(self.global_steps)
+        step_dir = checkpoint_dir(self.config.trainer.default_local_dir, self.global_steps)
         self.actor_rollout_wg.save_checkpoint(os.path.join(step_dir, "actor"))
         if self.use_critic:
             self.critic_wg.save_checkpoint(os.path.join(step_dir, "critic"))
         os.makedirs(step_dir, exist_ok=True)
         torch.save({"global_steps": self.global_steps, "dataloader": self.train_batches.state_dict(),
                     "kl_coef": self.kl_ctrl.value, "rng": rng_state()}, os.path.join(step_dir, "trainer_state.pt"))
-        # Written last and atomically, so an interrupted save is never picked up by resume.
-        latest = os.path.join(self.config.trainer.default_local_dir, LATEST_FILE)
-        with open(latest + ".tmp", "w") as f:
-            f.write(str(self.global_steps))
-        os.replace(latest + ".tmp", latest)
-
-    def _resume_dir(self) -> str | None:
-        cfg = self.config.trainer
-        if cfg.resume_mode == "disable":
-            return None
-        if cfg.resume_mode == "resume_path":
-            if not cfg.resume_from_path or not os.path.isdir(cfg.resume_from_path):
-                raise FileNotFoundError(f"trainer.resume_from_path={cfg.resume_from_path!r} is not a checkpoint folder")
-            return cfg.resume_from_path
-        latest = os.path.join(cfg.default_local_dir, LATEST_FILE)
-        if not os.path.exists(latest):
-            return None
-        with open(latest) as f:
-            return self._step_dir(int(f.read().strip()))
+        mark_latest(self.config.trainer.default_local_dir, self.global_steps)
 
     def load_checkpoint(self) -> None:
-        step_dir = self._resume_dir()
+        step_dir = resume_dir(self.config.trainer)
         if step_dir is None:
             return
         state = torch.load(os.path.join(step_dir, "trainer_state.pt"), weights_only=False)

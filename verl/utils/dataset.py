@@ -89,24 +89,7 @@ class RLHFDataset(Dataset):
         return rows
 
     def _render(self, path: str, row: int, value) -> str:
-        """Turn a row's messages into the prompt text the policy sees. A plain string is used as
-        it is (a prompt already written for a base model)."""
-        if isinstance(value, str) and value:
-            return value
-        messages = list(value) if isinstance(value, (list, np.ndarray)) else None
-        if not messages or not all(
-            isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages
-        ):
-            raise ValueError(
-                f"RLHFDataset: {path} row {row}: column '{self.prompt_key}' must be a non-empty string or a "
-                f"non-empty list of {{'role': str, 'content': str}} dicts, got {value!r:.200}"
-            )
-        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        # Base models have no template: the prompt is the plain text of the messages.
-        return "\n".join(m["content"] for m in messages)
+        return render_prompt(self.tokenizer, value, f"RLHFDataset: {path} row {row}: column '{self.prompt_key}'")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -130,6 +113,27 @@ class RLHFDataset(Dataset):
             "extra_info": row["extra_info"],
             "index": int(index) if index is not None else i,
         }
+
+
+def render_prompt(tokenizer, value, where: str) -> str:
+    """Turn a row's messages into the prompt text the policy sees. A plain string is used as it is
+    (a prompt already written for a base model). ``where`` names the file, row and column in errors."""
+    if isinstance(value, str) and value:
+        return value
+    messages = list(value) if isinstance(value, (list, np.ndarray)) else None
+    if not messages or not all(
+        isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in messages
+    ):
+        raise ValueError(
+            f"{where} must be a non-empty string or a non-empty list of {{'role': str, 'content': str}} dicts, "
+            f"got {value!r:.200}"
+        )
+    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    # Base models have no template: the prompt is the plain text of the messages.
+    return "\n".join(m["content"] for m in messages)
 
 
 def _as_dict(path: str, row: int, column: str, value) -> dict:
