@@ -53,6 +53,7 @@ class RaySFTTrainer:
         local_dir = self.config.trainer.default_local_dir
         step_dir = checkpoint_dir(local_dir, self.global_steps)
         self.worker_group.save_checkpoint(os.path.join(step_dir, "model"))
+        os.makedirs(step_dir, exist_ok=True)  # the driver may not be on rank 0's machine
         torch.save({"global_steps": self.global_steps, "dataloader": self.train_batches.state_dict(),
                     "rng": rng_state()}, os.path.join(step_dir, "trainer_state.pt"))
         mark_latest(local_dir, self.global_steps)
