@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from verl.protocol import DataProto
 from verl.trainer.data_loader import validation_batches
 from verl.utils.dataset import RLHFDataset
-from verl.workers.fsdp_workers import build_sequences
+from verl.workers.fsdp_workers import generate_batch
 from verl.workers.rollout.base import SamplingParams
 from verl.workers.rollout.hf_rollout import HFRollout
 from zerosearch.generation import SearchGenerationManager
@@ -40,9 +40,7 @@ class LocalRollout:
     def generate_sequences(self, prompts: DataProto) -> DataProto:
         meta = prompts.meta_info
         params = SamplingParams(max_new_tokens=meta["max_new_tokens"], stop=list(meta.get("stop", [])), greedy=True)
-        mask = prompts.batch["attention_mask"].bool()
-        results = self.rollout.generate([row[m].tolist() for row, m in zip(prompts.batch["input_ids"], mask)], params)
-        return build_sequences(prompts, results, 1, params.max_new_tokens, self.rollout.pad_id)
+        return generate_batch(self.rollout, prompts, params)
 
 
 def resolve_model_path(path: str) -> str:

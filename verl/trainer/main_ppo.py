@@ -59,7 +59,7 @@ def check_config(config) -> None:
     if cfg.algorithm.adv_estimator in ("grpo", "rloo") and rollout.n < 2:
         raise ValueError(f"algorithm.adv_estimator={cfg.algorithm.adv_estimator} compares responses to the same "
                          "prompt: set actor_rollout_ref.rollout.n >= 2")
-    positive = {
+    require_positive({
         "data.train_batch_size": cfg.data.train_batch_size, "actor_rollout_ref.rollout.n": rollout.n,
         "actor_rollout_ref.actor.ppo_mini_batch_size": actor.ppo_mini_batch_size,
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": actor.ppo_micro_batch_size_per_gpu,
@@ -67,12 +67,8 @@ def check_config(config) -> None:
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": cfg.actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu,
         "critic.ppo_micro_batch_size_per_gpu": cfg.critic.ppo_micro_batch_size_per_gpu,
         "data.max_response_length": cfg.data.max_response_length,
-    }
-    if cfg.trainer.total_training_steps is not None:
-        positive["trainer.total_training_steps"] = cfg.trainer.total_training_steps
-    for key, value in positive.items():
-        if value < 1:
-            raise ValueError(f"{key}={value} must be at least 1")
+        "trainer.total_training_steps": cfg.trainer.total_training_steps,
+    })
     if actor.clip_ratio_c <= 1:
         raise ValueError(f"actor_rollout_ref.actor.clip_ratio_c={actor.clip_ratio_c} must be greater than 1")
     for key, mode in (("actor_rollout_ref.actor.loss_agg_mode", actor.loss_agg_mode),
@@ -84,6 +80,13 @@ def check_config(config) -> None:
         check_fsdp_config(f"{prefix}.fsdp_config", section.fsdp_config)
     for key, optim in (("actor_rollout_ref.actor.optim", actor.optim), ("critic.optim", cfg.critic.optim)):
         check_optim_config(key, optim)
+
+
+def require_positive(values: dict) -> None:
+    """Each ``config key: value`` must be at least 1; a None value (unset, optional) is skipped."""
+    for key, value in values.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{key}={value} must be at least 1")
 
 
 def check_trainer_config(trainer) -> None:

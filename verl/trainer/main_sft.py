@@ -13,6 +13,7 @@ from verl.trainer.main_ppo import (
     expand_files,
     init_ray,
     open_tokenizer,
+    require_positive,
     resolve_device,
     to_typed,
 )
@@ -34,19 +35,15 @@ def check_config(config: SFTConfig) -> None:
     """Refuses, before anything starts, the settings that would fail later; names the key."""
     cfg = config
     check_trainer_config(cfg.trainer)
-    positive = {
+    require_positive({
         "data.train_batch_size": cfg.data.train_batch_size,
         "data.micro_batch_size_per_gpu": cfg.data.micro_batch_size_per_gpu,
         "data.max_length": cfg.data.max_length,
         "trainer.nnodes": cfg.trainer.nnodes,
         "trainer.n_gpus_per_node": cfg.trainer.n_gpus_per_node,
         "trainer.total_epochs": cfg.trainer.total_epochs,
-    }
-    if cfg.trainer.total_training_steps is not None:
-        positive["trainer.total_training_steps"] = cfg.trainer.total_training_steps
-    for key, value in positive.items():
-        if value < 1:
-            raise ValueError(f"{key}={value} must be at least 1")
+        "trainer.total_training_steps": cfg.trainer.total_training_steps,
+    })
     world = cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
     if cfg.data.train_batch_size % world:
         raise ValueError(f"data.train_batch_size={cfg.data.train_batch_size} rows must split evenly over {world} "

@@ -82,6 +82,13 @@ def build_sequences(prompts: DataProto, results, n: int, response_length: int, p
     return out
 
 
+def generate_batch(rollout, prompts: DataProto, params: SamplingParams) -> DataProto:
+    """Runs a rollout engine on a left-padded prompt batch and packs the results."""
+    mask = prompts.batch["attention_mask"].bool()
+    results = rollout.generate([row[m].tolist() for row, m in zip(prompts.batch["input_ids"], mask)], params)
+    return build_sequences(prompts, results, params.n, params.max_new_tokens, rollout.pad_id)
+
+
 class ActorRolloutRefWorker(Worker):
     """``role`` is ``actor_rollout`` (policy + rollout), ``actor_rollout_ref`` (plus a frozen
     reference policy in the same process) or ``ref`` (the reference policy alone)."""
@@ -143,11 +150,7 @@ class ActorRolloutRefWorker(Worker):
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def generate_sequences(self, prompts: DataProto) -> DataProto:
-        params = self._sampling_params(prompts.meta_info)
-        ids, mask = prompts.batch["input_ids"], prompts.batch["attention_mask"].bool()
-        token_lists = [row[m].tolist() for row, m in zip(ids, mask)]
-        results = self.rollout.generate(token_lists, params)
-        return build_sequences(prompts, results, params.n, params.max_new_tokens, self.rollout.pad_id)
+        return generate_batch(self.rollout, prompts, self._sampling_params(prompts.meta_info))
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_log_prob(self, data: DataProto) -> DataProto:
