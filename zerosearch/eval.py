@@ -44,8 +44,8 @@ class LocalRollout:
 
 
 def resolve_model_path(path: str) -> str:
-    """A model folder or hub id; a trainer checkpoint ``global_step_N`` (its actor's huggingface/
-    copy); or a run folder, whose latest checkpoint is taken."""
+    """A model folder or hub id; a trainer checkpoint ``global_step_N`` (the huggingface/ copy of
+    its actor, or of its model for an SFT run); or a run folder, whose latest checkpoint is taken."""
     local = os.path.expanduser(path)
     if not os.path.exists(local):
         if path.startswith(("/", ".", "~")):
@@ -55,10 +55,12 @@ def resolve_model_path(path: str) -> str:
     if os.path.isfile(latest):
         with open(latest) as f:
             local = os.path.join(local, f"global_step_{f.read().strip()}")
-    for candidate in (os.path.join(local, "actor", "huggingface"), os.path.join(local, "huggingface"), local):
+    for sub in ("actor/huggingface", "model/huggingface", "huggingface", ""):
+        candidate = os.path.join(local, sub)
         if os.path.isfile(os.path.join(candidate, "config.json")):
-            return candidate
-    raise FileNotFoundError(f"--model {path}: no config.json there, nor in actor/huggingface/ or huggingface/")
+            return os.path.normpath(candidate)
+    raise FileNotFoundError(f"--model {path}: no config.json there, nor in actor/huggingface/, "
+                            "model/huggingface/ or huggingface/")
 
 
 def evaluate(model_path: str, data_files: list[str], engine: str, out_dir: str, overrides: list[str],

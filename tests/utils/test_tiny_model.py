@@ -70,6 +70,17 @@ def test_same_seed_same_weights(tmp_path):
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
+def test_models_can_share_a_tokenizer_and_tie_embeddings(tmp_path):
+    tokenizer = build_tokenizer(["Zorbel Quant was born in Vesh."], 300)
+    a = build_tiny_model(tmp_path / "a", tokenizer=tokenizer, tie_word_embeddings=True, seed=1)
+    b = build_tiny_model(tmp_path / "b", tokenizer=tokenizer, seed=2)
+    assert AutoTokenizer.from_pretrained(a).get_vocab() == AutoTokenizer.from_pretrained(b).get_vocab()
+    tied = AutoModelForCausalLM.from_pretrained(a)
+    assert tied.get_output_embeddings().weight.data_ptr() == tied.get_input_embeddings().weight.data_ptr()
+    untied = AutoModelForCausalLM.from_pretrained(b)
+    assert untied.get_output_embeddings().weight.data_ptr() != untied.get_input_embeddings().weight.data_ptr()
+
+
 def test_too_small_vocab_is_rejected():
     with pytest.raises(ValueError, match="vocab_size=100"):
         build_tokenizer([], 100)

@@ -27,6 +27,11 @@ def test_model_path_resolution(tmp_path):
     assert resolve_model_path(str(run / "global_step_7")) == str(hf)
     assert resolve_model_path(str(hf)) == str(hf)
     assert resolve_model_path("Qwen/Qwen2.5-3B") == "Qwen/Qwen2.5-3B"  # a hub id goes to from_pretrained
+    sft = tmp_path / "sft"
+    (sft / "global_step_3" / "model" / "huggingface").mkdir(parents=True)
+    (sft / "global_step_3" / "model" / "huggingface" / "config.json").write_text("{}")
+    (sft / "latest_checkpointed_iteration.txt").write_text("3")
+    assert resolve_model_path(str(sft)) == str(sft / "global_step_3" / "model" / "huggingface")  # an SFT run
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_model_path(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="no config.json"):

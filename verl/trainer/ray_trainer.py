@@ -140,6 +140,12 @@ class RayPPOTrainer:
                                   "actor_rollout_ref.rollout.generation_manager")
         self.generation_manager = manager_cls(cfg, self.actor_rollout_wg, self.tokenizer)
 
+    def shutdown(self) -> None:
+        """Ends the workers and frees their slots, so another run can start in the same Ray session."""
+        for group in {id(g): g for g in (self.actor_rollout_wg, self.ref_wg, self.critic_wg) if g}.values():
+            group.shutdown()
+        self.resource_pool.release()
+
     # ---- one step ------------------------------------------------------------------------------
     def _generate(self, batch: DataProto, validate: bool) -> DataProto:
         gen_batch = batch.select(batch_keys=["input_ids", "attention_mask", "position_ids"],

@@ -126,10 +126,14 @@ def build_tiny_model(
     max_position: int = 1024,
     seed: int = 0,
     texts: Iterable[str] | None = None,
+    tokenizer: PreTrainedTokenizerFast | None = None,
+    tie_word_embeddings: bool = False,
 ) -> Path:
-    """Save a random Qwen2ForCausalLM and its tokenizer into ``out_dir``."""
+    """Save a random Qwen2ForCausalLM and its tokenizer into ``out_dir``. Pass ``tokenizer`` to
+    share one between models; otherwise one of ``vocab_size`` is trained on ``texts``."""
     out_dir = Path(out_dir)
-    tokenizer = build_tokenizer(texts or [], vocab_size)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(texts or [], vocab_size)
     tokenizer.model_max_length = max_position
     config = Qwen2Config(
         # A small training corpus can yield fewer merges than asked for; size to what exists.
@@ -140,7 +144,7 @@ def build_tiny_model(
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads,
         max_position_embeddings=max_position,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
         pad_token_id=tokenizer.pad_token_id,
         # Qwen2 uses <|endoftext|> as its bos id; the tokenizer itself adds no bos.
         bos_token_id=tokenizer.pad_token_id,
