@@ -7,6 +7,8 @@ from verl.utils.dataset import RLHFDataset
 from verl.utils.tiny_model import build_tokenizer
 from zerosearch.data.synthetic import (
     ANSWER_TYPES,
+    GUESS_DECISION,
+    SEARCH_DECISION,
     build_world,
     main,
     simulation_pairs,
@@ -143,6 +145,29 @@ def test_warm_start_searches_at_the_given_rate(world, rate):
     searched = [g for g in groups if "<search>" in g[0]["response"]]
     assert abs(len(searched) / len(groups) - rate) < 0.08
     assert all(len(g) == 1 for g in groups if g not in searched)
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_warm_start_can_leave_the_decision_to_search_untrained(world, rate):
+    decided, undecided = warm_start_examples(world, rate, seed=3), warm_start_examples(world, rate, seed=3, decide=False)
+    assert len(decided) == len(undecided)
+    for a, b in zip(decided, undecided):
+        assert a["prompt"] == b["prompt"] and a["response_prefix"] + a["response"] == b["response_prefix"] + b["response"]
+        if a["response_prefix"] == "":  # a trajectory's first turn: the choice is in the prefix, not trained
+            assert b["response_prefix"] == (SEARCH_DECISION if rate else GUESS_DECISION)
+        else:
+            assert a == b
+
+
+def test_held_out_names_are_new_combinations_of_known_words(world):
+    """Names are drawn from shared pools, so a held-out entity's name is made of words the training
+    questions also use; only the combination is new."""
+    train_words = {w for q in world.train_questions for w in q.question.rstrip("?").split()}
+    held_out = [n for n in [*world.people, *world.organisations] if n in world.test_entities]
+    words = [w for n in held_out for w in n.split()]
+    assert all(n not in q.question for n in held_out for q in world.train_questions)
+    assert sum(w in train_words for w in words) / len(words) > 0.8
+    assert len({n.split()[0] for n in world.people}) < len(world.people) / 3
 
 
 def test_warm_start_rows_replay_a_corpus_search(tmp_path, world):

@@ -11,6 +11,7 @@ tuning pairs for the simulation LLM and supervised warm-start turns for the poli
 
 import argparse
 import json
+import math
 import random
 import sys
 from dataclasses import dataclass, field
@@ -142,13 +143,17 @@ def build_world(seed: int = 0, n_people: int = 60, n_orgs: int = 30, n_cities: i
     for _ in range(n_cities):
         name = _invent(rng, taken)
         cities[name] = City(country=rng.choice(countries))
+    # People and organisations take their names from shared pools of given names and surnames, as
+    # real ones do: a held-out entity is a new combination of words seen elsewhere, so writing its
+    # name means copying it from the question, not recalling it.
+    pool = max(2, math.ceil(math.sqrt(3 * n_people)))
+    given_names = [_invent(rng, taken) for _ in range(pool)]
+    surnames = [_invent(rng, taken) for _ in range(pool)]
     people = {}
-    for _ in range(n_people):
-        name = f"{_invent(rng, taken)} {_invent(rng, taken)}"
+    for name in _combinations(rng, given_names, surnames, n_people, "people"):
         people[name] = Person(city=rng.choice(list(cities)), year=rng.randint(1800, 1960))
     organisations = {}
-    for _ in range(n_orgs):
-        name = f"{_invent(rng, taken)} {rng.choice(_ORGANISATION_KINDS)}"
+    for name in _combinations(rng, surnames, _ORGANISATION_KINDS, n_orgs, "organisations"):
         founder = rng.choice(list(people))
         organisations[name] = Organisation(founder=founder, year=people[founder].year + rng.randint(20, 60))
 
@@ -172,6 +177,13 @@ def build_world(seed: int = 0, n_people: int = 60, n_orgs: int = 30, n_cities: i
     return World(seed=seed, people=people, organisations=organisations, cities=cities, countries=countries,
                  documents=documents, train_questions=train, test_questions=test,
                  test_entities=frozenset(test_entities))
+
+
+def _combinations(rng: random.Random, firsts, seconds, n: int, what: str) -> list[str]:
+    """``n`` distinct "first second" names."""
+    if n > len(firsts) * len(seconds):
+        raise ValueError(f"cannot name {n} {what} from {len(firsts)}x{len(seconds)} combinations")
+    return [f"{a} {b}" for a, b in rng.sample([(a, b) for a in firsts for b in seconds], n)]
 
 
 def _invent(rng: random.Random, taken: list[str]) -> str:
@@ -269,8 +281,10 @@ def _shown(world: World, names: list[str]) -> list[str]:
     return [format_document(world.document(n)) for n in names]
 
 
-def simulation_pairs(world: World, topk: int, n_pairs: int, seed: int = 0) -> list[dict]:
-    """Tuning pairs for the simulation LLM from training questions, alternately useful and noisy:
+def simulation_pairs(world: World, topk: int, n_pairs: int, seed: int = 0,
+                     questions: list[Question] | None = None) -> list[dict]:
+    """Tuning pairs for the simulation LLM, alternately useful and noisy, from ``questions`` (the
+    training questions by default):
     ``{"prompt": chat messages, "response": "Doc 1: …\\nDoc 2: …", "noisy": bool, "answer": str}``.
     A request is for one hop's query; a useful reply states the answer, a noisy one never does."""
     if topk < 2:
@@ -278,10 +292,13 @@ def simulation_pairs(world: World, topk: int, n_pairs: int, seed: int = 0) -> li
                          f"query holds both hops; got {topk}")
     if n_pairs < 1:
         raise ValueError(f"n_pairs must be at least 1, got {n_pairs}")
+    questions = world.train_questions if questions is None else questions
+    if not questions:
+        raise ValueError("simulation_pairs: no questions to build pairs from")
     rng = random.Random(seed)
     rows = []
     for i in range(n_pairs):
-        q = rng.choice(world.train_questions)
+        q = rng.choice(questions)
         focus, query = rng.choice([(q.entity, q.query), (q.second_entity, q.second_query)][:q.hops])
         noisy = i % 2 == 1
         names = (_noisy if noisy else _useful)(world, q, focus, rng)[:topk]
@@ -294,10 +311,18 @@ def simulation_pairs(world: World, topk: int, n_pairs: int, seed: int = 0) -> li
     return rows
 
 
-def warm_start_examples(world: World, search_rate: float, seed: int = 0) -> list[dict]:
+SEARCH_DECISION = "<think>I need to look up"
+GUESS_DECISION = "<think>I think I know this."
+
+
+def warm_start_examples(world: World, search_rate: float, seed: int = 0, decide: bool = True) -> list[dict]:
     """Supervised turns for the policy, one trajectory per training question: with probability
     ``search_rate`` it searches (one example per turn, each after the earlier turns and their
-    observations, in ``response_prefix``), otherwise it guesses a value of the right type in one turn."""
+    observations, in ``response_prefix``), otherwise it guesses a value of the right type in one turn.
+
+    With ``decide=False`` the opening words that choose between searching and guessing go into
+    ``response_prefix``, untrained: such rows teach how to search (copy names into queries, read
+    answers off documents) without moving the policy's choice of whether to."""
     if not 0 <= search_rate <= 1:
         raise ValueError(f"search_rate must be between 0 and 1, got {search_rate}")
     rng = random.Random(seed)
@@ -305,17 +330,21 @@ def warm_start_examples(world: World, search_rate: float, seed: int = 0) -> list
     for q in world.train_questions:
         prompt = [{"role": "user", "content": policy_prompt(q.question)}]
         if rng.random() < search_rate:
-            rows += [{"prompt": prompt, **turn} for turn in _searched_turns(world, q, rng)]
+            turns = _searched_turns(world, q, rng)
         else:
             guess = rng.choice(world.values(q.answer_type))
-            rows.append({"prompt": prompt, "response_prefix": "",
-                         "response": f"<think>I think I know this.</think><answer> {guess} </answer>"})
+            turns = [{"response_prefix": "", "response": f"{GUESS_DECISION}</think><answer> {guess} </answer>"}]
+        if not decide:
+            opening = turns[0]["response"]
+            decision = SEARCH_DECISION if opening.startswith(SEARCH_DECISION) else GUESS_DECISION
+            turns[0] = {"response_prefix": decision, "response": opening[len(decision):]}
+        rows += [{"prompt": prompt, **turn} for turn in turns]
     return rows
 
 
 def _searched_turns(world: World, q: Question, rng: random.Random) -> list[dict]:
     hops = [(q.entity, q.query)] + ([(q.second_entity, q.second_query)] if q.hops == 2 else [])
-    actions = [f"<think>I need to look up {q.entity}.</think><search> {q.query} </search>"]
+    actions = [f"{SEARCH_DECISION} {q.entity}.</think><search> {q.query} </search>"]
     if q.hops == 2:
         actions.append(f"<think>That leads to {q.second_entity}; I need to look it up.</think>"
                        f"<search> {q.second_query} </search>")
