@@ -63,3 +63,83 @@ class ZeroSearchConfig(PPOConfig):
 
 def register_schema() -> None:
     ConfigStore.instance().store(name="zerosearch_schema", node=ZeroSearchConfig)
+
+
+# --- the CPU demonstration (python -m zerosearch.demo; configs/demo.yaml mirrors these) -------
+
+@dataclass
+class DemoWorldConfig:
+    seed: int = 0
+    people: int = 60
+    orgs: int = 30
+    cities: int = 15
+    countries: int = 5
+    test_fraction: float = 0.2  # share of each kind of entity whose questions are held out
+    vocab_size: int = 1000  # the BPE tokenizer both models share, trained on the world's texts
+
+
+@dataclass
+class DemoModelConfig:
+    """A randomly initialised Qwen2-architecture causal LM."""
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    tie_word_embeddings: bool = True
+    seed: int = 0
+
+
+@dataclass
+class DemoSFTPhaseConfig:
+    model: DemoModelConfig = field(default_factory=DemoModelConfig)
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 3e-3
+    overrides: list[str] = field(default_factory=list)  # further main_sft overrides
+
+
+@dataclass
+class DemoSimulatorConfig(DemoSFTPhaseConfig):
+    pairs: int = 4000  # (query, useful|noisy) -> documents tuning pairs from training questions
+    eval_pairs: int = 100  # held-out requests on which useful and noisy answer rates are measured
+    max_tokens: int = 80  # new tokens per simulated search
+
+
+@dataclass
+class DemoWarmStartConfig(DemoSFTPhaseConfig):
+    search_rate: float = 0.3  # share of warm-start trajectories that search; the rest guess
+    search_practice: int = 2  # further passes over the questions, all searched, the decision untrained
+
+
+@dataclass
+class DemoRLConfig:
+    recipe: str = "zerosearch_grpo"  # a recipe under configs/: zerosearch_grpo | zerosearch_reinforce
+    steps: int = 30
+    batch_size: int = 16  # questions per step
+    n: int = 5  # rollouts per question
+    lr: float = 5e-4
+    max_response_length: int = 40  # new tokens per turn
+    max_obs_length: int = 96
+    start_threshold: float = 0.0  # noise curriculum of the simulated search
+    end_threshold: float = 0.3
+    test_freq: int = 15  # validation on the corpus engine every so many steps
+    overrides: list[str] = field(default_factory=list)  # further zerosearch.train overrides
+
+
+@dataclass
+class DemoConfig:
+    out_dir: str = "runs/demo"
+    workers: int = 2  # training processes (trainer.n_gpus_per_node)
+    topk: int = 2  # documents per search, simulated and real
+    max_turns: int = 2  # searches per question; two-hop questions need two
+    eval_batch_size: int = 64
+    world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
+    simulator: DemoSimulatorConfig = field(default_factory=lambda: DemoSimulatorConfig(
+        model=DemoModelConfig(seed=1), steps=800, lr=3e-3))
+    warm_start: DemoWarmStartConfig = field(default_factory=lambda: DemoWarmStartConfig(steps=600))
+    rl: DemoRLConfig = field(default_factory=DemoRLConfig)
+
+
+def register_demo_schema() -> None:
+    ConfigStore.instance().store(name="demo_schema", node=DemoConfig)

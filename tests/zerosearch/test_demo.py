@@ -1,0 +1,48 @@
+import os
+
+import pytest
+import yaml
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from zerosearch.config import DemoConfig
+from zerosearch.data.synthetic import GUESS_DECISION, SEARCH_DECISION, build_world
+from zerosearch.demo import load_config, to_table, warm_start_rows
+from zerosearch.train import CONFIG_DIR
+
+
+def test_yaml_mirrors_the_dataclass_defaults_key_for_key():
+    with open(os.path.join(CONFIG_DIR, "demo.yaml")) as f:
+        raw = yaml.safe_load(f)
+    assert raw.pop("defaults") == ["demo_schema", "_self_"]
+    assert raw == OmegaConf.to_container(OmegaConf.structured(DemoConfig), resolve=False)
+
+
+def test_overrides_are_typed_and_unknown_keys_refused():
+    config = load_config(["rl.steps=3", "warm_start.lr=0.01", "rl.overrides=['trainer.val_before_train=false']"])
+    assert isinstance(config, DemoConfig)
+    assert (config.rl.steps, config.warm_start.lr, config.rl.overrides) == (3, 0.01, ["trainer.val_before_train=false"])
+    assert config.simulator.model.seed != config.warm_start.model.seed  # two different random models
+    with pytest.raises(ConfigCompositionException, match="rl.no_such_key"):
+        load_config(["rl.no_such_key=1"])
+
+
+@pytest.mark.parametrize("rate, practice", [(0.3, 2), (0.5, 0)])
+def test_warm_start_trains_the_decision_at_the_search_rate_only(rate, practice):
+    world = build_world(seed=0)
+    config = load_config([f"warm_start.search_rate={rate}", f"warm_start.search_practice={practice}"])
+    rows = warm_start_rows(config, world)
+    decisions = [r["response"] for r in rows if r["response_prefix"] == ""]  # first turns that choose
+    assert len(decisions) == len(world.train_questions)
+    searched = sum(d.startswith(SEARCH_DECISION) for d in decisions)
+    assert all(d.startswith((SEARCH_DECISION, GUESS_DECISION)) for d in decisions)
+    assert abs(searched / len(decisions) - rate) < 0.1  # 3 standard deviations
+    practised = [r for r in rows if r["response_prefix"] == SEARCH_DECISION]  # the choice given, untrained
+    assert len(practised) == practice * len(world.train_questions)
+    assert all("<search>" in r["response"] for r in practised)
+
+
+def test_table_has_a_row_per_policy():
+    side = {"em": 0.25, "f1": 0.3, "searches_per_question": 1.5, "answer_rate": 1.0}
+    table = to_table(side, {**side, "em": 0.5})
+    assert "| warm start | 0.250 | 0.300 | 1.50 | 1.000 |" in table and "| after RL | 0.500 |" in table

@@ -1,0 +1,245 @@
+"""The whole method in miniature on a CPU: simulation tuning, warm start, RL with simulated search
+and the noise curriculum, then evaluation on a real engine.
+
+    python -m zerosearch.demo [key=value ...]      # Hydra overrides of configs/demo.yaml
+
+1. An invented world (``zerosearch.data.synthetic``) and one tokenizer trained on its texts.
+2. Simulation tuning: a tiny LLM learns to play the search engine, useful or noisy on request.
+3. Warm start: a tiny policy learns the tag protocol; it searches some questions and guesses others.
+4. RL (GRPO by default) with the tuned simulator in-process as ``simulate_sft``, noise rising.
+5. The warm-started and the RL-trained policy answer the held-out questions with the ``corpus``
+   engine: EM, F1, searches per question and answer rate, before and after.
+
+Everything goes under ``out_dir``: data, models, checkpoints, ``metrics.jsonl``, ``plots/*.png``
+and ``summary.json``; the last line printed is that folder.
+"""
+
+import json
+import os
+import sys
+import time
+
+import ray
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from verl.trainer.main_ppo import to_typed
+from verl.trainer.main_sft import load_config as load_sft_config
+from verl.trainer.main_sft import run_sft
+from verl.utils.tiny_model import build_tiny_model, build_tokenizer
+from zerosearch.config import DemoConfig, DemoModelConfig, register_demo_schema
+from zerosearch.data import synthetic
+from zerosearch.eval import evaluate, resolve_model_path
+from zerosearch.plot import plot_run
+from zerosearch.prompts import policy_prompt, simulator_messages
+from zerosearch.reward import cover_exact_match
+from zerosearch.search.local_simulator import SimulatorActor
+from zerosearch.train import CONFIG_DIR, train
+from zerosearch.train import load_config as load_train_config
+
+register_demo_schema()
+
+# Each phase's prompt + response fits in this many tokens with the default world (checked by
+# SFTDataset's truncation="error").
+SFT_MAX_LENGTH = 384
+MAX_PROMPT_LENGTH = 192
+
+
+def world_texts(world: synthetic.World) -> list[str]:
+    """What both models will read and write, for training the shared tokenizer."""
+    questions = world.train_questions + world.test_questions
+    texts = [d["contents"] for d in world.documents] + [policy_prompt(q.question) for q in questions]
+    texts += [row["response"] for row in synthetic.warm_start_examples(world, search_rate=1.0)]
+    texts += [simulator_messages(q.query, q.question, [q.answer], noisy, 2, "sft")[0]["content"]
+              for q in questions for noisy in (False, True)]
+    return texts
+
+
+def warm_start_rows(config: DemoConfig, world: synthetic.World) -> list[dict]:
+    """The training questions searched at ``warm_start.search_rate`` and otherwise guessed, so the
+    policy starts out searching some of the time; then ``search_practice`` passes with every question
+    searched but the decision to search left untrained: they teach searching well (copying names into
+    queries, reading answers off documents) without teaching to search more."""
+    rows = synthetic.warm_start_examples(world, config.warm_start.search_rate, seed=world.seed)
+    for k in range(config.warm_start.search_practice):
+        rows += synthetic.warm_start_examples(world, 1.0, seed=world.seed + 1 + k, decide=False)
+    return rows
+
+
+def build_models(config: DemoConfig, world: synthetic.World, out: str) -> tuple[str, str]:
+    tokenizer = build_tokenizer(world_texts(world), config.world.vocab_size)
+    paths = []
+    for name, model in (("simulator", config.simulator.model), ("policy", config.warm_start.model)):
+        path = os.path.join(out, "models", f"{name}_init")
+        build_tiny_model(path, tokenizer=tokenizer, **_model_kwargs(model))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _model_kwargs(model: DemoModelConfig) -> dict:
+    return dict(hidden_size=model.hidden_size, intermediate_size=model.intermediate_size,
+                num_layers=model.num_layers, num_heads=model.num_heads, num_kv_heads=model.num_kv_heads,
+                tie_word_embeddings=model.tie_word_embeddings, seed=model.seed)
+
+
+def tune(config: DemoConfig, phase, model_path: str, data_path: str, run_dir: str, name: str) -> str:
+    """One supervised phase with ``main_sft``; returns the tuned model's folder."""
+    workers = config.workers
+    overrides = [
+        f"data.train_files={data_path}", f"data.max_length={SFT_MAX_LENGTH}", "data.truncation=error",
+        f"data.train_batch_size={phase.batch_size}", f"data.micro_batch_size_per_gpu={phase.batch_size // workers}",
+        f"model.path={model_path}", f"optim.lr={phase.lr}", "optim.warmup_style=cosine",
+        f"trainer.n_gpus_per_node={workers}", f"trainer.total_training_steps={phase.steps}",
+        f"trainer.save_freq={phase.steps}", "trainer.logger=[file]", f"trainer.default_local_dir={run_dir}",
+        f"trainer.experiment_name={name}", *phase.overrides,
+    ]
+    trainer = run_sft(load_sft_config(overrides))
+    trainer.shutdown()
+    return resolve_model_path(run_dir)
+
+
+def simulator_answer_rates(model_path: str, world: synthetic.World, config: DemoConfig) -> dict[str, float]:
+    """How often the tuned simulator's documents state the gold answer, asked for useful and for
+    noisy results, on requests about held-out questions it was never tuned on."""
+    pairs = synthetic.simulation_pairs(world, config.topk, config.simulator.eval_pairs, seed=world.seed + 1,
+                                       questions=world.test_questions)
+    simulator = SimulatorActor(model_path)
+    stated = {True: [], False: []}
+    batch = 32
+    for start in tqdm(range(0, len(pairs), batch), desc="simulator check"):
+        rows = pairs[start:start + batch]
+        replies = simulator.generate([list(r["prompt"]) for r in rows], config.simulator.max_tokens, 0.0)
+        for row, reply in zip(rows, replies):
+            stated[row["noisy"]].append(cover_exact_match(reply, [row["answer"]]))
+    return {"useful_answer_rate": sum(stated[False]) / max(len(stated[False]), 1),
+            "noisy_answer_rate": sum(stated[True]) / max(len(stated[True]), 1)}
+
+
+def search_overrides(config: DemoConfig, corpus: str) -> list[str]:
+    """The agent and engine settings shared by RL and evaluation."""
+    return [f"search.corpus_path={corpus}", f"search.topk={config.topk}", f"agent.max_turns={config.max_turns}",
+            f"data.max_prompt_length={MAX_PROMPT_LENGTH}", f"data.max_response_length={config.rl.max_response_length}",
+            f"agent.max_obs_length={config.rl.max_obs_length}"]
+
+
+def reinforce(config: DemoConfig, policy: str, simulator: str, data: dict[str, str], run_dir: str) -> str:
+    rl, workers = config.rl, config.workers
+    rollouts = rl.batch_size * rl.n
+    overrides = [
+        f"data.train_files={data['train']}", f"data.val_files={data['test']}",
+        f"data.train_batch_size={rl.batch_size}", f"data.val_batch_size={config.eval_batch_size}",
+        f"actor_rollout_ref.model.path={policy}", "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+        f"actor_rollout_ref.actor.optim.lr={rl.lr}", f"actor_rollout_ref.actor.ppo_mini_batch_size={rl.batch_size}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={rollouts // workers}",
+        f"actor_rollout_ref.rollout.n={rl.n}",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={rollouts // workers}",
+        f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={rollouts // workers}",
+        "search.mode=simulate_sft", "search.engine=corpus", "search.simulator.in_process=true",
+        f"search.simulator.model={simulator}", f"search.simulator.max_tokens={config.simulator.max_tokens}",
+        "search.simulator.temperature=0", "search.cache=memory",
+        f"search.curriculum.start_threshold={rl.start_threshold}",
+        f"search.curriculum.end_threshold={rl.end_threshold}",
+        f"trainer.n_gpus_per_node={workers}", f"trainer.total_training_steps={rl.steps}",
+        f"trainer.test_freq={rl.test_freq}", f"trainer.save_freq={rl.steps}", "trainer.logger=[file]",
+        f"trainer.default_local_dir={run_dir}", f"trainer.experiment_name=demo_{rl.recipe}",
+        *search_overrides(config, data["corpus"]), *rl.overrides,
+    ]
+    trainer = train(load_train_config(rl.recipe, overrides))
+    trainer.shutdown()
+    return resolve_model_path(run_dir)
+
+
+def assess(config: DemoConfig, model: str, data: dict[str, str], out_dir: str) -> dict[str, float]:
+    table = evaluate(model, [data["test"]], "corpus", out_dir, search_overrides(config, data["corpus"]),
+                     batch_size=config.eval_batch_size)
+    overall = table["all"]
+    return {"em": overall["em"], "f1": overall["f1"], "searches_per_question": overall["searches"],
+            "answer_rate": overall["answered"]}
+
+
+def to_table(before: dict, after: dict) -> str:
+    lines = ["| policy | EM | F1 | searches / question | answer rate |", "|---|---:|---:|---:|---:|"]
+    for name, m in (("warm start", before), ("after RL", after)):
+        lines.append(f"| {name} | {m['em']:.3f} | {m['f1']:.3f} | {m['searches_per_question']:.2f} | "
+                     f"{m['answer_rate']:.3f} |")
+    return "\n".join(lines)
+
+
+def run_demo(config: DemoConfig) -> dict:
+    start = time.time()
+    out = os.path.abspath(os.path.expanduser(config.out_dir))
+    os.makedirs(out, exist_ok=True)
+    seconds = {}
+
+    def phase(name: str):
+        print(f"\n== {name} ==", flush=True)
+        seconds[name] = time.time()
+
+    phase("world")
+    w = config.world
+    world = synthetic.build_world(w.seed, n_people=w.people, n_orgs=w.orgs, n_cities=w.cities,
+                                  n_countries=w.countries, test_fraction=w.test_fraction)
+    data = synthetic.write_world(world, os.path.join(out, "data"))
+    pairs_path = synthetic.write_simulation_pairs(
+        synthetic.simulation_pairs(world, config.topk, config.simulator.pairs, seed=world.seed),
+        os.path.join(out, "data", "simulation_pairs.parquet"))
+    warm_path = synthetic.write_warm_start(warm_start_rows(config, world),
+                                           os.path.join(out, "data", "warm_start.parquet"))
+    simulator_init, policy_init = build_models(config, world, out)
+
+    phase("simulation tuning")
+    simulator = tune(config, config.simulator, simulator_init, pairs_path, os.path.join(out, "simulator"),
+                     "demo_simulator")
+    simulator_rates = simulator_answer_rates(simulator, world, config)
+    print(f"tuned simulator states the gold answer in {simulator_rates['useful_answer_rate']:.0%} of useful "
+          f"and {simulator_rates['noisy_answer_rate']:.0%} of noisy replies (held-out requests)")
+
+    phase("warm start")
+    policy = tune(config, config.warm_start, policy_init, warm_path, os.path.join(out, "warm_start"),
+                  "demo_warm_start")
+    phase("evaluation before RL")
+    before = assess(config, policy, data, os.path.join(out, "eval_before"))
+
+    phase("RL")
+    rl_dir = os.path.join(out, "rl")
+    trained = reinforce(config, policy, simulator, data, rl_dir)
+    phase("evaluation after RL")
+    after = assess(config, trained, data, os.path.join(out, "eval_after"))
+    plots = plot_run(rl_dir, os.path.join(out, "plots"))
+
+    ends = list(seconds.values())[1:] + [time.time()]
+    summary = {"before": before, "after": after, "seconds": time.time() - start, "simulator": simulator_rates,
+               "phase_seconds": {name: end - begin for (name, begin), end in zip(seconds.items(), ends)},
+               "models": {"simulator": simulator, "warm_start": policy, "rl": trained},
+               "plots": plots, "config": OmegaConf.to_container(OmegaConf.structured(config))}
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print("\n" + to_table(before, after))
+    print(f"took {summary['seconds'] / 60:.1f} min; plots, checkpoints and summary.json under:")
+    print(out)
+    return summary
+
+
+def load_config(overrides: list[str] | None = None) -> DemoConfig:
+    """``configs/demo.yaml`` after Hydra overrides, typed."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return to_typed(compose("demo", overrides=overrides or []), DemoConfig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    # Not @hydra.main: each phase composes its own trainer config with Hydra.
+    overrides = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in overrides):
+        print(__doc__)
+        return
+    config = load_config(overrides)
+    try:
+        run_demo(config)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
