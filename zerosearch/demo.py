@@ -14,28 +14,27 @@ Everything goes under ``out_dir``: data, models, checkpoints, ``metrics.jsonl``,
 and ``summary.json``; the last line printed is that folder.
 """
 
+import dataclasses
 import json
 import os
 import sys
 import time
 
 import ray
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from verl.trainer.main_ppo import to_typed
 from verl.trainer.main_sft import load_config as load_sft_config
 from verl.trainer.main_sft import run_sft
 from verl.utils.tiny_model import build_tiny_model, build_tokenizer
-from zerosearch.config import DemoConfig, DemoModelConfig, register_demo_schema
+from zerosearch.config import DemoConfig, register_demo_schema
 from zerosearch.data import synthetic
 from zerosearch.eval import evaluate, resolve_model_path
 from zerosearch.plot import plot_run
 from zerosearch.prompts import policy_prompt, simulator_messages
 from zerosearch.reward import cover_exact_match
 from zerosearch.search.local_simulator import SimulatorActor
-from zerosearch.train import CONFIG_DIR, train
+from zerosearch.train import train
 from zerosearch.train import load_config as load_train_config
 
 register_demo_schema()
@@ -69,18 +68,12 @@ def warm_start_rows(config: DemoConfig, world: synthetic.World) -> list[dict]:
 
 def build_models(config: DemoConfig, world: synthetic.World, out: str) -> tuple[str, str]:
     tokenizer = build_tokenizer(world_texts(world), config.world.vocab_size)
-    paths = []
+    paths = {}
     for name, model in (("simulator", config.simulator.model), ("policy", config.warm_start.model)):
-        path = os.path.join(out, "models", f"{name}_init")
-        build_tiny_model(path, tokenizer=tokenizer, **_model_kwargs(model))
-        paths.append(path)
-    return paths[0], paths[1]
-
-
-def _model_kwargs(model: DemoModelConfig) -> dict:
-    return dict(hidden_size=model.hidden_size, intermediate_size=model.intermediate_size,
-                num_layers=model.num_layers, num_heads=model.num_heads, num_kv_heads=model.num_kv_heads,
-                tie_word_embeddings=model.tie_word_embeddings, seed=model.seed)
+        # DemoModelConfig's fields are build_tiny_model's keyword arguments.
+        paths[name] = str(build_tiny_model(os.path.join(out, "models", f"{name}_init"), tokenizer=tokenizer,
+                                           **dataclasses.asdict(model)))
+    return paths["simulator"], paths["policy"]
 
 
 def tune(config: DemoConfig, phase, model_path: str, data_path: str, run_dir: str, name: str) -> str:
@@ -223,8 +216,7 @@ def run_demo(config: DemoConfig) -> dict:
 
 def load_config(overrides: list[str] | None = None) -> DemoConfig:
     """``configs/demo.yaml`` after Hydra overrides, typed."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return to_typed(compose("demo", overrides=overrides or []), DemoConfig)
+    return load_train_config("demo", overrides, DemoConfig)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,10 +20,10 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 register_schema()
 
 
-def load_config(config_name: str, overrides: list[str] | None = None) -> ZeroSearchConfig:
-    """The typed recipe ``configs/<config_name>.yaml`` after Hydra overrides."""
+def load_config(config_name: str, overrides: list[str] | None = None, schema: type = ZeroSearchConfig):
+    """``configs/<config_name>.yaml`` after Hydra overrides, typed as ``schema``."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return to_typed(compose(config_name, overrides=overrides or []), ZeroSearchConfig)
+        return to_typed(compose(config_name, overrides=overrides or []), schema)
 
 
 def check_search_config(config: ZeroSearchConfig, validates: bool = True) -> None:
