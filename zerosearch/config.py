@@ -102,14 +102,19 @@ class DemoSFTPhaseConfig:
 @dataclass
 class DemoSimulatorConfig(DemoSFTPhaseConfig):
     pairs: int = 4000  # (query, useful|noisy) -> documents tuning pairs from training questions
+    # The pairs are spread over the world and this many copies with redrawn facts, so the simulator
+    # learns to write the answer it is given rather than the one it remembers.
+    redrawn_worlds: int = 3
     eval_pairs: int = 100  # held-out requests on which useful and noisy answer rates are measured
-    max_tokens: int = 80  # new tokens per simulated search
+    max_tokens: int = 40  # new tokens per simulated search: one document at topk=1
 
 
 @dataclass
 class DemoWarmStartConfig(DemoSFTPhaseConfig):
     search_rate: float = 0.3  # share of warm-start trajectories that search; the rest guess
-    search_practice: int = 2  # further passes over the questions, all searched, the decision untrained
+    # Further passes over the questions, all searched but the decision untrained, each on the world
+    # with its facts redrawn: the answer must be read off the documents, it cannot be remembered.
+    search_practice: int = 4
 
 
 @dataclass
@@ -118,9 +123,9 @@ class DemoRLConfig:
     steps: int = 30
     batch_size: int = 16  # questions per step
     n: int = 5  # rollouts per question
-    lr: float = 5e-4
+    lr: float = 2e-4
     max_response_length: int = 40  # new tokens per turn
-    max_obs_length: int = 96
+    max_obs_length: int = 64
     start_threshold: float = 0.0  # noise curriculum of the simulated search
     end_threshold: float = 0.3
     test_freq: int = 15  # validation on the corpus engine every so many steps
@@ -131,13 +136,14 @@ class DemoRLConfig:
 class DemoConfig:
     out_dir: str = "runs/demo"
     workers: int = 2  # training processes (trainer.n_gpus_per_node)
-    topk: int = 2  # documents per search, simulated and real
+    topk: int = 1  # documents per search, simulated and real
+    policy_instruction: str = "brief"  # brief (the tags only) | full: the prompt's instruction (prompts.py)
     max_turns: int = 2  # searches per question; two-hop questions need two
     eval_batch_size: int = 64
     world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
     simulator: DemoSimulatorConfig = field(default_factory=lambda: DemoSimulatorConfig(
         model=DemoModelConfig(seed=1), steps=800, lr=3e-3))
-    warm_start: DemoWarmStartConfig = field(default_factory=lambda: DemoWarmStartConfig(steps=600))
+    warm_start: DemoWarmStartConfig = field(default_factory=lambda: DemoWarmStartConfig(steps=1000))
     rl: DemoRLConfig = field(default_factory=DemoRLConfig)
 
 

@@ -20,9 +20,11 @@ import os
 import sys
 import time
 
+import pandas as pd
 import ray
 from omegaconf import OmegaConf
 from tqdm import tqdm
+from transformers import AutoTokenizer
 
 from verl.trainer.main_sft import load_config as load_sft_config
 from verl.trainer.main_sft import run_sft
@@ -31,7 +33,7 @@ from zerosearch.config import DemoConfig, register_demo_schema
 from zerosearch.data import synthetic
 from zerosearch.eval import evaluate, resolve_model_path
 from zerosearch.plot import plot_run
-from zerosearch.prompts import policy_prompt, simulator_messages
+from zerosearch.prompts import POLICY_INSTRUCTIONS, policy_prompt, simulator_messages
 from zerosearch.reward import cover_exact_match
 from zerosearch.search.local_simulator import SimulatorActor
 from zerosearch.train import train
@@ -42,15 +44,27 @@ register_demo_schema()
 # Each phase's prompt + response fits in this many tokens with the default world (checked by
 # SFTDataset's truncation="error").
 SFT_MAX_LENGTH = 384
-MAX_PROMPT_LENGTH = 192
 
 
-def world_texts(world: synthetic.World) -> list[str]:
+def instruction(config: DemoConfig) -> str:
+    if config.policy_instruction not in POLICY_INSTRUCTIONS:
+        raise ValueError(f"policy_instruction must be one of {sorted(POLICY_INSTRUCTIONS)}, "
+                         f"got {config.policy_instruction!r}")
+    return POLICY_INSTRUCTIONS[config.policy_instruction]
+
+
+def redrawn(world: synthetic.World, n: int) -> list[synthetic.World]:
+    """``n`` copies of the world with their facts drawn anew, the same for every phase."""
+    return [synthetic.redraw_facts(world, seed=world.seed + 1 + k) for k in range(n)]
+
+
+def world_texts(config: DemoConfig, world: synthetic.World) -> list[str]:
     """What both models will read and write, for training the shared tokenizer."""
     questions = world.train_questions + world.test_questions
-    texts = [d["contents"] for d in world.documents] + [policy_prompt(q.question) for q in questions]
+    texts = [d["contents"] for d in world.documents]
+    texts += [policy_prompt(q.question, instruction(config)) for q in questions]
     texts += [row["response"] for row in synthetic.warm_start_examples(world, search_rate=1.0)]
-    texts += [simulator_messages(q.query, q.question, [q.answer], noisy, 2, "sft")[0]["content"]
+    texts += [simulator_messages(q.query, q.question, [q.answer], noisy, config.topk, "sft")[0]["content"]
               for q in questions for noisy in (False, True)]
     return texts
 
@@ -58,16 +72,27 @@ def world_texts(world: synthetic.World) -> list[str]:
 def warm_start_rows(config: DemoConfig, world: synthetic.World) -> list[dict]:
     """The training questions searched at ``warm_start.search_rate`` and otherwise guessed, so the
     policy starts out searching some of the time; then ``search_practice`` passes with every question
-    searched but the decision to search left untrained: they teach searching well (copying names into
-    queries, reading answers off documents) without teaching to search more."""
-    rows = synthetic.warm_start_examples(world, config.warm_start.search_rate, seed=world.seed)
-    for k in range(config.warm_start.search_practice):
-        rows += synthetic.warm_start_examples(world, 1.0, seed=world.seed + 1 + k, decide=False)
+    searched but the decision to search left untrained, each on the world with its facts redrawn: they
+    teach searching well (copying names into queries, reading answers off documents, which no memory
+    of the facts can replace) without teaching to search more."""
+    kwargs = {"topk": config.topk, "instruction": instruction(config)}
+    rows = synthetic.warm_start_examples(world, config.warm_start.search_rate, seed=world.seed, **kwargs)
+    for k, practice in enumerate(redrawn(world, config.warm_start.search_practice)):
+        rows += synthetic.warm_start_examples(practice, 1.0, seed=world.seed + 1 + k, decide=False, **kwargs)
     return rows
 
 
+def simulation_rows(config: DemoConfig, world: synthetic.World) -> list[dict]:
+    """``simulator.pairs`` tuning pairs, spread over the world and ``simulator.redrawn_worlds`` copies
+    of it with other facts."""
+    worlds = [world, *redrawn(world, config.simulator.redrawn_worlds)]
+    share = -(-config.simulator.pairs // len(worlds))
+    rows = [row for k, w in enumerate(worlds) for row in synthetic.simulation_pairs(w, config.topk, share, seed=k)]
+    return rows[:config.simulator.pairs]
+
+
 def build_models(config: DemoConfig, world: synthetic.World, out: str) -> tuple[str, str]:
-    tokenizer = build_tokenizer(world_texts(world), config.world.vocab_size)
+    tokenizer = build_tokenizer(world_texts(config, world), config.world.vocab_size)
     paths = {}
     for name, model in (("simulator", config.simulator.model), ("policy", config.warm_start.model)):
         # DemoModelConfig's fields are build_tiny_model's keyword arguments.
@@ -96,7 +121,7 @@ def simulator_answer_rates(model_path: str, world: synthetic.World, config: Demo
     """How often the tuned simulator's documents state the gold answer, asked for useful and for
     noisy results, on requests about held-out questions it was never tuned on."""
     pairs = synthetic.simulation_pairs(world, config.topk, config.simulator.eval_pairs, seed=world.seed + 1,
-                                       questions=world.test_questions)
+                                       questions=world.test_questions, answering_hop_only=True)
     simulator = SimulatorActor(model_path)
     stated = {True: [], False: []}
     batch = 32
@@ -109,10 +134,19 @@ def simulator_answer_rates(model_path: str, world: synthetic.World, config: Demo
             "noisy_answer_rate": sum(stated[True]) / max(len(stated[True]), 1)}
 
 
-def search_overrides(config: DemoConfig, corpus: str) -> list[str]:
+def prompt_length(tokenizer_path: str, files: list[str]) -> int:
+    """Tokens in the longest prompt of ``files``: RL and evaluation pad every prompt to it."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    texts = [tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False)
+             for f in files for p in pd.read_parquet(f)["prompt"]]
+    return max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+
+def search_overrides(config: DemoConfig, data: dict[str, str]) -> list[str]:
     """The agent and engine settings shared by RL and evaluation."""
-    return [f"search.corpus_path={corpus}", f"search.topk={config.topk}", f"agent.max_turns={config.max_turns}",
-            f"data.max_prompt_length={MAX_PROMPT_LENGTH}", f"data.max_response_length={config.rl.max_response_length}",
+    return [f"search.corpus_path={data['corpus']}", f"search.topk={config.topk}", f"agent.max_turns={config.max_turns}",
+            f"data.max_prompt_length={data['prompt_length']}",
+            f"data.max_response_length={config.rl.max_response_length}",
             f"agent.max_obs_length={config.rl.max_obs_length}"]
 
 
@@ -136,7 +170,7 @@ def reinforce(config: DemoConfig, policy: str, simulator: str, data: dict[str, s
         f"trainer.n_gpus_per_node={workers}", f"trainer.total_training_steps={rl.steps}",
         f"trainer.test_freq={rl.test_freq}", f"trainer.save_freq={rl.steps}", "trainer.logger=[file]",
         f"trainer.default_local_dir={run_dir}", f"trainer.experiment_name=demo_{rl.recipe}",
-        *search_overrides(config, data["corpus"]), *rl.overrides,
+        *search_overrides(config, data), *rl.overrides,
     ]
     trainer = train(load_train_config(rl.recipe, overrides))
     trainer.shutdown()
@@ -144,7 +178,7 @@ def reinforce(config: DemoConfig, policy: str, simulator: str, data: dict[str, s
 
 
 def assess(config: DemoConfig, model: str, data: dict[str, str], out_dir: str) -> dict[str, float]:
-    table = evaluate(model, [data["test"]], "corpus", out_dir, search_overrides(config, data["corpus"]),
+    table = evaluate(model, [data["test"]], "corpus", out_dir, search_overrides(config, data),
                      batch_size=config.eval_batch_size)
     overall = table["all"]
     return {"em": overall["em"], "f1": overall["f1"], "searches_per_question": overall["searches"],
@@ -173,13 +207,13 @@ def run_demo(config: DemoConfig) -> dict:
     w = config.world
     world = synthetic.build_world(w.seed, n_people=w.people, n_orgs=w.orgs, n_cities=w.cities,
                                   n_countries=w.countries, test_fraction=w.test_fraction)
-    data = synthetic.write_world(world, os.path.join(out, "data"))
-    pairs_path = synthetic.write_simulation_pairs(
-        synthetic.simulation_pairs(world, config.topk, config.simulator.pairs, seed=world.seed),
-        os.path.join(out, "data", "simulation_pairs.parquet"))
+    data = synthetic.write_world(world, os.path.join(out, "data"), instruction=instruction(config))
+    pairs_path = synthetic.write_simulation_pairs(simulation_rows(config, world),
+                                                  os.path.join(out, "data", "simulation_pairs.parquet"))
     warm_path = synthetic.write_warm_start(warm_start_rows(config, world),
                                            os.path.join(out, "data", "warm_start.parquet"))
     simulator_init, policy_init = build_models(config, world, out)
+    data["prompt_length"] = prompt_length(policy_init, [data["train"], data["test"]])
 
     phase("simulation tuning")
     simulator = tune(config, config.simulator, simulator_init, pairs_path, os.path.join(out, "simulator"),

@@ -19,8 +19,17 @@ INVALID_ACTION_NOTICE = (
 )
 
 
-def policy_prompt(question: str) -> str:
-    return POLICY_INSTRUCTION.format(question=question.strip())
+# For a policy that learns the tag protocol from supervised turns, not from reading instructions:
+# it halves the length of every sequence a tiny model trains on.
+BRIEF_POLICY_INSTRUCTION = (
+    "Search with <search> query </search> if needed, then answer with <answer> answer </answer>.\n"
+    "Question: {question}\n"
+)
+POLICY_INSTRUCTIONS = {"full": POLICY_INSTRUCTION, "brief": BRIEF_POLICY_INSTRUCTION}
+
+
+def policy_prompt(question: str, instruction: str = POLICY_INSTRUCTION) -> str:
+    return instruction.format(question=question.strip())
 
 
 OBSERVATION_OPEN = "\n\n<information>"

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from zerosearch.config import DemoConfig
 from zerosearch.data.synthetic import GUESS_DECISION, SEARCH_DECISION, build_world
-from zerosearch.demo import load_config, to_table, warm_start_rows
+from zerosearch.demo import load_config, redrawn, to_table, warm_start_rows
 from zerosearch.train import CONFIG_DIR
 
 
@@ -38,8 +38,15 @@ def test_warm_start_trains_the_decision_at_the_search_rate_only(rate, practice):
     assert all(d.startswith((SEARCH_DECISION, GUESS_DECISION)) for d in decisions)
     assert abs(searched / len(decisions) - rate) < 0.1  # 3 standard deviations
     practised = [r for r in rows if r["response_prefix"] == SEARCH_DECISION]  # the choice given, untrained
-    assert len(practised) == practice * len(world.train_questions)
+    assert len(practised) == sum(len(w.train_questions) for w in redrawn(world, practice))
     assert all("<search>" in r["response"] for r in practised)
+    # Practice answers are those of the redrawn worlds, so they can only be read off the documents.
+    true_answer = {q.question: q.answer for q in world.train_questions + world.test_questions}
+    finals = [r for r in rows if "<answer>" in r["response"] and "<search>" in r["response_prefix"]]
+    answers = [(r["prompt"][0]["content"].split("Question: ")[1].strip(), r["response"].split("<answer> ")[1])
+               for r in finals]
+    differ = sum(not a.startswith(true_answer[q] + " ") for q, a in answers if q in true_answer)
+    assert differ > 0.5 * len(practised) if practice else differ == 0
 
 
 def test_table_has_a_row_per_policy():

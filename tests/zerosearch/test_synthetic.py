@@ -11,6 +11,7 @@ from zerosearch.data.synthetic import (
     SEARCH_DECISION,
     build_world,
     main,
+    redraw_facts,
     simulation_pairs,
     warm_start_examples,
     write_simulation_pairs,
@@ -135,7 +136,20 @@ def test_simulation_pairs_useful_state_the_answer_and_noisy_never(tmp_path, worl
     assert list(frame.columns) == ["prompt", "response", "noisy", "answer"] and len(frame) == 200
     assert list(frame["prompt"][0]) == rows[0]["prompt"]
     with pytest.raises(ValueError, match="topk"):
-        simulation_pairs(world, topk=1, n_pairs=4, seed=0)
+        simulation_pairs(world, topk=0, n_pairs=4, seed=0)
+
+
+def test_one_document_replies_state_the_answer_when_asked_for_the_answering_hop(world):
+    rows = simulation_pairs(world, topk=1, n_pairs=200, seed=0, answering_hop_only=True)
+    assert all(len(parse_documents(r["response"], 5)) == 1 for r in rows)
+    assert all((r["answer"] in r["response"]) != r["noisy"] for r in rows)
+    two_hop = {q.question: q for q in world.train_questions if q.hops == 2}
+    asked = {r["prompt"][0]["content"].split("\n")[0] for r in rows
+             if not r["noisy"] and r["prompt"][0]["content"].split("\n")[1].removeprefix("Question: ") in two_hop}
+    assert asked and asked <= {f"Query: {q.second_query}" for q in two_hop.values()}
+    # Asked for a two-hop question's first hop, one document shows the entity that leads on.
+    first_hops = simulation_pairs(world, topk=1, n_pairs=400, seed=1)
+    assert any(r["answer"] not in r["response"] and not r["noisy"] for r in first_hops)
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.3, 0.8, 1.0])
@@ -170,8 +184,9 @@ def test_held_out_names_are_new_combinations_of_known_words(world):
     assert len({n.split()[0] for n in world.people}) < len(world.people) / 3
 
 
-def test_warm_start_rows_replay_a_corpus_search(tmp_path, world):
-    rows = warm_start_examples(world, 0.5, seed=0)
+@pytest.mark.parametrize("topk", [1, 2])
+def test_warm_start_rows_replay_a_corpus_search(tmp_path, world, topk):
+    rows = warm_start_examples(world, 0.5, seed=0, topk=topk)
     by_question = {policy_prompt(q.question): q for q in world.train_questions}
     seen_hops = set()
     for group in trajectories(rows):
@@ -190,7 +205,7 @@ def test_warm_start_rows_replay_a_corpus_search(tmp_path, world):
             prefix, action, following = group[i]["response_prefix"], group[i]["response"], group[i + 1]
             observation = following["response_prefix"].removeprefix(prefix + action)
             docs = parse_documents(observation.split("<information>")[1].split("</information>")[0], 5)
-            assert len(docs) == 2 and docs[0] == format_document(world.document(entity))
+            assert len(docs) == topk and docs[0] == format_document(world.document(entity))
             assert observation == format_observation(docs)
         if q.hops == 2:
             assert group[1]["response"].endswith(f"<search> {q.second_query} </search>")
@@ -199,6 +214,19 @@ def test_warm_start_rows_replay_a_corpus_search(tmp_path, world):
     assert list(frame.columns) == ["prompt", "response_prefix", "response"] and len(frame) == len(rows)
     with pytest.raises(ValueError, match="search_rate"):
         warm_start_examples(world, 1.5, seed=0)
+
+
+def test_redrawn_facts_keep_names_and_split_but_not_answers(world):
+    other = redraw_facts(world, seed=11)
+    assert all_names(other) == all_names(world) and other.test_entities == world.test_entities
+    assert {q.id for q in other.test_questions} == {q.id for q in world.test_questions}
+    assert not {e for q in other.train_questions for e in (q.entity, q.second_entity)} & world.test_entities
+    answers = {q.id: q.answer for q in world.train_questions}
+    changed = [q for q in other.train_questions if q.answer != answers.get(q.id, q.answer)]
+    assert len(changed) > 0.6 * len(other.train_questions)
+    for q in other.train_questions:  # the redrawn documents state the redrawn answers
+        assert other.states(q.second_entity or q.entity, q.answer)
+    assert redraw_facts(world, seed=11).documents == other.documents
 
 
 def test_bad_sizes_are_refused():

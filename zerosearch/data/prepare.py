@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from zerosearch.prompts import policy_prompt
+from zerosearch.prompts import POLICY_INSTRUCTION, policy_prompt
 
 ABILITY = "fact-reasoning"
 TEMPLATES = ("chat", "base")
@@ -141,10 +141,10 @@ def _example(name, where, i, record) -> dict:
     return {"question": question.strip(), "answers": list(answers), "id": "" if missing_id else str(raw_id)}
 
 
-def write_split(examples, split, template, out: Path) -> str:
+def write_split(examples, split, template, out: Path, instruction: str = POLICY_INSTRUCTION) -> str:
     rows = []
     for index, (name, ex) in enumerate(tqdm(examples, desc=f"{split} rows", unit="row", disable=None)):
-        text = policy_prompt(ex["question"])
+        text = policy_prompt(ex["question"], instruction)
         rows.append({
             "data_source": name,
             # Instruct models get the text through their chat template; base models get it as is.

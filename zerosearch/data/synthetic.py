@@ -20,7 +20,13 @@ from pathlib import Path
 import pandas as pd
 
 from zerosearch.data.prepare import TEMPLATES, write_split
-from zerosearch.prompts import format_observation, observation_body, policy_prompt, simulator_messages
+from zerosearch.prompts import (
+    POLICY_INSTRUCTION,
+    format_observation,
+    observation_body,
+    policy_prompt,
+    simulator_messages,
+)
 from zerosearch.search.corpus import format_document
 
 PERSON, ORGANISATION, CITY = "person", "organisation", "city"
@@ -139,22 +145,40 @@ def build_world(seed: int = 0, n_people: int = 60, n_orgs: int = 30, n_cities: i
     rng = random.Random(seed)
     taken: list[str] = []
     countries = [_invent(rng, taken) for _ in range(n_countries)]
-    cities = {}
-    for _ in range(n_cities):
-        name = _invent(rng, taken)
-        cities[name] = City(country=rng.choice(countries))
+    city_names = [_invent(rng, taken) for _ in range(n_cities)]
     # People and organisations take their names from shared pools of given names and surnames, as
     # real ones do: a held-out entity is a new combination of words seen elsewhere, so writing its
     # name means copying it from the question, not recalling it.
     pool = max(2, math.ceil(math.sqrt(3 * n_people)))
     given_names = [_invent(rng, taken) for _ in range(pool)]
     surnames = [_invent(rng, taken) for _ in range(pool)]
-    people = {}
-    for name in _combinations(rng, given_names, surnames, n_people, "people"):
-        people[name] = Person(city=rng.choice(list(cities)), year=rng.randint(1800, 1960))
+    person_names = _combinations(rng, given_names, surnames, n_people, "people")
+    organisation_names = _combinations(rng, surnames, _ORGANISATION_KINDS, n_orgs, "organisations")
+    test_entities = set()
+    for group in (person_names, organisation_names, city_names):
+        test_entities.update(rng.sample(group, round(len(group) * test_fraction)))
+    world = _with_facts(seed, rng, countries, city_names, person_names, organisation_names, frozenset(test_entities))
+    if not world.train_questions or not world.test_questions:
+        raise ValueError(f"test_fraction={test_fraction} leaves {len(world.train_questions)} training and "
+                         f"{len(world.test_questions)} test questions in a world of {n_people} people, {n_orgs} "
+                         f"organisations, {n_cities} cities; change the fraction or the sizes")
+    return world
+
+
+def redraw_facts(world: World, seed: int) -> World:
+    """The same entities, names and held-out split with every fact drawn anew from ``seed``.
+    Trained on such worlds, a model cannot recall an answer and must read it off a document."""
+    return _with_facts(world.seed, random.Random(seed), world.countries, list(world.cities), list(world.people),
+                       list(world.organisations), world.test_entities)
+
+
+def _with_facts(seed: int, rng: random.Random, countries: list[str], city_names: list[str],
+                person_names: list[str], organisation_names: list[str], test_entities: frozenset[str]) -> World:
+    cities = {name: City(country=rng.choice(countries)) for name in city_names}
+    people = {name: Person(city=rng.choice(city_names), year=rng.randint(1800, 1960)) for name in person_names}
     organisations = {}
-    for name in _combinations(rng, surnames, _ORGANISATION_KINDS, n_orgs, "organisations"):
-        founder = rng.choice(list(people))
+    for name in organisation_names:
+        founder = rng.choice(person_names)
         organisations[name] = Organisation(founder=founder, year=people[founder].year + rng.randint(20, 60))
 
     texts = [(n, _PERSON_DOC.format(name=n, city=p.city, year=p.year)) for n, p in people.items()]
@@ -162,21 +186,13 @@ def build_world(seed: int = 0, n_people: int = 60, n_orgs: int = 30, n_cities: i
     texts += [(n, _CITY_DOC.format(name=n, country=c.country)) for n, c in cities.items()]
     documents = [{"id": str(i), "contents": f"{name}\n{text}"} for i, (name, text) in enumerate(texts)]
 
-    test_entities = set()
-    for group in (people, organisations, cities):
-        test_entities.update(rng.sample(list(group), round(len(group) * test_fraction)))
     questions = _questions(people, organisations, cities)
     # A training question through a held-out entity would teach that entity's facts.
     train = [q for q in questions if q.entity not in test_entities and q.second_entity not in test_entities]
     test = [q for q in questions if q.entity in test_entities]
-    if not train or not test:
-        raise ValueError(f"test_fraction={test_fraction} leaves {len(train)} training and {len(test)} test questions "
-                         f"in a world of {n_people} people, {n_orgs} organisations, {n_cities} cities; "
-                         "change the fraction or the sizes")
     rng.shuffle(train)  # batches mix kinds of question
     return World(seed=seed, people=people, organisations=organisations, cities=cities, countries=countries,
-                 documents=documents, train_questions=train, test_questions=test,
-                 test_entities=frozenset(test_entities))
+                 documents=documents, train_questions=train, test_questions=test, test_entities=test_entities)
 
 
 def _combinations(rng: random.Random, firsts, seconds, n: int, what: str) -> list[str]:
@@ -228,9 +244,10 @@ def _questions(people, organisations, cities) -> list[Question]:
     return questions
 
 
-def write_world(world: World, out_dir: str, template: str = "chat") -> dict[str, str]:
-    """Write ``train.parquet``, ``test.parquet`` (the trainer's layout) and ``corpus.jsonl``;
-    return their paths under the keys ``train``, ``test`` and ``corpus``."""
+def write_world(world: World, out_dir: str, template: str = "chat",
+                instruction: str = POLICY_INSTRUCTION) -> dict[str, str]:
+    """Write ``train.parquet``, ``test.parquet`` (the trainer's layout, prompts from ``instruction``)
+    and ``corpus.jsonl``; return their paths under the keys ``train``, ``test`` and ``corpus``."""
     if template not in TEMPLATES:
         raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
     out = Path(out_dir)
@@ -239,7 +256,7 @@ def write_world(world: World, out_dir: str, template: str = "chat") -> dict[str,
     for split, questions in (("train", world.train_questions), ("test", world.test_questions)):
         examples = [(DATA_SOURCES[q.hops], {"question": q.question, "answers": [q.answer], "id": q.id})
                     for q in questions]
-        paths[split] = write_split(examples, split, template, out)
+        paths[split] = write_split(examples, split, template, out, instruction)
     corpus = out / "corpus.jsonl"
     with open(corpus, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in world.documents)
@@ -282,14 +299,16 @@ def _shown(world: World, names: list[str]) -> list[str]:
 
 
 def simulation_pairs(world: World, topk: int, n_pairs: int, seed: int = 0,
-                     questions: list[Question] | None = None) -> list[dict]:
+                     questions: list[Question] | None = None, answering_hop_only: bool = False) -> list[dict]:
     """Tuning pairs for the simulation LLM, alternately useful and noisy, from ``questions`` (the
     training questions by default):
-    ``{"prompt": chat messages, "response": "Doc 1: …\\nDoc 2: …", "noisy": bool, "answer": str}``.
-    A request is for one hop's query; a useful reply states the answer, a noisy one never does."""
-    if topk < 2:
-        raise ValueError(f"topk must be at least 2, so a useful reply to a two-hop question's first "
-                         f"query holds both hops; got {topk}")
+    ``{"prompt": chat messages, "response": "Doc 1: …\nDoc 2: …", "noisy": bool, "answer": str}``.
+    A request is for one hop's query. A useful reply shows that hop's document first, then the
+    question's other hop, so it states the answer when it asks for the answering hop or has room for
+    both; a noisy reply never states the answer. ``answering_hop_only`` asks only for the hop whose
+    document states the answer (the only one of a one-hop question, the second of a two-hop one)."""
+    if topk < 1:
+        raise ValueError(f"topk must be at least 1, got {topk}")
     if n_pairs < 1:
         raise ValueError(f"n_pairs must be at least 1, got {n_pairs}")
     questions = world.train_questions if questions is None else questions
@@ -299,7 +318,8 @@ def simulation_pairs(world: World, topk: int, n_pairs: int, seed: int = 0,
     rows = []
     for i in range(n_pairs):
         q = rng.choice(questions)
-        focus, query = rng.choice([(q.entity, q.query), (q.second_entity, q.second_query)][:q.hops])
+        hops = [(q.entity, q.query), (q.second_entity, q.second_query)][:q.hops]
+        focus, query = hops[-1] if answering_hop_only else rng.choice(hops)
         noisy = i % 2 == 1
         names = (_noisy if noisy else _useful)(world, q, focus, rng)[:topk]
         rows.append({
@@ -315,22 +335,26 @@ SEARCH_DECISION = "<think>I need to look up"
 GUESS_DECISION = "<think>I think I know this."
 
 
-def warm_start_examples(world: World, search_rate: float, seed: int = 0, decide: bool = True) -> list[dict]:
+def warm_start_examples(world: World, search_rate: float, seed: int = 0, decide: bool = True,
+                        topk: int = 2, instruction: str = POLICY_INSTRUCTION) -> list[dict]:
     """Supervised turns for the policy, one trajectory per training question: with probability
     ``search_rate`` it searches (one example per turn, each after the earlier turns and their
-    observations, in ``response_prefix``), otherwise it guesses a value of the right type in one turn.
+    observations of ``topk`` documents, in ``response_prefix``), otherwise it guesses a value of the
+    right type in one turn.
 
     With ``decide=False`` the opening words that choose between searching and guessing go into
     ``response_prefix``, untrained: such rows teach how to search (copy names into queries, read
     answers off documents) without moving the policy's choice of whether to."""
     if not 0 <= search_rate <= 1:
         raise ValueError(f"search_rate must be between 0 and 1, got {search_rate}")
+    if topk < 1:
+        raise ValueError(f"topk must be at least 1, got {topk}")
     rng = random.Random(seed)
     rows = []
     for q in world.train_questions:
-        prompt = [{"role": "user", "content": policy_prompt(q.question)}]
+        prompt = [{"role": "user", "content": policy_prompt(q.question, instruction)}]
         if rng.random() < search_rate:
-            turns = _searched_turns(world, q, rng)
+            turns = _searched_turns(world, q, rng, topk)
         else:
             guess = rng.choice(world.values(q.answer_type))
             turns = [{"response_prefix": "", "response": f"{GUESS_DECISION}</think><answer> {guess} </answer>"}]
@@ -342,7 +366,7 @@ def warm_start_examples(world: World, search_rate: float, seed: int = 0, decide:
     return rows
 
 
-def _searched_turns(world: World, q: Question, rng: random.Random) -> list[dict]:
+def _searched_turns(world: World, q: Question, rng: random.Random, topk: int) -> list[dict]:
     hops = [(q.entity, q.query)] + ([(q.second_entity, q.second_query)] if q.hops == 2 else [])
     actions = [f"{SEARCH_DECISION} {q.entity}.</think><search> {q.query} </search>"]
     if q.hops == 2:
@@ -353,9 +377,9 @@ def _searched_turns(world: World, q: Question, rng: random.Random) -> list[dict]
     for i, action in enumerate(actions):
         turns.append({"response_prefix": prefix, "response": action})
         if i < len(hops):
-            # What a corpus search would return: the searched entity's document, then one distractor.
+            # What a corpus search would return: the searched entity's document, then distractors.
             focus = hops[i][0]
-            prefix += action + format_observation(_shown(world, [focus, *_noisy(world, q, focus, rng)[:1]]))
+            prefix += action + format_observation(_shown(world, [focus, *_noisy(world, q, focus, rng)[:topk - 1]]))
     return turns
 
 
