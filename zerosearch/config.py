@@ -128,7 +128,7 @@ class DemoRLConfig:
     max_obs_length: int = 64
     start_threshold: float = 0.0  # noise curriculum of the simulated search
     end_threshold: float = 0.3
-    test_freq: int = 15  # validation on the corpus engine every so many steps
+    test_freq: int = 5  # validation on the corpus engine every so many steps
     overrides: list[str] = field(default_factory=list)  # further zerosearch.train overrides
 
 

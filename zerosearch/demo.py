@@ -119,7 +119,8 @@ def tune(config: DemoConfig, phase, model_path: str, data_path: str, run_dir: st
 
 def simulator_answer_rates(model_path: str, world: synthetic.World, config: DemoConfig) -> dict[str, float]:
     """How often the tuned simulator's documents state the gold answer, asked for useful and for
-    noisy results, on requests about held-out questions it was never tuned on."""
+    noisy results, on requests about held-out questions it was never tuned on: each for the hop
+    whose document states the answer."""
     pairs = synthetic.simulation_pairs(world, config.topk, config.simulator.eval_pairs, seed=world.seed + 1,
                                        questions=world.test_questions, answering_hop_only=True)
     simulator = SimulatorActor(model_path)

@@ -6,7 +6,8 @@ so a policy scores only by searching.
         [--countries 5] [--test-fraction 0.2] [--template chat|base]
 
 Besides the trainer's files (``train.parquet``, ``test.parquet``, ``corpus.jsonl``) the world yields
-tuning pairs for the simulation LLM and supervised warm-start turns for the policy.
+tuning pairs for the simulation LLM and supervised warm-start turns for the policy, and copies of
+itself with redrawn facts (``redraw_facts``) to practise on.
 """
 
 import argparse
