@@ -143,15 +143,16 @@ def prompt_length(tokenizer_path: str, files: list[str]) -> int:
     return max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
 
 
-def search_overrides(config: DemoConfig, data: dict[str, str]) -> list[str]:
-    """The agent and engine settings shared by RL and evaluation."""
+def search_overrides(config: DemoConfig, data: dict) -> list[str]:
+    """The agent and engine settings shared by RL and evaluation; ``data`` holds the corpus path and
+    the prompt length."""
     return [f"search.corpus_path={data['corpus']}", f"search.topk={config.topk}", f"agent.max_turns={config.max_turns}",
             f"data.max_prompt_length={data['prompt_length']}",
             f"data.max_response_length={config.rl.max_response_length}",
             f"agent.max_obs_length={config.rl.max_obs_length}"]
 
 
-def reinforce(config: DemoConfig, policy: str, simulator: str, data: dict[str, str], run_dir: str) -> str:
+def reinforce(config: DemoConfig, policy: str, simulator: str, data: dict, run_dir: str) -> str:
     rl, workers = config.rl, config.workers
     rollouts = rl.batch_size * rl.n
     overrides = [
@@ -178,7 +179,7 @@ def reinforce(config: DemoConfig, policy: str, simulator: str, data: dict[str, s
     return resolve_model_path(run_dir)
 
 
-def assess(config: DemoConfig, model: str, data: dict[str, str], out_dir: str) -> dict[str, float]:
+def assess(config: DemoConfig, model: str, data: dict, out_dir: str) -> dict[str, float]:
     table = evaluate(model, [data["test"]], "corpus", out_dir, search_overrides(config, data),
                      batch_size=config.eval_batch_size)
     overall = table["all"]
