@@ -2,21 +2,17 @@ import dataclasses
 import os
 
 import pytest
-import yaml
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
 
 from verl.trainer.config import PPOConfig
 from verl.trainer.main_ppo import check_config, load_config
+from tests.config_mirror import assert_yaml_mirrors_dataclass
 
 YAML_PATH = os.path.join(os.path.dirname(__import__("verl.trainer.config", fromlist=["x"]).__file__), "ppo_trainer.yaml")
 
 
 def test_yaml_mirrors_the_dataclass_defaults_key_for_key():
-    with open(YAML_PATH) as f:
-        raw = yaml.safe_load(f)
-    raw.pop("defaults")
-    assert raw == OmegaConf.to_container(OmegaConf.structured(PPOConfig), resolve=False)
+    assert_yaml_mirrors_dataclass(YAML_PATH, PPOConfig, "ppo_trainer_schema")
 
 
 def test_composed_config_is_typed_and_takes_overrides():

@@ -11,9 +11,7 @@ import pandas as pd
 import pytest
 import ray
 import torch
-import yaml
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import verl.trainer.config
@@ -25,6 +23,7 @@ from verl.trainer.main_sft import check_config, load_config, load_datasets, run_
 from verl.utils.fsdp_utils import build_optimizer
 from verl.utils.tiny_model import build_tiny_model
 from verl.workers.sft_worker import next_token_nll, train_on_batch
+from tests.config_mirror import assert_yaml_mirrors_dataclass
 
 YAML_PATH = os.path.join(os.path.dirname(verl.trainer.config.__file__), "sft_trainer.yaml")
 
@@ -56,10 +55,7 @@ def overrides(root, model, **changes) -> list[str]:
 
 
 def test_yaml_mirrors_the_dataclass_defaults_key_for_key():
-    with open(YAML_PATH) as f:
-        raw = yaml.safe_load(f)
-    assert raw.pop("defaults") == ["sft_trainer_schema", "_self_"]
-    assert raw == OmegaConf.to_container(OmegaConf.structured(SFTConfig), resolve=False)
+    assert_yaml_mirrors_dataclass(YAML_PATH, SFTConfig, "sft_trainer_schema")
 
 
 def test_composed_config_is_typed_and_refuses_unknown_keys():

@@ -1,21 +1,17 @@
 import os
 
 import pytest
-import yaml
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
 
 from zerosearch.config import DemoConfig
 from zerosearch.data.synthetic import GUESS_DECISION, SEARCH_DECISION, build_world
 from zerosearch.demo import load_config, redrawn, to_table, warm_start_rows
 from zerosearch.train import CONFIG_DIR
+from tests.config_mirror import assert_yaml_mirrors_dataclass
 
 
 def test_yaml_mirrors_the_dataclass_defaults_key_for_key():
-    with open(os.path.join(CONFIG_DIR, "demo.yaml")) as f:
-        raw = yaml.safe_load(f)
-    assert raw.pop("defaults") == ["demo_schema", "_self_"]
-    assert raw == OmegaConf.to_container(OmegaConf.structured(DemoConfig), resolve=False)
+    assert_yaml_mirrors_dataclass(os.path.join(CONFIG_DIR, "demo.yaml"), DemoConfig, "demo_schema")
 
 
 def test_overrides_are_typed_and_unknown_keys_refused():
