@@ -108,3 +108,34 @@ def test_logprobs_follow_temperature_and_top_k_and_ignore_checkpoint_generation_
     logits = logits.masked_fill(logits < kth, float("-inf"))
     expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(result.token_ids)[:, None]).squeeze(-1)
     assert torch.allclose(torch.tensor(result.logprobs), expected, atol=1e-4)
+
+
+def test_bf16_rollout_samples_the_policy_the_actor_scores_far_into_the_context(tmp_path):
+    """GPU runs roll out with a bf16 copy of the policy; the actor scores in bf16 too, with RoPE's
+    inv_freq buffer kept in fp32 (FSDP mixed precision casts parameters only). The rollout copy
+    must keep that buffer in fp32 as well: with Qwen2.5's theta of 1e6 and head_dim 128, a bf16
+    inv_freq moved log-probs by 2.3 nats on average here, past position 1200."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from verl.utils.tiny_model import build_tokenizer
+    from verl.workers.rollout.hf_rollout import rollout_copy
+
+    tok = build_tokenizer([], 400)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=256, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096, rope_theta=1e6,
+                         pad_token_id=0, eos_token_id=2, initializer_range=0.2)  # peaked, position-sensitive logits
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).float().save_pretrained(tmp_path)
+    rollout = HFRollout(rollout_copy(AutoModelForCausalLM.from_pretrained(tmp_path), "cpu", torch.bfloat16), tok)
+    assert rollout.model.model.rotary_emb.inv_freq.dtype == torch.float32
+    actor = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+
+    prompt = torch.randint(3, len(tok), (1200,), generator=torch.Generator().manual_seed(0)).tolist()
+    torch.manual_seed(1)
+    sampled = rollout.generate([prompt], SamplingParams(max_new_tokens=32))[0]
+    with torch.no_grad():
+        logits = actor(torch.tensor([prompt + sampled.token_ids])).logits[0, len(prompt) - 1:-1].float()
+    scored = torch.log_softmax(logits, -1).gather(-1, torch.tensor(sampled.token_ids)[:, None]).squeeze(-1)
+    gap = (torch.tensor(sampled.logprobs) - scored).abs()
+    # bf16 rounding alone, incremental decoding against one full pass: 0.003 mean, 0.05 max measured.
+    assert gap.mean() < 0.02 and gap.max() < 0.25, gap

@@ -59,3 +59,10 @@ def move_optimizer_state(optimizer: torch.optim.Optimizer, device: str) -> None:
         for key, value in state.items():
             if isinstance(value, torch.Tensor):
                 state[key] = value.to(device)
+
+
+def moves_optimizer(fsdp_config, device: str) -> bool:
+    """Whether optimizer state goes to the GPU for each update and back to CPU after. With
+    ``param_offload`` the parameters, gradients and so the optimizer state live on CPU anyway, and
+    ``optimizer_offload`` (which ZeroSearch and Search-R1 set beside it) has nothing left to do."""
+    return device == "cuda" and fsdp_config.optimizer_offload and not fsdp_config.param_offload

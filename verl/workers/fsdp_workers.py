@@ -13,11 +13,18 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClas
 from verl.protocol import DataProto
 from verl.single_controller import Dispatch, Worker, register
 from verl.utils.checkpoint import load_checkpoint, save_checkpoint
-from verl.utils.fsdp_utils import DTYPES, build_optimizer, full_state_dict, move_optimizer_state, shard_model
+from verl.utils.fsdp_utils import (
+    DTYPES,
+    build_optimizer,
+    full_state_dict,
+    move_optimizer_state,
+    moves_optimizer,
+    shard_model,
+)
 from verl.workers.actor import DataParallelPPOActor
 from verl.workers.critic import DataParallelPPOCritic
 from verl.workers.rollout.base import SamplingParams
-from verl.workers.rollout.hf_rollout import HFRollout
+from verl.workers.rollout.hf_rollout import HFRollout, rollout_copy
 
 ROLES = ("actor_rollout", "actor_rollout_ref", "ref")
 
@@ -113,9 +120,10 @@ class ActorRolloutRefWorker(Worker):
             model = shard_model(model, cfg.actor.fsdp_config, self.device, self.world_size)
             optimizer, scheduler = build_optimizer(model, cfg.actor.optim)
             self.actor = DataParallelPPOActor(cfg.actor, model, optimizer, scheduler, self.device)
-            rollout_model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code)
-            if self.device == "cuda":
-                rollout_model.to("cuda", DTYPES[cfg.actor.fsdp_config.mixed_precision.param_dtype])
+            rollout_dtype = DTYPES[cfg.actor.fsdp_config.mixed_precision.param_dtype] if self.device == "cuda" \
+                else torch.float32
+            rollout_model = rollout_copy(load_causal_lm(cfg.model.path, cfg.model.trust_remote_code), self.device,
+                                         rollout_dtype)
             self.rollout = HFRollout(rollout_model, self.tokenizer)
             self._offload_optimizer()
         if self.has_ref:
@@ -124,7 +132,7 @@ class ActorRolloutRefWorker(Worker):
             self.ref = DataParallelPPOActor(cfg.ref, ref, device=self.device)
 
     def _offload_optimizer(self) -> None:
-        if self.device == "cuda" and self.config.actor_rollout_ref.actor.fsdp_config.optimizer_offload:
+        if moves_optimizer(self.config.actor_rollout_ref.actor.fsdp_config, self.device):
             move_optimizer_state(self.actor.optimizer, "cpu")
 
     @register(Dispatch.ONE_TO_ALL)
@@ -170,7 +178,7 @@ class ActorRolloutRefWorker(Worker):
     def update_actor(self, data: DataProto) -> DataProto:
         cfg = self.config.actor_rollout_ref
         mini_batch_size = cfg.actor.ppo_mini_batch_size * cfg.rollout.n // self.world_size
-        if self.device == "cuda" and cfg.actor.fsdp_config.optimizer_offload:
+        if moves_optimizer(cfg.actor.fsdp_config, self.device):
             move_optimizer_state(self.actor.optimizer, "cuda")
         metrics = self.actor.update_policy(data, mini_batch_size, cfg.rollout.temperature)
         self._offload_optimizer()
@@ -215,10 +223,10 @@ class CriticWorker(Worker):
         cfg = self.config
         mini_prompts = cfg.critic.ppo_mini_batch_size or cfg.actor_rollout_ref.actor.ppo_mini_batch_size
         mini_batch_size = mini_prompts * cfg.actor_rollout_ref.rollout.n // self.world_size
-        if self.device == "cuda" and cfg.critic.fsdp_config.optimizer_offload:
+        if moves_optimizer(cfg.critic.fsdp_config, self.device):
             move_optimizer_state(self.critic.optimizer, "cuda")
         metrics = self.critic.update_critic(data, mini_batch_size)
-        if self.device == "cuda" and cfg.critic.fsdp_config.optimizer_offload:
+        if moves_optimizer(cfg.critic.fsdp_config, self.device):
             move_optimizer_state(self.critic.optimizer, "cpu")
         return DataProto(meta_info={"metrics": average_metrics(metrics)})
 
@@ -230,5 +238,5 @@ class CriticWorker(Worker):
     @register(Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, path: str) -> None:
         load_checkpoint(path, self.critic.model, self.critic.optimizer, self.critic.lr_scheduler)
-        if self.device == "cuda" and self.config.critic.fsdp_config.optimizer_offload:
+        if moves_optimizer(self.config.critic.fsdp_config, self.device):
             move_optimizer_state(self.critic.optimizer, "cpu")

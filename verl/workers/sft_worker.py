@@ -10,7 +10,7 @@ from verl.protocol import DataProto
 from verl.single_controller import Dispatch, Worker, register
 from verl.trainer.core_algos import agg_loss
 from verl.utils.checkpoint import load_checkpoint, save_checkpoint
-from verl.utils.fsdp_utils import build_optimizer, move_optimizer_state, shard_model
+from verl.utils.fsdp_utils import build_optimizer, move_optimizer_state, moves_optimizer, shard_model
 from verl.utils.torch_functional import logprobs_from_logits
 from verl.workers.actor import loss_denominator, micro_weight, optimizer_step
 from verl.workers.fsdp_workers import load_causal_lm
@@ -81,7 +81,7 @@ class SFTWorker(Worker):
 
     def _place_optimizer(self, device: str) -> None:
         # With optimizer_offload on GPU runs the optimizer state waits on CPU between steps.
-        if self.device == "cuda" and self.config.fsdp_config.optimizer_offload:
+        if moves_optimizer(self.config.fsdp_config, self.device):
             move_optimizer_state(self.optimizer, device)
 
     @register(Dispatch.DP_COMPUTE_PROTO)

@@ -59,6 +59,17 @@ class _FinishTracker(StoppingCriteria):
         return torch.tensor([f is not None for f in self.finished_at], device=input_ids.device)
 
 
+def rollout_copy(model: PreTrainedModel, device: str, dtype: torch.dtype) -> PreTrainedModel:
+    """The rollout's copy of the policy on ``device`` with its parameters in ``dtype``. Buffers keep
+    their precision: casting RoPE's ``inv_freq`` to bf16 would shift every rotation angle (by over a
+    radian at a distance of 1000 tokens with Qwen2.5's theta of 1e6), and the actor, whose FSDP mixed
+    precision casts parameters only, would score other log-probs than the rollout sampled with."""
+    model.to(device)
+    for param in model.parameters():
+        param.data = param.data.to(dtype)
+    return model
+
+
 class HFRollout(BaseRollout):
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
         self.model = model.eval()
