@@ -38,6 +38,8 @@ def test_training_raises_the_reward(tmp_path, algo):
     for key in ("timing_s/gen", "timing_s/old_log_prob", "timing_s/update_actor", "timing_s/sync_weights",
                 "perf/throughput", "actor/pg_loss", "actor/entropy", "response_length/mean", "reward/score/mean"):
         assert key in steps[-1], key
+    # The rollout samples the policy the actor scores: fp32, temperature 1, no top-k/top-p.
+    assert max(r["rollout/log_prob_diff_mean"] for r in steps) < 1e-3
     if algo == "gae":
         assert {"critic/vf_loss", "timing_s/values", "timing_s/update_critic", "critic/kl"} <= steps[-1].keys()
     else:

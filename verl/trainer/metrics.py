@@ -54,6 +54,20 @@ def compute_data_metrics(batch: DataProto, use_critic: bool) -> dict[str, float]
     return metrics
 
 
+def compute_rollout_log_prob_metrics(batch: DataProto) -> dict[str, float]:
+    """How far the log-probs the rollout sampled with lie from the actor's old log-probs of the same
+    tokens: 0 up to numerics when both see one distribution; large when the rollout filtered
+    (top-k/top-p, which the actor does not apply) or its weights or precision differ."""
+    b = batch.batch
+    if "rollout_log_probs" not in b.keys():
+        return {}
+    mask = b["response_mask"].bool()
+    gap = (b["rollout_log_probs"] - b["old_log_probs"]).abs()[mask]
+    if gap.numel() == 0:
+        return {}
+    return {"rollout/log_prob_diff_mean": gap.mean().item(), "rollout/log_prob_diff_max": gap.max().item()}
+
+
 def compute_throughput_metrics(batch: DataProto, step_seconds: float, world_size: int) -> dict[str, float]:
     tokens = batch.batch["attention_mask"].sum().item()
     return {"perf/total_num_tokens": tokens, "perf/time_per_step": step_seconds,

@@ -21,6 +21,7 @@ from verl.trainer import core_algos
 from verl.trainer.data_loader import ResumableBatches, validation_batches
 from verl.trainer.metrics import (
     compute_data_metrics,
+    compute_rollout_log_prob_metrics,
     compute_throughput_metrics,
     reward_extra_metrics,
     timer,
@@ -172,6 +173,7 @@ class RayPPOTrainer:
             metrics.update(reward_extra_metrics("reward", extra))
             with timer("old_log_prob", timing):
                 batch = batch.union(self.actor_rollout_wg.compute_log_prob(batch))
+            metrics.update(compute_rollout_log_prob_metrics(batch))
             if self.use_ref:
                 with timer("ref", timing):
                     batch = batch.union(self.ref_wg.compute_ref_log_prob(batch))
