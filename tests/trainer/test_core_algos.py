@@ -270,6 +270,19 @@ def test_low_var_kl_is_clamped():
     assert kl_penalty(torch.tensor([-30.0]), torch.tensor([-10.0]), "low_var_kl").item() == 10.0
 
 
+def test_low_var_kl_of_an_impossible_token_is_finite_with_a_finite_gradient():
+    """A -inf policy log-prob (e.g. a masked position, or a token the policy now rules out) must not
+    turn into inf - inf = NaN, in the value or in the gradient."""
+    logprob = torch.tensor([[-1.0, float("-inf")]], requires_grad=True)
+    ref = torch.tensor([[-1.5, -2.0]])
+    kl = kl_penalty(logprob, ref, "low_var_kl")
+    assert torch.isfinite(kl).all() and kl[0, 1].item() == 10.0
+    agg_loss(kl, torch.tensor([[1.0, 0.0]]), "token-mean").backward()
+    assert torch.isfinite(logprob.grad).all()
+    # d = -1.5 - (-1) = -0.5 at the valid position: d/dlogprob (e^d - d - 1) = -(e^d - 1) = 1 - e^-0.5
+    assert logprob.grad[0, 0].item() == pytest.approx(1 - math.exp(-0.5), abs=1e-6)
+
+
 def test_kl_penalty_unknown_name():
     with pytest.raises(ValueError) as err:
         kl_penalty(LOGPROB, REF_LOGPROB, "full")

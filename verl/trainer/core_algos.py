@@ -246,7 +246,7 @@ def kl_penalty(logprob: torch.Tensor, ref_logprob: torch.Tensor, kl_penalty: str
         ref_logprob: [B, T] reference log-probs of the same tokens.
         kl_penalty: "kl"/"k1" (log-ratio), "abs" (its magnitude), "mse"/"k2"
             (half squared log-ratio) or "low_var_kl"/"k3" (exp(d) - d - 1 with
-            d = ref - policy, clamped to [-10, 10]).
+            d = ref - policy clamped to [-20, 20], the result clamped to [-10, 10]).
 
     Returns:
         [B, T] penalty per token.
@@ -259,8 +259,9 @@ def kl_penalty(logprob: torch.Tensor, ref_logprob: torch.Tensor, kl_penalty: str
     if kl_penalty in ("mse", "k2"):
         return 0.5 * log_ratio.square()
     if kl_penalty in ("low_var_kl", "k3"):
-        d = -log_ratio
-        # the estimator is non-negative but exp() explodes for large d
+        # d is clamped before exp(): a -inf policy log-prob would otherwise give inf - inf = NaN, and
+        # a NaN gradient even where the mask later zeroes the value.
+        d = torch.clamp(-log_ratio, min=-20, max=20)
         return torch.clamp(torch.exp(d) - d - 1, min=-10, max=10)
     raise ValueError(f"unknown kl_penalty {kl_penalty!r}; valid names: {list(KL_PENALTY_TYPES)}")
 
