@@ -25,9 +25,12 @@ def test_composed_config_is_typed_and_takes_overrides():
     assert config.trainer.default_local_dir == "checkpoints/criticsearch/ppo"  # interpolation resolved
 
 
-def test_unknown_key_is_refused_with_its_name():
+@pytest.mark.parametrize("prefix", ["", "+"])
+def test_unknown_key_is_refused_with_its_name(prefix):
     with pytest.raises(ConfigCompositionException, match="trainer.no_such_key"):
-        load_config(["trainer.no_such_key=1"])
+        load_config([f"{prefix}trainer.no_such_key=1"])
+    with pytest.raises(ConfigCompositionException, match="rollout.gpu_memory_utilization"):
+        load_config([f"{prefix}actor_rollout_ref.rollout.gpu_memory_utilization=0.6"])
 
 
 def test_wrong_type_is_refused_with_its_name():
@@ -44,7 +47,6 @@ def test_wrong_type_is_refused_with_its_name():
     (["trainer.resume_mode=sometimes"], "resume_mode"),
     (["actor_rollout_ref.actor.loss_agg_mode=token-sum"], "actor.loss_agg_mode"),
     (["actor_rollout_ref.actor.clip_ratio_c=0.5"], "clip_ratio_c"),
-    (["critic.fsdp_config.param_offload=true", "critic.fsdp_config.optimizer_offload=true"], "critic.fsdp_config"),
     (["actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=int8"], "ref.fsdp_config.mixed_precision.param_dtype"),
     (["critic.optim.warmup_style=linear"], "critic.optim.warmup_style"),
     (["trainer.logger=[console,mlflow]"], "mlflow"),
@@ -55,6 +57,28 @@ def test_check_config_names_the_offending_key(overrides, message):
     base = ["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8", "trainer.n_gpus_per_node=2"]
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         check_config(load_config(base + overrides))
+
+
+def test_both_offloads_together_are_accepted():
+    """ZeroSearch's and Search-R1's scripts set both; with params on CPU the optimizer is there too."""
+    from verl.utils.fsdp_utils import moves_optimizer
+
+    config = load_config(["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+                          "trainer.n_gpus_per_node=2", "actor_rollout_ref.actor.fsdp_config.param_offload=true",
+                          "actor_rollout_ref.actor.fsdp_config.optimizer_offload=true"])
+    check_config(config)
+    fsdp = config.actor_rollout_ref.actor.fsdp_config
+    assert not moves_optimizer(fsdp, "cuda")
+    fsdp.param_offload = False
+    assert moves_optimizer(fsdp, "cuda") and not moves_optimizer(fsdp, "cpu")
+
+
+def test_sampling_filters_are_warned_about(caplog):
+    base = ["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8", "trainer.n_gpus_per_node=2"]
+    check_config(load_config(base))
+    assert "top_k" not in caplog.text
+    check_config(load_config(base + ["actor_rollout_ref.rollout.top_k=5"]))
+    assert "rollout/log_prob_diff_mean" in caplog.text and "top_k=5" in caplog.text
 
 
 def test_check_config_accepts_the_defaults_of_a_valid_run():

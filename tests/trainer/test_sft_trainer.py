@@ -65,6 +65,8 @@ def test_composed_config_is_typed_and_refuses_unknown_keys():
     assert config.trainer.default_local_dir == "checkpoints/criticsearch/sft"
     with pytest.raises(ConfigCompositionException, match="data.no_such_key"):
         load_config(["data.no_such_key=1"])
+    with pytest.raises(ConfigCompositionException, match="data.no_such_key"):
+        load_config(["+data.no_such_key=1"])
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -73,7 +75,6 @@ def test_composed_config_is_typed_and_refuses_unknown_keys():
     (["data.truncation=left"], "data.truncation"),
     (["trainer.resume_mode=sometimes"], "trainer.resume_mode"),
     (["trainer.resume_mode=resume_path", "trainer.resume_from_path=/nowhere/global_step_3"], "resume_from_path"),
-    (["fsdp_config.param_offload=true", "fsdp_config.optimizer_offload=true"], "fsdp_config"),
     (["fsdp_config.mixed_precision.param_dtype=int8"], "fsdp_config.mixed_precision.param_dtype"),
     (["optim.warmup_style=linear"], "optim.warmup_style"),
     (["trainer.logger=[console,mlflow]"], "mlflow"),
@@ -81,6 +82,11 @@ def test_composed_config_is_typed_and_refuses_unknown_keys():
 def test_check_config_names_the_offending_key(changes, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         check_config(load_config(["data.train_batch_size=8", "trainer.n_gpus_per_node=2", *changes]))
+
+
+def test_both_offloads_together_are_accepted():
+    check_config(load_config(["data.train_batch_size=8", "trainer.n_gpus_per_node=2", "fsdp_config.param_offload=true",
+                              "fsdp_config.optimizer_offload=true"]))
 
 
 @pytest.mark.parametrize("key, value, exc, message", [

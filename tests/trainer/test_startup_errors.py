@@ -57,10 +57,32 @@ def test_model_path_that_does_not_exist(setup):
     run_expecting(FileNotFoundError, "actor_rollout_ref.model.path.*no_model", config)
 
 
-def test_unknown_key_on_the_command_line(setup):
+@pytest.mark.parametrize("option", ["actor_rollout_ref.actor.no_such_option=3", "+trainer.val_only=true"])
+def test_unknown_key_on_the_command_line(setup, option):
+    """Hydra lets ``+key=value`` add a key; the typed config refuses it like any unknown key."""
     root, model = setup
-    proc = subprocess.run([sys.executable, "-m", "verl.trainer.main_ppo", *overrides(root, model),
-                           "actor_rollout_ref.actor.no_such_option=3"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "verl.trainer.main_ppo", *overrides(root, model), option],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
-    assert "no_such_option" in proc.stderr
+    assert option.split("=")[0].lstrip("+").rsplit(".", 1)[-1] in proc.stderr
+    assert "Could not override" in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr
+
+
+def test_validation_never_drops_a_row(setup):
+    """An overlong training prompt is dropped and counted; an overlong validation prompt is cut as
+    data.truncation says, or stops the run naming the file and row."""
+    from transformers import AutoTokenizer
+
+    from verl.trainer.main_ppo import load_datasets
+
+    root, model = setup
+    rows = [{"prompt": [{"role": "user", "content": text}], "data_source": "toy"} for text in ("short", "word " * 60)]
+    pd.DataFrame(rows).to_parquet(root / "mixed.parquet")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    mixed = {"data.train_files": str(root / "mixed.parquet"), "data.val_files": str(root / "mixed.parquet"),
+             "data.max_prompt_length": "40"}
+    with pytest.raises(ValueError, match=r"mixed\.parquet row 1: prompt is \d+ tokens.*data.truncation"):
+        load_datasets(load_config(overrides(root, model, **mixed)), tokenizer)
+    train, val = load_datasets(load_config(overrides(root, model, **mixed, **{"data.truncation": "left"})), tokenizer)
+    assert (len(train), len(val), val.truncated) == (1, 2, 1)

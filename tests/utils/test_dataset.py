@@ -104,6 +104,30 @@ def test_overlong_prompt_error_names_file_and_row(tmp_path, tokenizer):
         RLHFDataset(path, tokenizer, max_prompt_length=64, filter_overlong_prompts=False)
 
 
+@pytest.mark.parametrize("truncation", ["left", "right"])
+def test_overlong_prompt_is_cut_and_counted_when_not_filtered(tmp_path, tokenizer, caplog, truncation):
+    long_prompt = user("first " + "word " * 50 + "last")
+    path = write(tmp_path / "long.parquet", {"prompt": [user("short"), long_prompt], "data_source": ["nq"] * 2})
+    with caplog.at_level(logging.WARNING, logger="verl.utils.dataset"):
+        ds = RLHFDataset(path, tokenizer, max_prompt_length=32, filter_overlong_prompts=False, truncation=truncation)
+    assert len(ds) == 2 and ds.truncated == 1 and "cut 1 of 2" in caplog.text
+    full = tokenizer.encode(ds[1]["raw_prompt"], add_special_tokens=False)
+    kept = ds[1]["input_ids"].tolist()
+    assert kept == (full[-32:] if truncation == "left" else full[:32]) and ds[1]["attention_mask"].all()
+
+
+def test_columns_beyond_the_known_ones_travel_with_the_row(tmp_path, tokenizer):
+    """ZeroSearch's data keeps question and golden_answers as top-level columns; a file without
+    them still batches with one that has them."""
+    with_columns = write(tmp_path / "zs.parquet", {"prompt": [user("q?")], "data_source": ["nq"], "question": ["q?"],
+                                                   "golden_answers": [["a", "b"]]})
+    plain = write(tmp_path / "plain.parquet", {"prompt": [user("r?")], "data_source": ["nq"]})
+    ds = RLHFDataset([with_columns, plain], tokenizer, max_prompt_length=32)
+    batch = collate_fn([ds[0], ds[1]])
+    assert batch["question"].tolist() == ["q?", None]
+    assert list(batch["golden_answers"][0]) == ["a", "b"] and batch["golden_answers"][1] is None
+
+
 def test_missing_file(tmp_path, tokenizer):
     missing = str(tmp_path / "nope.parquet")
     with pytest.raises(FileNotFoundError, match="nope.parquet"):

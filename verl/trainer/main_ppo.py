@@ -1,21 +1,26 @@
 """Entry point: ``python -m verl.trainer.main_ppo key=value ...`` (Hydra, config ppo_trainer.yaml)."""
 
+import dataclasses
+import logging
 import os
+import typing
 
 import hydra
 import ray
 import torch
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer
 
 from verl.trainer import core_algos
 from verl.trainer.config import PPOConfig, register_schema
 from verl.trainer.ray_trainer import RayPPOTrainer
-from verl.utils.dataset import RLHFDataset
+from verl.utils.dataset import TRUNCATIONS, RLHFDataset
 from verl.utils.fsdp_utils import DTYPES
 from verl.utils.tracking import BACKENDS
 
 register_schema()
+logger = logging.getLogger(__name__)
 
 
 def load_config(overrides: list[str] | None = None) -> PPOConfig:
@@ -27,8 +32,29 @@ def load_config(overrides: list[str] | None = None) -> PPOConfig:
 
 
 def to_typed(cfg: DictConfig, schema: type = PPOConfig):
-    """The composed config as dataclasses of ``schema`` (PPOConfig or an extension of it)."""
+    """The composed config as dataclasses of ``schema`` (PPOConfig or an extension of it). A key the
+    schema lacks is refused, also when ``+key=value`` slipped it past Hydra's own check."""
+    unknown = unknown_keys(cfg, schema)
+    if unknown:
+        key, owner = unknown[0]
+        raise ConfigCompositionException(f"Could not override '{key}'. Key '{key.rsplit('.', 1)[-1]}' not in "
+                                         f"'{owner}' ('+' cannot add keys to this config)")
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
+
+
+def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, dataclass name) for every key of ``cfg`` that ``schema`` has no field for."""
+    hints = typing.get_type_hints(schema)
+    found = []
+    for key in cfg.keys():
+        path = f"{prefix}{key}"
+        if key not in hints:
+            found.append((path, schema.__name__))
+            continue
+        node = cfg._get_node(key)
+        if dataclasses.is_dataclass(hints[key]) and isinstance(node, DictConfig) and not node._is_none():
+            found += unknown_keys(node, hints[key], f"{path}.")
+    return found
 
 
 def check_config(config) -> None:
@@ -69,6 +95,8 @@ def check_config(config) -> None:
         "data.max_response_length": cfg.data.max_response_length,
         "trainer.total_training_steps": cfg.trainer.total_training_steps,
     })
+    if cfg.data.truncation not in TRUNCATIONS:
+        raise ValueError(f"data.truncation={cfg.data.truncation!r}: use one of {list(TRUNCATIONS)}")
     if actor.clip_ratio_c <= 1:
         raise ValueError(f"actor_rollout_ref.actor.clip_ratio_c={actor.clip_ratio_c} must be greater than 1")
     for key, mode in (("actor_rollout_ref.actor.loss_agg_mode", actor.loss_agg_mode),
@@ -80,6 +108,10 @@ def check_config(config) -> None:
         check_fsdp_config(f"{prefix}.fsdp_config", section.fsdp_config)
     for key, optim in (("actor_rollout_ref.actor.optim", actor.optim), ("critic.optim", cfg.critic.optim)):
         check_optim_config(key, optim)
+    if rollout.do_sample and (rollout.top_k > 0 or rollout.top_p < 1):
+        logger.warning("actor_rollout_ref.rollout.top_k=%s / top_p=%s: the rollout samples from a filtered "
+                       "distribution but the actor scores the unfiltered one, so the PPO ratio and the KL compare "
+                       "different policies; rollout/log_prob_diff_mean shows by how much", rollout.top_k, rollout.top_p)
 
 
 def require_positive(values: dict) -> None:
@@ -104,8 +136,6 @@ def check_fsdp_config(key: str, fsdp_config) -> None:
     for name in ("param_dtype", "reduce_dtype"):
         if getattr(mp, name) not in DTYPES:
             raise ValueError(f"{key}.mixed_precision.{name}={getattr(mp, name)!r}: use one of {list(DTYPES)}")
-    if getattr(fsdp_config, "optimizer_offload", False) and fsdp_config.param_offload:
-        raise ValueError(f"{key}: param_offload already keeps the optimizer on CPU; set optimizer_offload=false")
 
 
 def check_optim_config(key: str, optim) -> None:
@@ -139,9 +169,12 @@ def open_tokenizer(path: str, trust_remote_code: bool, key: str):
 
 def load_datasets(config: PPOConfig, tokenizer):
     kwargs = dict(prompt_key=config.data.prompt_key, max_prompt_length=config.data.max_prompt_length,
-                  filter_overlong_prompts=config.data.filter_overlong_prompts)
-    train = RLHFDataset(expand_files(config.data.train_files), tokenizer, **kwargs)
-    val = RLHFDataset(expand_files(config.data.val_files), tokenizer, **kwargs) if config.data.val_files else None
+                  truncation=config.data.truncation)
+    train = RLHFDataset(expand_files(config.data.train_files), tokenizer,
+                        filter_overlong_prompts=config.data.filter_overlong_prompts, **kwargs)
+    # Validation scores every row: an overlong prompt is cut as configured, or stops the run.
+    val = RLHFDataset(expand_files(config.data.val_files), tokenizer, filter_overlong_prompts=False,
+                      **kwargs) if config.data.val_files else None
     return train, val
 
 

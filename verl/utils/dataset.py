@@ -1,7 +1,8 @@
 """Prompt dataset over parquet files, in the layout the RL trainer consumes.
 
 Each parquet row needs a chat-style ``prompt`` (list of {"role", "content"} dicts)
-and a ``data_source`` string; ``reward_model`` and ``extra_info`` dicts are optional.
+and a ``data_source`` string; ``reward_model`` and ``extra_info`` dicts are optional, and any other
+column travels with the row into the batch (e.g. a ``question`` column a rollout loop reads).
 """
 
 import logging
@@ -17,12 +18,18 @@ from tqdm import tqdm
 logger = logging.getLogger(__name__)
 
 OPTIONAL_DICT_COLUMNS = ("reward_model", "extra_info")
+# Fields the dataset itself produces; a parquet column of the same name is not carried.
+OWN_FIELDS = ("input_ids", "attention_mask", "position_ids", "raw_prompt", "index")
+TRUNCATIONS = ("error", "left", "right")
 TOKENIZE_CHUNK = 1000
 
 
 class RLHFDataset(Dataset):
     """Templated, tokenised prompts, left-padded to ``max_prompt_length``.
 
+    A prompt over ``max_prompt_length`` tokens is dropped and counted when ``filter_overlong_prompts``
+    (training sets); otherwise ``truncation`` decides: ``error`` stops with the file and row, ``left``
+    keeps its last tokens, ``right`` its first, and the truncated rows are counted (``truncated``).
     ``index`` of a row is ``extra_info["index"]`` when present, else its position
     in this dataset (all files concatenated, after filtering).
     """
@@ -35,6 +42,7 @@ class RLHFDataset(Dataset):
         prompt_key: str = "prompt",
         max_prompt_length: int = 512,
         filter_overlong_prompts: bool = True,
+        truncation: str = "error",
     ):
         files = [data_files] if isinstance(data_files, (str, os.PathLike)) else list(data_files)
         if not files:
@@ -45,9 +53,17 @@ class RLHFDataset(Dataset):
         self.prompt_key = prompt_key
         self.max_prompt_length = max_prompt_length
         self.filter_overlong_prompts = filter_overlong_prompts
+        if truncation not in TRUNCATIONS:
+            raise ValueError(f"RLHFDataset: data.truncation={truncation!r}: use one of {list(TRUNCATIONS)}")
+        self.truncation = truncation
+        self.truncated = 0
         self.rows: list[dict] = []
         for path in files:
             self.rows.extend(self._load(str(path)))
+        columns = {key for row in self.rows for key in row}
+        for row in self.rows:  # files may carry different extra columns; a batch needs every key
+            for key in columns - row.keys():
+                row[key] = None
         if not self.rows:
             raise ValueError(f"RLHFDataset: no prompts of at most {max_prompt_length} tokens in {files}")
 
@@ -67,17 +83,23 @@ class RLHFDataset(Dataset):
             chunk = texts[start : start + TOKENIZE_CHUNK]
             token_ids.extend(self.tokenizer(chunk, add_special_tokens=False)["input_ids"])
 
-        rows, dropped = [], 0
+        carried = [c for c in frame.columns if c not in (self.prompt_key, *OPTIONAL_DICT_COLUMNS, *OWN_FIELDS)]
+        rows, dropped, truncated = [], 0, 0
         for i, ids in enumerate(token_ids):
             if len(ids) > self.max_prompt_length:
-                if not self.filter_overlong_prompts:
+                if self.filter_overlong_prompts:
+                    dropped += 1
+                    continue
+                if self.truncation == "error":
                     raise ValueError(
-                        f"RLHFDataset: {path} row {i}: prompt is {len(ids)} tokens, "
-                        f"over max_prompt_length={self.max_prompt_length}"
+                        f"RLHFDataset: {path} row {i}: prompt is {len(ids)} tokens, over "
+                        f"data.max_prompt_length={self.max_prompt_length}; raise it, or set data.truncation=left "
+                        "(keep the prompt's end) or right (keep its start)"
                     )
-                dropped += 1
-                continue
-            row = {"prompt_ids": ids, "raw_prompt": texts[i], "data_source": str(frame["data_source"].iat[i])}
+                ids = ids[-self.max_prompt_length:] if self.truncation == "left" else ids[:self.max_prompt_length]
+                truncated += 1
+            row = {column: frame[column].iat[i] for column in carried}
+            row.update(prompt_ids=ids, raw_prompt=texts[i], data_source=str(frame["data_source"].iat[i]))
             for column in OPTIONAL_DICT_COLUMNS:
                 row[column] = _as_dict(path, i, column, frame[column].iat[i] if column in frame.columns else None)
             rows.append(row)
@@ -86,6 +108,10 @@ class RLHFDataset(Dataset):
                 "RLHFDataset: dropped %d of %d prompts from %s longer than %d tokens",
                 dropped, len(token_ids), path, self.max_prompt_length,
             )
+        if truncated:
+            logger.warning("RLHFDataset: cut %d of %d prompts from %s to %d tokens (data.truncation=%s)",
+                           truncated, len(token_ids), path, self.max_prompt_length, self.truncation)
+        self.truncated += truncated
         return rows
 
     def _render(self, path: str, row: int, value) -> str:
@@ -104,13 +130,10 @@ class RLHFDataset(Dataset):
         # Parquet fills a struct key that other rows have with None.
         index = row["extra_info"].get("index")
         return {
+            **{k: v for k, v in row.items() if k != "prompt_ids"},
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "position_ids": position_ids,
-            "raw_prompt": row["raw_prompt"],
-            "data_source": row["data_source"],
-            "reward_model": row["reward_model"],
-            "extra_info": row["extra_info"],
             "index": int(index) if index is not None else i,
         }
 

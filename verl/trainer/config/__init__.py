@@ -19,7 +19,11 @@ class DataConfig:
     max_response_length: int = 512
     train_batch_size: int = 256
     val_batch_size: Optional[int] = None  # None: the whole validation set in one batch
-    filter_overlong_prompts: bool = True  # False: an overlong prompt stops the run, naming the row
+    # Training prompts over max_prompt_length tokens are dropped (and counted); validation never drops a row.
+    filter_overlong_prompts: bool = True
+    # An overlong prompt that is not dropped (validation, or filter_overlong_prompts=false): error
+    # stops the run naming the file and row; left keeps its last tokens, right its first.
+    truncation: str = "error"
     shuffle: bool = True
     seed: int = 1
 
@@ -57,7 +61,8 @@ class FSDPConfig:
 
 @dataclass
 class TrainableFSDPConfig(FSDPConfig):
-    # Optimizer state kept on CPU between updates on GPU runs; with param_offload it is there already.
+    # Optimizer state kept on CPU between updates on GPU runs; with param_offload it lives there
+    # anyway, and this flag changes nothing.
     optimizer_offload: bool = False
 
 
@@ -101,6 +106,8 @@ class RolloutConfig:
     name: str = "hf"
     n: int = 1
     temperature: float = 1.0
+    # top_p < 1 or top_k > 0 filter what the rollout samples from, but the actor scores the whole
+    # distribution: the PPO ratio and KL then compare different policies (rollout/log_prob_diff_*).
     top_p: float = 1.0
     top_k: int = -1  # -1: no top-k filtering
     do_sample: bool = True
