@@ -3,9 +3,11 @@
 Plugged into the engine as ``actor_rollout_ref.rollout.generation_manager=
 zerosearch.generation:SearchGenerationManager``. Each turn generates for the rows still active,
 stops at ``</search>`` or ``</answer>``, parses the first action and appends an observation as
-token ids. Sampled tokens keep the exact ids the rollout produced (mask 1); observation tokens
-(documents, invalid-action notices) carry mask 0, so the policy loss, entropy, KL and the
-advantage/value targets never train on them.
+token ids. Sampled tokens keep the exact ids the rollout produced (mask 1) and the log-probs it
+sampled them with (``rollout_log_probs``); observation tokens (documents, invalid-action notices)
+carry mask 0, so the policy loss, entropy, KL and the advantage/value targets never train on them.
+Each row's accepted answer (the first complete ``<answer>`` action of a turn, or None) goes to the
+reward as ``accepted_answer``, so the reward scores exactly what the rollout accepted.
 """
 
 import re
@@ -17,7 +19,7 @@ import torch
 from verl.protocol import DataProto
 from zerosearch import prompts
 from zerosearch.curriculum import NoiseSchedule
-from zerosearch.reward import golden_answers_of
+from zerosearch.data.fields import row_golden_answers, row_question
 from zerosearch.search import SIMULATED_MODES, build_backend
 from zerosearch.search.base import SearchRequest
 
@@ -41,6 +43,8 @@ class Trajectory:
     key: str  # stable identity for reproducible noise draws
     response: list[int] = field(default_factory=list)
     mask: list[int] = field(default_factory=list)
+    log_probs: list[float] = field(default_factory=list)  # the rollout's, 0 on observations
+    answer: str | None = None  # the accepted answer, None until (unless) one is given
     done: bool = False
     turns: int = 0
     searches: int = 0
@@ -49,9 +53,11 @@ class Trajectory:
     truncated_observations: int = 0
     out_of_budget: bool = False
 
-    def append(self, ids: list[int], sampled: bool) -> None:
+    def append(self, ids: list[int], log_probs: list[float] | None = None) -> None:
+        """Sampled tokens come with their log-probs; observation tokens (``log_probs`` None) get mask 0."""
         self.response.extend(ids)
-        self.mask.extend([1 if sampled else 0] * len(ids))
+        self.mask.extend([0 if log_probs is None else 1] * len(ids))
+        self.log_probs.extend([0.0] * len(ids) if log_probs is None else log_probs)
 
 
 class SearchGenerationManager:
@@ -66,6 +72,7 @@ class SearchGenerationManager:
         self.train_backend = build_backend(config.search.mode, config.search)
         self._eval_backend = self.train_backend if config.search.engine == config.search.mode else None
         self.pad_id = tokenizer.pad_token_id
+        self.has_log_probs = True  # whether every turn of the current batch came with rollout log-probs
 
     @property
     def eval_backend(self):
@@ -84,6 +91,7 @@ class SearchGenerationManager:
         backend = self.eval_backend if validate else self.train_backend
         use_noise = not validate and self.config.search.mode in SIMULATED_MODES
         before = dict(backend.stats)
+        self.has_log_probs = True
         rows = self._trajectories(batch, n, needs_question=use_noise)
         noisy_draws: list[bool] = []
         for turn in range(self.agent.max_turns + 1):
@@ -108,18 +116,18 @@ class SearchGenerationManager:
         extra = batch.non_tensor_batch
         rows = []
         for i in range(len(batch)):
-            info = extra["extra_info"][i] if "extra_info" in extra else {}
             source = extra["data_source"][i] if "data_source" in extra else ""
-            question = str(info.get("question") or "")
+            question = row_question(extra, i)
             if needs_question and not question:
                 # A simulator asked for useful documents must know what the searcher is after.
-                raise ValueError(f"row {i // n} (data_source={source!r}) has no extra_info.question, which the "
-                                 f"simulated search needs; prepare data with `python -m zerosearch.data.prepare`")
+                raise ValueError(f"row {i // n} (data_source={source!r}) has no question (extra_info.question or a "
+                                 "'question' column), which the simulated search needs; prepare data with "
+                                 "`python -m zerosearch.data.prepare`")
             index = extra["index"][i] if "index" in extra else i // n
             rows.append(Trajectory(
                 prompt=ids[i][mask[i]].tolist(),
                 question=question,
-                golden_answers=tuple(golden_answers_of(extra["reward_model"][i])),
+                golden_answers=tuple(row_golden_answers(extra, i)),
                 key=f"{source}:{index}:{i % n}",
             ))
         return rows
@@ -138,17 +146,21 @@ class SearchGenerationManager:
                      "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0)},
             meta_info={"validate": validate, "n": 1, "max_new_tokens": self.turn_tokens, "stop": prompts.SEARCH_STOPS})
         out = self.wg.generate_sequences(request)
+        if "rollout_log_probs" not in out.batch.keys():
+            self.has_log_probs = False
+        log_probs = out.batch["rollout_log_probs"] if self.has_log_probs else torch.zeros(out.batch["responses"].shape)
         queries = []
-        for t, response, response_mask in zip(active, out.batch["responses"], out.batch["response_mask"].bool()):
-            sampled = response[response_mask].tolist()
+        for t, response, response_mask, logp in zip(active, out.batch["responses"], out.batch["response_mask"].bool(),
+                                                     log_probs, strict=True):
+            sampled, sampled_logp = response[response_mask].tolist(), logp[response_mask].tolist()
             room = self.response_budget - len(t.response)
             if len(sampled) > room:
-                sampled, t.done, t.out_of_budget = sampled[:room], True, True
-            t.append(sampled, sampled=True)
+                sampled, sampled_logp, t.done, t.out_of_budget = sampled[:room], sampled_logp[:room], True, True
+            t.append(sampled, sampled_logp)
             t.turns += 1
             kind, content = parse_action(self.tokenizer.decode(sampled, skip_special_tokens=True))
             if kind == "answer":
-                t.done, t.answered = True, True
+                t.done, t.answered, t.answer = True, True, content
             elif t.done or last_turn:
                 t.done = True  # the last turn may only answer: a search there is never run
                 t.invalid += kind is None
@@ -184,7 +196,7 @@ class SearchGenerationManager:
         if len(ids) > limit:
             ids = ids[:limit]
             t.truncated_observations += 1
-        t.append(ids, sampled=False)
+        t.append(ids)
         if len(t.response) >= self.response_budget:
             t.done, t.out_of_budget = True, True
 
@@ -195,18 +207,25 @@ class SearchGenerationManager:
         responses = torch.full((len(rows), self.response_budget), self.pad_id, dtype=torch.long)
         response_mask = torch.zeros((len(rows), self.response_budget), dtype=torch.long)
         response_span = torch.zeros((len(rows), self.response_budget), dtype=torch.long)
+        log_probs = torch.zeros((len(rows), self.response_budget), dtype=torch.float32)
         for i, t in enumerate(rows):
             k = len(t.response)
             responses[i, :k] = torch.tensor(t.response, dtype=torch.long)
             response_mask[i, :k] = torch.tensor(t.mask, dtype=torch.long)
+            log_probs[i, :k] = torch.tensor(t.log_probs, dtype=torch.float32)
             response_span[i, :k] = 1  # observations are part of the context the policy attends to
         attention_mask = torch.cat([prompt_mask, response_span], dim=1)
+        tensors = {"prompts": prompts_ids, "responses": responses, "response_mask": response_mask,
+                   "input_ids": torch.cat([prompts_ids, responses], dim=1), "attention_mask": attention_mask,
+                   "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0)}
+        if self.has_log_probs:
+            tensors["rollout_log_probs"] = log_probs
+        answers = np.empty(len(rows), dtype=object)
+        answers[:] = [t.answer for t in rows]
         out = DataProto.from_dict(
-            tensors={"prompts": prompts_ids, "responses": responses, "response_mask": response_mask,
-                     "input_ids": torch.cat([prompts_ids, responses], dim=1), "attention_mask": attention_mask,
-                     "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0)},
+            tensors=tensors,
             non_tensors={"num_turns": np.array([t.turns for t in rows]),
-                         "num_searches": np.array([t.searches for t in rows])},
+                         "num_searches": np.array([t.searches for t in rows]), "accepted_answer": answers},
             meta_info=dict(batch.meta_info))
         return out.union(DataProto.from_dict(non_tensors=dict(batch.non_tensor_batch)))
 

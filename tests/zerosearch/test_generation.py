@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from verl.utils.tiny_model import build_tokenizer
 from zerosearch import prompts
 from zerosearch.config import ZeroSearchConfig
 from zerosearch.generation import SearchGenerationManager, parse_action
+from zerosearch.reward import QARewardManager
 from zerosearch.search.base import SearchBackend
 
 
@@ -56,10 +58,18 @@ class ScriptedWorkerGroup:
             rows.append(self.tokenizer.encode(text, add_special_tokens=False)[:width])
         responses = torch.full((len(rows), width), self.tokenizer.pad_token_id)
         response_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        log_probs = torch.zeros((len(rows), width))
         for i, r in enumerate(rows):
             responses[i, :len(r)] = torch.tensor(r, dtype=torch.long)
             response_mask[i, :len(r)] = 1
-        return DataProto.from_dict(tensors={"responses": responses, "response_mask": response_mask})
+            log_probs[i, :len(r)] = fake_log_probs(r)
+        return DataProto.from_dict(tensors={"responses": responses, "response_mask": response_mask,
+                                            "rollout_log_probs": log_probs})
+
+
+def fake_log_probs(ids):
+    """What the scripted policy claims it sampled each token with: recognisable per token id."""
+    return torch.tensor([-i / 1000 for i in ids])
 
 
 def make_config(**agent):
@@ -190,3 +200,59 @@ def test_a_cut_observation_keeps_its_closing_tag(tokenizer, monkeypatch):
     observation = tokenizer.decode([i for i, m in zip(ids, mask) if m == 0])
     assert observation.startswith("\n\n<information>Doc 1:") and observation.endswith("</information>\n\n")
     assert mask.count(0) == 24 and out.meta_info["metrics"]["search/obs_truncated"] == 1
+
+
+def test_rollout_log_probs_follow_the_sampled_tokens(tokenizer, monkeypatch):
+    scripts = {"Who wrote Hamlet?": ["<search> hamlet author </search>", "<answer> Shakespeare </answer>"]}
+    manager, _ = make_manager(make_config(), tokenizer, scripts, monkeypatch)
+    out = manager.generate_sequences(make_batch(tokenizer, list(scripts), ["Shakespeare"]))
+    mask = out.batch["response_mask"][0].bool()
+    log_probs = out.batch["rollout_log_probs"][0]
+    assert torch.equal(log_probs[mask], fake_log_probs(out.batch["responses"][0][mask].tolist()))
+    assert torch.all(log_probs[~mask] == 0)  # observations and padding were never sampled
+
+
+def score_scripts(tokenizer, monkeypatch, scripts, answers, turn_tokens=40):
+    config = make_config()
+    config.data.max_response_length = turn_tokens
+    config.agent.reward_metric = "em"
+    manager, _ = make_manager(config, tokenizer, scripts, monkeypatch)
+    out = manager.generate_sequences(make_batch(tokenizer, list(scripts), answers))
+    _, extra = QARewardManager(config, tokenizer)(out)
+    return out, extra
+
+
+def test_an_answer_split_over_two_turns_is_not_accepted(tokenizer, monkeypatch):
+    """Cut at the per-turn token limit, '<answer> Paris' is no action; '</answer>' alone in the next
+    turn is none either. The joined sampled text would read as a complete answer: it must not score."""
+    cut = "<answer> Paris and on and on"
+    turn_tokens = len(tokenizer.encode("<answer> Paris", add_special_tokens=False))
+    scripts = {"Capital of France?": [cut, "</answer>", "</answer>"]}
+    out, extra = score_scripts(tokenizer, monkeypatch, scripts, ["Paris"], turn_tokens)
+    assert out.non_tensor_batch["accepted_answer"][0] is None
+    assert out.meta_info["metrics"]["search/valid_action_rate"] == 0.0
+    assert extra["em"][0] == 0.0 and extra["answered"][0] == 0.0
+
+
+def test_information_tag_in_the_policys_reasoning_does_not_hide_its_answer(tokenizer, monkeypatch):
+    scripts = {"Capital of France?": ["<think>no <information> needed</think><answer> Paris </answer>"]}
+    out, extra = score_scripts(tokenizer, monkeypatch, scripts, ["Paris"])
+    assert out.non_tensor_batch["accepted_answer"][0] == "Paris"
+    assert extra["em"][0] == 1.0 and extra["answered"][0] == 1.0
+
+
+def test_rows_in_zerosearch_layout_are_read(tokenizer, monkeypatch):
+    """ZeroSearch's dataset: top-level question and golden_answers, no extra_info.question."""
+    scripts = {"Who wrote Hamlet?": ["<search> hamlet author </search>", "<answer> Shakespeare </answer>"]}
+    manager, _ = make_manager(make_config(), tokenizer, scripts, monkeypatch)
+    batch = make_batch(tokenizer, list(scripts), ["unused"])
+    batch.non_tensor_batch.pop("reward_model")
+    batch.non_tensor_batch["extra_info"] = np.array([{"index": 0}], dtype=object)
+    batch.non_tensor_batch["question"] = np.array(["Who wrote Hamlet?"], dtype=object)
+    batch.non_tensor_batch["golden_answers"] = np.array([np.array(["Shakespeare"], dtype=object)], dtype=object)
+    out = manager.generate_sequences(batch)
+    [request] = manager.train_backend.requests
+    assert (request.question, request.golden_answers) == ("Who wrote Hamlet?", ("Shakespeare",))
+    config = make_config()
+    config.agent.reward_metric = "em"
+    assert QARewardManager(config, tokenizer)(out)[1]["em"][0] == 1.0

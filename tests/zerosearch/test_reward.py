@@ -11,16 +11,14 @@ from omegaconf import OmegaConf
 from verl.protocol import DataProto
 from verl.utils.tiny_model import build_tokenizer
 from zerosearch.config import ZeroSearchConfig
-from zerosearch.prompts import INVALID_ACTION_NOTICE
+from zerosearch.data.fields import golden_answers_of, row_golden_answers, row_question
 from zerosearch.reward import (
     QARewardManager,
     cover_exact_match,
     exact_match,
-    extract_answer,
     f1_score,
-    golden_answers_of,
     normalize_answer,
-    score_response,
+    score_answer,
 )
 
 # ------------------------------------------------------------------------------- normalisation
@@ -41,47 +39,6 @@ from zerosearch.reward import (
 )
 def test_normalize_answer(raw, expected):
     assert normalize_answer(raw) == expected
-
-
-# ---------------------------------------------------------------------------------- extraction
-
-
-def test_last_answer_tag_wins():
-    text = "<answer>Paris</answer> wait, no. <answer> Lyon \n</answer>"
-    assert extract_answer(text) == "Lyon"
-
-
-def test_no_complete_answer_is_none():
-    assert extract_answer("<think>hmm</think><search>x</search>") is None
-    assert extract_answer("<answer>Paris") is None
-    assert extract_answer("") is None
-
-
-def test_empty_answer_counts_as_answered():
-    assert extract_answer("<answer>  </answer>") == ""
-    assert score_response("<answer></answer>", ["Paris"]) == {"em": 0.0, "cover_em": 0.0, "f1": 0.0, "answered": 1.0}
-
-
-def test_nested_opening_tag_keeps_innermost():
-    assert extract_answer("<answer> oops <answer>1889</answer>") == "1889"
-
-
-def test_answer_only_inside_information_is_ignored():
-    text = ("<search>capital of France</search>"
-            "<information>Doc 1: quiz key <answer>Paris</answer></information>")
-    assert extract_answer(text) is None
-    assert score_response(text, ["Paris"])["answered"] == 0.0
-
-
-def test_answer_after_information_is_used():
-    text = ("<information>Doc 1: <answer>Lyon</answer></information>"
-            "<think>so</think><answer>Paris</answer>")
-    assert extract_answer(text) == "Paris"
-
-
-def test_unclosed_information_hides_the_rest():
-    text = "<answer>Lyon</answer><information>Doc 1 cut short <answer>Paris</answer>"
-    assert extract_answer(text) == "Lyon"
 
 
 # ------------------------------------------------------------------------------------- metrics
@@ -132,11 +89,11 @@ def test_f1_partial_overlap():
     assert f1_score("Amazon", ["Nile"]) == 0.0
 
 
-def test_score_response_keys():
-    assert score_response("<answer>Nile river</answer>", "Nile") == {
-        "em": 0.0, "cover_em": 1.0, "f1": pytest.approx(2 / 3), "answered": 1.0,
-    }
-    assert score_response("I give up", "Nile") == {"em": 0.0, "cover_em": 0.0, "f1": 0.0, "answered": 0.0}
+def test_score_answer_keys():
+    assert score_answer("Nile river", "Nile") == {"em": 0.0, "cover_em": 1.0, "f1": pytest.approx(2 / 3),
+                                                  "answered": 1.0}
+    assert score_answer(None, "Nile") == {"em": 0.0, "cover_em": 0.0, "f1": 0.0, "answered": 0.0}
+    assert score_answer("", ["Paris"]) == {"em": 0.0, "cover_em": 0.0, "f1": 0.0, "answered": 1.0}
 
 
 # -------------------------------------------------------------------------------- gold reading
@@ -167,6 +124,32 @@ def test_golden_answers_of_errors(reward_model, key):
         golden_answers_of(reward_model)
 
 
+def test_rows_in_zerosearch_layout():
+    """ZeroSearch's released data keeps question and golden_answers as top-level columns."""
+    columns = {"question": np.array(["Who wrote Hamlet?"], dtype=object),
+               "golden_answers": np.array([np.array(["Shakespeare", "William Shakespeare"], dtype=object)],
+                                          dtype=object),
+               "extra_info": np.array([{"index": 0}], dtype=object)}
+    assert row_question(columns, 0) == "Who wrote Hamlet?"
+    assert row_golden_answers(columns, 0) == ["Shakespeare", "William Shakespeare"]
+    ours = {"extra_info": [{"question": " Q? "}], "reward_model": [{"ground_truth": {"target": ["A"]}}],
+            "golden_answers": [["ignored"]]}
+    assert row_question(ours, 0) == "Q?" and row_golden_answers(ours, 0) == ["A"]  # reward_model wins
+
+
+@pytest.mark.parametrize("columns, match", [
+    ({"golden_answers": [1889]}, "golden_answers must be a string"),
+    ({"golden_answers": [[1889]]}, "strings only"),
+    ({"golden_answers": [[]]}, "no gold answers"),
+    ({"golden_answers": [None]}, "neither reward_model.ground_truth nor"),
+    ({"reward_model": [{"style": "rule"}]}, "ground_truth"),
+    ({}, "neither reward_model.ground_truth nor"),
+])
+def test_row_golden_answers_errors(columns, match):
+    with pytest.raises(ValueError, match=match):
+        row_golden_answers(columns, 0)
+
+
 # ------------------------------------------------------------------------------------- manager
 
 
@@ -181,31 +164,21 @@ def make_config(metric):
     return config
 
 
-def make_batch(tokenizer, rows, prompt_width=6, response_width=64):
-    """``rows``: (prompt text, [(segment text, sampled?)], reward_model). Prompts are left-padded
-    and responses right-padded; observation segments get response_mask 0."""
-    pad = tokenizer.pad_token_id
+def make_batch(tokenizer, rows, response_width=32):
+    """``rows``: (sampled segment lengths with observations between them as negative lengths,
+    accepted answer, reward_model). Only the masks matter to the manager: it never reads text."""
     B = len(rows)
-    prompts = torch.full((B, prompt_width), pad)
-    responses = torch.full((B, response_width), pad)
-    attention = torch.zeros(B, prompt_width + response_width, dtype=torch.long)
     response_mask = torch.zeros(B, response_width, dtype=torch.long)
-    for i, (prompt, segments, _) in enumerate(rows):
-        ids = tokenizer(prompt)["input_ids"][-prompt_width:]
-        prompts[i, prompt_width - len(ids):] = torch.tensor(ids)
-        attention[i, prompt_width - len(ids):prompt_width] = 1
+    for i, (segments, _, _) in enumerate(rows):
         pos = 0
-        for text, sampled in segments:
-            ids = tokenizer(text)["input_ids"] if isinstance(text, str) else text
-            assert pos + len(ids) <= response_width, "test row too long"
-            responses[i, pos:pos + len(ids)] = torch.tensor(ids)
-            response_mask[i, pos:pos + len(ids)] = int(sampled)
-            pos += len(ids)
-        attention[i, prompt_width:prompt_width + pos] = 1
+        for length in segments:
+            response_mask[i, pos:pos + abs(length)] = int(length > 0)
+            pos += abs(length)
+    answers = np.empty(B, dtype=object)
+    answers[:] = [a for _, a, _ in rows]
     return DataProto.from_dict(
-        tensors={"prompts": prompts, "responses": responses, "attention_mask": attention,
-                 "response_mask": response_mask},
-        non_tensors={"reward_model": [r for _, _, r in rows], "data_source": ["nq"] * B},
+        tensors={"responses": torch.zeros(B, response_width, dtype=torch.long), "response_mask": response_mask},
+        non_tensors={"reward_model": [r for _, _, r in rows], "data_source": ["nq"] * B, "accepted_answer": answers},
     )
 
 
@@ -215,19 +188,10 @@ def gold(*answers):
 
 @pytest.fixture
 def batch(tokenizer):
-    eos = [tokenizer.eos_token_id]
     return make_batch(tokenizer, [
-        # 0: search, observation, then a partly right answer ending in eos (a special token)
-        ("Question: <answer>Lyon</answer>", [
-            ("<search>Nile</search>", True),
-            ("<information>Doc 1: <answer>Nile</answer></information>", False),
-            ("<answer>Nile river</answer>", True), (eos, True)], gold("Nile")),
-        # 1: ends on an observation (turns ran out): the score goes on the last sampled token
-        ("Question:", [
-            ("<search>Eiffel</search>", True),
-            ("<information>Doc 1: <answer>1889</answer></information>", False)], gold("1889")),
-        # 2: exact answer, gold given as a plain list
-        ("Question:", [("<think>ok</think><answer>1889</answer>", True)], {"ground_truth": ["1889", "in 1889"]}),
+        ([5, -10, 6], "Nile river", gold("Nile")),  # search, observation, a partly right answer
+        ([5, -10], None, gold("1889")),  # turns ran out: no answer, the score sits on the last sampled token
+        ([8], "1889", {"ground_truth": ["1889", "in 1889"]}),  # exact answer, gold given as a plain list
     ])
 
 
@@ -241,9 +205,7 @@ def test_manager_places_chosen_metric_on_last_sampled_token(tokenizer, batch):
         assert scores[i, last].item() == pytest.approx(value)
         others = torch.cat([scores[i, :last], scores[i, last + 1:]])
         assert torch.all(others == 0)
-    # row 1's last sampled token is the end of "</search>", before the observation
-    search_len = len(tokenizer("<search>Eiffel</search>")["input_ids"])
-    assert int(mask[1].nonzero().max()) == search_len - 1
+    assert int(mask[0].nonzero().max()) == 20 and int(mask[1].nonzero().max()) == 4  # before the observation
 
     np.testing.assert_allclose(extra["score"], expected)
     np.testing.assert_allclose(extra["em"], [0.0, 0.0, 1.0])
@@ -267,19 +229,12 @@ def test_manager_rejects_unknown_metric(tokenizer):
 
 
 def test_manager_names_the_row_with_bad_gold(tokenizer):
-    data = make_batch(tokenizer, [("Q:", [("<answer>x</answer>", True)], gold("x")),
-                                  ("Q:", [("<answer>x</answer>", True)], {"style": "rule"})])
+    data = make_batch(tokenizer, [([3], "x", gold("x")), ([3], "x", {"style": "rule"})])
     with pytest.raises(ValueError, match="row 1.*ground_truth"):
         QARewardManager(make_config("em"), tokenizer)(data)
 
 
-def test_manager_reads_answers_from_sampled_tokens_only(tokenizer):
-    """The invalid-action notice (an observation, mask 0) shows the answer tags; it must not count."""
-    assert "<answer>" in INVALID_ACTION_NOTICE  # otherwise this test guards nothing
-    batch = make_batch(tokenizer, [
-        ("Question:", [("I think it is Paris", True), (INVALID_ACTION_NOTICE, False)], gold("Paris")),
-        ("Question:", [("Paris", True), (INVALID_ACTION_NOTICE, False), ("<answer>Paris</answer>", True)], gold("Paris")),
-    ], response_width=96)
-    _, extra = QARewardManager(make_config("em"), tokenizer)(batch)
-    np.testing.assert_allclose(extra["answered"], [0.0, 1.0])
-    np.testing.assert_allclose(extra["em"], [0.0, 1.0])
+def test_manager_needs_the_accepted_answers(tokenizer, batch):
+    batch.non_tensor_batch.pop("accepted_answer")
+    with pytest.raises(ValueError, match="accepted_answer.*SearchGenerationManager"):
+        QARewardManager(make_config("em"), tokenizer)(batch)
