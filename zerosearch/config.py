@@ -33,13 +33,15 @@ class CurriculumConfig:
 @dataclass
 class SearchConfig:
     mode: str = "simulate_prompt"  # training backend (SEARCH_MODE): simulate_prompt | simulate_sft | google | wiki | corpus
-    engine: str = "corpus"  # validation/evaluation backend (SEARCH_ENGINE): google | wiki | corpus
+    # validation/evaluation backend (SEARCH_ENGINE): google | wiki | corpus | none (no documents: closed book)
+    engine: str = "corpus"
     topk: int = 5  # documents per search (TOPK)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     retriever_url: str = "http://127.0.0.1:8000/retrieve"  # `wiki`: a Search-R1-style retrieval server
     corpus_path: Optional[str] = None  # `corpus`: JSONL with "contents" (or "title" + "text") per line
-    google_api_key_env: str = "SERPAPI_API_KEY"  # `google`: environment variable holding the key
+    # `google`: environment variable holding the SerpAPI key; ZeroSearch's SER_API_KEY is read when it is unset.
+    google_api_key_env: str = "SERPAPI_API_KEY"
     concurrency: int = 16  # requests in flight per batch
     timeout_s: float = 60.0  # per request
     max_retries: int = 3  # after the first attempt; then the request yields no documents and is counted

@@ -8,7 +8,8 @@ and the noise curriculum, then evaluation on a real engine.
 3. Warm start: a tiny policy learns the tag protocol; it searches some questions and guesses others.
 4. RL (GRPO by default) with the tuned simulator in-process as ``simulate_sft``, noise rising.
 5. The warm-started and the RL-trained policy answer the held-out questions with the ``corpus``
-   engine: EM, F1, searches per question and answer rate, before and after.
+   engine: EM, F1, searches per question and answer rate, before and after; and closed-book (every
+   search returns nothing), so the EM gained by reading shows apart from what is remembered.
 
 Everything goes under ``out_dir``: data, models, checkpoints, ``metrics.jsonl``, ``plots/*.png``
 and ``summary.json``; the last line printed is that folder.
@@ -35,6 +36,7 @@ from zerosearch.eval import evaluate, resolve_model_path
 from zerosearch.plot import plot_run
 from zerosearch.prompts import POLICY_INSTRUCTIONS, policy_prompt, simulator_messages
 from zerosearch.reward import cover_exact_match
+from zerosearch.search import CLOSED_BOOK
 from zerosearch.search.local_simulator import SimulatorActor
 from zerosearch.train import train
 from zerosearch.train import load_config as load_train_config
@@ -180,18 +182,23 @@ def reinforce(config: DemoConfig, policy: str, simulator: str, data: dict, run_d
 
 
 def assess(config: DemoConfig, model: str, data: dict, out_dir: str) -> dict[str, float]:
+    """Held-out EM, F1, searches and answer rate with the corpus engine, and EM closed-book (every
+    search returns no documents): the gap between the two is what reading the documents adds."""
     table = evaluate(model, [data["test"]], "corpus", out_dir, search_overrides(config, data),
                      batch_size=config.eval_batch_size)
+    closed = evaluate(model, [data["test"]], CLOSED_BOOK, os.path.join(out_dir, "closed_book"),
+                      search_overrides(config, data), batch_size=config.eval_batch_size)
     overall = table["all"]
     return {"em": overall["em"], "f1": overall["f1"], "searches_per_question": overall["searches"],
-            "answer_rate": overall["answered"]}
+            "answer_rate": overall["answered"], "closed_book_em": closed["all"]["em"]}
 
 
 def to_table(before: dict, after: dict) -> str:
-    lines = ["| policy | EM | F1 | searches / question | answer rate |", "|---|---:|---:|---:|---:|"]
+    lines = ["| policy | EM | closed-book EM | F1 | searches / question | answer rate |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, m in (("warm start", before), ("after RL", after)):
-        lines.append(f"| {name} | {m['em']:.3f} | {m['f1']:.3f} | {m['searches_per_question']:.2f} | "
-                     f"{m['answer_rate']:.3f} |")
+        lines.append(f"| {name} | {m['em']:.3f} | {m['closed_book_em']:.3f} | {m['f1']:.3f} | "
+                     f"{m['searches_per_question']:.2f} | {m['answer_rate']:.3f} |")
     return "\n".join(lines)
 
 

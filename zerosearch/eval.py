@@ -24,7 +24,9 @@ from verl.workers.fsdp_workers import generate_batch
 from verl.workers.rollout.base import SamplingParams
 from verl.workers.rollout.hf_rollout import HFRollout
 from zerosearch.generation import SearchGenerationManager
-from zerosearch.reward import QARewardManager, golden_answers_of
+from zerosearch.data.fields import row_golden_answers, row_question
+from zerosearch.reward import QARewardManager
+from zerosearch.search import EVAL_ENGINES
 from zerosearch.train import load_config
 
 ROW_METRICS = ("em", "cover_em", "f1", "searches", "answered")
@@ -74,7 +76,7 @@ def evaluate(model_path: str, data_files: list[str], engine: str, out_dir: str, 
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
     dataset = RLHFDataset(data_files, tokenizer, prompt_key=config.data.prompt_key,
                           max_prompt_length=config.data.max_prompt_length,
-                          filter_overlong_prompts=config.data.filter_overlong_prompts)
+                          filter_overlong_prompts=False, truncation=config.data.truncation)
     # Evaluation runs on the real engine only; the training backend is never contacted.
     config.search.mode = engine
     manager = SearchGenerationManager(config, LocalRollout(model, tokenizer), tokenizer)
@@ -131,17 +133,18 @@ def _trajectory(out: DataProto, i: int, tokenizer, metrics: dict) -> dict:
     prompt_width = out.batch["prompts"].shape[1]
     prompt = out.batch["prompts"][i][out.batch["attention_mask"][i, :prompt_width].bool()]
     response = out.batch["responses"][i][out.batch["attention_mask"][i, prompt_width:].bool()]
-    extra_info = out.non_tensor_batch["extra_info"][i]
-    return {"data_source": out.non_tensor_batch["data_source"][i], "question": extra_info.get("question", ""),
-            "golden_answers": [str(a) for a in golden_answers_of(out.non_tensor_batch["reward_model"][i])],
-            "prompt": tokenizer.decode(prompt), "response": tokenizer.decode(response), **metrics}
+    columns = out.non_tensor_batch
+    return {"data_source": columns["data_source"][i], "question": row_question(columns, i),
+            "golden_answers": row_golden_answers(columns, i), "prompt": tokenizer.decode(prompt),
+            "response": tokenizer.decode(response), "answer": columns["accepted_answer"][i], **metrics}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model folder or trainer checkpoint global_step_N")
     parser.add_argument("--data", required=True, action="append", help="a test parquet file (repeat for several)")
-    parser.add_argument("--engine", default="corpus", choices=["google", "wiki", "corpus"])
+    parser.add_argument("--engine", default="corpus", choices=EVAL_ENGINES,
+                        help="the search the policy uses; none: every search returns no documents (closed book)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)

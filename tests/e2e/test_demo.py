@@ -31,8 +31,9 @@ def test_a_small_run_learns_to_search(tmp_path):
 
     summary = json.loads((out / "summary.json").read_text())
     for side in (summary["before"], summary["after"]):
-        assert set(side) == {"em", "f1", "searches_per_question", "answer_rate"}
-        assert all(0 <= side[k] <= 1 for k in ("em", "f1", "answer_rate")) and side["searches_per_question"] >= 0
+        assert set(side) == {"em", "f1", "searches_per_question", "answer_rate", "closed_book_em"}
+        assert all(0 <= side[k] <= 1 for k in ("em", "f1", "answer_rate", "closed_book_em"))
+        assert side["searches_per_question"] >= 0
     assert set(summary["simulator"]) == {"useful_answer_rate", "noisy_answer_rate"}
     assert list(summary["phase_seconds"]) == ["world", "simulation tuning", "warm start", "evaluation before RL",
                                               "RL", "evaluation after RL"]
@@ -41,7 +42,7 @@ def test_a_small_run_learns_to_search(tmp_path):
         assert model.startswith(str(out)) and os.path.isfile(os.path.join(model, "config.json"))
     for figure in ("reward.png", "em.png", "searches.png", "noise.png"):
         assert (out / "plots" / figure).stat().st_size > 0
-    for name in ("eval_before", "eval_after"):
+    for name in ("eval_before", "eval_after", "eval_before/closed_book", "eval_after/closed_book"):
         assert json.loads((out / name / "results.json").read_text())["results"]["all"]["n"] == len(
             (out / name / "trajectories.jsonl").read_text().splitlines())
     records = [json.loads(line) for line in open(out / "rl" / "metrics.jsonl")]

@@ -85,6 +85,42 @@ def test_held_out_entities_never_appear_in_training_questions(world):
         assert 0 < len(held_out) < len(world.entities(kind))
 
 
+def facts_of(world, q):
+    """The (entity, attribute) facts a question rests on: each hop's fact."""
+    attribute = {"birth_city": "city", "birth_year": "year", "birth_country": "city", "founder": "founder",
+                 "founding_year": "year", "founder_city": "founder", "founder_year": "founder", "country": "country"}
+    kind = q.id.split("/")[0]
+    facts = {(q.entity, attribute[kind])}
+    if q.hops == 2:
+        facts.add((q.second_entity, {"birth_country": "country", "founder_city": "city", "founder_year": "year"}[kind]))
+    return facts
+
+
+@pytest.mark.parametrize("seed", [0, 7, 11])
+def test_no_held_out_fact_is_trained_on_directly_or_as_a_hop(seed):
+    """Before, 20 of 24 two-hop held-out questions had their second hop asked in training (the
+    country of a city), so one search plus memory answered them."""
+    world = build_world(seed=seed)
+    trained = set().union(*(facts_of(world, q) for q in world.train_questions))
+    held_out = set().union(*(facts_of(world, q) for q in world.test_questions))
+    assert held_out and not held_out & trained
+    two_hop = [q for q in world.test_questions if q.hops == 2]
+    assert len(two_hop) >= 20 and all(q.second_entity in world.test_entities for q in two_hop)
+
+
+@pytest.mark.parametrize("topk", [1, 3])
+def test_nothing_held_out_leaks_into_simulator_tuning_or_the_warm_start(world, topk):
+    """Before, 119 of 4000 tuning pairs taught the simulator a held-out entity's true document as a
+    'noisy' one. Material built from training questions never shows a held-out entity."""
+    held_out = [n for n in world.test_entities]
+    pairs = simulation_pairs(world, topk, 2000, seed=3)
+    warm = warm_start_examples(world, 1.0, seed=3, topk=topk)
+    texts = [p["response"] for p in pairs] + [p["prompt"][0]["content"] for p in pairs]
+    texts += [r["response_prefix"] + r["response"] for r in warm]
+    for name in held_out:
+        assert not any(name in text for text in texts), name
+
+
 def test_files_load_as_trainer_data_and_corpus(tmp_path, world):
     paths = write_world(world, str(tmp_path / "out"))
     assert set(paths) == {"train", "test", "corpus"}
@@ -233,7 +269,7 @@ def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="test_fraction"):
         build_world(test_fraction=0)
     with pytest.raises(ValueError, match="n_cities"):
-        build_world(n_cities=0)
+        build_world(n_cities=1)
     with pytest.raises(ValueError, match="no rows"):
         write_warm_start([], "unused.parquet")
 

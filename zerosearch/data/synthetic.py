@@ -137,10 +137,15 @@ class World:
 def build_world(seed: int = 0, n_people: int = 60, n_orgs: int = 30, n_cities: int = 15, n_countries: int = 5,
                 test_fraction: float = 0.2) -> World:
     """A world drawn from ``seed``. ``test_fraction`` of each kind of entity is held out: questions
-    about them form the test set, and no training question mentions them."""
-    for flag, n in (("n_people", n_people), ("n_orgs", n_orgs), ("n_cities", n_cities), ("n_countries", n_countries)):
-        if n < 1:
-            raise ValueError(f"{flag} must be at least 1, got {n}")
+    about them form the test set. Held-out entities link only to held-out ones (their people are
+    born in held-out cities, their organisations founded by held-out people) and training entities
+    only to training ones, so no held-out question's fact is asked, directly or as a hop, by a
+    training question, and no training question's search shows a held-out entity's document."""
+    for flag, n in (("n_people", n_people), ("n_orgs", n_orgs), ("n_cities", n_cities)):
+        if n < 2:
+            raise ValueError(f"{flag} must be at least 2 (one training and one held-out entity), got {n}")
+    if n_countries < 1:
+        raise ValueError(f"n_countries must be at least 1, got {n_countries}")
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
     rng = random.Random(seed)
@@ -157,7 +162,8 @@ def build_world(seed: int = 0, n_people: int = 60, n_orgs: int = 30, n_cities: i
     organisation_names = _combinations(rng, surnames, _ORGANISATION_KINDS, n_orgs, "organisations")
     test_entities = set()
     for group in (person_names, organisation_names, city_names):
-        test_entities.update(rng.sample(group, round(len(group) * test_fraction)))
+        held_out = min(max(round(len(group) * test_fraction), 1), len(group) - 1)
+        test_entities.update(rng.sample(group, held_out))
     world = _with_facts(seed, rng, countries, city_names, person_names, organisation_names, frozenset(test_entities))
     if not world.train_questions or not world.test_questions:
         raise ValueError(f"test_fraction={test_fraction} leaves {len(world.train_questions)} training and "
@@ -175,11 +181,16 @@ def redraw_facts(world: World, seed: int) -> World:
 
 def _with_facts(seed: int, rng: random.Random, countries: list[str], city_names: list[str],
                 person_names: list[str], organisation_names: list[str], test_entities: frozenset[str]) -> World:
+    def same_side(name: str, candidates: list[str]) -> list[str]:
+        """The candidates on ``name``'s side of the split: facts never link held-out and training entities."""
+        return [c for c in candidates if (c in test_entities) == (name in test_entities)]
+
     cities = {name: City(country=rng.choice(countries)) for name in city_names}
-    people = {name: Person(city=rng.choice(city_names), year=rng.randint(1800, 1960)) for name in person_names}
+    people = {name: Person(city=rng.choice(same_side(name, city_names)), year=rng.randint(1800, 1960))
+              for name in person_names}
     organisations = {}
     for name in organisation_names:
-        founder = rng.choice(person_names)
+        founder = rng.choice(same_side(name, person_names))
         organisations[name] = Organisation(founder=founder, year=people[founder].year + rng.randint(20, 60))
 
     texts = [(n, _PERSON_DOC.format(name=n, city=p.city, year=p.year)) for n, p in people.items()]
@@ -188,8 +199,7 @@ def _with_facts(seed: int, rng: random.Random, countries: list[str], city_names:
     documents = [{"id": str(i), "contents": f"{name}\n{text}"} for i, (name, text) in enumerate(texts)]
 
     questions = _questions(people, organisations, cities)
-    # A training question through a held-out entity would teach that entity's facts.
-    train = [q for q in questions if q.entity not in test_entities and q.second_entity not in test_entities]
+    train = [q for q in questions if q.entity not in test_entities]
     test = [q for q in questions if q.entity in test_entities]
     rng.shuffle(train)  # batches mix kinds of question
     return World(seed=seed, people=people, organisations=organisations, cities=cities, countries=countries,
@@ -268,15 +278,17 @@ def write_world(world: World, out_dir: str, template: str = "chat",
 # --- documents a search would show ------------------------------------------------------------
 
 def _nearby(world: World, focus: str, rng: random.Random) -> list[str]:
-    """Every other entity: those sharing a fact with ``focus`` first, then those of its kind, then
-    the rest, shuffled within each group."""
+    """Every other entity on ``focus``'s side of the held-out split (material about training
+    questions never shows a held-out entity's document): those sharing a fact with ``focus`` first,
+    then those of its kind, then the rest, shuffled within each group."""
+    held_out = focus in world.test_entities
     linked = world.related(focus)
     same = [n for n in world.entities(world.kind(focus)) if n != focus and n not in linked]
     rest = [n for kind in (PERSON, ORGANISATION, CITY) if kind != world.kind(focus)
             for n in world.entities(kind) if n not in linked]
     ordered = []
     for group in (linked, same, rest):
-        group = list(dict.fromkeys(group))
+        group = [n for n in dict.fromkeys(group) if (n in world.test_entities) == held_out]
         rng.shuffle(group)
         ordered += group
     return ordered

@@ -2,12 +2,14 @@
 
 import os
 
-from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest, SearchResult
+from zerosearch.search.base import NoSearch, RetryPolicy, SearchBackend, SearchRequest, SearchResult
 from zerosearch.search.cache import CachedSearch, SearchCache
 
 SIMULATED_MODES = ("simulate_prompt", "simulate_sft")
 REAL_ENGINES = ("google", "wiki", "corpus")
-BACKENDS = SIMULATED_MODES + REAL_ENGINES
+CLOSED_BOOK = "none"  # every search returns no documents: what the policy answers from memory alone
+EVAL_ENGINES = REAL_ENGINES + (CLOSED_BOOK,)
+BACKENDS = SIMULATED_MODES + EVAL_ENGINES
 
 
 def build_backend(name: str, config) -> SearchBackend:
@@ -43,6 +45,8 @@ def build_backend(name: str, config) -> SearchBackend:
         if not config.corpus_path:
             raise ValueError("search.corpus_path is not set: the `corpus` backend needs a JSONL corpus")
         backend = CorpusSearch(os.path.expanduser(config.corpus_path), config.topk, retry)
+    elif name == CLOSED_BOOK:
+        return NoSearch(config.topk)
     else:
         raise ValueError(f"unknown search backend {name!r}; use one of {list(BACKENDS)}")
     return _with_cache(backend, config)
@@ -60,5 +64,5 @@ def _with_cache(backend: SearchBackend, config) -> SearchBackend:
     return CachedSearch(backend, SearchCache(path))
 
 
-__all__ = ["BACKENDS", "REAL_ENGINES", "SIMULATED_MODES", "RetryPolicy", "SearchBackend", "SearchRequest",
+__all__ = ["BACKENDS", "CLOSED_BOOK", "EVAL_ENGINES", "REAL_ENGINES", "SIMULATED_MODES", "RetryPolicy", "SearchBackend", "SearchRequest",
            "SearchResult", "build_backend"]

@@ -85,3 +85,13 @@ class SearchBackend:
         self.stats["requests"] += len(requests)
         self.stats["failures"] += sum(r.failed for r in results)
         return results
+
+
+class NoSearch(SearchBackend):
+    """Closed book: every search returns no documents, so an evaluation shows what the policy
+    answers from memory alone, beside what it answers by reading."""
+
+    name = "none"
+
+    def _search_one(self, request: SearchRequest) -> list[str]:
+        return []
