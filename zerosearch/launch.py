@@ -6,6 +6,7 @@ Each KEY maps onto a config key; a KEY not given keeps the recipe's value from `
 import os
 import sys
 
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 USAGE = "usage: train_{algo}.sh [KEY VALUE]... [-- hydra.override=value ...]"
@@ -41,7 +42,9 @@ KEYS = {
     "TOTAL_STEPS": (["trainer.total_training_steps"], str),
     "IP": (["search.simulator.server_urls"], _servers),
     "SEARCH_MODE": (["search.mode"], _quoted),
-    "SIMULATION_LLM": (["search.simulator.model"], _path),
+    # A served model name stays a name even when a folder of that name is here (ZeroSearch's download
+    # step makes one); an in-process simulator resolves its path itself.
+    "SIMULATION_LLM": (["search.simulator.model"], _quoted),
     "START_THRESHOLD": (["search.curriculum.start_threshold"], str),
     "END_THRESHOLD": (["search.curriculum.end_threshold"], str),
     "SEARCH_ENGINE": (["search.engine"], _quoted),
@@ -160,7 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_{algo}.sh: {e}\n{USAGE.format(algo=algo)}\nvalid keys (config key = recipe value):\n"
               f"{describe_keys(load_config(f'zerosearch_{algo}'))}", file=sys.stderr)
         return 2
-    train(load_config(f"zerosearch_{algo}", overrides + passthrough))
+    try:
+        config = load_config(f"zerosearch_{algo}", overrides + passthrough)
+    except ConfigCompositionException as e:
+        print(f"train_{algo}.sh: {e}{': ' + str(e.__cause__) if e.__cause__ else ''}", file=sys.stderr)
+        return 2
+    train(config)
     return 0
 
 

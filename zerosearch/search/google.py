@@ -9,6 +9,14 @@ import re
 
 from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest
 
+# ZeroSearch's scripts read the key from this variable; it is accepted when the configured one is unset.
+ZEROSEARCH_KEY_ENV = "SER_API_KEY"
+
+
+def serpapi_key(api_key_env: str) -> str:
+    """The SerpAPI key from ``$api_key_env``, else from ``$SER_API_KEY``; "" when neither is set."""
+    return os.environ.get(api_key_env) or os.environ.get(ZEROSEARCH_KEY_ENV, "")
+
 
 def _document(title: str, text: str) -> str:
     return f"(Title: {' '.join(title.split())}) {' '.join(text.split())}"
@@ -46,10 +54,10 @@ class GoogleSearch(SearchBackend):
         super().__init__(topk, retry)
         self._secret = ""
         if client is None:
-            self._secret = os.environ.get(api_key_env, "")
+            self._secret = serpapi_key(api_key_env)
             if not self._secret:
                 raise ValueError(f"the `google` search backend needs a SerpAPI key in the environment variable "
-                                 f"{api_key_env}, which is unset or empty")
+                                 f"{api_key_env} (or {ZEROSEARCH_KEY_ENV}), which is unset or empty")
             try:
                 import serpapi
             except ImportError:
