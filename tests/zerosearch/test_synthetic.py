@@ -87,8 +87,16 @@ def test_held_out_entities_never_appear_in_training_questions(world):
 
 def facts_of(world, q):
     """The (entity, attribute) facts a question rests on: each hop's fact."""
-    attribute = {"birth_city": "city", "birth_year": "year", "birth_country": "city", "founder": "founder",
-                 "founding_year": "year", "founder_city": "founder", "founder_year": "founder", "country": "country"}
+    attribute = {
+        "birth_city": "city",
+        "birth_year": "year",
+        "birth_country": "city",
+        "founder": "founder",
+        "founding_year": "year",
+        "founder_city": "founder",
+        "founder_year": "founder",
+        "country": "country",
+    }
     kind = q.id.split("/")[0]
     facts = {(q.entity, attribute[kind])}
     if q.hops == 2:
@@ -121,6 +129,20 @@ def test_nothing_held_out_leaks_into_simulator_tuning_or_the_warm_start(world, t
         assert not any(name in text for text in texts), name
 
 
+def test_practice_worlds_teach_held_out_names_with_invented_facts(world):
+    """A held-out city that no tuning material names cannot be written by a tiny simulator (its
+    output row is never trained). Practice worlds draw every fact anew, so they may show held-out
+    entities: their names carry over, their facts do not."""
+    practice = redraw_facts(world, seed=5)
+    assert practice.practice and not world.practice
+    assert set(practice.tuning_questions()) == set(practice.train_questions + practice.test_questions)
+    texts = [p["response"] for p in simulation_pairs(practice, 1, 2000, seed=3)]
+    assert all(any(city in text for text in texts) for city in world.cities if city in world.test_entities)
+    truth = {q.id: q.answer for q in world.test_questions}
+    redrawn = [q for q in practice.test_questions if q.answer_type == "year"]
+    assert sum(q.answer == truth[q.id] for q in redrawn) <= 0.1 * len(redrawn)  # years agree by chance only
+
+
 def test_files_load_as_trainer_data_and_corpus(tmp_path, world):
     paths = write_world(world, str(tmp_path / "out"))
     assert set(paths) == {"train", "test", "corpus"}
@@ -135,7 +157,8 @@ def test_files_load_as_trainer_data_and_corpus(tmp_path, world):
         assert list(row["reward_model"]["ground_truth"]["target"]) == [q.answer]
         assert row["extra_info"]["question"] == q.question and row["extra_info"]["split"] == split
         assert row["raw_prompt"] == tokenizer.apply_chat_template(
-            [{"role": "user", "content": policy_prompt(q.question)}], add_generation_prompt=True, tokenize=False)
+            [{"role": "user", "content": policy_prompt(q.question)}], add_generation_prompt=True, tokenize=False
+        )
     with pytest.raises(ValueError, match="template"):
         write_world(world, str(tmp_path / "bad"), template="plain")
 
@@ -180,8 +203,11 @@ def test_one_document_replies_state_the_answer_when_asked_for_the_answering_hop(
     assert all(len(parse_documents(r["response"], 5)) == 1 for r in rows)
     assert all((r["answer"] in r["response"]) != r["noisy"] for r in rows)
     two_hop = {q.question: q for q in world.train_questions if q.hops == 2}
-    asked = {r["prompt"][0]["content"].split("\n")[0] for r in rows
-             if not r["noisy"] and r["prompt"][0]["content"].split("\n")[1].removeprefix("Question: ") in two_hop}
+    asked = {
+        r["prompt"][0]["content"].split("\n")[0]
+        for r in rows
+        if not r["noisy"] and r["prompt"][0]["content"].split("\n")[1].removeprefix("Question: ") in two_hop
+    }
     assert asked and asked <= {f"Query: {q.second_query}" for q in two_hop.values()}
     # Asked for a two-hop question's first hop, one document shows the entity that leads on.
     first_hops = simulation_pairs(world, topk=1, n_pairs=400, seed=1)
@@ -199,10 +225,15 @@ def test_warm_start_searches_at_the_given_rate(world, rate):
 
 @pytest.mark.parametrize("rate", [0.0, 1.0])
 def test_warm_start_can_leave_the_decision_to_search_untrained(world, rate):
-    decided, undecided = warm_start_examples(world, rate, seed=3), warm_start_examples(world, rate, seed=3, decide=False)
+    decided, undecided = (
+        warm_start_examples(world, rate, seed=3),
+        warm_start_examples(world, rate, seed=3, decide=False),
+    )
     assert len(decided) == len(undecided)
-    for a, b in zip(decided, undecided):
-        assert a["prompt"] == b["prompt"] and a["response_prefix"] + a["response"] == b["response_prefix"] + b["response"]
+    for a, b in zip(decided, undecided, strict=True):
+        assert (
+            a["prompt"] == b["prompt"] and a["response_prefix"] + a["response"] == b["response_prefix"] + b["response"]
+        )
         if a["response_prefix"] == "":  # a trajectory's first turn: the choice is in the prefix, not trained
             assert b["response_prefix"] == (SEARCH_DECISION if rate else GUESS_DECISION)
         else:
@@ -227,8 +258,9 @@ def test_warm_start_rows_replay_a_corpus_search(tmp_path, world, topk):
     seen_hops = set()
     for group in trajectories(rows):
         q = by_question[group[0]["prompt"][0]["content"]]
-        assert all(set(r) == {"prompt", "response_prefix", "response"} and r["prompt"] == group[0]["prompt"]
-                   for r in group)
+        assert all(
+            set(r) == {"prompt", "response_prefix", "response"} and r["prompt"] == group[0]["prompt"] for r in group
+        )
         last = group[-1]["response"]
         assert last.startswith("<think>") and last.count("<answer>") == 1 and last.endswith("</answer>")
         if len(group) == 1:  # a guess: some value of the right type
@@ -237,7 +269,7 @@ def test_warm_start_rows_replay_a_corpus_search(tmp_path, world, topk):
         seen_hops.add(q.hops)
         assert len(group) == q.hops + 1 and last.endswith(f"<answer> {q.answer} </answer>")
         assert group[0]["response"].endswith(f"<search> {q.query} </search>")
-        for i, entity in enumerate([q.entity, q.second_entity][:q.hops]):
+        for i, entity in enumerate([q.entity, q.second_entity][: q.hops]):
             prefix, action, following = group[i]["response_prefix"], group[i]["response"], group[i + 1]
             observation = following["response_prefix"].removeprefix(prefix + action)
             docs = parse_documents(observation.split("<information>")[1].split("</information>")[0], 5)
@@ -275,8 +307,25 @@ def test_bad_sizes_are_refused():
 
 
 def test_cli_writes_the_world(tmp_path, capsys):
-    main([str(tmp_path), "--seed", "1", "--people", "10", "--orgs", "5", "--cities", "4", "--countries", "2",
-          "--test-fraction", "0.3", "--template", "base"])
+    main(
+        [
+            str(tmp_path),
+            "--seed",
+            "1",
+            "--people",
+            "10",
+            "--orgs",
+            "5",
+            "--cities",
+            "4",
+            "--countries",
+            "2",
+            "--test-fraction",
+            "0.3",
+            "--template",
+            "base",
+        ]
+    )
     out = capsys.readouterr().out
     for name in ("train.parquet", "test.parquet", "corpus.jsonl"):
         assert f"{tmp_path / name}" in out and (tmp_path / name).is_file()

@@ -89,6 +89,9 @@ class World:
     train_questions: list[Question]
     test_questions: list[Question]
     test_entities: frozenset[str]
+    # A practice world (``redraw_facts``): its facts are drawn anew, true of no world a model is
+    # tested on, so material built from it may use every entity, held-out ones included.
+    practice: bool = False
     _documents: dict[str, dict] = field(init=False, repr=False)
     _links: dict[str, list[str]] = field(init=False, repr=False)
 
@@ -130,12 +133,23 @@ class World:
             raise ValueError(f"answer type must be one of {ANSWER_TYPES}, got {answer_type!r}")
         return pools[answer_type]
 
+    def tuning_questions(self) -> list[Question]:
+        """The questions training material may be built from: the training questions, or in a
+        practice world every question (it teaches held-out names and reading, never their facts)."""
+        return self.train_questions + self.test_questions if self.practice else self.train_questions
+
     def states(self, name: str, answer: str) -> bool:
         return answer.lower() in self.document(name)["contents"].lower()
 
 
-def build_world(seed: int = 0, n_people: int = 60, n_orgs: int = 30, n_cities: int = 15, n_countries: int = 5,
-                test_fraction: float = 0.2) -> World:
+def build_world(
+    seed: int = 0,
+    n_people: int = 60,
+    n_orgs: int = 30,
+    n_cities: int = 15,
+    n_countries: int = 5,
+    test_fraction: float = 0.2,
+) -> World:
     """A world drawn from ``seed``. ``test_fraction`` of each kind of entity is held out: questions
     about them form the test set. Held-out entities link only to held-out ones (their people are
     born in held-out cities, their organisations founded by held-out people) and training entities
@@ -166,28 +180,48 @@ def build_world(seed: int = 0, n_people: int = 60, n_orgs: int = 30, n_cities: i
         test_entities.update(rng.sample(group, held_out))
     world = _with_facts(seed, rng, countries, city_names, person_names, organisation_names, frozenset(test_entities))
     if not world.train_questions or not world.test_questions:
-        raise ValueError(f"test_fraction={test_fraction} leaves {len(world.train_questions)} training and "
-                         f"{len(world.test_questions)} test questions in a world of {n_people} people, {n_orgs} "
-                         f"organisations, {n_cities} cities; change the fraction or the sizes")
+        raise ValueError(
+            f"test_fraction={test_fraction} leaves {len(world.train_questions)} training and "
+            f"{len(world.test_questions)} test questions in a world of {n_people} people, {n_orgs} "
+            f"organisations, {n_cities} cities; change the fraction or the sizes"
+        )
     return world
 
 
 def redraw_facts(world: World, seed: int) -> World:
-    """The same entities, names and held-out split with every fact drawn anew from ``seed``.
-    Trained on such worlds, a model cannot recall an answer and must read it off a document."""
-    return _with_facts(world.seed, random.Random(seed), world.countries, list(world.cities), list(world.people),
-                       list(world.organisations), world.test_entities)
+    """A practice world: the same entities, names and held-out split with every fact drawn anew from
+    ``seed``. Trained on such worlds, a model cannot recall an answer and must read it off a document."""
+    return _with_facts(
+        world.seed,
+        random.Random(seed),
+        world.countries,
+        list(world.cities),
+        list(world.people),
+        list(world.organisations),
+        world.test_entities,
+        practice=True,
+    )
 
 
-def _with_facts(seed: int, rng: random.Random, countries: list[str], city_names: list[str],
-                person_names: list[str], organisation_names: list[str], test_entities: frozenset[str]) -> World:
+def _with_facts(
+    seed: int,
+    rng: random.Random,
+    countries: list[str],
+    city_names: list[str],
+    person_names: list[str],
+    organisation_names: list[str],
+    test_entities: frozenset[str],
+    practice: bool = False,
+) -> World:
     def same_side(name: str, candidates: list[str]) -> list[str]:
         """The candidates on ``name``'s side of the split: facts never link held-out and training entities."""
         return [c for c in candidates if (c in test_entities) == (name in test_entities)]
 
     cities = {name: City(country=rng.choice(countries)) for name in city_names}
-    people = {name: Person(city=rng.choice(same_side(name, city_names)), year=rng.randint(1800, 1960))
-              for name in person_names}
+    people = {
+        name: Person(city=rng.choice(same_side(name, city_names)), year=rng.randint(1800, 1960))
+        for name in person_names
+    }
     organisations = {}
     for name in organisation_names:
         founder = rng.choice(same_side(name, person_names))
@@ -202,8 +236,18 @@ def _with_facts(seed: int, rng: random.Random, countries: list[str], city_names:
     train = [q for q in questions if q.entity not in test_entities]
     test = [q for q in questions if q.entity in test_entities]
     rng.shuffle(train)  # batches mix kinds of question
-    return World(seed=seed, people=people, organisations=organisations, cities=cities, countries=countries,
-                 documents=documents, train_questions=train, test_questions=test, test_entities=test_entities)
+    return World(
+        seed=seed,
+        people=people,
+        organisations=organisations,
+        cities=cities,
+        countries=countries,
+        documents=documents,
+        train_questions=train,
+        test_questions=test,
+        test_entities=test_entities,
+        practice=practice,
+    )
 
 
 def _combinations(rng: random.Random, firsts, seconds, n: int, what: str) -> list[str]:
@@ -235,28 +279,60 @@ def _questions(people, organisations, cities) -> list[Question]:
         questions += [
             Question(f"birth_city/{name}", f"Where was {name} born?", p.city, "city", 1, name, query),
             Question(f"birth_year/{name}", f"In which year was {name} born?", str(p.year), "year", 1, name, query),
-            Question(f"birth_country/{name}", f"In which country was {name} born?", cities[p.city].country,
-                     "country", 2, name, query, p.city, f"{p.city} country"),
+            Question(
+                f"birth_country/{name}",
+                f"In which country was {name} born?",
+                cities[p.city].country,
+                "country",
+                2,
+                name,
+                query,
+                p.city,
+                f"{p.city} country",
+            ),
         ]
     for name, o in organisations.items():
         query, founder = f"{name} founded", people[o.founder]
         questions += [
             Question(f"founder/{name}", f"Who founded {name}?", o.founder, "person", 1, name, query),
-            Question(f"founding_year/{name}", f"In which year was {name} founded?", str(o.year), "year", 1, name,
-                     query),
-            Question(f"founder_city/{name}", f"Where was the founder of {name} born?", founder.city, "city", 2,
-                     name, query, o.founder, f"{o.founder} born"),
-            Question(f"founder_year/{name}", f"In which year was the founder of {name} born?", str(founder.year),
-                     "year", 2, name, query, o.founder, f"{o.founder} born"),
+            Question(
+                f"founding_year/{name}", f"In which year was {name} founded?", str(o.year), "year", 1, name, query
+            ),
+            Question(
+                f"founder_city/{name}",
+                f"Where was the founder of {name} born?",
+                founder.city,
+                "city",
+                2,
+                name,
+                query,
+                o.founder,
+                f"{o.founder} born",
+            ),
+            Question(
+                f"founder_year/{name}",
+                f"In which year was the founder of {name} born?",
+                str(founder.year),
+                "year",
+                2,
+                name,
+                query,
+                o.founder,
+                f"{o.founder} born",
+            ),
         ]
     for name, c in cities.items():
-        questions.append(Question(f"country/{name}", f"In which country is {name}?", c.country, "country", 1, name,
-                                  f"{name} country"))
+        questions.append(
+            Question(
+                f"country/{name}", f"In which country is {name}?", c.country, "country", 1, name, f"{name} country"
+            )
+        )
     return questions
 
 
-def write_world(world: World, out_dir: str, template: str = "chat",
-                instruction: str = POLICY_INSTRUCTION) -> dict[str, str]:
+def write_world(
+    world: World, out_dir: str, template: str = "chat", instruction: str = POLICY_INSTRUCTION
+) -> dict[str, str]:
     """Write ``train.parquet``, ``test.parquet`` (the trainer's layout, prompts from ``instruction``)
     and ``corpus.jsonl``; return their paths under the keys ``train``, ``test`` and ``corpus``."""
     if template not in TEMPLATES:
@@ -265,8 +341,9 @@ def write_world(world: World, out_dir: str, template: str = "chat",
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, questions in (("train", world.train_questions), ("test", world.test_questions)):
-        examples = [(DATA_SOURCES[q.hops], {"question": q.question, "answers": [q.answer], "id": q.id})
-                    for q in questions]
+        examples = [
+            (DATA_SOURCES[q.hops], {"question": q.question, "answers": [q.answer], "id": q.id}) for q in questions
+        ]
         paths[split] = write_split(examples, split, template, out, instruction)
     corpus = out / "corpus.jsonl"
     with open(corpus, "w", encoding="utf-8") as f:
@@ -277,18 +354,24 @@ def write_world(world: World, out_dir: str, template: str = "chat",
 
 # --- documents a search would show ------------------------------------------------------------
 
+
 def _nearby(world: World, focus: str, rng: random.Random) -> list[str]:
-    """Every other entity on ``focus``'s side of the held-out split (material about training
-    questions never shows a held-out entity's document): those sharing a fact with ``focus`` first,
-    then those of its kind, then the rest, shuffled within each group."""
+    """Every other entity, those sharing a fact with ``focus`` first, then those of its kind, then
+    the rest, shuffled within each group. Outside practice worlds only those on ``focus``'s side of
+    the held-out split: material about training questions never shows a held-out entity's document."""
     held_out = focus in world.test_entities
     linked = world.related(focus)
     same = [n for n in world.entities(world.kind(focus)) if n != focus and n not in linked]
-    rest = [n for kind in (PERSON, ORGANISATION, CITY) if kind != world.kind(focus)
-            for n in world.entities(kind) if n not in linked]
+    rest = [
+        n
+        for kind in (PERSON, ORGANISATION, CITY)
+        if kind != world.kind(focus)
+        for n in world.entities(kind)
+        if n not in linked
+    ]
     ordered = []
     for group in (linked, same, rest):
-        group = [n for n in dict.fromkeys(group) if (n in world.test_entities) == held_out]
+        group = [n for n in dict.fromkeys(group) if world.practice or (n in world.test_entities) == held_out]
         rng.shuffle(group)
         ordered += group
     return ordered
@@ -311,10 +394,16 @@ def _shown(world: World, names: list[str]) -> list[str]:
     return [format_document(world.document(n)) for n in names]
 
 
-def simulation_pairs(world: World, topk: int, n_pairs: int, seed: int = 0,
-                     questions: list[Question] | None = None, answering_hop_only: bool = False) -> list[dict]:
-    """Tuning pairs for the simulation LLM, alternately useful and noisy, from ``questions`` (the
-    training questions by default):
+def simulation_pairs(
+    world: World,
+    topk: int,
+    n_pairs: int,
+    seed: int = 0,
+    questions: list[Question] | None = None,
+    answering_hop_only: bool = False,
+) -> list[dict]:
+    """Tuning pairs for the simulation LLM, alternately useful and noisy, from ``questions`` (by
+    default ``world.tuning_questions()``):
     ``{"prompt": chat messages, "response": "Doc 1: …\nDoc 2: …", "noisy": bool, "answer": str}``.
     A request is for one hop's query. A useful reply shows that hop's document first, then the
     question's other hop, so it states the answer when it asks for the answering hop or has room for
@@ -324,23 +413,25 @@ def simulation_pairs(world: World, topk: int, n_pairs: int, seed: int = 0,
         raise ValueError(f"topk must be at least 1, got {topk}")
     if n_pairs < 1:
         raise ValueError(f"n_pairs must be at least 1, got {n_pairs}")
-    questions = world.train_questions if questions is None else questions
+    questions = world.tuning_questions() if questions is None else questions
     if not questions:
         raise ValueError("simulation_pairs: no questions to build pairs from")
     rng = random.Random(seed)
     rows = []
     for i in range(n_pairs):
         q = rng.choice(questions)
-        hops = [(q.entity, q.query), (q.second_entity, q.second_query)][:q.hops]
+        hops = [(q.entity, q.query), (q.second_entity, q.second_query)][: q.hops]
         focus, query = hops[-1] if answering_hop_only else rng.choice(hops)
         noisy = i % 2 == 1
         names = (_noisy if noisy else _useful)(world, q, focus, rng)[:topk]
-        rows.append({
-            "prompt": simulator_messages(query, q.question, [q.answer], noisy, topk, style="sft"),
-            "response": observation_body(_shown(world, names)),
-            "noisy": noisy,
-            "answer": q.answer,
-        })
+        rows.append(
+            {
+                "prompt": simulator_messages(query, q.question, [q.answer], noisy, topk, style="sft"),
+                "response": observation_body(_shown(world, names)),
+                "noisy": noisy,
+                "answer": q.answer,
+            }
+        )
     return rows
 
 
@@ -348,9 +439,16 @@ SEARCH_DECISION = "<think>I need to look up"
 GUESS_DECISION = "<think>I think I know this."
 
 
-def warm_start_examples(world: World, search_rate: float, seed: int = 0, decide: bool = True,
-                        topk: int = 2, instruction: str = POLICY_INSTRUCTION) -> list[dict]:
-    """Supervised turns for the policy, one trajectory per training question: with probability
+def warm_start_examples(
+    world: World,
+    search_rate: float,
+    seed: int = 0,
+    decide: bool = True,
+    topk: int = 2,
+    instruction: str = POLICY_INSTRUCTION,
+) -> list[dict]:
+    """Supervised turns for the policy, one trajectory per question of ``world.tuning_questions()``
+    (the training questions; every question of a practice world): with probability
     ``search_rate`` it searches (one example per turn, each after the earlier turns and their
     observations of ``topk`` documents, in ``response_prefix``), otherwise it guesses a value of the
     right type in one turn.
@@ -364,7 +462,7 @@ def warm_start_examples(world: World, search_rate: float, seed: int = 0, decide:
         raise ValueError(f"topk must be at least 1, got {topk}")
     rng = random.Random(seed)
     rows = []
-    for q in world.train_questions:
+    for q in world.tuning_questions():
         prompt = [{"role": "user", "content": policy_prompt(q.question, instruction)}]
         if rng.random() < search_rate:
             turns = _searched_turns(world, q, rng, topk)
@@ -374,7 +472,7 @@ def warm_start_examples(world: World, search_rate: float, seed: int = 0, decide:
         if not decide:
             opening = turns[0]["response"]
             decision = SEARCH_DECISION if opening.startswith(SEARCH_DECISION) else GUESS_DECISION
-            turns[0] = {"response_prefix": decision, "response": opening[len(decision):]}
+            turns[0] = {"response_prefix": decision, "response": opening[len(decision) :]}
         rows += [{"prompt": prompt, **turn} for turn in turns]
     return rows
 
@@ -383,8 +481,9 @@ def _searched_turns(world: World, q: Question, rng: random.Random, topk: int) ->
     hops = [(q.entity, q.query)] + ([(q.second_entity, q.second_query)] if q.hops == 2 else [])
     actions = [f"{SEARCH_DECISION} {q.entity}.</think><search> {q.query} </search>"]
     if q.hops == 2:
-        actions.append(f"<think>That leads to {q.second_entity}; I need to look it up.</think>"
-                       f"<search> {q.second_query} </search>")
+        actions.append(
+            f"<think>That leads to {q.second_entity}; I need to look it up.</think><search> {q.second_query} </search>"
+        )
     actions.append(f"<think>The information gives the answer.</think><answer> {q.answer} </answer>")
     turns, prefix = [], ""
     for i, action in enumerate(actions):
@@ -392,7 +491,7 @@ def _searched_turns(world: World, q: Question, rng: random.Random, topk: int) ->
         if i < len(hops):
             # What a corpus search would return: the searched entity's document, then distractors.
             focus = hops[i][0]
-            prefix += action + format_observation(_shown(world, [focus, *_noisy(world, q, focus, rng)[:topk - 1]]))
+            prefix += action + format_observation(_shown(world, [focus, *_noisy(world, q, focus, rng)[: topk - 1]]))
     return turns
 
 
@@ -426,12 +525,22 @@ def main(argv=None) -> None:
     parser.add_argument("--cities", type=int, default=15)
     parser.add_argument("--countries", type=int, default=5)
     parser.add_argument("--test-fraction", type=float, default=0.2, help="share of each kind of entity held out")
-    parser.add_argument("--template", choices=TEMPLATES, default="chat",
-                        help="chat: a user message for instruct models; base: the plain prompt text")
+    parser.add_argument(
+        "--template",
+        choices=TEMPLATES,
+        default="chat",
+        help="chat: a user message for instruct models; base: the plain prompt text",
+    )
     args = parser.parse_args(argv)
     try:
-        world = build_world(args.seed, n_people=args.people, n_orgs=args.orgs, n_cities=args.cities,
-                            n_countries=args.countries, test_fraction=args.test_fraction)
+        world = build_world(
+            args.seed,
+            n_people=args.people,
+            n_orgs=args.orgs,
+            n_cities=args.cities,
+            n_countries=args.countries,
+            test_fraction=args.test_fraction,
+        )
         paths = write_world(world, args.out_dir, template=args.template)
     except ValueError as e:
         sys.exit(f"error: {e}")
