@@ -33,7 +33,14 @@ setup(
         "search": ["serpapi>=0.1.5", "fastapi>=0.110", "uvicorn>=0.29"],
         "wandb": ["wandb>=0.17"],
         "tensorboard": ["tensorboard>=2.15"],
-        "test": ["pytest>=8.0", "pytest-timeout>=2.3", "tensorboard>=2.15", "wandb>=0.17", "serpapi>=0.1.5",
-                 "fastapi>=0.110", "uvicorn>=0.29"],
+        "test": [
+            "pytest>=8.0",
+            "pytest-timeout>=2.3",
+            "tensorboard>=2.15",
+            "wandb>=0.17",
+            "serpapi>=0.1.5",
+            "fastapi>=0.110",
+            "uvicorn>=0.29",
+        ],
     },
 )

@@ -10,7 +10,6 @@ With --index-dir, a saved index there is loaded; otherwise the index is built an
 
 import argparse
 import logging
-from typing import Optional
 
 import uvicorn
 from fastapi import FastAPI
@@ -23,7 +22,7 @@ logger = logging.getLogger("retrieval_server")
 
 class RetrieveRequest(BaseModel):
     queries: list[str]
-    topk: Optional[int] = Field(default=None, ge=1)
+    topk: int | None = Field(default=None, ge=1)
     return_scores: bool = False
 
 
@@ -45,7 +44,7 @@ def create_app(index: BM25Index, default_topk: int) -> FastAPI:
     return app
 
 
-def _load_index(corpus: Optional[str], index_dir: Optional[str]) -> BM25Index:
+def _load_index(corpus: str | None, index_dir: str | None) -> BM25Index:
     if index_dir and is_saved_index(index_dir):
         logger.info("loading the BM25 index from %s", index_dir)
         return BM25Index.load(index_dir)

@@ -22,7 +22,11 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": REPO_ROOT}})
+        ray.init(
+            num_cpus=2,
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": REPO_ROOT}},
+        )
     yield ray
     ray.shutdown()

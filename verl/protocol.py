@@ -32,7 +32,9 @@ def _to_object_array(key: str, value: Any) -> np.ndarray:
             raise ValueError(f"non-tensor '{key}' is a 0-d array; it needs a first (batch) dimension")
         return value if value.dtype == object else value.astype(object)
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-        raise TypeError(f"non-tensor '{key}' must be a numpy array or a sequence with one item per row, got {type(value).__name__}")
+        raise TypeError(
+            f"non-tensor '{key}' must be a numpy array or a sequence with one item per row, got {type(value).__name__}"
+        )
     # Filling item by item keeps nested lists/dicts as single objects; np.array(value, dtype=object)
     # would turn a list of equal-length lists into a 2-D array.
     out = np.empty(len(value), dtype=object)
@@ -62,7 +64,7 @@ def _same_value(a: Any, b: Any) -> bool:
         if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or a.shape != b.shape:
             return False
         if a.dtype == object or b.dtype == object:
-            return all(_same_value(x, y) for x, y in zip(a.flat, b.flat))
+            return all(_same_value(x, y) for x, y in zip(a.flat, b.flat, strict=True))
         try:
             return bool(np.array_equal(a, b, equal_nan=True))
         except TypeError:  # equal_nan is only defined for numeric dtypes
@@ -70,7 +72,7 @@ def _same_value(a: Any, b: Any) -> bool:
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+        return type(a) is type(b) and len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
     try:
         return bool(a == b)
     except (TypeError, ValueError):
@@ -132,7 +134,9 @@ class DataProto:
             elif isinstance(value, (np.ndarray, list, tuple)):
                 non_tensors[key] = value
             else:
-                raise TypeError(f"'{key}' must be a torch.Tensor, numpy array, list or tuple, got {type(value).__name__}")
+                raise TypeError(
+                    f"'{key}' must be a torch.Tensor, numpy array, list or tuple, got {type(value).__name__}"
+                )
         return cls.from_dict(tensors=tensors, non_tensors=non_tensors, meta_info=meta_info)
 
     # ------------------------------------------------------------------- checks
@@ -151,7 +155,9 @@ class DataProto:
         length = len(self)
         for key, value in self.non_tensor_batch.items():
             if not isinstance(value, np.ndarray) or value.ndim == 0:
-                raise TypeError(f"non-tensor '{key}' must be a numpy array with a batch dimension, got {type(value).__name__}")
+                raise TypeError(
+                    f"non-tensor '{key}' must be a numpy array with a batch dimension, got {type(value).__name__}"
+                )
             if len(value) != length:
                 raise ValueError(f"non-tensor '{key}' has {len(value)} rows but the batch has {length}")
 
@@ -342,16 +348,21 @@ class DataProto:
             keys = set(data[0].batch.keys())
             for i, d in enumerate(data[1:], start=1):
                 if set(d.batch.keys()) != keys:
-                    raise ValueError(f"batch keys differ: item 0 has {sorted(keys)}, item {i} has {sorted(d.batch.keys())}")
+                    raise ValueError(
+                        f"batch keys differ: item 0 has {sorted(keys)}, item {i} has {sorted(d.batch.keys())}"
+                    )
             batch = torch.cat([d.batch for d in data], dim=0)
 
         keys = set(data[0].non_tensor_batch)
         for i, d in enumerate(data[1:], start=1):
             if set(d.non_tensor_batch) != keys:
                 raise ValueError(
-                    f"non_tensor_batch keys differ: item 0 has {sorted(keys)}, item {i} has {sorted(d.non_tensor_batch)}"
+                    f"non_tensor_batch keys differ: item 0 has {sorted(keys)}, item {i} has "
+                    f"{sorted(d.non_tensor_batch)}"
                 )
-        non_tensor = {k: np.concatenate([d.non_tensor_batch[k] for d in data], axis=0) for k in data[0].non_tensor_batch}
+        non_tensor = {
+            k: np.concatenate([d.non_tensor_batch[k] for d in data], axis=0) for k in data[0].non_tensor_batch
+        }
         return DataProto(batch=batch, non_tensor_batch=non_tensor, meta_info=data[0].meta_info)
 
     def repeat(self, repeat_times: int = 2, interleave: bool = True) -> DataProto:

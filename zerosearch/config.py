@@ -5,7 +5,6 @@ KEY VALUE arguments onto these keys.
 """
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -18,7 +17,7 @@ class SimulatorConfig:
     server_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:6001/v1"])
     model: str = "Qwen2.5-3B-Instruct"  # served model name, or a local path when in_process
     in_process: bool = False  # host `model` with transformers on a Ray actor (CPU machines, tests)
-    api_key_env: Optional[str] = None  # environment variable holding the servers' API key; None: no key
+    api_key_env: str | None = None  # environment variable holding the servers' API key; None: no key
     max_tokens: int = 256
     temperature: float = 0.0
 
@@ -32,14 +31,16 @@ class CurriculumConfig:
 
 @dataclass
 class SearchConfig:
-    mode: str = "simulate_prompt"  # training backend (SEARCH_MODE): simulate_prompt | simulate_sft | google | wiki | corpus
+    mode: str = (
+        "simulate_prompt"  # training backend (SEARCH_MODE): simulate_prompt | simulate_sft | google | wiki | corpus
+    )
     # validation/evaluation backend (SEARCH_ENGINE): google | wiki | corpus | none (no documents: closed book)
     engine: str = "corpus"
     topk: int = 5  # documents per search (TOPK)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     retriever_url: str = "http://127.0.0.1:8000/retrieve"  # `wiki`: a Search-R1-style retrieval server
-    corpus_path: Optional[str] = None  # `corpus`: JSONL with "contents" (or "title" + "text") per line
+    corpus_path: str | None = None  # `corpus`: JSONL with "contents" (or "title" + "text") per line
     # `google`: environment variable holding the SerpAPI key; ZeroSearch's SER_API_KEY is read when it is unset.
     google_api_key_env: str = "SERPAPI_API_KEY"
     concurrency: int = 16  # requests in flight per batch
@@ -69,6 +70,7 @@ def register_schema() -> None:
 
 # --- the CPU demonstration (python -m zerosearch.demo; configs/demo.yaml mirrors these) -------
 
+
 @dataclass
 class DemoWorldConfig:
     seed: int = 0
@@ -83,6 +85,7 @@ class DemoWorldConfig:
 @dataclass
 class DemoModelConfig:
     """A randomly initialised Qwen2-architecture causal LM."""
+
     hidden_size: int = 128
     intermediate_size: int = 256
     num_layers: int = 4
@@ -143,8 +146,9 @@ class DemoConfig:
     max_turns: int = 2  # searches per question; two-hop questions need two
     eval_batch_size: int = 64
     world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
-    simulator: DemoSimulatorConfig = field(default_factory=lambda: DemoSimulatorConfig(
-        model=DemoModelConfig(seed=1), steps=800, lr=3e-3))
+    simulator: DemoSimulatorConfig = field(
+        default_factory=lambda: DemoSimulatorConfig(model=DemoModelConfig(seed=1), steps=800, lr=3e-3)
+    )
     warm_start: DemoWarmStartConfig = field(default_factory=lambda: DemoWarmStartConfig(steps=1000))
     rl: DemoRLConfig = field(default_factory=DemoRLConfig)
 

@@ -38,8 +38,8 @@ from zerosearch.prompts import POLICY_INSTRUCTIONS, policy_prompt, simulator_mes
 from zerosearch.reward import cover_exact_match
 from zerosearch.search import CLOSED_BOOK
 from zerosearch.search.local_simulator import SimulatorActor
-from zerosearch.train import train
 from zerosearch.train import load_config as load_train_config
+from zerosearch.train import train
 
 register_demo_schema()
 
@@ -50,8 +50,9 @@ SFT_MAX_LENGTH = 384
 
 def instruction(config: DemoConfig) -> str:
     if config.policy_instruction not in POLICY_INSTRUCTIONS:
-        raise ValueError(f"policy_instruction must be one of {sorted(POLICY_INSTRUCTIONS)}, "
-                         f"got {config.policy_instruction!r}")
+        raise ValueError(
+            f"policy_instruction must be one of {sorted(POLICY_INSTRUCTIONS)}, got {config.policy_instruction!r}"
+        )
     return POLICY_INSTRUCTIONS[config.policy_instruction]
 
 
@@ -66,8 +67,11 @@ def world_texts(config: DemoConfig, world: synthetic.World) -> list[str]:
     texts = [d["contents"] for d in world.documents]
     texts += [policy_prompt(q.question, instruction(config)) for q in questions]
     texts += [row["response"] for row in synthetic.warm_start_examples(world, search_rate=1.0)]
-    texts += [simulator_messages(q.query, q.question, [q.answer], noisy, config.topk, "sft")[0]["content"]
-              for q in questions for noisy in (False, True)]
+    texts += [
+        simulator_messages(q.query, q.question, [q.answer], noisy, config.topk, "sft")[0]["content"]
+        for q in questions
+        for noisy in (False, True)
+    ]
     return texts
 
 
@@ -90,7 +94,7 @@ def simulation_rows(config: DemoConfig, world: synthetic.World) -> list[dict]:
     worlds = [world, *redrawn(world, config.simulator.redrawn_worlds)]
     share = -(-config.simulator.pairs // len(worlds))
     rows = [row for k, w in enumerate(worlds) for row in synthetic.simulation_pairs(w, config.topk, share, seed=k)]
-    return rows[:config.simulator.pairs]
+    return rows[: config.simulator.pairs]
 
 
 def build_models(config: DemoConfig, world: synthetic.World, out: str) -> tuple[str, str]:
@@ -98,8 +102,11 @@ def build_models(config: DemoConfig, world: synthetic.World, out: str) -> tuple[
     paths = {}
     for name, model in (("simulator", config.simulator.model), ("policy", config.warm_start.model)):
         # DemoModelConfig's fields are build_tiny_model's keyword arguments.
-        paths[name] = str(build_tiny_model(os.path.join(out, "models", f"{name}_init"), tokenizer=tokenizer,
-                                           **dataclasses.asdict(model)))
+        paths[name] = str(
+            build_tiny_model(
+                os.path.join(out, "models", f"{name}_init"), tokenizer=tokenizer, **dataclasses.asdict(model)
+            )
+        )
     return paths["simulator"], paths["policy"]
 
 
@@ -107,12 +114,21 @@ def tune(config: DemoConfig, phase, model_path: str, data_path: str, run_dir: st
     """One supervised phase with ``main_sft``; returns the tuned model's folder."""
     workers = config.workers
     overrides = [
-        f"data.train_files={data_path}", f"data.max_length={SFT_MAX_LENGTH}", "data.truncation=error",
-        f"data.train_batch_size={phase.batch_size}", f"data.micro_batch_size_per_gpu={phase.batch_size // workers}",
-        f"model.path={model_path}", f"optim.lr={phase.lr}", "optim.warmup_style=cosine",
-        f"trainer.n_gpus_per_node={workers}", f"trainer.total_training_steps={phase.steps}",
-        f"trainer.save_freq={phase.steps}", "trainer.logger=[file]", f"trainer.default_local_dir={run_dir}",
-        f"trainer.experiment_name={name}", *phase.overrides,
+        f"data.train_files={data_path}",
+        f"data.max_length={SFT_MAX_LENGTH}",
+        "data.truncation=error",
+        f"data.train_batch_size={phase.batch_size}",
+        f"data.micro_batch_size_per_gpu={phase.batch_size // workers}",
+        f"model.path={model_path}",
+        f"optim.lr={phase.lr}",
+        "optim.warmup_style=cosine",
+        f"trainer.n_gpus_per_node={workers}",
+        f"trainer.total_training_steps={phase.steps}",
+        f"trainer.save_freq={phase.steps}",
+        "trainer.logger=[file]",
+        f"trainer.default_local_dir={run_dir}",
+        f"trainer.experiment_name={name}",
+        *phase.overrides,
     ]
     trainer = run_sft(load_sft_config(overrides))
     trainer.shutdown()
@@ -123,58 +139,86 @@ def simulator_answer_rates(model_path: str, world: synthetic.World, config: Demo
     """How often the tuned simulator's documents state the gold answer, asked for useful and for
     noisy results, on requests about held-out questions it was never tuned on: each for the hop
     whose document states the answer."""
-    pairs = synthetic.simulation_pairs(world, config.topk, config.simulator.eval_pairs, seed=world.seed + 1,
-                                       questions=world.test_questions, answering_hop_only=True)
+    pairs = synthetic.simulation_pairs(
+        world,
+        config.topk,
+        config.simulator.eval_pairs,
+        seed=world.seed + 1,
+        questions=world.test_questions,
+        answering_hop_only=True,
+    )
     simulator = SimulatorActor(model_path)
     stated = {True: [], False: []}
     batch = 32
     for start in tqdm(range(0, len(pairs), batch), desc="simulator check"):
-        rows = pairs[start:start + batch]
+        rows = pairs[start : start + batch]
         replies = simulator.generate([list(r["prompt"]) for r in rows], config.simulator.max_tokens, 0.0)
-        for row, reply in zip(rows, replies):
+        for row, reply in zip(rows, replies, strict=True):
             stated[row["noisy"]].append(cover_exact_match(reply, [row["answer"]]))
-    return {"useful_answer_rate": sum(stated[False]) / max(len(stated[False]), 1),
-            "noisy_answer_rate": sum(stated[True]) / max(len(stated[True]), 1)}
+    return {
+        "useful_answer_rate": sum(stated[False]) / max(len(stated[False]), 1),
+        "noisy_answer_rate": sum(stated[True]) / max(len(stated[True]), 1),
+    }
 
 
 def prompt_length(tokenizer_path: str, files: list[str]) -> int:
     """Tokens in the longest prompt of ``files``: RL and evaluation pad every prompt to it."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    texts = [tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False)
-             for f in files for p in pd.read_parquet(f)["prompt"]]
+    texts = [
+        tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False)
+        for f in files
+        for p in pd.read_parquet(f)["prompt"]
+    ]
     return max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
 
 
 def search_overrides(config: DemoConfig, data: dict) -> list[str]:
     """The agent and engine settings shared by RL and evaluation; ``data`` holds the corpus path and
     the prompt length."""
-    return [f"search.corpus_path={data['corpus']}", f"search.topk={config.topk}", f"agent.max_turns={config.max_turns}",
-            f"data.max_prompt_length={data['prompt_length']}",
-            f"data.max_response_length={config.rl.max_response_length}",
-            f"agent.max_obs_length={config.rl.max_obs_length}"]
+    return [
+        f"search.corpus_path={data['corpus']}",
+        f"search.topk={config.topk}",
+        f"agent.max_turns={config.max_turns}",
+        f"data.max_prompt_length={data['prompt_length']}",
+        f"data.max_response_length={config.rl.max_response_length}",
+        f"agent.max_obs_length={config.rl.max_obs_length}",
+    ]
 
 
 def reinforce(config: DemoConfig, policy: str, simulator: str, data: dict, run_dir: str) -> str:
     rl, workers = config.rl, config.workers
     rollouts = rl.batch_size * rl.n
     overrides = [
-        f"data.train_files={data['train']}", f"data.val_files={data['test']}",
-        f"data.train_batch_size={rl.batch_size}", f"data.val_batch_size={config.eval_batch_size}",
-        f"actor_rollout_ref.model.path={policy}", "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-        f"actor_rollout_ref.actor.optim.lr={rl.lr}", f"actor_rollout_ref.actor.ppo_mini_batch_size={rl.batch_size}",
+        f"data.train_files={data['train']}",
+        f"data.val_files={data['test']}",
+        f"data.train_batch_size={rl.batch_size}",
+        f"data.val_batch_size={config.eval_batch_size}",
+        f"actor_rollout_ref.model.path={policy}",
+        "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+        f"actor_rollout_ref.actor.optim.lr={rl.lr}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={rl.batch_size}",
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={rollouts // workers}",
         f"actor_rollout_ref.rollout.n={rl.n}",
         f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={rollouts // workers}",
         f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={rollouts // workers}",
-        "search.mode=simulate_sft", "search.engine=corpus", "search.simulator.in_process=true",
-        f"search.simulator.model={simulator}", f"search.simulator.max_tokens={config.simulator.max_tokens}",
-        "search.simulator.temperature=0", "search.cache=memory",
+        "search.mode=simulate_sft",
+        "search.engine=corpus",
+        "search.simulator.in_process=true",
+        f"search.simulator.model={simulator}",
+        f"search.simulator.max_tokens={config.simulator.max_tokens}",
+        "search.simulator.temperature=0",
+        "search.cache=memory",
         f"search.curriculum.start_threshold={rl.start_threshold}",
         f"search.curriculum.end_threshold={rl.end_threshold}",
-        f"trainer.n_gpus_per_node={workers}", f"trainer.total_training_steps={rl.steps}",
-        f"trainer.test_freq={rl.test_freq}", f"trainer.save_freq={rl.steps}", "trainer.logger=[file]",
-        f"trainer.default_local_dir={run_dir}", f"trainer.experiment_name=demo_{rl.recipe}",
-        *search_overrides(config, data), *rl.overrides,
+        f"trainer.n_gpus_per_node={workers}",
+        f"trainer.total_training_steps={rl.steps}",
+        f"trainer.test_freq={rl.test_freq}",
+        f"trainer.save_freq={rl.steps}",
+        "trainer.logger=[file]",
+        f"trainer.default_local_dir={run_dir}",
+        f"trainer.experiment_name=demo_{rl.recipe}",
+        *search_overrides(config, data),
+        *rl.overrides,
     ]
     trainer = train(load_train_config(rl.recipe, overrides))
     trainer.shutdown()
@@ -184,21 +228,37 @@ def reinforce(config: DemoConfig, policy: str, simulator: str, data: dict, run_d
 def assess(config: DemoConfig, model: str, data: dict, out_dir: str) -> dict[str, float]:
     """Held-out EM, F1, searches and answer rate with the corpus engine, and EM closed-book (every
     search returns no documents): the gap between the two is what reading the documents adds."""
-    table = evaluate(model, [data["test"]], "corpus", out_dir, search_overrides(config, data),
-                     batch_size=config.eval_batch_size)
-    closed = evaluate(model, [data["test"]], CLOSED_BOOK, os.path.join(out_dir, "closed_book"),
-                      search_overrides(config, data), batch_size=config.eval_batch_size)
+    table = evaluate(
+        model, [data["test"]], "corpus", out_dir, search_overrides(config, data), batch_size=config.eval_batch_size
+    )
+    closed = evaluate(
+        model,
+        [data["test"]],
+        CLOSED_BOOK,
+        os.path.join(out_dir, "closed_book"),
+        search_overrides(config, data),
+        batch_size=config.eval_batch_size,
+    )
     overall = table["all"]
-    return {"em": overall["em"], "f1": overall["f1"], "searches_per_question": overall["searches"],
-            "answer_rate": overall["answered"], "closed_book_em": closed["all"]["em"]}
+    return {
+        "em": overall["em"],
+        "f1": overall["f1"],
+        "searches_per_question": overall["searches"],
+        "answer_rate": overall["answered"],
+        "closed_book_em": closed["all"]["em"],
+    }
 
 
 def to_table(before: dict, after: dict) -> str:
-    lines = ["| policy | EM | closed-book EM | F1 | searches / question | answer rate |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| policy | EM | closed-book EM | F1 | searches / question | answer rate |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, m in (("warm start", before), ("after RL", after)):
-        lines.append(f"| {name} | {m['em']:.3f} | {m['closed_book_em']:.3f} | {m['f1']:.3f} | "
-                     f"{m['searches_per_question']:.2f} | {m['answer_rate']:.3f} |")
+        lines.append(
+            f"| {name} | {m['em']:.3f} | {m['closed_book_em']:.3f} | {m['f1']:.3f} | "
+            f"{m['searches_per_question']:.2f} | {m['answer_rate']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -214,26 +274,36 @@ def run_demo(config: DemoConfig) -> dict:
 
     phase("world")
     w = config.world
-    world = synthetic.build_world(w.seed, n_people=w.people, n_orgs=w.orgs, n_cities=w.cities,
-                                  n_countries=w.countries, test_fraction=w.test_fraction)
+    world = synthetic.build_world(
+        w.seed,
+        n_people=w.people,
+        n_orgs=w.orgs,
+        n_cities=w.cities,
+        n_countries=w.countries,
+        test_fraction=w.test_fraction,
+    )
     data = synthetic.write_world(world, os.path.join(out, "data"), instruction=instruction(config))
-    pairs_path = synthetic.write_simulation_pairs(simulation_rows(config, world),
-                                                  os.path.join(out, "data", "simulation_pairs.parquet"))
-    warm_path = synthetic.write_warm_start(warm_start_rows(config, world),
-                                           os.path.join(out, "data", "warm_start.parquet"))
+    pairs_path = synthetic.write_simulation_pairs(
+        simulation_rows(config, world), os.path.join(out, "data", "simulation_pairs.parquet")
+    )
+    warm_path = synthetic.write_warm_start(
+        warm_start_rows(config, world), os.path.join(out, "data", "warm_start.parquet")
+    )
     simulator_init, policy_init = build_models(config, world, out)
     data["prompt_length"] = prompt_length(policy_init, [data["train"], data["test"]])
 
     phase("simulation tuning")
-    simulator = tune(config, config.simulator, simulator_init, pairs_path, os.path.join(out, "simulator"),
-                     "demo_simulator")
+    simulator = tune(
+        config, config.simulator, simulator_init, pairs_path, os.path.join(out, "simulator"), "demo_simulator"
+    )
     simulator_rates = simulator_answer_rates(simulator, world, config)
-    print(f"tuned simulator states the gold answer in {simulator_rates['useful_answer_rate']:.0%} of useful "
-          f"and {simulator_rates['noisy_answer_rate']:.0%} of noisy replies (held-out requests)")
+    print(
+        f"tuned simulator states the gold answer in {simulator_rates['useful_answer_rate']:.0%} of useful "
+        f"and {simulator_rates['noisy_answer_rate']:.0%} of noisy replies (held-out requests)"
+    )
 
     phase("warm start")
-    policy = tune(config, config.warm_start, policy_init, warm_path, os.path.join(out, "warm_start"),
-                  "demo_warm_start")
+    policy = tune(config, config.warm_start, policy_init, warm_path, os.path.join(out, "warm_start"), "demo_warm_start")
     phase("evaluation before RL")
     before = assess(config, policy, data, os.path.join(out, "eval_before"))
 
@@ -245,10 +315,16 @@ def run_demo(config: DemoConfig) -> dict:
     plots = plot_run(rl_dir, os.path.join(out, "plots"))
 
     ends = list(seconds.values())[1:] + [time.time()]
-    summary = {"before": before, "after": after, "seconds": time.time() - start, "simulator": simulator_rates,
-               "phase_seconds": {name: end - begin for (name, begin), end in zip(seconds.items(), ends)},
-               "models": {"simulator": simulator, "warm_start": policy, "rl": trained},
-               "plots": plots, "config": OmegaConf.to_container(OmegaConf.structured(config))}
+    summary = {
+        "before": before,
+        "after": after,
+        "seconds": time.time() - start,
+        "simulator": simulator_rates,
+        "phase_seconds": {name: end - begin for (name, begin), end in zip(seconds.items(), ends, strict=True)},
+        "models": {"simulator": simulator, "warm_start": policy, "rl": trained},
+        "plots": plots,
+        "config": OmegaConf.to_container(OmegaConf.structured(config)),
+    }
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print("\n" + to_table(before, after))

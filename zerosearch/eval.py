@@ -23,8 +23,8 @@ from verl.utils.dataset import RLHFDataset
 from verl.workers.fsdp_workers import generate_batch
 from verl.workers.rollout.base import SamplingParams
 from verl.workers.rollout.hf_rollout import HFRollout
-from zerosearch.generation import SearchGenerationManager
 from zerosearch.data.fields import row_golden_answers, row_question
+from zerosearch.generation import SearchGenerationManager
 from zerosearch.reward import QARewardManager
 from zerosearch.search import EVAL_ENGINES
 from zerosearch.train import load_config
@@ -61,12 +61,20 @@ def resolve_model_path(path: str) -> str:
         candidate = os.path.join(local, sub)
         if os.path.isfile(os.path.join(candidate, "config.json")):
             return os.path.normpath(candidate)
-    raise FileNotFoundError(f"--model {path}: no config.json there, nor in actor/huggingface/, "
-                            "model/huggingface/ or huggingface/")
+    raise FileNotFoundError(
+        f"--model {path}: no config.json there, nor in actor/huggingface/, model/huggingface/ or huggingface/"
+    )
 
 
-def evaluate(model_path: str, data_files: list[str], engine: str, out_dir: str, overrides: list[str],
-             batch_size: int = 64, device: str | None = None) -> dict:
+def evaluate(
+    model_path: str,
+    data_files: list[str],
+    engine: str,
+    out_dir: str,
+    overrides: list[str],
+    batch_size: int = 64,
+    device: str | None = None,
+) -> dict:
     config = load_config("zerosearch_grpo", [f"search.engine={engine}", *overrides])
     engine = config.search.engine
     model_path = resolve_model_path(model_path)
@@ -74,25 +82,37 @@ def evaluate(model_path: str, data_files: list[str], engine: str, out_dir: str, 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
-    dataset = RLHFDataset(data_files, tokenizer, prompt_key=config.data.prompt_key,
-                          max_prompt_length=config.data.max_prompt_length,
-                          filter_overlong_prompts=False, truncation=config.data.truncation)
+    dataset = RLHFDataset(
+        data_files,
+        tokenizer,
+        prompt_key=config.data.prompt_key,
+        max_prompt_length=config.data.max_prompt_length,
+        filter_overlong_prompts=False,
+        truncation=config.data.truncation,
+    )
     # Evaluation runs on the real engine only; the training backend is never contacted.
     config.search.mode = engine
     manager = SearchGenerationManager(config, LocalRollout(model, tokenizer), tokenizer)
     scorer = QARewardManager(config, tokenizer)
     os.makedirs(out_dir, exist_ok=True)
     per_source: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    with open(os.path.join(out_dir, "trajectories.jsonl"), "w") as trajectories, \
-            tqdm(total=len(dataset), desc="evaluating") as progress:
+    with (
+        open(os.path.join(out_dir, "trajectories.jsonl"), "w") as trajectories,
+        tqdm(total=len(dataset), desc="evaluating") as progress,
+    ):
         for batch in validation_batches(dataset, batch_size):
             batch.meta_info = {"validate": True}
             out = manager.generate_sequences(batch)
             _, extra = scorer(out)
             for i in range(len(out)):
                 source = out.non_tensor_batch["data_source"][i]
-                row = {"em": extra["em"][i], "cover_em": extra["cover_em"][i], "f1": extra["f1"][i],
-                       "searches": out.non_tensor_batch["num_searches"][i], "answered": extra["answered"][i]}
+                row = {
+                    "em": extra["em"][i],
+                    "cover_em": extra["cover_em"][i],
+                    "f1": extra["f1"][i],
+                    "searches": out.non_tensor_batch["num_searches"][i],
+                    "answered": extra["answered"][i],
+                }
                 for key, value in row.items():
                     per_source[source][key].append(float(value))
                 trajectories.write(json.dumps(_trajectory(out, i, tokenizer, row)) + "\n")
@@ -110,8 +130,10 @@ def evaluate(model_path: str, data_files: list[str], engine: str, out_dir: str, 
 def summarize(per_source: dict) -> dict[str, dict[str, float]]:
     """Mean of each metric per data source, then ``avg`` (the mean of the per-source means, as
     papers report) and ``all`` (the mean over every question)."""
-    table = {source: {k: float(np.mean(v)) for k, v in metrics.items()} | {"n": len(metrics["em"])}
-             for source, metrics in per_source.items()}
+    table = {
+        source: {k: float(np.mean(v)) for k, v in metrics.items()} | {"n": len(metrics["em"])}
+        for source, metrics in per_source.items()
+    }
     everything = {k: [x for m in per_source.values() for x in m[k]] for k in ROW_METRICS}
     if everything["em"]:
         sources = list(table.values())
@@ -121,11 +143,15 @@ def summarize(per_source: dict) -> dict[str, dict[str, float]]:
 
 
 def to_markdown(table: dict) -> str:
-    lines = ["| data source | n | EM | cover-EM | F1 | searches / question | answer rate |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| data source | n | EM | cover-EM | F1 | searches / question | answer rate |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for source, m in table.items():
-        lines.append(f"| {source} | {m['n']} | {m['em']:.3f} | {m['cover_em']:.3f} | {m['f1']:.3f} | "
-                     f"{m['searches']:.2f} | {m['answered']:.3f} |")
+        lines.append(
+            f"| {source} | {m['n']} | {m['em']:.3f} | {m['cover_em']:.3f} | {m['f1']:.3f} | "
+            f"{m['searches']:.2f} | {m['answered']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -134,17 +160,27 @@ def _trajectory(out: DataProto, i: int, tokenizer, metrics: dict) -> dict:
     prompt = out.batch["prompts"][i][out.batch["attention_mask"][i, :prompt_width].bool()]
     response = out.batch["responses"][i][out.batch["attention_mask"][i, prompt_width:].bool()]
     columns = out.non_tensor_batch
-    return {"data_source": columns["data_source"][i], "question": row_question(columns, i),
-            "golden_answers": row_golden_answers(columns, i), "prompt": tokenizer.decode(prompt),
-            "response": tokenizer.decode(response), "answer": columns["accepted_answer"][i], **metrics}
+    return {
+        "data_source": columns["data_source"][i],
+        "question": row_question(columns, i),
+        "golden_answers": row_golden_answers(columns, i),
+        "prompt": tokenizer.decode(prompt),
+        "response": tokenizer.decode(response),
+        "answer": columns["accepted_answer"][i],
+        **metrics,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model folder or trainer checkpoint global_step_N")
     parser.add_argument("--data", required=True, action="append", help="a test parquet file (repeat for several)")
-    parser.add_argument("--engine", default="corpus", choices=EVAL_ENGINES,
-                        help="the search the policy uses; none: every search returns no documents (closed book)")
+    parser.add_argument(
+        "--engine",
+        default="corpus",
+        choices=EVAL_ENGINES,
+        help="the search the policy uses; none: every search returns no documents (closed book)",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)

@@ -100,15 +100,22 @@ class SearchGenerationManager:
                 break
             queries = self._generate_turn(active, validate, last_turn=turn == self.agent.max_turns)
             if queries:
-                noisy = (self.noise.draw(step, total, [f"{t.key}:{turn}" for t, _ in queries])
-                         if use_noise else [False] * len(queries))
+                noisy = (
+                    self.noise.draw(step, total, [f"{t.key}:{turn}" for t, _ in queries])
+                    if use_noise
+                    else [False] * len(queries)
+                )
                 noisy_draws.extend(noisy)
-                requests = [SearchRequest(q, t.question, t.golden_answers, flag) for (t, q), flag in zip(queries, noisy)]
-                for (t, _), result in zip(queries, backend.search(requests)):
+                requests = [
+                    SearchRequest(q, t.question, t.golden_answers, flag)
+                    for (t, q), flag in zip(queries, noisy, strict=True)
+                ]
+                for (t, _), result in zip(queries, backend.search(requests), strict=True):
                     self._observe_documents(t, result.documents)
         out = self._to_dataproto(batch, rows)
-        out.meta_info["metrics"] = self._metrics(rows, backend, before, noisy_draws,
-                                                 self.noise.probability(step, total) if use_noise else None)
+        out.meta_info["metrics"] = self._metrics(
+            rows, backend, before, noisy_draws, self.noise.probability(step, total) if use_noise else None
+        )
         return out
 
     def _trajectories(self, batch: DataProto, n: int, needs_question: bool) -> list[Trajectory]:
@@ -120,16 +127,20 @@ class SearchGenerationManager:
             question = row_question(extra, i)
             if needs_question and not question:
                 # A simulator asked for useful documents must know what the searcher is after.
-                raise ValueError(f"row {i // n} (data_source={source!r}) has no question (extra_info.question or a "
-                                 "'question' column), which the simulated search needs; prepare data with "
-                                 "`python -m zerosearch.data.prepare`")
+                raise ValueError(
+                    f"row {i // n} (data_source={source!r}) has no question (extra_info.question or a "
+                    "'question' column), which the simulated search needs; prepare data with "
+                    "`python -m zerosearch.data.prepare`"
+                )
             index = extra["index"][i] if "index" in extra else i // n
-            rows.append(Trajectory(
-                prompt=ids[i][mask[i]].tolist(),
-                question=question,
-                golden_answers=tuple(row_golden_answers(extra, i)),
-                key=f"{source}:{index}:{i % n}",
-            ))
+            rows.append(
+                Trajectory(
+                    prompt=ids[i][mask[i]].tolist(),
+                    question=question,
+                    golden_answers=tuple(row_golden_answers(extra, i)),
+                    key=f"{source}:{index}:{i % n}",
+                )
+            )
         return rows
 
     def _generate_turn(self, active: list[Trajectory], validate: bool, last_turn: bool) -> list[tuple[Trajectory, str]]:
@@ -139,19 +150,24 @@ class SearchGenerationManager:
         input_ids = torch.full((len(active), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(active), width), dtype=torch.long)
         for i, c in enumerate(contexts):
-            input_ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
-            attention_mask[i, width - len(c):] = 1
+            input_ids[i, width - len(c) :] = torch.tensor(c, dtype=torch.long)
+            attention_mask[i, width - len(c) :] = 1
         request = DataProto.from_dict(
-            tensors={"input_ids": input_ids, "attention_mask": attention_mask,
-                     "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0)},
-            meta_info={"validate": validate, "n": 1, "max_new_tokens": self.turn_tokens, "stop": prompts.SEARCH_STOPS})
+            tensors={
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+            },
+            meta_info={"validate": validate, "n": 1, "max_new_tokens": self.turn_tokens, "stop": prompts.SEARCH_STOPS},
+        )
         out = self.wg.generate_sequences(request)
         if "rollout_log_probs" not in out.batch.keys():
             self.has_log_probs = False
         log_probs = out.batch["rollout_log_probs"] if self.has_log_probs else torch.zeros(out.batch["responses"].shape)
         queries = []
-        for t, response, response_mask, logp in zip(active, out.batch["responses"], out.batch["response_mask"].bool(),
-                                                     log_probs, strict=True):
+        for t, response, response_mask, logp in zip(
+            active, out.batch["responses"], out.batch["response_mask"].bool(), log_probs, strict=True
+        ):
             sampled, sampled_logp = response[response_mask].tolist(), logp[response_mask].tolist()
             room = self.response_budget - len(t.response)
             if len(sampled) > room:
@@ -215,18 +231,27 @@ class SearchGenerationManager:
             log_probs[i, :k] = torch.tensor(t.log_probs, dtype=torch.float32)
             response_span[i, :k] = 1  # observations are part of the context the policy attends to
         attention_mask = torch.cat([prompt_mask, response_span], dim=1)
-        tensors = {"prompts": prompts_ids, "responses": responses, "response_mask": response_mask,
-                   "input_ids": torch.cat([prompts_ids, responses], dim=1), "attention_mask": attention_mask,
-                   "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0)}
+        tensors = {
+            "prompts": prompts_ids,
+            "responses": responses,
+            "response_mask": response_mask,
+            "input_ids": torch.cat([prompts_ids, responses], dim=1),
+            "attention_mask": attention_mask,
+            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+        }
         if self.has_log_probs:
             tensors["rollout_log_probs"] = log_probs
         answers = np.empty(len(rows), dtype=object)
         answers[:] = [t.answer for t in rows]
         out = DataProto.from_dict(
             tensors=tensors,
-            non_tensors={"num_turns": np.array([t.turns for t in rows]),
-                         "num_searches": np.array([t.searches for t in rows]), "accepted_answer": answers},
-            meta_info=dict(batch.meta_info))
+            non_tensors={
+                "num_turns": np.array([t.turns for t in rows]),
+                "num_searches": np.array([t.searches for t in rows]),
+                "accepted_answer": answers,
+            },
+            meta_info=dict(batch.meta_info),
+        )
         return out.union(DataProto.from_dict(non_tensors=dict(batch.non_tensor_batch)))
 
     @staticmethod

@@ -80,7 +80,7 @@ def split_key_values(args: list[str], valid: dict) -> tuple[dict[str, str], list
     offending argument."""
     if "--" in args:
         cut = args.index("--")
-        args, passthrough = args[:cut], args[cut + 1:]
+        args, passthrough = args[:cut], args[cut + 1 :]
     else:
         passthrough = []
     pairs: dict[str, str] = {}
@@ -105,8 +105,10 @@ def parse_key_values(args: list[str]) -> tuple[list[str], list[str]]:
     for key, value in pairs.items():
         if key == "DATA_PATH":
             base = os.path.abspath(os.path.expanduser(value))
-            overrides += [f"data.train_files={_quoted(os.path.join(base, 'train.parquet'))}",
-                          f"data.val_files={_quoted(os.path.join(base, 'test.parquet'))}"]
+            overrides += [
+                f"data.train_files={_quoted(os.path.join(base, 'train.parquet'))}",
+                f"data.val_files={_quoted(os.path.join(base, 'test.parquet'))}",
+            ]
         else:
             targets, write = KEYS[key]
             overrides += [f"{target}={write(value)}" for target in targets]
@@ -121,9 +123,14 @@ def eval_arguments(args: list[str]) -> list[str]:
             raise UsageError(f"key {required} is required")
     if os.path.isdir(pairs["DATA_PATH"]):
         pairs["DATA_PATH"] = os.path.join(pairs["DATA_PATH"], "test.parquet")
-    flags = [part for key, value in pairs.items() if EVAL_KEYS[key].startswith("--") for part in (EVAL_KEYS[key], value)]
-    overrides = [f"{EVAL_KEYS[key]}={_quoted(value) if key in ('CORPUS_PATH', 'RETRIEVER_URL') else value}"
-                 for key, value in pairs.items() if not EVAL_KEYS[key].startswith("--")]
+    flags = [
+        part for key, value in pairs.items() if EVAL_KEYS[key].startswith("--") for part in (EVAL_KEYS[key], value)
+    ]
+    overrides = [
+        f"{EVAL_KEYS[key]}={_quoted(value) if key in ('CORPUS_PATH', 'RETRIEVER_URL') else value}"
+        for key, value in pairs.items()
+        if not EVAL_KEYS[key].startswith("--")
+    ]
     return flags + overrides + passthrough
 
 
@@ -139,16 +146,21 @@ def describe_keys(config) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("grpo", "ppo", "reinforce", "eval"):
-        print("usage: python -m zerosearch.launch {grpo,ppo,reinforce,eval} [KEY VALUE]... [-- overrides]",
-              file=sys.stderr)
+        print(
+            "usage: python -m zerosearch.launch {grpo,ppo,reinforce,eval} [KEY VALUE]... [-- overrides]",
+            file=sys.stderr,
+        )
         return 2
     algo, rest = argv[0], argv[1:]
     if algo == "eval":
         try:
             arguments = eval_arguments(rest)
         except UsageError as e:
-            print(f"eval.sh: {e}\nusage: eval.sh MODEL_PATH m DATA_PATH d OUT_DIR o [KEY VALUE]... [-- overrides]\n"
-                  f"valid keys: {' '.join(EVAL_KEYS)}", file=sys.stderr)
+            print(
+                f"eval.sh: {e}\nusage: eval.sh MODEL_PATH m DATA_PATH d OUT_DIR o [KEY VALUE]... [-- overrides]\n"
+                f"valid keys: {' '.join(EVAL_KEYS)}",
+                file=sys.stderr,
+            )
             return 2
         from zerosearch import eval as evaluation
 
@@ -160,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides, passthrough = parse_key_values(rest)
     except UsageError as e:
-        print(f"train_{algo}.sh: {e}\n{USAGE.format(algo=algo)}\nvalid keys (config key = recipe value):\n"
-              f"{describe_keys(load_config(f'zerosearch_{algo}'))}", file=sys.stderr)
+        print(
+            f"train_{algo}.sh: {e}\n{USAGE.format(algo=algo)}\nvalid keys (config key = recipe value):\n"
+            f"{describe_keys(load_config(f'zerosearch_{algo}'))}",
+            file=sys.stderr,
+        )
         return 2
     try:
         config = load_config(f"zerosearch_{algo}", overrides + passthrough)

@@ -19,8 +19,12 @@ from matplotlib.ticker import MaxNLocator
 FIGURES = (
     ("reward.png", "Reward", "score", (("reward/score/mean", "train"), ("val/score", "validation"))),
     ("em.png", "Exact match", "exact match", (("reward/em/mean", "train"), ("val/em", "validation"))),
-    ("searches.png", "Searches per question", "searches",
-     (("search/searches_mean", "train"), ("val/search/searches_mean", "validation"))),
+    (
+        "searches.png",
+        "Searches per question",
+        "searches",
+        (("search/searches_mean", "train"), ("val/search/searches_mean", "validation")),
+    ),
     ("noise.png", "Simulated search noise", "noise probability", (("curriculum/noise_p", "train"),)),
 )
 
@@ -41,8 +45,11 @@ def read_metrics(path: str) -> dict[str, list[tuple[int, float]]]:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}, line {number}: not valid JSON ({err})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("step"), int) \
-                    or isinstance(record["step"], bool):
+            if (
+                not isinstance(record, dict)
+                or not isinstance(record.get("step"), int)
+                or isinstance(record["step"], bool)
+            ):
                 raise ValueError(f"{path}, line {number}: expected a JSON object with an integer 'step'")
             lines[record.pop("step")] = record
     series: dict[str, list[tuple[int, float]]] = {}
@@ -58,7 +65,7 @@ def _save(path: str, title: str, ylabel: str, curves: list[tuple[str, list[tuple
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for label, points in curves:
-        steps, values = zip(*points)
+        steps, values = zip(*points, strict=True)
         # Validation is logged every few steps: mark its points, as a lone point has no line.
         sparse = len(points) == 1 or label == "validation" or label.startswith("val/")
         ax.plot(steps, values, label=label, marker="o" if sparse else None, markersize=4)

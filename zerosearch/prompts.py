@@ -50,10 +50,10 @@ def format_observation(documents: list[str]) -> str:
 _PROMPT_USEFUL = (
     "You play a web search engine. For the search query below, write {k} short documents of about "
     "30 words each, as a search engine would return them. The person searching wants to answer the "
-    "question \"{question}\"; its correct answer is \"{answers}\". Make the documents useful: at "
+    'question "{question}"; its correct answer is "{answers}". Make the documents useful: at '
     "least one must state the correct answer plainly and naturally.\n\n"
     "Query: {query}\n\n"
-    "Reply with exactly {k} documents, one per line, each starting with \"Doc N:\"."
+    'Reply with exactly {k} documents, one per line, each starting with "Doc N:".'
 )
 
 _PROMPT_NOISY = (
@@ -62,7 +62,7 @@ _PROMPT_NOISY = (
     "but about related entities, side details or plausible confusions, so that they do not answer "
     "what the query is after.\n\n"
     "Query: {query}\n\n"
-    "Reply with exactly {k} documents, one per line, each starting with \"Doc N:\"."
+    'Reply with exactly {k} documents, one per line, each starting with "Doc N:".'
 )
 
 # The fine-tuned simulator needs no instructions, only the fields it was tuned on.
@@ -70,8 +70,7 @@ _SFT_USEFUL = "Query: {query}\nQuestion: {question}\nAnswer: {answers}\nDocument
 _SFT_NOISY = "Query: {query}\nDocuments ({k}, noisy):"
 
 
-def simulator_messages(query: str, question: str, golden_answers, noisy: bool, topk: int,
-                       style: str) -> list[dict]:
+def simulator_messages(query: str, question: str, golden_answers, noisy: bool, topk: int, style: str) -> list[dict]:
     """Chat messages asking the simulation LLM for `topk` documents. A noisy request carries
     neither the question nor its answer, so the simulator cannot leak them."""
     templates = {"prompt": (_PROMPT_USEFUL, _PROMPT_NOISY), "sft": (_SFT_USEFUL, _SFT_NOISY)}
@@ -79,8 +78,9 @@ def simulator_messages(query: str, question: str, golden_answers, noisy: bool, t
         raise ValueError(f"simulator prompt style must be 'prompt' or 'sft', got {style!r}")
     useful, noisy_template = templates[style]
     template = noisy_template if noisy else useful
-    text = template.format(query=query.strip(), question=question.strip(),
-                           answers="; ".join(str(a) for a in golden_answers), k=topk)
+    text = template.format(
+        query=query.strip(), question=question.strip(), answers="; ".join(str(a) for a in golden_answers), k=topk
+    )
     return [{"role": "user", "content": text}]
 
 

@@ -101,9 +101,11 @@ class QARewardManager:
         per-row float arrays [B] ``score``, ``em``, ``cover_em``, ``f1``, ``answered``."""
         columns = data.non_tensor_batch
         if "accepted_answer" not in columns:
-            raise ValueError("QARewardManager scores the answer the rollout accepted, but the batch has no "
-                             "'accepted_answer'; use actor_rollout_ref.rollout.generation_manager="
-                             "zerosearch.generation:SearchGenerationManager")
+            raise ValueError(
+                "QARewardManager scores the answer the rollout accepted, but the batch has no "
+                "'accepted_answer'; use actor_rollout_ref.rollout.generation_manager="
+                "zerosearch.generation:SearchGenerationManager"
+            )
         response_mask = data.batch["response_mask"]
         scores = torch.zeros(response_mask.shape, dtype=torch.float32)
         last = last_valid_positions(response_mask)
@@ -119,6 +121,8 @@ class QARewardManager:
             rows.append(row)
             if response_mask[i].any():
                 scores[i, last[i]] = row["score"]
-        extra = {key: np.array([row[key] for row in rows], dtype=np.float64)
-                 for key in ("score", "em", "cover_em", "f1", "answered")}
+        extra = {
+            key: np.array([row[key] for row in rows], dtype=np.float64)
+            for key in ("score", "em", "cover_em", "f1", "answered")
+        }
         return scores, extra

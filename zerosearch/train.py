@@ -39,22 +39,26 @@ def check_search_config(config: ZeroSearchConfig, validates: bool = True) -> Non
     if search.engine not in EVAL_ENGINES:
         raise ValueError(f"search.engine={search.engine!r} (SEARCH_ENGINE): use one of {list(EVAL_ENGINES)}")
     if agent.max_turns < 0 or search.topk < 1 or agent.max_obs_length < 1:
-        raise ValueError(f"agent.max_turns={agent.max_turns} must be >= 0, search.topk={search.topk} >= 1 and "
-                         f"agent.max_obs_length={agent.max_obs_length} >= 1")
+        raise ValueError(
+            f"agent.max_turns={agent.max_turns} must be >= 0, search.topk={search.topk} >= 1 and "
+            f"agent.max_obs_length={agent.max_obs_length} >= 1"
+        )
     if agent.reward_metric not in METRICS:
         raise ValueError(f"agent.reward_metric={agent.reward_metric!r}: use one of {sorted(METRICS)}")
     if search.cache not in ("auto", "memory", "disk", "none"):
         raise ValueError(f"search.cache={search.cache!r}: use auto, memory, disk or none")
     curriculum = search.curriculum
     if not (0 <= curriculum.start_threshold <= 1 and 0 <= curriculum.end_threshold <= 1):
-        raise ValueError("search.curriculum.start_threshold / end_threshold (START_THRESHOLD / END_THRESHOLD) "
-                         "must lie in [0, 1]")
+        raise ValueError(
+            "search.curriculum.start_threshold / end_threshold (START_THRESHOLD / END_THRESHOLD) must lie in [0, 1]"
+        )
     used = {search.mode} | ({search.engine} if validates else set())
     if "corpus" in used and not search.corpus_path:
         raise ValueError("search.corpus_path is not set: the `corpus` search needs a JSONL corpus")
     if "google" in used and not serpapi_key(search.google_api_key_env):
-        raise ValueError(f"the `google` search needs a SerpAPI key in ${search.google_api_key_env} "
-                         f"(or ${ZEROSEARCH_KEY_ENV})")
+        raise ValueError(
+            f"the `google` search needs a SerpAPI key in ${search.google_api_key_env} (or ${ZEROSEARCH_KEY_ENV})"
+        )
     if search.mode in SIMULATED_MODES and not search.simulator.in_process and not search.simulator.server_urls:
         raise ValueError("search.simulator.server_urls (IP) is empty: the simulated search needs a server")
 
@@ -68,21 +72,28 @@ def check_qa_files(key: str, files: list[str], needs_question: bool) -> None:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{key}: {path} does not exist")
         frame = pd.read_parquet(path)
-        columns = {name: frame[name].to_numpy() for name in ("reward_model", "golden_answers", "extra_info", "question")
-                   if name in frame.columns}
+        columns = {
+            name: frame[name].to_numpy()
+            for name in ("reward_model", "golden_answers", "extra_info", "question")
+            if name in frame.columns
+        }
         for i in range(len(frame)):
             try:
                 answers = row_golden_answers(columns, i)
             except ValueError as e:
                 raise ValueError(f"{key}: {path} row {i}: {e}") from None
             if not any(normalize_answer(a) for a in answers):
-                raise ValueError(f"{key}: {path} row {i}: the gold answers {answers!r:.200} are empty once normalised "
-                                 "(lowercase, no punctuation or articles), so no answer can ever match; fix or drop "
-                                 "the row")
+                raise ValueError(
+                    f"{key}: {path} row {i}: the gold answers {answers!r:.200} are empty once normalised "
+                    "(lowercase, no punctuation or articles), so no answer can ever match; fix or drop "
+                    "the row"
+                )
             if needs_question and not row_question(columns, i):
-                raise ValueError(f"{key}: {path} row {i}: no question (extra_info.question or a 'question' column), "
-                                 "which the simulated search tells the simulator; prepare data with "
-                                 "`python -m zerosearch.data.prepare`")
+                raise ValueError(
+                    f"{key}: {path} row {i}: no question (extra_info.question or a 'question' column), "
+                    "which the simulated search tells the simulator; prepare data with "
+                    "`python -m zerosearch.data.prepare`"
+                )
 
 
 def train(config: ZeroSearchConfig):

@@ -19,22 +19,37 @@ from verl.utils.tiny_model import build_tiny_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUBJECTS = ["a number", "a year", "a phone number", "a price", "a code", "a count", "a date", "an amount"]
-STYLES = ["Write {s} using digits only.", "Reply with {s}, digits only.", "Give {s} in digits.",
-          "Only digits: {s}.", "Answer with {s}. Use digits."]
+STYLES = [
+    "Write {s} using digits only.",
+    "Reply with {s}, digits only.",
+    "Give {s} in digits.",
+    "Only digits: {s}.",
+    "Answer with {s}. Use digits.",
+]
 
 ALGORITHMS = {
     "grpo": ["algorithm.adv_estimator=grpo", "actor_rollout_ref.actor.use_kl_loss=true"],
     "reinforce": ["algorithm.adv_estimator=reinforce", "actor_rollout_ref.actor.use_kl_loss=true"],
-    "gae": ["algorithm.adv_estimator=gae", "algorithm.use_kl_in_reward=true", "critic.optim.lr=1e-3",
-            "trainer.critic_warmup=0"],
+    "gae": [
+        "algorithm.adv_estimator=gae",
+        "algorithm.use_kl_in_reward=true",
+        "critic.optim.lr=1e-3",
+        "trainer.critic_warmup=0",
+    ],
 }
 
 
 def write_data(out: str, n_train: int = 256, n_test: int = 32, seed: int = 0) -> tuple[str, str]:
     rng = random.Random(seed)
-    rows = [{"prompt": [{"role": "user", "content": rng.choice(STYLES).format(s=rng.choice(SUBJECTS))}],
-             "data_source": "digits", "reward_model": {"ground_truth": ""}, "extra_info": {"index": i}}
-            for i in range(n_train + n_test)]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": rng.choice(STYLES).format(s=rng.choice(SUBJECTS))}],
+            "data_source": "digits",
+            "reward_model": {"ground_truth": ""},
+            "extra_info": {"index": i},
+        }
+        for i in range(n_train + n_test)
+    ]
     os.makedirs(out, exist_ok=True)
     paths = os.path.join(out, "train.parquet"), os.path.join(out, "test.parquet")
     pd.DataFrame(rows[:n_train]).to_parquet(paths[0])
@@ -48,16 +63,26 @@ def overrides_for(out: str, algo: str) -> list[str]:
     if not os.path.exists(os.path.join(model, "config.json")):
         build_tiny_model(model, vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=2, seed=0)
     return [
-        f"data.train_files={train}", f"data.val_files={test}",
-        "data.train_batch_size=16", "data.max_prompt_length=48", "data.max_response_length=12",
+        f"data.train_files={train}",
+        f"data.val_files={test}",
+        "data.train_batch_size=16",
+        "data.max_prompt_length=48",
+        "data.max_response_length=12",
         f"actor_rollout_ref.model.path={model}",
-        "actor_rollout_ref.actor.optim.lr=2e-3", "actor_rollout_ref.actor.ppo_mini_batch_size=16",
+        "actor_rollout_ref.actor.optim.lr=2e-3",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=16",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=32",
-        "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=32",
-        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=32", "critic.ppo_micro_batch_size_per_gpu=32",
+        "actor_rollout_ref.rollout.n=4",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=32",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=32",
+        "critic.ppo_micro_batch_size_per_gpu=32",
         f"custom_reward_function.path={os.path.join(HERE, 'reward.py')}",
-        "trainer.device=cpu", "trainer.n_gpus_per_node=2", "trainer.total_training_steps=30",
-        "trainer.test_freq=10", "trainer.save_freq=-1", "trainer.logger=[console,file]",
+        "trainer.device=cpu",
+        "trainer.n_gpus_per_node=2",
+        "trainer.total_training_steps=30",
+        "trainer.test_freq=10",
+        "trainer.save_freq=-1",
+        "trainer.logger=[console,file]",
         f"trainer.default_local_dir={os.path.join(out, 'checkpoints', algo)}",
         f"trainer.experiment_name=digits_{algo}",
     ] + ALGORITHMS[algo]

@@ -14,17 +14,35 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.e2e
 
-SMALL = ["world.people=30", "world.orgs=15", "world.cities=8", "world.countries=4", "world.test_fraction=0.25",
-         "simulator.steps=600", "simulator.pairs=2000", "simulator.eval_pairs=40", "warm_start.steps=600",
-         "rl.steps=16", "rl.test_freq=8", "rl.batch_size=8", "rl.n=5"]
+SMALL = [
+    "world.people=30",
+    "world.orgs=15",
+    "world.cities=8",
+    "world.countries=4",
+    "world.test_fraction=0.25",
+    "simulator.steps=600",
+    "simulator.pairs=2000",
+    "simulator.eval_pairs=40",
+    "warm_start.steps=600",
+    "rl.steps=16",
+    "rl.test_freq=8",
+    "rl.batch_size=8",
+    "rl.n=5",
+]
 RL_STEPS = 16
 
 
 @pytest.mark.timeout(1800)
 def test_a_small_run_learns_to_search(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "zerosearch.demo", f"out_dir={out}", *SMALL], capture_output=True,
-                          text=True, timeout=1700, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zerosearch.demo", f"out_dir={out}", *SMALL],
+        capture_output=True,
+        text=True,
+        timeout=1700,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     assert "| warm start |" in proc.stdout and "| after RL |" in proc.stdout
@@ -35,8 +53,14 @@ def test_a_small_run_learns_to_search(tmp_path):
         assert all(0 <= side[k] <= 1 for k in ("em", "f1", "answer_rate", "closed_book_em"))
         assert side["searches_per_question"] >= 0
     assert set(summary["simulator"]) == {"useful_answer_rate", "noisy_answer_rate"}
-    assert list(summary["phase_seconds"]) == ["world", "simulation tuning", "warm start", "evaluation before RL",
-                                              "RL", "evaluation after RL"]
+    assert list(summary["phase_seconds"]) == [
+        "world",
+        "simulation tuning",
+        "warm start",
+        "evaluation before RL",
+        "RL",
+        "evaluation after RL",
+    ]
     assert summary["seconds"] >= sum(summary["phase_seconds"].values()) > 0
     for model in summary["models"].values():
         assert model.startswith(str(out)) and os.path.isfile(os.path.join(model, "config.json"))
@@ -44,7 +68,8 @@ def test_a_small_run_learns_to_search(tmp_path):
         assert (out / "plots" / figure).stat().st_size > 0
     for name in ("eval_before", "eval_after", "eval_before/closed_book", "eval_after/closed_book"):
         assert json.loads((out / name / "results.json").read_text())["results"]["all"]["n"] == len(
-            (out / name / "trajectories.jsonl").read_text().splitlines())
+            (out / name / "trajectories.jsonl").read_text().splitlines()
+        )
     records = [json.loads(line) for line in open(out / "rl" / "metrics.jsonl")]
     assert [r["step"] for r in records] == list(range(RL_STEPS + 1))
     assert [r["step"] for r in records if "val/em" in r] == [0, RL_STEPS // 2, RL_STEPS]

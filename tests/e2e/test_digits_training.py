@@ -18,8 +18,13 @@ pytestmark = pytest.mark.e2e
 
 def train(out, algo: str, *overrides: str, timeout: int = 400) -> list[dict]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0"}
-    proc = subprocess.run([sys.executable, EXAMPLE, "--out", str(out), "--algo", algo, *overrides],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(
+        [sys.executable, EXAMPLE, "--out", str(out), "--algo", algo, *overrides],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     metrics_path = proc.stdout.strip().splitlines()[-1]
     with open(metrics_path) as f:
@@ -35,8 +40,17 @@ def test_training_raises_the_reward(tmp_path, algo):
     rewards = [r["reward/score/mean"] for r in steps]
     first, last = np.mean(rewards[:5]), np.mean(rewards[-5:])
     assert last > first + 0.1 and last > 2 * first, rewards
-    for key in ("timing_s/gen", "timing_s/old_log_prob", "timing_s/update_actor", "timing_s/sync_weights",
-                "perf/throughput", "actor/pg_loss", "actor/entropy", "response_length/mean", "reward/score/mean"):
+    for key in (
+        "timing_s/gen",
+        "timing_s/old_log_prob",
+        "timing_s/update_actor",
+        "timing_s/sync_weights",
+        "perf/throughput",
+        "actor/pg_loss",
+        "actor/entropy",
+        "response_length/mean",
+        "reward/score/mean",
+    ):
         assert key in steps[-1], key
     # The rollout samples the policy the actor scores: fp32, temperature 1, no top-k/top-p.
     assert max(r["rollout/log_prob_diff_mean"] for r in steps) < 1e-3
@@ -67,9 +81,17 @@ def test_resume_continues_at_the_next_step_as_if_never_stopped(tmp_path):
     train(tmp_path / "b", "gae", "trainer.total_training_steps=2", *common)
     resumed = train(tmp_path / "b", "gae", "trainer.total_training_steps=4", *common)
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]  # metrics.jsonl appended, not rewritten
-    for a, b in zip(straight[2:], resumed[2:]):
-        for key in ("reward/score/mean", "actor/pg_loss", "critic/vf_loss", "critic/values/mean", "actor/entropy",
-                    "response_length/mean", "prompt_length/mean", "critic/kl_coef"):
+    for a, b in zip(straight[2:], resumed[2:], strict=True):
+        for key in (
+            "reward/score/mean",
+            "actor/pg_loss",
+            "critic/vf_loss",
+            "critic/values/mean",
+            "actor/entropy",
+            "response_length/mean",
+            "prompt_length/mean",
+            "critic/kl_coef",
+        ):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (b["step"], key)
     checkpoint = tmp_path / "b" / "checkpoints" / "gae"
     assert (checkpoint / "latest_checkpointed_iteration.txt").read_text() == "4"
@@ -82,16 +104,23 @@ def test_resume_continues_at_the_next_step_as_if_never_stopped(tmp_path):
 
 def test_roles_in_separate_processes_with_gradient_checkpointing(tmp_path):
     """Actor/rollout, reference and critic each in their own worker processes."""
-    records = train(tmp_path, "gae", "trainer.total_training_steps=2", "trainer.colocate_workers=false",
-                    "actor_rollout_ref.model.enable_gradient_checkpointing=true",
-                    "critic.model.enable_gradient_checkpointing=true", "trainer.val_before_train=false")
+    records = train(
+        tmp_path,
+        "gae",
+        "trainer.total_training_steps=2",
+        "trainer.colocate_workers=false",
+        "actor_rollout_ref.model.enable_gradient_checkpointing=true",
+        "critic.model.enable_gradient_checkpointing=true",
+        "trainer.val_before_train=false",
+    )
     assert [r["step"] for r in records] == [1, 2]
     assert {"critic/vf_loss", "critic/kl", "actor/pg_loss"} <= records[-1].keys()
 
 
 @pytest.mark.gpu
 def test_training_on_one_gpu_with_bf16(tmp_path):
-    records = train(tmp_path, "grpo", "trainer.total_training_steps=30", "trainer.device=cuda",
-                    "trainer.n_gpus_per_node=1")
+    records = train(
+        tmp_path, "grpo", "trainer.total_training_steps=30", "trainer.device=cuda", "trainer.n_gpus_per_node=1"
+    )
     rewards = [r["reward/score/mean"] for r in records if r["step"] > 0]
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.1

@@ -13,8 +13,12 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.e2e
 
-FACTS = [("Who founded the city of Varlen?", "Mira Oskel"), ("In which year did the Tessar bridge open?", "1874"),
-         ("What river flows through Quenby?", "the Aldor"), ("Who painted the Grey Harbour?", "Ilsa Brandt")]
+FACTS = [
+    ("Who founded the city of Varlen?", "Mira Oskel"),
+    ("In which year did the Tessar bridge open?", "1874"),
+    ("What river flows through Quenby?", "the Aldor"),
+    ("Who painted the Grey Harbour?", "Ilsa Brandt"),
+]
 
 
 def warm_start(model_dir, prompts_text, targets, steps=80):
@@ -25,8 +29,10 @@ def warm_start(model_dir, prompts_text, targets, steps=80):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    pairs = [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(t, add_special_tokens=False))
-             for p, t in zip(prompts_text, targets)]
+    pairs = [
+        (tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(t, add_special_tokens=False))
+        for p, t in zip(prompts_text, targets, strict=True)
+    ]
     torch.manual_seed(0)
     for step in range(steps):
         prompt, target = pairs[step % len(pairs)]
@@ -62,8 +68,9 @@ def world(tmp_path_factory):
     simulator = build_tiny_model(root / "simulator", vocab_size=600, hidden_size=32, intermediate_size=64, seed=1)
     tokenizer = AutoTokenizer.from_pretrained(policy)
     frame = pd.read_parquet(train)
-    prompts_text = [tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False)
-                    for p in frame["prompt"][:4]]
+    prompts_text = [
+        tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False) for p in frame["prompt"][:4]
+    ]
     targets = ["<think>I should look it up.</think><search> " + q + " </search>" for q, _ in FACTS]
     warm_start(policy, prompts_text, targets)
     return root, policy, simulator
@@ -79,22 +86,71 @@ def run(args, timeout=600):
 def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world):
     root, policy, simulator = world
     rollouts, checkpoints = root / "rollouts", root / "checkpoints"
-    run(["bash", "train_grpo.sh", "NUM_GPUS_PER_NODE", "2", "MODEL_PATH", str(policy), "DATA_PATH", str(root / "data"),
-         "TOTAL_STEPS", "2", "SEARCH_MODE", "simulate_prompt", "SIMULATION_LLM", str(simulator),
-         "START_THRESHOLD", "0.2", "END_THRESHOLD", "0.6", "SEARCH_ENGINE", "corpus", "MAX_TURNS", "2", "TOPK", "2",
-         "LOGGER", "console,file", "EXPERIMENT_NAME", "tiny_agent", "--",
-         "search.simulator.in_process=true", "search.simulator.max_tokens=24", f"search.corpus_path={root / 'corpus.jsonl'}",
-         "data.train_batch_size=4", "data.val_batch_size=8", "data.max_prompt_length=256", "data.max_response_length=48",
-         "agent.max_obs_length=64", "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.rollout.n=2",
-         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8", "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-         "trainer.device=cpu", "trainer.test_freq=2", f"trainer.rollout_data_dir={rollouts}",
-         f"trainer.default_local_dir={checkpoints}", "search.max_retries=0"])
+    run(
+        [
+            "bash",
+            "train_grpo.sh",
+            "NUM_GPUS_PER_NODE",
+            "2",
+            "MODEL_PATH",
+            str(policy),
+            "DATA_PATH",
+            str(root / "data"),
+            "TOTAL_STEPS",
+            "2",
+            "SEARCH_MODE",
+            "simulate_prompt",
+            "SIMULATION_LLM",
+            str(simulator),
+            "START_THRESHOLD",
+            "0.2",
+            "END_THRESHOLD",
+            "0.6",
+            "SEARCH_ENGINE",
+            "corpus",
+            "MAX_TURNS",
+            "2",
+            "TOPK",
+            "2",
+            "LOGGER",
+            "console,file",
+            "EXPERIMENT_NAME",
+            "tiny_agent",
+            "--",
+            "search.simulator.in_process=true",
+            "search.simulator.max_tokens=24",
+            f"search.corpus_path={root / 'corpus.jsonl'}",
+            "data.train_batch_size=4",
+            "data.val_batch_size=8",
+            "data.max_prompt_length=256",
+            "data.max_response_length=48",
+            "agent.max_obs_length=64",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+            "actor_rollout_ref.rollout.n=2",
+            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+            "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+            "trainer.device=cpu",
+            "trainer.test_freq=2",
+            f"trainer.rollout_data_dir={rollouts}",
+            f"trainer.default_local_dir={checkpoints}",
+            "search.max_retries=0",
+        ]
+    )
     records = [json.loads(line) for line in open(checkpoints / "metrics.jsonl")]
     assert [r["step"] for r in records] == [0, 1, 2]
     step = records[1]
-    for key in ("search/searches_mean", "search/turns_mean", "search/valid_action_rate", "search/answer_rate",
-                "search/obs_truncated", "curriculum/noise_p", "search/noisy_rate", "reward/f1/mean", "reward/em/mean",
-                "reward/cover_em/mean"):
+    for key in (
+        "search/searches_mean",
+        "search/turns_mean",
+        "search/valid_action_rate",
+        "search/answer_rate",
+        "search/obs_truncated",
+        "curriculum/noise_p",
+        "search/noisy_rate",
+        "reward/f1/mean",
+        "reward/em/mean",
+        "reward/cover_em/mean",
+    ):
         assert key in step, key
     assert step["search/searches_mean"] > 0  # the warm-started policy searches; the simulator answered
     assert step["curriculum/noise_p"] == pytest.approx(0.2 + (4 ** (1 / 2) - 1) / 3 * 0.4)
@@ -111,9 +167,29 @@ def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world):
 def test_eval_writes_the_table(world):
     root, policy, _ = world
     out = root / "eval"
-    proc = run(["bash", "scripts/eval.sh", "MODEL_PATH", str(policy), "DATA_PATH", str(root / "data"),
-                "SEARCH_ENGINE", "corpus", "OUT_DIR", str(out), "CORPUS_PATH", str(root / "corpus.jsonl"),
-                "MAX_TURNS", "2", "TOPK", "2", "--", "data.max_response_length=48", "agent.max_obs_length=64"])
+    proc = run(
+        [
+            "bash",
+            "scripts/eval.sh",
+            "MODEL_PATH",
+            str(policy),
+            "DATA_PATH",
+            str(root / "data"),
+            "SEARCH_ENGINE",
+            "corpus",
+            "OUT_DIR",
+            str(out),
+            "CORPUS_PATH",
+            str(root / "corpus.jsonl"),
+            "MAX_TURNS",
+            "2",
+            "TOPK",
+            "2",
+            "--",
+            "data.max_response_length=48",
+            "agent.max_obs_length=64",
+        ]
+    )
     results = json.loads((out / "results.json").read_text())["results"]
     assert set(results) == {"nq", "hotpotqa", "avg", "all"} and results["all"]["n"] == 8
     for metrics in results.values():

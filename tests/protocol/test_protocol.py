@@ -82,7 +82,10 @@ def test_from_single_dict_splits_tensors_and_non_tensors():
 
 def test_direct_construction_is_checked():
     with pytest.raises(ValueError, match="'s'.*3 rows.*2"):
-        DataProto(batch=TensorDict({"x": torch.zeros(2)}, batch_size=[2]), non_tensor_batch={"s": np.array([1, 2, 3], dtype=object)})
+        DataProto(
+            batch=TensorDict({"x": torch.zeros(2)}, batch_size=[2]),
+            non_tensor_batch={"s": np.array([1, 2, 3], dtype=object)},
+        )
     d = make(2)
     d.non_tensor_batch["bad"] = np.array([1], dtype=object)
     with pytest.raises(ValueError, match="'bad'"):
@@ -110,7 +113,11 @@ def test_getitem_slice_int_and_indices():
 
 def test_getitem_bool_mask():
     d = make(4)
-    for mask in ([True, False, False, True], np.array([True, False, False, True]), torch.tensor([True, False, False, True])):
+    for mask in (
+        [True, False, False, True],
+        np.array([True, False, False, True]),
+        torch.tensor([True, False, False, True]),
+    ):
         sub = d[mask]
         assert ids(sub) == [0, 3]
         assert sub.non_tensor_batch["text"].tolist() == ["r0", "r3"]
@@ -196,7 +203,9 @@ def test_pop_missing_key_leaves_data_untouched():
 
 def test_union_merges_keys():
     a = DataProto.from_dict(tensors={"x": torch.arange(3)}, non_tensors={"s": ["a", "b", "c"]}, meta_info={"m": 1})
-    b = DataProto.from_dict(tensors={"x": torch.arange(3), "y": torch.ones(3)}, non_tensors={"t": [1, 2, 3]}, meta_info={"n": 2})
+    b = DataProto.from_dict(
+        tensors={"x": torch.arange(3), "y": torch.ones(3)}, non_tensors={"t": [1, 2, 3]}, meta_info={"n": 2}
+    )
     out = a.union(b)
     assert out is a
     assert set(a.batch.keys()) == {"x", "y"}
@@ -225,7 +234,9 @@ def test_union_conflicts_raise():
         a.union(DataProto.from_dict(tensors={"y": torch.zeros(2)}))
     # Equal copies, including NaN entries, are not conflicts.
     f = DataProto.from_dict(tensors={"f": torch.tensor([1.0, float("nan")])}, non_tensors={"s": [{"k": 1}, [1, 2]]})
-    f.union(DataProto.from_dict(tensors={"f": torch.tensor([1.0, float("nan")])}, non_tensors={"s": [{"k": 1}, [1, 2]]}))
+    f.union(
+        DataProto.from_dict(tensors={"f": torch.tensor([1.0, float("nan")])}, non_tensors={"s": [{"k": 1}, [1, 2]]})
+    )
 
 
 # ---------------------------------------------------------------- chunk / split

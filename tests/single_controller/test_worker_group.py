@@ -36,8 +36,9 @@ class EchoWorker(Worker):
     @register(Dispatch.DP_COMPUTE_PROTO)
     def double(self, data: DataProto) -> DataProto:
         rank = torch.full((len(data),), self.rank)
-        return DataProto.from_dict(tensors={"y": data.batch["x"] * 2, "rank": rank},
-                                   non_tensors={"tag": data.non_tensor_batch["tag"]})
+        return DataProto.from_dict(
+            tensors={"y": data.batch["x"] * 2, "rank": rank}, non_tensors={"tag": data.non_tensor_batch["tag"]}
+        )
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def expand(self, data: DataProto) -> DataProto:
@@ -91,10 +92,16 @@ def test_dp_compute_proto_unpads_outputs_with_several_rows_per_input(echo_group)
 
 
 def test_colocated_roles_share_a_process(pool):
-    fused = RayWorkerGroup(pool, create_colocated_worker_cls({
-        "echo": RayClassWithInitArgs(EchoWorker, (5,)),
-        "other": RayClassWithInitArgs(OtherWorker),
-    }), device="cpu")
+    fused = RayWorkerGroup(
+        pool,
+        create_colocated_worker_cls(
+            {
+                "echo": RayClassWithInitArgs(EchoWorker, (5,)),
+                "other": RayClassWithInitArgs(OtherWorker),
+            }
+        ),
+        device="cpu",
+    )
     groups = fused.spawn(["echo", "other"])
     assert groups["echo"].identity(1) == [(0, 2, 6), (1, 2, 6)]
     assert groups["other"].identity(1) == [("other", 0, 1), ("other", 1, 1)]

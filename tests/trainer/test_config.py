@@ -4,11 +4,13 @@ import os
 import pytest
 from hydra.errors import ConfigCompositionException
 
+from tests.config_mirror import assert_yaml_mirrors_dataclass
 from verl.trainer.config import PPOConfig
 from verl.trainer.main_ppo import check_config, load_config
-from tests.config_mirror import assert_yaml_mirrors_dataclass
 
-YAML_PATH = os.path.join(os.path.dirname(__import__("verl.trainer.config", fromlist=["x"]).__file__), "ppo_trainer.yaml")
+YAML_PATH = os.path.join(
+    os.path.dirname(__import__("verl.trainer.config", fromlist=["x"]).__file__), "ppo_trainer.yaml"
+)
 
 
 def test_yaml_mirrors_the_dataclass_defaults_key_for_key():
@@ -16,8 +18,9 @@ def test_yaml_mirrors_the_dataclass_defaults_key_for_key():
 
 
 def test_composed_config_is_typed_and_takes_overrides():
-    config = load_config(["data.train_batch_size=8", "actor_rollout_ref.actor.optim.lr=3e-6",
-                          "trainer.logger=[console,file]"])
+    config = load_config(
+        ["data.train_batch_size=8", "actor_rollout_ref.actor.optim.lr=3e-6", "trainer.logger=[console,file]"]
+    )
     assert isinstance(config, PPOConfig) and dataclasses.is_dataclass(config.actor_rollout_ref.actor)
     assert config.data.train_batch_size == 8
     assert config.actor_rollout_ref.actor.optim.lr == 3e-6
@@ -38,21 +41,27 @@ def test_wrong_type_is_refused_with_its_name():
         load_config(["data.train_batch_size=many"])
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["algorithm.adv_estimator=ppo2"], "ppo2"),
-    (["actor_rollout_ref.rollout.name=vllm"], "rollout.name"),
-    (["data.train_batch_size=10", "actor_rollout_ref.actor.ppo_mini_batch_size=4"], "ppo_mini_batch_size"),
-    (["actor_rollout_ref.actor.kl_loss_type=k9"], "kl_loss_type"),
-    (["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=1"], "rollout.n"),
-    (["trainer.resume_mode=sometimes"], "resume_mode"),
-    (["actor_rollout_ref.actor.loss_agg_mode=token-sum"], "actor.loss_agg_mode"),
-    (["actor_rollout_ref.actor.clip_ratio_c=0.5"], "clip_ratio_c"),
-    (["actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=int8"], "ref.fsdp_config.mixed_precision.param_dtype"),
-    (["critic.optim.warmup_style=linear"], "critic.optim.warmup_style"),
-    (["trainer.logger=[console,mlflow]"], "mlflow"),
-    (["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=0"], "ppo_micro_batch_size_per_gpu"),
-    (["trainer.resume_mode=resume_path", "trainer.resume_from_path=/nowhere/global_step_3"], "resume_from_path"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["algorithm.adv_estimator=ppo2"], "ppo2"),
+        (["actor_rollout_ref.rollout.name=vllm"], "rollout.name"),
+        (["data.train_batch_size=10", "actor_rollout_ref.actor.ppo_mini_batch_size=4"], "ppo_mini_batch_size"),
+        (["actor_rollout_ref.actor.kl_loss_type=k9"], "kl_loss_type"),
+        (["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=1"], "rollout.n"),
+        (["trainer.resume_mode=sometimes"], "resume_mode"),
+        (["actor_rollout_ref.actor.loss_agg_mode=token-sum"], "actor.loss_agg_mode"),
+        (["actor_rollout_ref.actor.clip_ratio_c=0.5"], "clip_ratio_c"),
+        (
+            ["actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=int8"],
+            "ref.fsdp_config.mixed_precision.param_dtype",
+        ),
+        (["critic.optim.warmup_style=linear"], "critic.optim.warmup_style"),
+        (["trainer.logger=[console,mlflow]"], "mlflow"),
+        (["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=0"], "ppo_micro_batch_size_per_gpu"),
+        (["trainer.resume_mode=resume_path", "trainer.resume_from_path=/nowhere/global_step_3"], "resume_from_path"),
+    ],
+)
 def test_check_config_names_the_offending_key(overrides, message):
     base = ["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8", "trainer.n_gpus_per_node=2"]
     with pytest.raises((ValueError, FileNotFoundError), match=message):
@@ -63,9 +72,15 @@ def test_both_offloads_together_are_accepted():
     """ZeroSearch's and Search-R1's scripts set both; with params on CPU the optimizer is there too."""
     from verl.utils.fsdp_utils import moves_optimizer
 
-    config = load_config(["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8",
-                          "trainer.n_gpus_per_node=2", "actor_rollout_ref.actor.fsdp_config.param_offload=true",
-                          "actor_rollout_ref.actor.fsdp_config.optimizer_offload=true"])
+    config = load_config(
+        [
+            "data.train_batch_size=8",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+            "trainer.n_gpus_per_node=2",
+            "actor_rollout_ref.actor.fsdp_config.param_offload=true",
+            "actor_rollout_ref.actor.fsdp_config.optimizer_offload=true",
+        ]
+    )
     check_config(config)
     fsdp = config.actor_rollout_ref.actor.fsdp_config
     assert not moves_optimizer(fsdp, "cuda")
@@ -82,5 +97,8 @@ def test_sampling_filters_are_warned_about(caplog):
 
 
 def test_check_config_accepts_the_defaults_of_a_valid_run():
-    check_config(load_config(["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8",
-                              "trainer.n_gpus_per_node=2"]))
+    check_config(
+        load_config(
+            ["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8", "trainer.n_gpus_per_node=2"]
+        )
+    )

@@ -46,10 +46,13 @@ def _random_rewards_values(seed):
 
 def _whiten_valid(rows, mask_rows):
     """Plain-Python whitening over valid entries (unbiased std, eps 1e-8)."""
-    valid = [x for row, m in zip(rows, mask_rows) for x, k in zip(row, m) if k]
+    valid = [x for row, m in zip(rows, mask_rows, strict=True) for x, k in zip(row, m, strict=True) if k]
     mean = statistics.mean(valid)
     std = math.sqrt(statistics.variance(valid) + 1e-8)
-    return [[(x - mean) / std if k else 0.0 for x, k in zip(row, m)] for row, m in zip(rows, mask_rows)]
+    return [
+        [(x - mean) / std if k else 0.0 for x, k in zip(row, m, strict=True)]
+        for row, m in zip(rows, mask_rows, strict=True)
+    ]
 
 
 def _reference_gae(rewards, values, mask, gamma, lam):
@@ -132,11 +135,11 @@ def test_gae_matches_loop_reference():
 
     raw = [
         _reference_gae(r, v, m, gamma, lam)
-        for r, v, m in zip(rewards.tolist(), values.tolist(), MIXED_MASK.tolist())
+        for r, v, m in zip(rewards.tolist(), values.tolist(), MIXED_MASK.tolist(), strict=True)
     ]
     expected_ret = [
-        [a + v if k else 0.0 for a, v, k in zip(ra, rv, m)]
-        for ra, rv, m in zip(raw, values.tolist(), MIXED_MASK.tolist())
+        [a + v if k else 0.0 for a, v, k in zip(ra, rv, m, strict=True)]
+        for ra, rv, m in zip(raw, values.tolist(), MIXED_MASK.tolist(), strict=True)
     ]
     torch.testing.assert_close(ret, torch.tensor(expected_ret, dtype=torch.float64))
     torch.testing.assert_close(adv, torch.tensor(_whiten_valid(raw, MIXED_MASK.tolist()), dtype=torch.float64))
@@ -175,7 +178,7 @@ def test_reinforce_outcome_reward_reaches_every_valid_token():
 def test_reinforce_matches_loop_reference():
     rewards, _ = _random_rewards_values(2)
     adv, ret = compute_reinforce_outcome_advantage(rewards, MIXED_MASK, gamma=0.9)
-    expected = [_reference_reward_to_go(r, m, 0.9) for r, m in zip(rewards.tolist(), MIXED_MASK.tolist())]
+    expected = [_reference_reward_to_go(r, m, 0.9) for r, m in zip(rewards.tolist(), MIXED_MASK.tolist(), strict=True)]
     torch.testing.assert_close(adv, torch.tensor(expected, dtype=torch.float64))
     torch.testing.assert_close(ret, adv)
 
@@ -183,7 +186,7 @@ def test_reinforce_matches_loop_reference():
 def test_reinforce_plus_plus_matches_loop_reference():
     rewards, _ = _random_rewards_values(3)
     adv, ret = compute_reinforce_plus_plus_outcome_advantage(rewards, MIXED_MASK, gamma=0.8)
-    to_go = [_reference_reward_to_go(r, m, 0.8) for r, m in zip(rewards.tolist(), MIXED_MASK.tolist())]
+    to_go = [_reference_reward_to_go(r, m, 0.8) for r, m in zip(rewards.tolist(), MIXED_MASK.tolist(), strict=True)]
     torch.testing.assert_close(ret, torch.tensor(to_go, dtype=torch.float64))
     torch.testing.assert_close(adv, torch.tensor(_whiten_valid(to_go, MIXED_MASK.tolist()), dtype=torch.float64))
 

@@ -15,6 +15,7 @@ from hydra.errors import ConfigCompositionException
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import verl.trainer.config
+from tests.config_mirror import assert_yaml_mirrors_dataclass
 from verl.protocol import DataProto
 from verl.trainer.config.sft import SFTConfig
 from verl.trainer.core_algos import agg_loss
@@ -23,16 +24,17 @@ from verl.trainer.main_sft import check_config, load_config, load_datasets, run_
 from verl.utils.fsdp_utils import build_optimizer
 from verl.utils.tiny_model import build_tiny_model
 from verl.workers.sft_worker import next_token_nll, train_on_batch
-from tests.config_mirror import assert_yaml_mirrors_dataclass
 
 YAML_PATH = os.path.join(os.path.dirname(verl.trainer.config.__file__), "sft_trainer.yaml")
 
 # Answers of different lengths, so the two ranks hold different numbers of loss tokens.
-QA = [("Who wrote Hamlet?", "Shakespeare."),
-      ("What is the capital of France?", "The capital of France is Paris."),
-      ("Which is the highest mountain?", "Mount Everest is the highest mountain above sea level, at 8,849 metres."),
-      ("When was the United Nations founded?", "In 1945."),
-      ("Where does the Nile flow?", "Through Cairo.")]
+QA = [
+    ("Who wrote Hamlet?", "Shakespeare."),
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("Which is the highest mountain?", "Mount Everest is the highest mountain above sea level, at 8,849 metres."),
+    ("When was the United Nations founded?", "In 1945."),
+    ("Where does the Nile flow?", "Through Cairo."),
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +48,18 @@ def setup(tmp_path_factory):
 
 
 def overrides(root, model, **changes) -> list[str]:
-    base = {"data.train_files": root / "train.parquet", "data.val_files": root / "val.parquet", "model.path": model,
-            "data.train_batch_size": 8, "data.micro_batch_size_per_gpu": 3,  # 4 rows per rank: micro-batches of 3 + 1
-            "optim.lr": 1e-2, "trainer.n_gpus_per_node": 2, "trainer.device": "cpu",
-            "trainer.logger": "[console,file]", "trainer.save_freq": 2}
+    base = {
+        "data.train_files": root / "train.parquet",
+        "data.val_files": root / "val.parquet",
+        "model.path": model,
+        "data.train_batch_size": 8,
+        "data.micro_batch_size_per_gpu": 3,  # 4 rows per rank: micro-batches of 3 + 1
+        "optim.lr": 1e-2,
+        "trainer.n_gpus_per_node": 2,
+        "trainer.device": "cpu",
+        "trainer.logger": "[console,file]",
+        "trainer.save_freq": 2,
+    }
     base.update(changes)
     return [f"{k}={v}" for k, v in base.items()]
 
@@ -69,31 +79,45 @@ def test_composed_config_is_typed_and_refuses_unknown_keys():
         load_config(["+data.no_such_key=1"])
 
 
-@pytest.mark.parametrize("changes, message", [
-    (["data.train_batch_size=7"], "data.train_batch_size=7"),
-    (["data.micro_batch_size_per_gpu=0"], "data.micro_batch_size_per_gpu"),
-    (["data.truncation=left"], "data.truncation"),
-    (["trainer.resume_mode=sometimes"], "trainer.resume_mode"),
-    (["trainer.resume_mode=resume_path", "trainer.resume_from_path=/nowhere/global_step_3"], "resume_from_path"),
-    (["fsdp_config.mixed_precision.param_dtype=int8"], "fsdp_config.mixed_precision.param_dtype"),
-    (["optim.warmup_style=linear"], "optim.warmup_style"),
-    (["trainer.logger=[console,mlflow]"], "mlflow"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (["data.train_batch_size=7"], "data.train_batch_size=7"),
+        (["data.micro_batch_size_per_gpu=0"], "data.micro_batch_size_per_gpu"),
+        (["data.truncation=left"], "data.truncation"),
+        (["trainer.resume_mode=sometimes"], "trainer.resume_mode"),
+        (["trainer.resume_mode=resume_path", "trainer.resume_from_path=/nowhere/global_step_3"], "resume_from_path"),
+        (["fsdp_config.mixed_precision.param_dtype=int8"], "fsdp_config.mixed_precision.param_dtype"),
+        (["optim.warmup_style=linear"], "optim.warmup_style"),
+        (["trainer.logger=[console,mlflow]"], "mlflow"),
+    ],
+)
 def test_check_config_names_the_offending_key(changes, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         check_config(load_config(["data.train_batch_size=8", "trainer.n_gpus_per_node=2", *changes]))
 
 
 def test_both_offloads_together_are_accepted():
-    check_config(load_config(["data.train_batch_size=8", "trainer.n_gpus_per_node=2", "fsdp_config.param_offload=true",
-                              "fsdp_config.optimizer_offload=true"]))
+    check_config(
+        load_config(
+            [
+                "data.train_batch_size=8",
+                "trainer.n_gpus_per_node=2",
+                "fsdp_config.param_offload=true",
+                "fsdp_config.optimizer_offload=true",
+            ]
+        )
+    )
 
 
-@pytest.mark.parametrize("key, value, exc, message", [
-    ("data.train_files", "nowhere/train.parquet", FileNotFoundError, "nowhere/train.parquet"),
-    ("model.path", "no_model", FileNotFoundError, "model.path.*no_model"),
-    ("data.train_batch_size", 64, ValueError, "data.train_batch_size=64 is larger than the training set"),
-])
+@pytest.mark.parametrize(
+    "key, value, exc, message",
+    [
+        ("data.train_files", "nowhere/train.parquet", FileNotFoundError, "nowhere/train.parquet"),
+        ("model.path", "no_model", FileNotFoundError, "model.path.*no_model"),
+        ("data.train_batch_size", 64, ValueError, "data.train_batch_size=64 is larger than the training set"),
+    ],
+)
 def test_bad_setup_is_refused_before_ray_starts(setup, key, value, exc, message):
     root, model = setup
     value = root / value if isinstance(value, str) else value
@@ -105,8 +129,12 @@ def test_bad_setup_is_refused_before_ray_starts(setup, key, value, exc, message)
 
 def test_unknown_key_on_the_command_line(setup):
     root, model = setup
-    proc = subprocess.run([sys.executable, "-m", "verl.trainer.main_sft", *overrides(root, model), "optim.no_such=3"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "verl.trainer.main_sft", *overrides(root, model), "optim.no_such=3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "no_such" in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr
 
@@ -122,7 +150,8 @@ def test_loss_is_computed_on_response_tokens_only(setup, train_set):
     batch = train_set.collate([train_set[0], train_set[2]])
     with torch.no_grad():
         logits = AutoModelForCausalLM.from_pretrained(model_path)(
-            **{k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}).logits
+            **{k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+        ).logits
 
     def loss(labels):
         return agg_loss(*next_token_nll(logits, labels, batch["loss_mask"]), "token-mean")
@@ -170,8 +199,9 @@ def runs(setup, ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
 
     def train(name: str, steps: int) -> list[dict]:
-        config = load_config(overrides(root, model, **{"trainer.default_local_dir": out / name,
-                                                       "trainer.total_training_steps": steps}))
+        config = load_config(
+            overrides(root, model, **{"trainer.default_local_dir": out / name, "trainer.total_training_steps": steps})
+        )
         run_sft(config).shutdown()
         return read_metrics(out / name)
 
@@ -200,7 +230,7 @@ def test_two_ranks_step_like_one_process_on_the_whole_batch(setup, train_set, ru
     config = load_config(overrides(root, model))
     batches = ResumableBatches(train_set, 8, config.data.shuffle, config.data.seed, collate_fn=train_set.collate)
     weights, metrics = one_process_steps(model, [next(batches), next(batches)], 8, config.optim)
-    for record, expected in zip(straight, metrics):
+    for record, expected in zip(straight[:2], metrics, strict=True):  # the first two of the four steps
         for key in ("train/loss", "train/grad_norm"):
             assert record[key] == pytest.approx(expected[key], rel=1e-5), (record["step"], key)
     trained = AutoModelForCausalLM.from_pretrained(out / "straight" / "global_step_2" / "model" / "huggingface")
@@ -213,7 +243,7 @@ def test_resume_continues_at_the_next_step_as_if_never_stopped(runs):
     the resumed run equal those of the straight run, and so do the final weights."""
     out, straight, resumed = runs
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]  # metrics.jsonl appended, not rewritten
-    for a, b in zip(straight[2:], resumed[2:]):
+    for a, b in zip(straight[2:], resumed[2:], strict=True):
         for key in ("train/loss", "train/grad_norm", "train/lr", "training/epoch"):
             assert b[key] == pytest.approx(a[key], rel=1e-6), (b["step"], key)
     assert resumed[-1]["val/loss"] == pytest.approx(straight[-1]["val/loss"], rel=1e-6)

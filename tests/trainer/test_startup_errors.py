@@ -25,9 +25,15 @@ def setup(tmp_path_factory):
 
 
 def overrides(root, model, **changes):
-    base = {"data.train_files": str(root / "good.parquet"), "data.val_files": str(root / "good.parquet"),
-            "data.train_batch_size": "4", "actor_rollout_ref.actor.ppo_mini_batch_size": "4",
-            "actor_rollout_ref.model.path": str(model), "trainer.n_gpus_per_node": "2", "trainer.device": "cpu"}
+    base = {
+        "data.train_files": str(root / "good.parquet"),
+        "data.val_files": str(root / "good.parquet"),
+        "data.train_batch_size": "4",
+        "actor_rollout_ref.actor.ppo_mini_batch_size": "4",
+        "actor_rollout_ref.model.path": str(model),
+        "trainer.n_gpus_per_node": "2",
+        "trainer.device": "cpu",
+    }
     base.update(changes)
     return [f"{k}={v}" for k, v in base.items()]
 
@@ -42,7 +48,9 @@ def run_expecting(exc, message, config):
 def test_missing_data_file(setup):
     root, model = setup
     missing = str(root / "nowhere" / "train.parquet")
-    run_expecting(FileNotFoundError, "nowhere/train.parquet", load_config(overrides(root, model, **{"data.train_files": missing})))
+    run_expecting(
+        FileNotFoundError, "nowhere/train.parquet", load_config(overrides(root, model, **{"data.train_files": missing}))
+    )
 
 
 def test_missing_column(setup):
@@ -61,8 +69,12 @@ def test_model_path_that_does_not_exist(setup):
 def test_unknown_key_on_the_command_line(setup, option):
     """Hydra lets ``+key=value`` add a key; the typed config refuses it like any unknown key."""
     root, model = setup
-    proc = subprocess.run([sys.executable, "-m", "verl.trainer.main_ppo", *overrides(root, model), option],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "verl.trainer.main_ppo", *overrides(root, model), option],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert option.split("=")[0].lstrip("+").rsplit(".", 1)[-1] in proc.stderr
     assert "Could not override" in proc.stderr
@@ -80,8 +92,11 @@ def test_validation_never_drops_a_row(setup):
     rows = [{"prompt": [{"role": "user", "content": text}], "data_source": "toy"} for text in ("short", "word " * 60)]
     pd.DataFrame(rows).to_parquet(root / "mixed.parquet")
     tokenizer = AutoTokenizer.from_pretrained(model)
-    mixed = {"data.train_files": str(root / "mixed.parquet"), "data.val_files": str(root / "mixed.parquet"),
-             "data.max_prompt_length": "40"}
+    mixed = {
+        "data.train_files": str(root / "mixed.parquet"),
+        "data.val_files": str(root / "mixed.parquet"),
+        "data.max_prompt_length": "40",
+    }
     with pytest.raises(ValueError, match=r"mixed\.parquet row 1: prompt is \d+ tokens.*data.truncation"):
         load_datasets(load_config(overrides(root, model, **mixed)), tokenizer)
     train, val = load_datasets(load_config(overrides(root, model, **mixed, **{"data.truncation": "left"})), tokenizer)

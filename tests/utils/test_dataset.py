@@ -119,8 +119,10 @@ def test_overlong_prompt_is_cut_and_counted_when_not_filtered(tmp_path, tokenize
 def test_columns_beyond_the_known_ones_travel_with_the_row(tmp_path, tokenizer):
     """ZeroSearch's data keeps question and golden_answers as top-level columns; a file without
     them still batches with one that has them."""
-    with_columns = write(tmp_path / "zs.parquet", {"prompt": [user("q?")], "data_source": ["nq"], "question": ["q?"],
-                                                   "golden_answers": [["a", "b"]]})
+    with_columns = write(
+        tmp_path / "zs.parquet",
+        {"prompt": [user("q?")], "data_source": ["nq"], "question": ["q?"], "golden_answers": [["a", "b"]]},
+    )
     plain = write(tmp_path / "plain.parquet", {"prompt": [user("r?")], "data_source": ["nq"]})
     ds = RLHFDataset([with_columns, plain], tokenizer, max_prompt_length=32)
     batch = collate_fn([ds[0], ds[1]])

@@ -38,11 +38,14 @@ def test_loss_mask_is_exactly_on_the_response_and_eos(tmp_path, tokenizer):
 
 
 def test_response_prefix_follows_the_prompt_and_is_not_trained_on(tmp_path, tokenizer):
-    path = write(tmp_path / "turns.parquet", {
-        "prompt": ["Question: capital of France?\n", "Question: highest mountain?\n"],
-        "response_prefix": ["<search>France capital</search>\n<information>Paris</information>\n", None],
-        "response": ["<answer>Paris</answer>", "<answer>Everest</answer>"],
-    })
+    path = write(
+        tmp_path / "turns.parquet",
+        {
+            "prompt": ["Question: capital of France?\n", "Question: highest mountain?\n"],
+            "response_prefix": ["<search>France capital</search>\n<information>Paris</information>\n", None],
+            "response": ["<answer>Paris</answer>", "<answer>Everest</answer>"],
+        },
+    )
     ds = SFTDataset(path, tokenizer)
     prompt = ids(tokenizer, "Question: capital of France?\n")
     prefix = ids(tokenizer, "<search>France capital</search>\n<information>Paris</information>\n")
@@ -62,8 +65,13 @@ def test_chat_prompt_is_templated_and_plain_prompt_used_verbatim(tmp_path, token
 
 
 def test_overlong_rows_lose_the_end_of_the_response_or_are_refused(tmp_path, tokenizer):
-    path = write(tmp_path / "long.parquet", {"prompt": ["short", "Who wrote Hamlet?"],
-                                             "response": ["ok", "Shakespeare wrote Hamlet, Macbeth and King Lear."]})
+    path = write(
+        tmp_path / "long.parquet",
+        {
+            "prompt": ["short", "Who wrote Hamlet?"],
+            "response": ["ok", "Shakespeare wrote Hamlet, Macbeth and King Lear."],
+        },
+    )
     prompt = ids(tokenizer, "Who wrote Hamlet?")
     ds = SFTDataset(path, tokenizer, max_length=len(prompt) + 3)
     row = ds[1]
@@ -88,9 +96,11 @@ def test_missing_file_column_or_bad_value_is_named(tmp_path, tokenizer):
 
 
 def test_messages_shape_trains_on_the_last_assistant_turn(tmp_path, tokenizer):
-    messages = [{"role": "system", "content": "Simulate a search engine."},
-                {"role": "user", "content": "Query: Eiffel Tower"},
-                {"role": "assistant", "content": "Doc 1: The Eiffel Tower was completed in 1889."}]
+    messages = [
+        {"role": "system", "content": "Simulate a search engine."},
+        {"role": "user", "content": "Query: Eiffel Tower"},
+        {"role": "assistant", "content": "Doc 1: The Eiffel Tower was completed in 1889."},
+    ]
     path = write(tmp_path / "simulation.parquet", {"messages": [messages]})
     row = SFTDataset(path, tokenizer)[0]
     prompt = ids(tokenizer, tokenizer.apply_chat_template(messages[:2], add_generation_prompt=True, tokenize=False))

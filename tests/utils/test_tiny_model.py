@@ -91,9 +91,30 @@ def test_cli(tmp_path):
     texts.write_text("qwzxv\n" * 200, encoding="utf-8")
     out = tmp_path / "cli_model"
     result = subprocess.run(
-        [sys.executable, "-m", "verl.utils.tiny_model", str(out), "--vocab-size", "400", "--hidden-size", "32",
-         "--intermediate-size", "64", "--layers", "1", "--heads", "2", "--kv-heads", "1", "--texts", str(texts)],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "verl.utils.tiny_model",
+            str(out),
+            "--vocab-size",
+            "400",
+            "--hidden-size",
+            "32",
+            "--intermediate-size",
+            "64",
+            "--layers",
+            "1",
+            "--heads",
+            "2",
+            "--kv-heads",
+            "1",
+            "--texts",
+            str(texts),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(out)

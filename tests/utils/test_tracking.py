@@ -86,4 +86,6 @@ def test_wandb_defaults_to_offline_without_credentials(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs))
     Tracking("proj", "exp", ["wandb"], {"lr": 1e-6}, str(tmp_path))
-    assert calls == [{"project": "proj", "name": "exp", "config": {"lr": 1e-6}, "dir": str(tmp_path), "mode": "offline"}]
+    assert calls == [
+        {"project": "proj", "name": "exp", "config": {"lr": 1e-6}, "dir": str(tmp_path), "mode": "offline"}
+    ]

@@ -29,15 +29,28 @@ def make_batch(rows: int, prompt_width: int = 5, response_width: int = 6, seed: 
     response_mask = torch.ones(rows, response_width, dtype=torch.long)
     response_mask[1, 4:] = 0  # a short response
     response_mask[2, 2] = 0  # an observation token in the middle of a response
-    attention = torch.cat([prompt_mask, (response_mask + (torch.arange(response_width) == 2).long() * (torch.arange(rows) == 2).long()[:, None]).clamp(max=1)], 1)
-    return DataProto.from_dict(tensors={
-        "prompts": prompts, "responses": responses, "response_mask": response_mask,
-        "input_ids": torch.cat([prompts, responses], 1), "attention_mask": attention,
-        "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
-        "old_log_probs": -torch.rand(rows, response_width, generator=g) * 5,
-        "advantages": torch.randn(rows, response_width, generator=g),
-        "ref_log_prob": -torch.rand(rows, response_width, generator=g) * 5,
-    })
+    attention = torch.cat(
+        [
+            prompt_mask,
+            (
+                response_mask + (torch.arange(response_width) == 2).long() * (torch.arange(rows) == 2).long()[:, None]
+            ).clamp(max=1),
+        ],
+        1,
+    )
+    return DataProto.from_dict(
+        tensors={
+            "prompts": prompts,
+            "responses": responses,
+            "response_mask": response_mask,
+            "input_ids": torch.cat([prompts, responses], 1),
+            "attention_mask": attention,
+            "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
+            "old_log_probs": -torch.rand(rows, response_width, generator=g) * 5,
+            "advantages": torch.randn(rows, response_width, generator=g),
+            "ref_log_prob": -torch.rand(rows, response_width, generator=g) * 5,
+        }
+    )
 
 
 def updated_weights(model_path, data, micro: int, **actor_kwargs):

@@ -29,15 +29,16 @@ def test_hits_misses_and_duplicates_in_a_batch():
     assert cached.name == "counting" and cached.topk == 2
 
     first = cached.search([SearchRequest("a", "qa"), SearchRequest("b", "qb"), SearchRequest("a", "qa")])
-    assert [r.documents[0] for r in first] == ["a / qa / noisy=False", "b / qb / noisy=False",
-                                               "a / qa / noisy=False"]
+    assert [r.documents[0] for r in first] == ["a / qa / noisy=False", "b / qb / noisy=False", "a / qa / noisy=False"]
     assert sorted(backend.queries) == ["a", "b"]
     first[0].documents.append("caller's own edit")  # must not reach the cache
 
     second = cached.search([SearchRequest("b", "qb"), SearchRequest("c", "qc"), SearchRequest("a", "qa")])
-    assert [r.documents for r in second] == [["b / qb / noisy=False", "second"],
-                                             ["c / qc / noisy=False", "second"],
-                                             ["a / qa / noisy=False", "second"]]
+    assert [r.documents for r in second] == [
+        ["b / qb / noisy=False", "second"],
+        ["c / qc / noisy=False", "second"],
+        ["a / qa / noisy=False", "second"],
+    ]
     assert sorted(backend.queries) == ["a", "b", "c"]
     assert (cached.stats["requests"], cached.stats["cache_hits"], cached.stats["failures"]) == (6, 3, 0)
     assert backend.stats is cached.stats
@@ -46,8 +47,13 @@ def test_hits_misses_and_duplicates_in_a_batch():
 def test_key_holds_everything_the_documents_depend_on():
     backend = CountingBackend()
     cached = CachedSearch(backend, SearchCache())
-    variants = [SearchRequest("q"), SearchRequest("q", noisy=True), SearchRequest("q", "other question"),
-                SearchRequest("q", golden_answers=("x",)), SearchRequest("q", golden_answers=("y",))]
+    variants = [
+        SearchRequest("q"),
+        SearchRequest("q", noisy=True),
+        SearchRequest("q", "other question"),
+        SearchRequest("q", golden_answers=("x",)),
+        SearchRequest("q", golden_answers=("y",)),
+    ]
 
     cached.search(variants)
     cached.search(variants)
@@ -73,11 +79,28 @@ def test_persisted_across_instances(tmp_path):
 
 def test_corrupt_lines_are_skipped(tmp_path, caplog):
     path = tmp_path / "cache.jsonl"
-    good = {"backend": "counting", "query": "a", "topk": 2, "noisy": False, "question": "",
-            "golden_answers": [], "documents": ["doc a"]}
+    good = {
+        "backend": "counting",
+        "query": "a",
+        "topk": 2,
+        "noisy": False,
+        "question": "",
+        "golden_answers": [],
+        "documents": ["doc a"],
+    }
     wrong_type = dict(good, query="b", documents="not a list")
-    path.write_bytes(b"\n".join([json.dumps(good).encode(), b"{not json", b"\xff\xfe",
-                                 json.dumps(wrong_type).encode(), b"[1, 2]", b'{"backend": "count']))
+    path.write_bytes(
+        b"\n".join(
+            [
+                json.dumps(good).encode(),
+                b"{not json",
+                b"\xff\xfe",
+                json.dumps(wrong_type).encode(),
+                b"[1, 2]",
+                b'{"backend": "count',
+            ]
+        )
+    )
 
     with caplog.at_level(logging.WARNING):
         cache = SearchCache(str(path))

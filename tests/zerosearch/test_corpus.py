@@ -31,11 +31,14 @@ def test_load_corpus_both_layouts_and_default_ids(corpus_path):
     assert docs[2]["title"] == "Mount Everest"
 
 
-@pytest.mark.parametrize("bad, message", [
-    ('{"contents": "ok"', "invalid JSON"),
-    ('{"title": "no text"}', "'contents'"),
-    ('["a list"]', "JSON object"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ('{"contents": "ok"', "invalid JSON"),
+        ('{"title": "no text"}', "'contents'"),
+        ('["a list"]', "JSON object"),
+    ],
+)
 def test_load_corpus_errors_name_file_and_line(tmp_path, bad, message):
     path = write_jsonl(tmp_path / "bad.jsonl", [DOCS[0], "", bad])
     with pytest.raises(ValueError, match=message) as info:
@@ -99,5 +102,6 @@ def test_corpus_search_batch_keeps_request_order(corpus_path, tmp_path):
 
     backend.index.save(str(tmp_path / "saved"))
     from_dir = CorpusSearch(str(tmp_path / "saved"), topk=1)
-    assert [r.documents for r in from_dir.search([SearchRequest(query=q) for q in queries])] == \
-        [r.documents for r in results]
+    assert [r.documents for r in from_dir.search([SearchRequest(query=q) for q in queries])] == [
+        r.documents for r in results
+    ]

@@ -33,8 +33,14 @@ def test_decreasing_schedule_is_allowed():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"base": 1.0}, "base"), ({"base": 0.0}, "base"), ({"base": -2.0}, "base"),
-     ({"total_steps": 0}, "total_steps"), ({"start": -0.1}, "start_threshold"), ({"end": 1.5}, "end_threshold")],
+    [
+        ({"base": 1.0}, "base"),
+        ({"base": 0.0}, "base"),
+        ({"base": -2.0}, "base"),
+        ({"total_steps": 0}, "total_steps"),
+        ({"start": -0.1}, "start_threshold"),
+        ({"end": 1.5}, "end_threshold"),
+    ],
 )
 def test_probability_errors(kwargs, match):
     args = {"step": 1, "total_steps": 10, "start": 0.0, "end": 0.5, "base": 4.0, **kwargs}
@@ -63,7 +69,7 @@ def test_draws_reproducible_and_order_independent():
 
     shuffled = KEYS[:]
     random.Random(0).shuffle(shuffled)
-    by_key = dict(zip(KEYS, first))
+    by_key = dict(zip(KEYS, first, strict=True))
     assert NoiseSchedule(config, seed=7).draw(3, 10, shuffled) == [by_key[k] for k in shuffled]
     # a smaller batch holding some of the same keys draws the same for them
     assert NoiseSchedule(config, seed=7).draw(3, 10, KEYS[5:9]) == first[5:9]

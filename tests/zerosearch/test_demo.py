@@ -3,11 +3,11 @@ import os
 import pytest
 from hydra.errors import ConfigCompositionException
 
+from tests.config_mirror import assert_yaml_mirrors_dataclass
 from zerosearch.config import DemoConfig
 from zerosearch.data.synthetic import GUESS_DECISION, SEARCH_DECISION, build_world
 from zerosearch.demo import load_config, redrawn, to_table, warm_start_rows
 from zerosearch.train import CONFIG_DIR
-from tests.config_mirror import assert_yaml_mirrors_dataclass
 
 
 def test_yaml_mirrors_the_dataclass_defaults_key_for_key():
@@ -39,8 +39,9 @@ def test_warm_start_trains_the_decision_at_the_search_rate_only(rate, practice):
     # Practice answers are those of the redrawn worlds, so they can only be read off the documents.
     true_answer = {q.question: q.answer for q in world.train_questions + world.test_questions}
     finals = [r for r in rows if "<answer>" in r["response"] and "<search>" in r["response_prefix"]]
-    answers = [(r["prompt"][0]["content"].split("Question: ")[1].strip(), r["response"].split("<answer> ")[1])
-               for r in finals]
+    answers = [
+        (r["prompt"][0]["content"].split("Question: ")[1].strip(), r["response"].split("<answer> ")[1]) for r in finals
+    ]
     differ = sum(not a.startswith(true_answer[q] + " ") for q, a in answers if q in true_answer)
     assert differ > 0.5 * len(practised) if practice else differ == 0
 

@@ -4,10 +4,22 @@ from zerosearch.eval import resolve_model_path, summarize, to_markdown
 
 
 def test_summary_has_per_source_macro_and_micro_rows():
-    per_source = {"nq": {"em": [1.0, 0.0, 1.0, 1.0], "cover_em": [1.0] * 4, "f1": [1.0, 0.5, 1.0, 1.0],
-                         "searches": [1.0, 2.0, 0.0, 1.0], "answered": [1.0] * 4},
-                  "popqa": {"em": [0.0, 0.0], "cover_em": [0.0, 1.0], "f1": [0.0, 0.5], "searches": [3.0, 1.0],
-                            "answered": [1.0, 0.0]}}
+    per_source = {
+        "nq": {
+            "em": [1.0, 0.0, 1.0, 1.0],
+            "cover_em": [1.0] * 4,
+            "f1": [1.0, 0.5, 1.0, 1.0],
+            "searches": [1.0, 2.0, 0.0, 1.0],
+            "answered": [1.0] * 4,
+        },
+        "popqa": {
+            "em": [0.0, 0.0],
+            "cover_em": [0.0, 1.0],
+            "f1": [0.0, 0.5],
+            "searches": [3.0, 1.0],
+            "answered": [1.0, 0.0],
+        },
+    }
     table = summarize(per_source)
     assert table["nq"]["em"] == 0.75 and table["nq"]["n"] == 4
     assert table["avg"]["em"] == pytest.approx((0.75 + 0.0) / 2)  # mean of the per-source means

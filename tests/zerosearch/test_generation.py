@@ -19,7 +19,9 @@ from zerosearch.search.base import SearchBackend
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_tokenizer([prompts.policy_prompt("Who wrote Hamlet?"), "<search> q </search> <answer> a </answer>"], 600)
+    return build_tokenizer(
+        [prompts.policy_prompt("Who wrote Hamlet?"), "<search> q </search> <answer> a </answer>"], 600
+    )
 
 
 class FakeBackend(SearchBackend):
@@ -48,7 +50,7 @@ class ScriptedWorkerGroup:
         assert data.meta_info["n"] == 1 and data.meta_info["stop"] == prompts.SEARCH_STOPS
         width = data.meta_info["max_new_tokens"]
         rows = []
-        for ids, mask in zip(data.batch["input_ids"], data.batch["attention_mask"].bool()):
+        for ids, mask in zip(data.batch["input_ids"], data.batch["attention_mask"].bool(), strict=True):
             context = self.tokenizer.decode(ids[mask].tolist())
             question = next(q for q in self.scripts if q in context)
             # the instruction itself mentions the tags: count only what was appended after it
@@ -60,11 +62,12 @@ class ScriptedWorkerGroup:
         response_mask = torch.zeros((len(rows), width), dtype=torch.long)
         log_probs = torch.zeros((len(rows), width))
         for i, r in enumerate(rows):
-            responses[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-            response_mask[i, :len(r)] = 1
-            log_probs[i, :len(r)] = fake_log_probs(r)
-        return DataProto.from_dict(tensors={"responses": responses, "response_mask": response_mask,
-                                            "rollout_log_probs": log_probs})
+            responses[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            response_mask[i, : len(r)] = 1
+            log_probs[i, : len(r)] = fake_log_probs(r)
+        return DataProto.from_dict(
+            tensors={"responses": responses, "response_mask": response_mask, "rollout_log_probs": log_probs}
+        )
 
 
 def fake_log_probs(ids):
@@ -94,14 +97,18 @@ def make_batch(tokenizer, questions, answers, width=200):
     mask = torch.zeros((len(questions), width), dtype=torch.long)
     for i, q in enumerate(questions):
         p = tokenizer.encode(prompts.policy_prompt(q), add_special_tokens=False)
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
     return DataProto.from_dict(
         tensors={"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)},
-        non_tensors={"reward_model": [{"ground_truth": {"target": [a]}} for a in answers],
-                     "extra_info": [{"question": q, "index": i} for i, q in enumerate(questions)],
-                     "data_source": ["toy"] * len(questions), "uid": [f"u{i}" for i in range(len(questions))]},
-        meta_info={"validate": False, "global_steps": 3, "total_steps": 10})
+        non_tensors={
+            "reward_model": [{"ground_truth": {"target": [a]}} for a in answers],
+            "extra_info": [{"question": q, "index": i} for i, q in enumerate(questions)],
+            "data_source": ["toy"] * len(questions),
+            "uid": [f"u{i}" for i in range(len(questions))],
+        },
+        meta_info={"validate": False, "global_steps": 3, "total_steps": 10},
+    )
 
 
 def test_parse_action_takes_the_first_complete_action():
@@ -112,19 +119,24 @@ def test_parse_action_takes_the_first_complete_action():
 
 
 def test_mask_is_one_on_sampled_tokens_and_zero_on_observations(tokenizer, monkeypatch):
-    scripts = {"Who wrote Hamlet?": ["<think>unsure</think><search> hamlet author </search>",
-                                     "<answer> Shakespeare </answer>"],
-               "Capital of France?": ["<answer> Paris </answer>"]}
+    scripts = {
+        "Who wrote Hamlet?": [
+            "<think>unsure</think><search> hamlet author </search>",
+            "<answer> Shakespeare </answer>",
+        ],
+        "Capital of France?": ["<answer> Paris </answer>"],
+    }
     manager, wg = make_manager(make_config(), tokenizer, scripts, monkeypatch)
     out = manager.generate_sequences(make_batch(tokenizer, list(scripts), ["William Shakespeare", "Paris"]))
     row = 0
-    span = out.batch["attention_mask"][row, out.batch["prompts"].shape[1]:].bool()
+    span = out.batch["attention_mask"][row, out.batch["prompts"].shape[1] :].bool()
     ids = out.batch["responses"][row][span].tolist()
     mask = out.batch["response_mask"][row][span].tolist()
     turn1 = tokenizer.encode(scripts["Who wrote Hamlet?"][0], add_special_tokens=False)
     turn2 = tokenizer.encode(scripts["Who wrote Hamlet?"][1], add_special_tokens=False)
-    observation = tokenizer.encode(prompts.format_observation(["hamlet author is described here", "another document"]),
-                                   add_special_tokens=False)
+    observation = tokenizer.encode(
+        prompts.format_observation(["hamlet author is described here", "another document"]), add_special_tokens=False
+    )
     assert ids == turn1 + observation + turn2  # sampled ids kept exactly, observation as token ids
     assert mask == [1] * len(turn1) + [0] * len(observation) + [1] * len(turn2)
     # every token of the <information> block (tags included) carries mask 0
@@ -133,9 +145,14 @@ def test_mask_is_one_on_sampled_tokens_and_zero_on_observations(tokenizer, monke
     # the search request carried this row's own question and gold answers
     [request] = manager.train_backend.requests
     assert (request.query, request.question, request.golden_answers) == (
-        "hamlet author", "Who wrote Hamlet?", ("William Shakespeare",))
+        "hamlet author",
+        "Who wrote Hamlet?",
+        ("William Shakespeare",),
+    )
     assert list(out.non_tensor_batch["num_searches"]) == [1, 0]
-    assert out.batch["response_mask"][1].sum() == len(tokenizer.encode("<answer> Paris </answer>", add_special_tokens=False))
+    assert out.batch["response_mask"][1].sum() == len(
+        tokenizer.encode("<answer> Paris </answer>", add_special_tokens=False)
+    )
     metrics = out.meta_info["metrics"]
     assert metrics["search/answer_rate"] == 1.0 and metrics["search/searches_mean"] == 0.5
     assert metrics["curriculum/noise_p"] == pytest.approx(manager.noise.probability(3, 10))
@@ -149,8 +166,14 @@ def test_last_turn_performs_no_search_and_invalid_actions_get_a_notice(tokenizer
     manager, _ = make_manager(make_config(max_turns=2), tokenizer, scripts, monkeypatch)
     out = manager.generate_sequences(make_batch(tokenizer, list(scripts), ["x"]))
     assert [r.query for r in manager.train_backend.requests] == ["a"]  # turn 3 is the last: its search never runs
-    span = out.batch["attention_mask"][0, out.batch["prompts"].shape[1]:].bool()
-    masked_out = [t for t, m in zip(out.batch["responses"][0][span].tolist(), out.batch["response_mask"][0][span].tolist()) if m == 0]
+    span = out.batch["attention_mask"][0, out.batch["prompts"].shape[1] :].bool()
+    masked_out = [
+        t
+        for t, m in zip(
+            out.batch["responses"][0][span].tolist(), out.batch["response_mask"][0][span].tolist(), strict=True
+        )
+        if m == 0
+    ]
     assert "not a valid action" in tokenizer.decode(masked_out)
     assert out.meta_info["metrics"]["search/answer_rate"] == 0.0
     assert out.meta_info["metrics"]["search/valid_action_rate"] == pytest.approx(2 / 3)
@@ -175,7 +198,7 @@ def test_observations_are_truncated_and_rows_out_of_budget_finish(tokenizer, mon
     metrics = out.meta_info["metrics"]
     assert metrics["search/obs_truncated"] == 3
     mask = out.batch["response_mask"][0]
-    span = out.batch["attention_mask"][0, out.batch["prompts"].shape[1]:]
+    span = out.batch["attention_mask"][0, out.batch["prompts"].shape[1] :]
     assert int((span - mask).sum()) == 3 * 8  # three observations of exactly max_obs_length tokens
     assert out.batch["responses"].shape[1] == 4 * 40 + 3 * 8
 
@@ -191,13 +214,17 @@ def test_n_samples_per_prompt_keep_their_uid(tokenizer, monkeypatch):
 
 
 def test_a_cut_observation_keeps_its_closing_tag(tokenizer, monkeypatch):
-    scripts = {"Who wrote Hamlet?": ["<search> a rather long query about the author of hamlet </search>",
-                                     "<answer> x </answer>"]}
+    scripts = {
+        "Who wrote Hamlet?": [
+            "<search> a rather long query about the author of hamlet </search>",
+            "<answer> x </answer>",
+        ]
+    }
     manager, _ = make_manager(make_config(max_turns=1, max_obs_length=24), tokenizer, scripts, monkeypatch)
     out = manager.generate_sequences(make_batch(tokenizer, list(scripts), ["x"]))
-    span = out.batch["attention_mask"][0, out.batch["prompts"].shape[1]:].bool()
+    span = out.batch["attention_mask"][0, out.batch["prompts"].shape[1] :].bool()
     ids, mask = out.batch["responses"][0][span].tolist(), out.batch["response_mask"][0][span].tolist()
-    observation = tokenizer.decode([i for i, m in zip(ids, mask) if m == 0])
+    observation = tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m == 0])
     assert observation.startswith("\n\n<information>Doc 1:") and observation.endswith("</information>\n\n")
     assert mask.count(0) == 24 and out.meta_info["metrics"]["search/obs_truncated"] == 1
 

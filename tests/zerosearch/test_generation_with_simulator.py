@@ -42,6 +42,12 @@ def test_only_searching_rows_query_the_simulator_each_with_its_own_question_and_
     assert list(out.non_tensor_batch["num_searches"]) == [1, 0, 1]
     assert out.meta_info["metrics"]["search/failures"] == 0
     # the simulator's documents reached the context of the row that searched
-    span = out.batch["attention_mask"][0, out.batch["prompts"].shape[1]:].bool()
-    observed = [i for i, m in zip(out.batch["responses"][0][span].tolist(), out.batch["response_mask"][0][span].tolist()) if m == 0]
+    span = out.batch["attention_mask"][0, out.batch["prompts"].shape[1] :].bool()
+    observed = [
+        i
+        for i, m in zip(
+            out.batch["responses"][0][span].tolist(), out.batch["response_mask"][0][span].tolist(), strict=True
+        )
+        if m == 0
+    ]
     assert "about hamlet playwright" in tokenizer.decode(observed)

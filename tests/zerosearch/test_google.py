@@ -38,8 +38,10 @@ def backend_with(responses, topk=3, max_retries=0):
 def test_organic_results_formatted_up_to_topk():
     backend, client = backend_with([{"search_metadata": {"status": "Success"}, "organic_results": ORGANIC}], topk=2)
     [result] = backend.search([SearchRequest(query="highest mountain")])
-    assert result.documents == ["(Title: Everest - Wikipedia) Mount Everest is Earth's highest mountain.",
-                                "(Title: K2) K2 is the second-highest mountain."]
+    assert result.documents == [
+        "(Title: Everest - Wikipedia) Mount Everest is Earth's highest mountain.",
+        "(Title: K2) K2 is the second-highest mountain.",
+    ]
     assert client.calls == [{"engine": "google", "q": "highest mountain", "num": 2}]
 
 
@@ -53,8 +55,10 @@ def test_answer_box_then_knowledge_graph_come_first():
 
     backend, _ = backend_with([{"knowledge_graph": graph, "organic_results": ORGANIC}], topk=2)
     [result] = backend.search([SearchRequest(query="everest")])
-    assert result.documents == ["(Title: Mount Everest) Highest mountain on Earth.",
-                                "(Title: Everest - Wikipedia) Mount Everest is Earth's highest mountain."]
+    assert result.documents == [
+        "(Title: Mount Everest) Highest mountain on Earth.",
+        "(Title: Everest - Wikipedia) Mount Everest is Earth's highest mountain.",
+    ]
 
 
 def test_no_results_is_empty_not_failed():

@@ -9,13 +9,35 @@ from zerosearch.train import load_config
 
 def test_keys_in_any_order_map_onto_config_keys():
     overrides, passthrough = parse_key_values(
-        ["TOPK", "3", "MODEL_PATH", "/m", "DATA_PATH", "/d/", "IP", "10.0.0.5,host2:7000", "LOGGER", "console,wandb",
-         "START_THRESHOLD", "0.1", "EXPERIMENT_NAME", "it's,odd=1", "--", "trainer.save_freq=10"])
-    assert overrides == ["search.topk=3", "actor_rollout_ref.model.path='/m'", "data.train_files='/d/train.parquet'",
-                         "data.val_files='/d/test.parquet'",
-                         "search.simulator.server_urls=[http://10.0.0.5:6001/v1,http://host2:7000/v1]",
-                         "trainer.logger=[console,wandb]", "search.curriculum.start_threshold=0.1",
-                         "trainer.experiment_name='it\\'s,odd=1'"]
+        [
+            "TOPK",
+            "3",
+            "MODEL_PATH",
+            "/m",
+            "DATA_PATH",
+            "/d/",
+            "IP",
+            "10.0.0.5,host2:7000",
+            "LOGGER",
+            "console,wandb",
+            "START_THRESHOLD",
+            "0.1",
+            "EXPERIMENT_NAME",
+            "it's,odd=1",
+            "--",
+            "trainer.save_freq=10",
+        ]
+    )
+    assert overrides == [
+        "search.topk=3",
+        "actor_rollout_ref.model.path='/m'",
+        "data.train_files='/d/train.parquet'",
+        "data.val_files='/d/test.parquet'",
+        "search.simulator.server_urls=[http://10.0.0.5:6001/v1,http://host2:7000/v1]",
+        "trainer.logger=[console,wandb]",
+        "search.curriculum.start_threshold=0.1",
+        "trainer.experiment_name='it\\'s,odd=1'",
+    ]
     assert passthrough == ["trainer.save_freq=10"]
     config = load_config("zerosearch_grpo", overrides + passthrough)
     assert config.search.topk == 3 and config.trainer.logger == ["console", "wandb"]
@@ -32,17 +54,23 @@ def test_keys_not_given_keep_the_recipe_values():
     grpo = load_config("zerosearch_grpo")
     assert (grpo.data.train_batch_size, grpo.actor_rollout_ref.rollout.n) == (64, 5)
     assert grpo.actor_rollout_ref.actor.optim.lr == 1e-6 and grpo.agent.reward_metric == "f1"
-    assert (grpo.actor_rollout_ref.actor.kl_loss_coef, grpo.actor_rollout_ref.actor.kl_loss_type) == (0.001, "low_var_kl")
+    assert (grpo.actor_rollout_ref.actor.kl_loss_coef, grpo.actor_rollout_ref.actor.kl_loss_type) == (
+        0.001,
+        "low_var_kl",
+    )
     assert grpo.data.max_response_length == 500
 
 
-@pytest.mark.parametrize("args, message", [
-    (["TOPK"], "TOPK has no value"),
-    (["TOPK", "MAX_TURNS", "3"], "TOPK has no value"),
-    (["BATCH", "3"], "unknown key 'BATCH'"),
-    (["TOPK", "3", "TOPK", "4"], "given twice"),
-    (["topk", "3"], "unknown key 'topk'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["TOPK"], "TOPK has no value"),
+        (["TOPK", "MAX_TURNS", "3"], "TOPK has no value"),
+        (["BATCH", "3"], "unknown key 'BATCH'"),
+        (["TOPK", "3", "TOPK", "4"], "given twice"),
+        (["topk", "3"], "unknown key 'topk'"),
+    ],
+)
 def test_bad_arguments_are_refused(args, message):
     with pytest.raises(UsageError, match=message):
         parse_key_values(args)
@@ -57,8 +85,13 @@ def test_unknown_key_lists_the_valid_keys(capsys):
 
 
 def test_script_exits_2_on_a_key_without_value():
-    proc = subprocess.run(["bash", "train_reinforce.sh", "MAX_TURNS"], capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        ["bash", "train_reinforce.sh", "MAX_TURNS"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 2 and "MAX_TURNS has no value" in proc.stderr
 
 
@@ -66,8 +99,10 @@ def test_existing_local_paths_become_absolute(tmp_path, monkeypatch):
     (tmp_path / "model").mkdir()
     monkeypatch.chdir(tmp_path)
     overrides, _ = parse_key_values(["MODEL_PATH", "model", "SIMULATION_LLM", "Qwen2.5-3B-Instruct"])
-    assert overrides == [f"actor_rollout_ref.model.path='{tmp_path / 'model'}'",
-                         "search.simulator.model='Qwen2.5-3B-Instruct'"]  # a served name stays as given
+    assert overrides == [
+        f"actor_rollout_ref.model.path='{tmp_path / 'model'}'",
+        "search.simulator.model='Qwen2.5-3B-Instruct'",
+    ]  # a served name stays as given
 
 
 def test_eval_keys(tmp_path):

@@ -26,20 +26,24 @@ def fake_bin(tmp_path):
 
 def launch(server, *args, path_prefix):
     env = {**os.environ, "PATH": path_prefix + os.pathsep + os.environ["PATH"]}
-    return subprocess.run(["bash", SCRIPTS[server], *args], env=env, capture_output=True, text=True, timeout=30,
-                          check=False)
+    return subprocess.run(
+        ["bash", SCRIPTS[server], *args], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
 
 
 @pytest.mark.parametrize("server", SCRIPTS)
-@pytest.mark.parametrize("args, message", [
-    (["MODEL_PATH", "/m", "BATCH", "8"], "unknown key 'BATCH'"),
-    (["--help"], "unknown key '--help'"),
-    (["--model-path", "/m"], "unknown key '--model-path'"),
-    (["MODEL_PATH", "/m", "PORT"], "key 'PORT' has no value"),
-    (["PORT", "7000"], "MODEL_PATH is required"),
-    (["MODEL_PATH", "/m", "TP", "two"], "TP must be a positive integer"),
-    (["MODEL_PATH", "/m", "GPU_MEMORY", "80"], "GPU_MEMORY must be a fraction"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["MODEL_PATH", "/m", "BATCH", "8"], "unknown key 'BATCH'"),
+        (["--help"], "unknown key '--help'"),
+        (["--model-path", "/m"], "unknown key '--model-path'"),
+        (["MODEL_PATH", "/m", "PORT"], "key 'PORT' has no value"),
+        (["PORT", "7000"], "MODEL_PATH is required"),
+        (["MODEL_PATH", "/m", "TP", "two"], "TP must be a positive integer"),
+        (["MODEL_PATH", "/m", "GPU_MEMORY", "80"], "GPU_MEMORY must be a fraction"),
+    ],
+)
 def test_bad_arguments_exit_2_naming_the_keys(server, args, message, fake_bin):
     done = launch(server, *args, path_prefix=fake_bin)
     assert done.returncode == 2
@@ -48,22 +52,56 @@ def test_bad_arguments_exit_2_naming_the_keys(server, args, message, fake_bin):
 
 
 def test_sglang_command(fake_bin):
-    done = launch("sglang", "PORT", "7001", "MODEL_PATH", "/models/Qwen2.5-3B-Instruct", "TP", "2",
-                  path_prefix=fake_bin)
+    done = launch(
+        "sglang", "PORT", "7001", "MODEL_PATH", "/models/Qwen2.5-3B-Instruct", "TP", "2", path_prefix=fake_bin
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [
-        "python", "-m", "sglang.launch_server", "--model-path", "/models/Qwen2.5-3B-Instruct",
-        "--host", "0.0.0.0", "--port", "7001", "--tp-size", "2", "--mem-fraction-static", "0.8",
-        "--served-model-name", "Qwen2.5-3B-Instruct",
+        "python",
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        "/models/Qwen2.5-3B-Instruct",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "7001",
+        "--tp-size",
+        "2",
+        "--mem-fraction-static",
+        "0.8",
+        "--served-model-name",
+        "Qwen2.5-3B-Instruct",
     ]
 
 
 def test_vllm_command(fake_bin):
-    done = launch("vllm", "MODEL_PATH", "Qwen/Qwen2.5-3B-Instruct", "GPU_MEMORY", "0.5", "SERVED_NAME", "sim",
-                  "HOST", "127.0.0.1", path_prefix=fake_bin)
+    done = launch(
+        "vllm",
+        "MODEL_PATH",
+        "Qwen/Qwen2.5-3B-Instruct",
+        "GPU_MEMORY",
+        "0.5",
+        "SERVED_NAME",
+        "sim",
+        "HOST",
+        "127.0.0.1",
+        path_prefix=fake_bin,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [
-        "vllm", "serve", "Qwen/Qwen2.5-3B-Instruct", "--host", "127.0.0.1", "--port", "6001",
-        "--tensor-parallel-size", "1", "--gpu-memory-utilization", "0.5", "--served-model-name", "sim",
+        "vllm",
+        "serve",
+        "Qwen/Qwen2.5-3B-Instruct",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "6001",
+        "--tensor-parallel-size",
+        "1",
+        "--gpu-memory-utilization",
+        "0.5",
+        "--served-model-name",
+        "sim",
     ]
     assert "http://127.0.0.1:6001/v1/chat/completions" in done.stderr

@@ -18,8 +18,9 @@ REQUESTS = [
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    return str(build_tiny_model(tmp_path_factory.mktemp("simulator"), vocab_size=300, hidden_size=32,
-                                intermediate_size=64))
+    return str(
+        build_tiny_model(tmp_path_factory.mktemp("simulator"), vocab_size=300, hidden_size=32, intermediate_size=64)
+    )
 
 
 def test_tiny_model_batch_in_order(ray_local, tiny_model):
@@ -50,8 +51,9 @@ class ScriptedActor:
         prompts = [messages[-1]["content"] for messages in conversations]
         if any("Query: crash" in p for p in prompts):
             raise RuntimeError("out of memory")
-        return ["" if "Query: mute" in p else f"Doc 1: {p.splitlines()[0]}\nDoc 2: second\nDoc 3: third"
-                for p in prompts]
+        return [
+            "" if "Query: mute" in p else f"Doc 1: {p.splitlines()[0]}\nDoc 2: second\nDoc 3: third" for p in prompts
+        ]
 
     def call_count(self):
         return self.calls

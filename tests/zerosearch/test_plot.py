@@ -11,15 +11,41 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 LINES = [
     {"step": 0, "val/score": 0.1, "val/em": 0.1, "val/nq/em": 0.2, "val/search/searches_mean": 1.0},
-    {"step": 1, "reward/score/mean": 0.2, "reward/em/mean": 0.2, "search/searches_mean": 1.5,
-     "curriculum/noise_p": 0.0, "timing_s/step": 3.2, "note": "text"},
-    {"step": 2, "reward/score/mean": 0.9, "reward/em/mean": 0.9, "search/searches_mean": 9.0,
-     "curriculum/noise_p": 0.9},
+    {
+        "step": 1,
+        "reward/score/mean": 0.2,
+        "reward/em/mean": 0.2,
+        "search/searches_mean": 1.5,
+        "curriculum/noise_p": 0.0,
+        "timing_s/step": 3.2,
+        "note": "text",
+    },
+    {
+        "step": 2,
+        "reward/score/mean": 0.9,
+        "reward/em/mean": 0.9,
+        "search/searches_mean": 9.0,
+        "curriculum/noise_p": 0.9,
+    },
     # the run resumed from step 1: step 2 again, then on
-    {"step": 2, "reward/score/mean": 0.3, "reward/em/mean": 0.25, "search/searches_mean": 1.8,
-     "curriculum/noise_p": 0.05, "val/score": 0.35, "val/em": 0.3, "val/search/searches_mean": 2.0},
-    {"step": 3, "reward/score/mean": 0.4, "reward/em/mean": 0.35, "search/searches_mean": 2.1,
-     "curriculum/noise_p": 0.1, "timing_s/step": 3.0},
+    {
+        "step": 2,
+        "reward/score/mean": 0.3,
+        "reward/em/mean": 0.25,
+        "search/searches_mean": 1.8,
+        "curriculum/noise_p": 0.05,
+        "val/score": 0.35,
+        "val/em": 0.3,
+        "val/search/searches_mean": 2.0,
+    },
+    {
+        "step": 3,
+        "reward/score/mean": 0.4,
+        "reward/em/mean": 0.35,
+        "search/searches_mean": 2.1,
+        "curriculum/noise_p": 0.1,
+        "timing_s/step": 3.0,
+    },
 ]
 
 
@@ -49,9 +75,10 @@ def test_read_metrics_later_line_replaces_whole_step(tmp_path):
     assert read_metrics(str(run / "metrics.jsonl")) == {"a": [(1, 0.0), (4, 3.0)]}
 
 
-@pytest.mark.parametrize("bad, reason", [("{\"step\": 2, \"a\": ", "not valid JSON"),
-                                         ("[1, 2]", "integer 'step'"),
-                                         ("{\"a\": 1.0}", "integer 'step'")])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [('{"step": 2, "a": ', "not valid JSON"), ("[1, 2]", "integer 'step'"), ('{"a": 1.0}', "integer 'step'")],
+)
 def test_read_metrics_corrupt_line(tmp_path, bad, reason):
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps({"step": 1, "a": 1.0}) + "\n\n" + bad + "\n", encoding="utf-8")
@@ -96,7 +123,7 @@ def test_cli(tmp_path):
     for name in names:
         assert_png(out / name)
 
-    (run / "metrics.jsonl").write_text("{\"step\": 1}\nnot json\n", encoding="utf-8")
+    (run / "metrics.jsonl").write_text('{"step": 1}\nnot json\n', encoding="utf-8")
     bad = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 1
     assert "error:" in bad.stderr and "line 2" in bad.stderr and "Traceback" not in bad.stderr

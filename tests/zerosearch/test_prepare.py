@@ -17,8 +17,9 @@ from zerosearch.prompts import policy_prompt
 
 
 def qa(name, split, n, with_id=True):
-    rows = [{"question": f"{name} {split} question {i}?", "golden_answers": [f"{name}-{i}", f"alt {i}"]}
-            for i in range(n)]
+    rows = [
+        {"question": f"{name} {split} question {i}?", "golden_answers": [f"{name}-{i}", f"alt {i}"]} for i in range(n)
+    ]
     if with_id:
         for i, row in enumerate(rows):
             row["id"] = f"{split}_{i}"
@@ -101,7 +102,9 @@ def test_caps_sample_each_dataset_with_the_seed(source, tmp_path):
     assert train["data_source"].value_counts().to_dict() == {"nq": 2, "hotpotqa": 2}
     assert list(test["data_source"]) == ["nq", "hotpotqa", "triviaqa"]
     again, _ = run(source, tmp_path / "b", max_train=2, max_test=1)
-    assert list(again["extra_info"].map(lambda e: e["question"])) == list(train["extra_info"].map(lambda e: e["question"]))
+    assert list(again["extra_info"].map(lambda e: e["question"])) == list(
+        train["extra_info"].map(lambda e: e["question"])
+    )
     _, wide = run(source, tmp_path / "c", max_test=2)
     nq = [e["question"] for e in wide["extra_info"] if e["question"].startswith("nq")]
     assert nq == sorted(nq)  # a sample keeps the file's order in the test file
@@ -130,8 +133,27 @@ def test_source_neither_folder_nor_hub_id(tmp_path):
 
 def test_cli(source, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "zerosearch.data.prepare", "--train", "nq", "hotpotqa", "--test", "nq", "triviaqa",
-           "--source", str(source), "--out", str(out), "--template", "base", "--max-train", "3", "--seed", "7"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "zerosearch.data.prepare",
+        "--train",
+        "nq",
+        "hotpotqa",
+        "--test",
+        "nq",
+        "triviaqa",
+        "--source",
+        str(source),
+        "--out",
+        str(out),
+        "--template",
+        "base",
+        "--max-train",
+        "3",
+        "--seed",
+        "7",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
@@ -139,16 +161,18 @@ def test_cli(source, tmp_path):
     assert f"{out / 'test.parquet'}: 5 rows (nq: 3, triviaqa: 2)" in done.stdout
     assert isinstance(pd.read_parquet(out / "train.parquet")["prompt"].iloc[0], str)
 
-    bad = subprocess.run(cmd[:5] + ["popqa"] + cmd[6:], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                         timeout=120, check=False)
+    bad = subprocess.run(
+        cmd[:5] + ["popqa"] + cmd[6:], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert bad.returncode == 1
     assert "error: dataset 'popqa': no folder" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.parametrize("template", ["chat", "base"])
 def test_file_loads_in_rlhf_dataset(source, tmp_path, template):
-    _, test_path = prepare(["nq"], ["nq", "hotpotqa", "triviaqa"], str(source), str(tmp_path / "out"),
-                           template=template)
+    _, test_path = prepare(
+        ["nq"], ["nq", "hotpotqa", "triviaqa"], str(source), str(tmp_path / "out"), template=template
+    )
     tokenizer = build_tokenizer(["some text"], 300)
     dataset = RLHFDataset(test_path, tokenizer, max_prompt_length=2048, filter_overlong_prompts=False)
     assert len(dataset) == 8
@@ -158,6 +182,7 @@ def test_file_loads_in_rlhf_dataset(source, tmp_path, template):
     text = policy_prompt("hotpotqa dev question 0?")
     if template == "chat":
         assert row["raw_prompt"] == tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+        )
     else:
         assert row["raw_prompt"] == text  # a base prompt bypasses the chat template

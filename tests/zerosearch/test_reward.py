@@ -44,7 +44,9 @@ def test_normalize_answer(raw, expected):
 # ------------------------------------------------------------------------------------- metrics
 
 
-@pytest.mark.parametrize("gold", ["Paris", ["Lyon", "paris"], ("Lyon", "Paris"), np.array(["Lyon", "Paris."], dtype=object)])
+@pytest.mark.parametrize(
+    "gold", ["Paris", ["Lyon", "paris"], ("Lyon", "Paris"), np.array(["Lyon", "Paris."], dtype=object)]
+)
 def test_gold_answer_types(gold):
     assert exact_match("the paris", gold) == 1.0
     assert cover_exact_match("It is Paris", gold) == 1.0
@@ -90,8 +92,12 @@ def test_f1_partial_overlap():
 
 
 def test_score_answer_keys():
-    assert score_answer("Nile river", "Nile") == {"em": 0.0, "cover_em": 1.0, "f1": pytest.approx(2 / 3),
-                                                  "answered": 1.0}
+    assert score_answer("Nile river", "Nile") == {
+        "em": 0.0,
+        "cover_em": 1.0,
+        "f1": pytest.approx(2 / 3),
+        "answered": 1.0,
+    }
     assert score_answer(None, "Nile") == {"em": 0.0, "cover_em": 0.0, "f1": 0.0, "answered": 0.0}
     assert score_answer("", ["Paris"]) == {"em": 0.0, "cover_em": 0.0, "f1": 0.0, "answered": 1.0}
 
@@ -102,8 +108,10 @@ def test_score_answer_keys():
 @pytest.mark.parametrize(
     "reward_model, expected",
     [
-        ({"style": "rule", "ground_truth": {"target": np.array(["Paris", "City of Light"], dtype=object)}},
-         ["Paris", "City of Light"]),
+        (
+            {"style": "rule", "ground_truth": {"target": np.array(["Paris", "City of Light"], dtype=object)}},
+            ["Paris", "City of Light"],
+        ),
         ({"ground_truth": {"target": ["Paris"]}}, ["Paris"]),
         ({"ground_truth": ["Paris", "Lutetia"]}, ["Paris", "Lutetia"]),
         ({"ground_truth": "Paris"}, ["Paris"]),
@@ -116,8 +124,14 @@ def test_golden_answers_of(reward_model, expected):
 
 @pytest.mark.parametrize(
     "reward_model, key",
-    [({}, "ground_truth"), ({"ground_truth": None}, "ground_truth"), ({"ground_truth": {"answer": "x"}}, "target"),
-     ({"ground_truth": 3}, "ground_truth"), ({"ground_truth": {"target": []}}, "ground_truth"), (None, "ground_truth")],
+    [
+        ({}, "ground_truth"),
+        ({"ground_truth": None}, "ground_truth"),
+        ({"ground_truth": {"answer": "x"}}, "target"),
+        ({"ground_truth": 3}, "ground_truth"),
+        ({"ground_truth": {"target": []}}, "ground_truth"),
+        (None, "ground_truth"),
+    ],
 )
 def test_golden_answers_of_errors(reward_model, key):
     with pytest.raises(ValueError, match=key):
@@ -126,25 +140,32 @@ def test_golden_answers_of_errors(reward_model, key):
 
 def test_rows_in_zerosearch_layout():
     """ZeroSearch's released data keeps question and golden_answers as top-level columns."""
-    columns = {"question": np.array(["Who wrote Hamlet?"], dtype=object),
-               "golden_answers": np.array([np.array(["Shakespeare", "William Shakespeare"], dtype=object)],
-                                          dtype=object),
-               "extra_info": np.array([{"index": 0}], dtype=object)}
+    columns = {
+        "question": np.array(["Who wrote Hamlet?"], dtype=object),
+        "golden_answers": np.array([np.array(["Shakespeare", "William Shakespeare"], dtype=object)], dtype=object),
+        "extra_info": np.array([{"index": 0}], dtype=object),
+    }
     assert row_question(columns, 0) == "Who wrote Hamlet?"
     assert row_golden_answers(columns, 0) == ["Shakespeare", "William Shakespeare"]
-    ours = {"extra_info": [{"question": " Q? "}], "reward_model": [{"ground_truth": {"target": ["A"]}}],
-            "golden_answers": [["ignored"]]}
+    ours = {
+        "extra_info": [{"question": " Q? "}],
+        "reward_model": [{"ground_truth": {"target": ["A"]}}],
+        "golden_answers": [["ignored"]],
+    }
     assert row_question(ours, 0) == "Q?" and row_golden_answers(ours, 0) == ["A"]  # reward_model wins
 
 
-@pytest.mark.parametrize("columns, match", [
-    ({"golden_answers": [1889]}, "golden_answers must be a string"),
-    ({"golden_answers": [[1889]]}, "strings only"),
-    ({"golden_answers": [[]]}, "no gold answers"),
-    ({"golden_answers": [None]}, "neither reward_model.ground_truth nor"),
-    ({"reward_model": [{"style": "rule"}]}, "ground_truth"),
-    ({}, "neither reward_model.ground_truth nor"),
-])
+@pytest.mark.parametrize(
+    "columns, match",
+    [
+        ({"golden_answers": [1889]}, "golden_answers must be a string"),
+        ({"golden_answers": [[1889]]}, "strings only"),
+        ({"golden_answers": [[]]}, "no gold answers"),
+        ({"golden_answers": [None]}, "neither reward_model.ground_truth nor"),
+        ({"reward_model": [{"style": "rule"}]}, "ground_truth"),
+        ({}, "neither reward_model.ground_truth nor"),
+    ],
+)
 def test_row_golden_answers_errors(columns, match):
     with pytest.raises(ValueError, match=match):
         row_golden_answers(columns, 0)
@@ -172,7 +193,7 @@ def make_batch(tokenizer, rows, response_width=32):
     for i, (segments, _, _) in enumerate(rows):
         pos = 0
         for length in segments:
-            response_mask[i, pos:pos + abs(length)] = int(length > 0)
+            response_mask[i, pos : pos + abs(length)] = int(length > 0)
             pos += abs(length)
     answers = np.empty(B, dtype=object)
     answers[:] = [a for _, a, _ in rows]
@@ -188,11 +209,14 @@ def gold(*answers):
 
 @pytest.fixture
 def batch(tokenizer):
-    return make_batch(tokenizer, [
-        ([5, -10, 6], "Nile river", gold("Nile")),  # search, observation, a partly right answer
-        ([5, -10], None, gold("1889")),  # turns ran out: no answer, the score sits on the last sampled token
-        ([8], "1889", {"ground_truth": ["1889", "in 1889"]}),  # exact answer, gold given as a plain list
-    ])
+    return make_batch(
+        tokenizer,
+        [
+            ([5, -10, 6], "Nile river", gold("Nile")),  # search, observation, a partly right answer
+            ([5, -10], None, gold("1889")),  # turns ran out: no answer, the score sits on the last sampled token
+            ([8], "1889", {"ground_truth": ["1889", "in 1889"]}),  # exact answer, gold given as a plain list
+        ],
+    )
 
 
 def test_manager_places_chosen_metric_on_last_sampled_token(tokenizer, batch):
@@ -203,7 +227,7 @@ def test_manager_places_chosen_metric_on_last_sampled_token(tokenizer, batch):
     for i, value in enumerate(expected):
         last = int(mask[i].nonzero().max())
         assert scores[i, last].item() == pytest.approx(value)
-        others = torch.cat([scores[i, :last], scores[i, last + 1:]])
+        others = torch.cat([scores[i, :last], scores[i, last + 1 :]])
         assert torch.all(others == 0)
     assert int(mask[0].nonzero().max()) == 20 and int(mask[1].nonzero().max()) == 4  # before the observation
 

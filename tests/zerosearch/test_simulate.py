@@ -45,12 +45,19 @@ class FakeSimulator:
             await asyncio.sleep(self.sleep_s)
         prompt = body["messages"][-1]["content"]
         query = re.search(r"Query: (.*)", prompt).group(1)
-        content = "\n \n" if self.mode == "blank" else "\n".join(
-            f"Doc {i + 1}: page {i + 1} about {query}." for i in range(self.docs))
-        return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        content = (
+            "\n \n"
+            if self.mode == "blank"
+            else "\n".join(f"Doc {i + 1}: page {i + 1} about {query}." for i in range(self.docs))
+        )
+        return {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
 
     def stop(self):
         self._server.should_exit = True
@@ -84,8 +91,9 @@ ROWS = [  # (query, question, answers, noisy); no answer or question appears in 
 @pytest.mark.parametrize("style", ["prompt", "sft"])
 def test_each_prompt_carries_its_own_row(start_server, style):
     server = start_server(docs=5)
-    backend = SimulatedSearch([server.url], "sim-model", style, topk=3, max_tokens=77, temperature=0.0,
-                              retry=FAST_RETRY)
+    backend = SimulatedSearch(
+        [server.url], "sim-model", style, topk=3, max_tokens=77, temperature=0.0, retry=FAST_RETRY
+    )
     assert backend.name == f"simulate_{style}"
     requests = [SearchRequest(q, question, answers, noisy) for q, question, answers, noisy in ROWS]
 
@@ -138,8 +146,9 @@ def test_failing_server_is_retried_then_fails(start_server, mode):
 
 def test_retry_moves_to_the_next_server(start_server):
     dead, alive = start_server(mode="error"), start_server()
-    backend = SimulatedSearch([dead.url, alive.url], "m", "prompt", topk=2,
-                              retry=RetryPolicy(concurrency=1, max_retries=1, backoff_s=0.01))
+    backend = SimulatedSearch(
+        [dead.url, alive.url], "m", "prompt", topk=2, retry=RetryPolicy(concurrency=1, max_retries=1, backoff_s=0.01)
+    )
 
     results = backend.search([SearchRequest("first")])
 

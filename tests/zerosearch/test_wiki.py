@@ -14,8 +14,9 @@ from zerosearch.search.base import RetryPolicy, SearchRequest
 from zerosearch.search.corpus import BM25Index
 from zerosearch.search.wiki import WikiSearch, parse_retrieve_response
 
-SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                             "scripts", "retrieval_server.py")
+SERVER_SCRIPT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts", "retrieval_server.py"
+)
 DOCS = [
     {"id": "0", "title": "Paris", "text": "Paris is the capital and largest city of France."},
     {"id": "1", "title": "Berlin", "text": "Berlin is the capital of Germany."},
@@ -87,8 +88,9 @@ def test_server_response_shapes(server_url):
     import httpx
 
     with httpx.Client(trust_env=False) as client:
-        scored = client.post(server_url, json={"queries": ["capital of Germany"], "topk": 1,
-                                               "return_scores": True}).json()
+        scored = client.post(
+            server_url, json={"queries": ["capital of Germany"], "topk": 1, "return_scores": True}
+        ).json()
         plain = client.post(server_url, json={"queries": ["highest mountain", ""]}).json()
     [[hit]] = scored["result"]
     assert hit["document"] == {"id": "1", "contents": "Berlin\nBerlin is the capital of Germany."}
@@ -125,8 +127,9 @@ def test_closed_port_fails_quickly():
     sock = bound_socket()
     port = sock.getsockname()[1]
     sock.close()  # bound then closed: nothing listens there
-    backend = WikiSearch(f"http://127.0.0.1:{port}/retrieve", topk=3, timeout_s=5,
-                         retry=RetryPolicy(max_retries=3, backoff_s=0.01))
+    backend = WikiSearch(
+        f"http://127.0.0.1:{port}/retrieve", topk=3, timeout_s=5, retry=RetryPolicy(max_retries=3, backoff_s=0.01)
+    )
     started = time.monotonic()
     results = backend.search(requests_for("a", "b"))
     assert time.monotonic() - started < 5
@@ -135,10 +138,10 @@ def test_closed_port_fails_quickly():
 
 
 def test_both_search_r1_result_shapes_are_parsed():
-    contents = {"id": "7", "contents": "\"Aaron\"\nAaron is a prophet."}
+    contents = {"id": "7", "contents": '"Aaron"\nAaron is a prophet.'}
     with_scores = {"result": [[{"document": contents, "score": 3.5}], []]}
     without_scores = {"result": [[contents], []]}
-    expected = [["(Title: \"Aaron\") Aaron is a prophet."], []]
+    expected = [['(Title: "Aaron") Aaron is a prophet.'], []]
     assert parse_retrieve_response(with_scores, 2) == expected
     assert parse_retrieve_response(without_scores, 2) == expected
     assert parse_retrieve_response({"result": [[{"title": "T", "text": "x"}]]}, 1) == [["(Title: T) x"]]

@@ -7,5 +7,12 @@ from verl.single_controller.ray_worker_group import (
 )
 from verl.single_controller.worker import Worker
 
-__all__ = ["Dispatch", "register", "Worker", "RayWorkerGroup", "RayResourcePool", "RayClassWithInitArgs",
-           "create_colocated_worker_cls"]
+__all__ = [
+    "Dispatch",
+    "register",
+    "Worker",
+    "RayWorkerGroup",
+    "RayResourcePool",
+    "RayClassWithInitArgs",
+    "create_colocated_worker_cls",
+]

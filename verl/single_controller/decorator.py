@@ -5,8 +5,9 @@ and builds a driver-side method that splits the arguments across ranks, calls ev
 collects the results.
 """
 
+from collections.abc import Callable
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from verl.protocol import DataProto, pad_dataproto_to_divisor, unpad_dataproto
 

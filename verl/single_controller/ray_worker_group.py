@@ -16,23 +16,26 @@ class RayResourcePool:
 
     ``max_colocate_count`` worker groups may share each bundle (each takes a fraction of it)."""
 
-    def __init__(self, process_on_nodes: list[int], use_gpu: bool, max_colocate_count: int = 1,
-                 ready_timeout_s: float = 120.0):
+    def __init__(
+        self, process_on_nodes: list[int], use_gpu: bool, max_colocate_count: int = 1, ready_timeout_s: float = 120.0
+    ):
         self.process_on_nodes = process_on_nodes
         self.use_gpu = use_gpu
         self.max_colocate_count = max_colocate_count
         bundle = {"CPU": 1, "GPU": 1} if use_gpu else {"CPU": 1}
-        self.placement_groups = [
-            placement_group([dict(bundle)] * n, strategy="STRICT_PACK") for n in process_on_nodes
-        ]
-        ready, _ = ray.wait([pg.ready() for pg in self.placement_groups], num_returns=len(self.placement_groups),
-                            timeout=ready_timeout_s)
+        self.placement_groups = [placement_group([dict(bundle)] * n, strategy="STRICT_PACK") for n in process_on_nodes]
+        ready, _ = ray.wait(
+            [pg.ready() for pg in self.placement_groups],
+            num_returns=len(self.placement_groups),
+            timeout=ready_timeout_s,
+        )
         if len(ready) < len(self.placement_groups):
             self.release()
             raise RuntimeError(
                 f"could not reserve {process_on_nodes} worker slots of {bundle} per node within "
                 f"{ready_timeout_s:.0f}s; the Ray cluster has {ray.cluster_resources()}. Lower "
-                "trainer.n_gpus_per_node / trainer.nnodes or add nodes.")
+                "trainer.n_gpus_per_node / trainer.nnodes or add nodes."
+            )
 
     @property
     def world_size(self) -> int:
@@ -49,7 +52,7 @@ class RayResourcePool:
 
     def slots(self):
         """(placement group, bundle index) for every rank, rank order."""
-        for pg, n in zip(self.placement_groups, self.process_on_nodes):
+        for pg, n in zip(self.placement_groups, self.process_on_nodes, strict=True):
             for i in range(n):
                 yield pg, i
 
@@ -62,8 +65,11 @@ class RayClassWithInitArgs:
 
 
 def _dispatched_methods(cls: type) -> dict[str, Any]:
-    return {name: getattr(getattr(cls, name), DISPATCH_ATTR)
-            for name in dir(cls) if hasattr(getattr(cls, name, None), DISPATCH_ATTR)}
+    return {
+        name: getattr(getattr(cls, name), DISPATCH_ATTR)
+        for name in dir(cls)
+        if hasattr(getattr(cls, name, None), DISPATCH_ATTR)
+    }
 
 
 def create_colocated_worker_cls(roles: dict[str, RayClassWithInitArgs]) -> RayClassWithInitArgs:
@@ -79,6 +85,7 @@ def create_colocated_worker_cls(roles: dict[str, RayClassWithInitArgs]) -> RayCl
     attrs: dict[str, Any] = {"__init__": __init__}
     for role, spec in roles.items():
         for name, mode in _dispatched_methods(spec.cls).items():
+
             def forward(self, *args, _role=role, _name=name, **kwargs):
                 return getattr(self.role_workers[_role], _name)(*args, **kwargs)
 
@@ -94,9 +101,15 @@ class RayWorkerGroup:
     Every ``@register``-ed method of the worker class is bound on the group: calling it dispatches
     to all ranks, waits, and collects according to the method's dispatch mode."""
 
-    def __init__(self, resource_pool: RayResourcePool, ray_cls_with_init: RayClassWithInitArgs,
-                 device: str, env_vars: dict[str, str] | None = None, _workers: list | None = None,
-                 _method_prefix: str = ""):
+    def __init__(
+        self,
+        resource_pool: RayResourcePool,
+        ray_cls_with_init: RayClassWithInitArgs,
+        device: str,
+        env_vars: dict[str, str] | None = None,
+        _workers: list | None = None,
+        _method_prefix: str = "",
+    ):
         self.resource_pool = resource_pool
         self.cls = ray_cls_with_init.cls
         self.world_size = resource_pool.world_size
@@ -104,7 +117,7 @@ class RayWorkerGroup:
         self._workers = _workers if _workers is not None else self._create_workers(ray_cls_with_init, env_vars or {})
         for remote_name, mode in _dispatched_methods(self.cls).items():
             if remote_name.startswith(_method_prefix):
-                self._bind(remote_name[len(_method_prefix):], remote_name, mode)
+                self._bind(remote_name[len(_method_prefix) :], remote_name, mode)
         if _workers is None:
             host, port = self.get_rendezvous_address(loopback=resource_pool.single_node)
             self.init_distributed(host, port)
@@ -128,8 +141,11 @@ class RayWorkerGroup:
     def _bind(self, name: str, remote_name: str, mode) -> None:
         def call(*args, **kwargs):
             rank_args, rank_kwargs, context = split_for_ranks(mode, self.world_size, args, kwargs)
-            futures = [getattr(worker, remote_name).remote(*a, **k)
-                       for worker, a, k in zip(self._workers, rank_args, rank_kwargs)]
+            workers = self._workers[: len(rank_args)]  # RANK_ZERO calls the first worker only
+            futures = [
+                getattr(worker, remote_name).remote(*a, **k)
+                for worker, a, k in zip(workers, rank_args, rank_kwargs, strict=True)
+            ]
             return collect_from_ranks(mode, ray.get(futures), context)
 
         call.__name__ = name
@@ -137,9 +153,16 @@ class RayWorkerGroup:
 
     def spawn(self, roles) -> dict[str, "RayWorkerGroup"]:
         """One group per role of a colocated worker class, sharing these actors."""
-        return {role: RayWorkerGroup(self.resource_pool, RayClassWithInitArgs(self.cls), self.device,
-                                     _workers=self._workers, _method_prefix=f"{role}__")
-                for role in roles}
+        return {
+            role: RayWorkerGroup(
+                self.resource_pool,
+                RayClassWithInitArgs(self.cls),
+                self.device,
+                _workers=self._workers,
+                _method_prefix=f"{role}__",
+            )
+            for role in roles
+        }
 
     def shutdown(self) -> None:
         for worker in self._workers:

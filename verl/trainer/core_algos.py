@@ -8,14 +8,15 @@ advantage estimator returns ``(advantages, returns)``, both [B, T] and zero
 wherever the mask is zero.
 """
 
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from verl.utils.torch_functional import entropy_from_logits, masked_mean, masked_sum, masked_whiten
 
-ADV_ESTIMATOR_REGISTRY: Dict[str, Callable[..., Tuple[torch.Tensor, torch.Tensor]]] = {}
+ADV_ESTIMATOR_REGISTRY: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {}
 
 
 def register_adv_est(name: str) -> Callable:
@@ -30,7 +31,7 @@ def register_adv_est(name: str) -> Callable:
     return decorator
 
 
-def get_adv_estimator_fn(name: str) -> Callable[..., Tuple[torch.Tensor, torch.Tensor]]:
+def get_adv_estimator_fn(name: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     """Return the advantage estimator registered as ``name``."""
     if name not in ADV_ESTIMATOR_REGISTRY:
         raise ValueError(f"unknown advantage estimator {name!r}; known estimators: {sorted(ADV_ESTIMATOR_REGISTRY)}")
@@ -63,13 +64,13 @@ def _sequence_scores(token_level_rewards: torch.Tensor, response_mask: torch.Ten
     return masked_sum(token_level_rewards, response_mask, axis=-1)
 
 
-def _group_ids(index: Sequence[Any], scores: torch.Tensor) -> Tuple[torch.Tensor, int]:
+def _group_ids(index: Sequence[Any], scores: torch.Tensor) -> tuple[torch.Tensor, int]:
     """[B] dense integer id per distinct entry of ``index``, and the number of groups."""
     # tolist() turns numpy/torch scalars into hashable Python values
     keys = index.tolist() if isinstance(index, (np.ndarray, torch.Tensor)) else list(index)
     if len(keys) != scores.shape[0]:
         raise ValueError(f"index has {len(keys)} entries but the batch has {scores.shape[0]} rows")
-    ids: Dict[Any, int] = {}
+    ids: dict[Any, int] = {}
     group = [ids.setdefault(key, len(ids)) for key in keys]
     return torch.tensor(group, dtype=torch.long, device=scores.device), len(ids)
 
@@ -88,7 +89,7 @@ def compute_gae_advantage_return(
     response_mask: torch.Tensor,
     gamma: float,
     lam: float,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation, whitened over valid tokens.
 
     Runs backwards over the valid tokens only: at a masked position the next
@@ -130,7 +131,7 @@ def compute_grpo_outcome_advantage(
     index: np.ndarray,
     epsilon: float = 1e-6,
     norm_adv_by_std_in_grpo: bool = True,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Group-relative advantage: each response's score against its group's.
 
     Args:
@@ -165,7 +166,7 @@ def compute_reinforce_outcome_advantage(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
     gamma: float = 1.0,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain REINFORCE: the discounted reward-to-go, no baseline, no normalisation.
 
     Args:
@@ -188,7 +189,7 @@ def compute_reinforce_plus_plus_outcome_advantage(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
     gamma: float,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """REINFORCE++: the discounted reward-to-go, whitened over valid tokens.
 
     Args:
@@ -212,7 +213,7 @@ def compute_rloo_outcome_advantage(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
     index: np.ndarray,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Leave-one-out baseline: score minus the mean score of the group's other rows.
 
     Args:
@@ -299,12 +300,12 @@ def compute_policy_loss(
     log_prob: torch.Tensor,
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
-    cliprange: Optional[float] = None,
-    cliprange_low: Optional[float] = None,
-    cliprange_high: Optional[float] = None,
+    cliprange: float | None = None,
+    cliprange_low: float | None = None,
+    cliprange_high: float | None = None,
     clip_ratio_c: float = 3.0,
     loss_agg_mode: str = "token-mean",
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO clipped surrogate with asymmetric clipping and dual clip.
 
     ratio = exp(log_prob - old_log_prob) is clipped to
@@ -363,7 +364,7 @@ def compute_value_loss(
     response_mask: torch.Tensor,
     cliprange_value: float,
     loss_agg_mode: str = "token-mean",
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped value loss: the new prediction may move at most ``cliprange_value``
     away from the rollout-time value before the loss stops rewarding the move.
 

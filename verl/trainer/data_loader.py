@@ -15,10 +15,18 @@ class ResumableBatches:
     ``state_dict()`` is (epoch, batches consumed in it). ``collate_fn`` turns a list of rows into
     the batch's columns."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
-                 collate_fn: Callable[[list], dict] = collate_fn):
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        collate_fn: Callable[[list], dict] = collate_fn,
+    ):
         if len(dataset) < batch_size:
-            raise ValueError(f"data.train_batch_size={batch_size} is larger than the training set ({len(dataset)} rows)")
+            raise ValueError(
+                f"data.train_batch_size={batch_size} is larger than the training set ({len(dataset)} rows)"
+            )
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -34,7 +42,9 @@ class ResumableBatches:
     def _order(self) -> list[int]:
         if not self.shuffle:
             return list(range(len(self.dataset)))
-        return torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        return torch.randperm(
+            len(self.dataset), generator=torch.Generator().manual_seed(self.seed + self.epoch)
+        ).tolist()
 
     def __iter__(self):
         return self
@@ -43,7 +53,7 @@ class ResumableBatches:
         if self.consumed == self.batches_per_epoch:
             self.epoch, self.consumed = self.epoch + 1, 0
         start = self.consumed * self.batch_size
-        indices = self._order()[start:start + self.batch_size]
+        indices = self._order()[start : start + self.batch_size]
         self.consumed += 1
         return DataProto.from_single_dict(self.collate_fn([self.dataset[i] for i in indices]))
 
@@ -56,7 +66,8 @@ class ResumableBatches:
 
 def validation_batches(dataset: Dataset, batch_size: int | None, collate_fn: Callable[[list], dict] = collate_fn):
     """Every row once, in file order, last batch kept."""
-    loader = DataLoader(dataset, batch_size=batch_size or len(dataset), shuffle=False, drop_last=False,
-                        collate_fn=collate_fn)
+    loader = DataLoader(
+        dataset, batch_size=batch_size or len(dataset), shuffle=False, drop_last=False, collate_fn=collate_fn
+    )
     for batch in loader:
         yield DataProto.from_single_dict(batch)

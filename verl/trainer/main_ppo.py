@@ -37,8 +37,10 @@ def to_typed(cfg: DictConfig, schema: type = PPOConfig):
     unknown = unknown_keys(cfg, schema)
     if unknown:
         key, owner = unknown[0]
-        raise ConfigCompositionException(f"Could not override '{key}'. Key '{key.rsplit('.', 1)[-1]}' not in "
-                                         f"'{owner}' ('+' cannot add keys to this config)")
+        raise ConfigCompositionException(
+            f"Could not override '{key}'. Key '{key.rsplit('.', 1)[-1]}' not in "
+            f"'{owner}' ('+' cannot add keys to this config)"
+        )
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
 
 
@@ -60,6 +62,7 @@ def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> list[tuple[
 def check_config(config) -> None:
     """Refuses, before anything starts, the settings that would fail later; names the key."""
     cfg, actor, rollout = config, config.actor_rollout_ref.actor, config.actor_rollout_ref.rollout
+    ref = config.actor_rollout_ref.ref
     core_algos.get_adv_estimator_fn(cfg.algorithm.adv_estimator)
     if rollout.name != "hf":
         raise ValueError(f"actor_rollout_ref.rollout.name={rollout.name!r}: the available rollout is 'hf'")
@@ -67,51 +70,75 @@ def check_config(config) -> None:
     world = cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
     responses = cfg.data.train_batch_size * rollout.n
     if cfg.data.train_batch_size % actor.ppo_mini_batch_size:
-        raise ValueError(f"data.train_batch_size={cfg.data.train_batch_size} is not a multiple of "
-                         f"actor_rollout_ref.actor.ppo_mini_batch_size={actor.ppo_mini_batch_size}")
+        raise ValueError(
+            f"data.train_batch_size={cfg.data.train_batch_size} is not a multiple of "
+            f"actor_rollout_ref.actor.ppo_mini_batch_size={actor.ppo_mini_batch_size}"
+        )
     if (actor.ppo_mini_batch_size * rollout.n) % world:
-        raise ValueError(f"actor_rollout_ref.actor.ppo_mini_batch_size×rollout.n={actor.ppo_mini_batch_size * rollout.n} "
-                         f"responses must split evenly over {world} workers (trainer.nnodes×trainer.n_gpus_per_node)")
+        raise ValueError(
+            f"actor_rollout_ref.actor.ppo_mini_batch_size×rollout.n={actor.ppo_mini_batch_size * rollout.n} "
+            f"responses must split evenly over {world} workers (trainer.nnodes×trainer.n_gpus_per_node)"
+        )
     critic_mini = cfg.critic.ppo_mini_batch_size or actor.ppo_mini_batch_size
-    if cfg.algorithm.adv_estimator == "gae" and (responses % (critic_mini * rollout.n) or (critic_mini * rollout.n) % world):
-        raise ValueError(f"critic.ppo_mini_batch_size={critic_mini} must divide data.train_batch_size and, "
-                         f"times rollout.n, split evenly over {world} workers")
-    for key, value in (("actor_rollout_ref.actor.kl_loss_type", actor.kl_loss_type),
-                       ("algorithm.kl_penalty", cfg.algorithm.kl_penalty)):
+    if cfg.algorithm.adv_estimator == "gae" and (
+        responses % (critic_mini * rollout.n) or (critic_mini * rollout.n) % world
+    ):
+        raise ValueError(
+            f"critic.ppo_mini_batch_size={critic_mini} must divide data.train_batch_size and, "
+            f"times rollout.n, split evenly over {world} workers"
+        )
+    for key, value in (
+        ("actor_rollout_ref.actor.kl_loss_type", actor.kl_loss_type),
+        ("algorithm.kl_penalty", cfg.algorithm.kl_penalty),
+    ):
         try:
             core_algos.kl_penalty(torch.zeros(1), torch.zeros(1), value)
         except ValueError as e:
             raise ValueError(f"{key}: {e}") from None
     if cfg.algorithm.adv_estimator in ("grpo", "rloo") and rollout.n < 2:
-        raise ValueError(f"algorithm.adv_estimator={cfg.algorithm.adv_estimator} compares responses to the same "
-                         "prompt: set actor_rollout_ref.rollout.n >= 2")
-    require_positive({
-        "data.train_batch_size": cfg.data.train_batch_size, "actor_rollout_ref.rollout.n": rollout.n,
-        "actor_rollout_ref.actor.ppo_mini_batch_size": actor.ppo_mini_batch_size,
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": actor.ppo_micro_batch_size_per_gpu,
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": rollout.log_prob_micro_batch_size_per_gpu,
-        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": cfg.actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu,
-        "critic.ppo_micro_batch_size_per_gpu": cfg.critic.ppo_micro_batch_size_per_gpu,
-        "data.max_response_length": cfg.data.max_response_length,
-        "trainer.total_training_steps": cfg.trainer.total_training_steps,
-    })
+        raise ValueError(
+            f"algorithm.adv_estimator={cfg.algorithm.adv_estimator} compares responses to the same "
+            "prompt: set actor_rollout_ref.rollout.n >= 2"
+        )
+    require_positive(
+        {
+            "data.train_batch_size": cfg.data.train_batch_size,
+            "actor_rollout_ref.rollout.n": rollout.n,
+            "actor_rollout_ref.actor.ppo_mini_batch_size": actor.ppo_mini_batch_size,
+            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": actor.ppo_micro_batch_size_per_gpu,
+            "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": rollout.log_prob_micro_batch_size_per_gpu,
+            "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": ref.log_prob_micro_batch_size_per_gpu,
+            "critic.ppo_micro_batch_size_per_gpu": cfg.critic.ppo_micro_batch_size_per_gpu,
+            "data.max_response_length": cfg.data.max_response_length,
+            "trainer.total_training_steps": cfg.trainer.total_training_steps,
+        }
+    )
     if cfg.data.truncation not in TRUNCATIONS:
         raise ValueError(f"data.truncation={cfg.data.truncation!r}: use one of {list(TRUNCATIONS)}")
     if actor.clip_ratio_c <= 1:
         raise ValueError(f"actor_rollout_ref.actor.clip_ratio_c={actor.clip_ratio_c} must be greater than 1")
-    for key, mode in (("actor_rollout_ref.actor.loss_agg_mode", actor.loss_agg_mode),
-                      ("critic.loss_agg_mode", cfg.critic.loss_agg_mode)):
+    for key, mode in (
+        ("actor_rollout_ref.actor.loss_agg_mode", actor.loss_agg_mode),
+        ("critic.loss_agg_mode", cfg.critic.loss_agg_mode),
+    ):
         if mode not in core_algos.LOSS_AGG_MODES:
             raise ValueError(f"{key}={mode!r}: use one of {list(core_algos.LOSS_AGG_MODES)}")
-    for prefix, section in (("actor_rollout_ref.actor", actor), ("actor_rollout_ref.ref", cfg.actor_rollout_ref.ref),
-                            ("critic", cfg.critic)):
+    for prefix, section in (
+        ("actor_rollout_ref.actor", actor),
+        ("actor_rollout_ref.ref", cfg.actor_rollout_ref.ref),
+        ("critic", cfg.critic),
+    ):
         check_fsdp_config(f"{prefix}.fsdp_config", section.fsdp_config)
     for key, optim in (("actor_rollout_ref.actor.optim", actor.optim), ("critic.optim", cfg.critic.optim)):
         check_optim_config(key, optim)
     if rollout.do_sample and (rollout.top_k > 0 or rollout.top_p < 1):
-        logger.warning("actor_rollout_ref.rollout.top_k=%s / top_p=%s: the rollout samples from a filtered "
-                       "distribution but the actor scores the unfiltered one, so the PPO ratio and the KL compare "
-                       "different policies; rollout/log_prob_diff_mean shows by how much", rollout.top_k, rollout.top_p)
+        logger.warning(
+            "actor_rollout_ref.rollout.top_k=%s / top_p=%s: the rollout samples from a filtered "
+            "distribution but the actor scores the unfiltered one, so the PPO ratio and the KL compare "
+            "different policies; rollout/log_prob_diff_mean shows by how much",
+            rollout.top_k,
+            rollout.top_p,
+        )
 
 
 def require_positive(values: dict) -> None:
@@ -168,13 +195,23 @@ def open_tokenizer(path: str, trust_remote_code: bool, key: str):
 
 
 def load_datasets(config: PPOConfig, tokenizer):
-    kwargs = dict(prompt_key=config.data.prompt_key, max_prompt_length=config.data.max_prompt_length,
-                  truncation=config.data.truncation)
-    train = RLHFDataset(expand_files(config.data.train_files), tokenizer,
-                        filter_overlong_prompts=config.data.filter_overlong_prompts, **kwargs)
+    kwargs = dict(
+        prompt_key=config.data.prompt_key,
+        max_prompt_length=config.data.max_prompt_length,
+        truncation=config.data.truncation,
+    )
+    train = RLHFDataset(
+        expand_files(config.data.train_files),
+        tokenizer,
+        filter_overlong_prompts=config.data.filter_overlong_prompts,
+        **kwargs,
+    )
     # Validation scores every row: an overlong prompt is cut as configured, or stops the run.
-    val = RLHFDataset(expand_files(config.data.val_files), tokenizer, filter_overlong_prompts=False,
-                      **kwargs) if config.data.val_files else None
+    val = (
+        RLHFDataset(expand_files(config.data.val_files), tokenizer, filter_overlong_prompts=False, **kwargs)
+        if config.data.val_files
+        else None
+    )
     return train, val
 
 
@@ -190,8 +227,9 @@ def init_ray(config: PPOConfig) -> None:
     if config.ray_init.address:
         ray.init(address=config.ray_init.address, runtime_env=env)
     else:  # a private single-node Ray, bound to loopback
-        ray.init(_node_ip_address="127.0.0.1", num_cpus=config.ray_init.num_cpus, include_dashboard=False,
-                 runtime_env=env)
+        ray.init(
+            _node_ip_address="127.0.0.1", num_cpus=config.ray_init.num_cpus, include_dashboard=False, runtime_env=env
+        )
 
 
 def run_ppo(config: PPOConfig) -> RayPPOTrainer:

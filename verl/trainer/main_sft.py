@@ -35,19 +35,23 @@ def check_config(config: SFTConfig) -> None:
     """Refuses, before anything starts, the settings that would fail later; names the key."""
     cfg = config
     check_trainer_config(cfg.trainer)
-    require_positive({
-        "data.train_batch_size": cfg.data.train_batch_size,
-        "data.micro_batch_size_per_gpu": cfg.data.micro_batch_size_per_gpu,
-        "data.max_length": cfg.data.max_length,
-        "trainer.nnodes": cfg.trainer.nnodes,
-        "trainer.n_gpus_per_node": cfg.trainer.n_gpus_per_node,
-        "trainer.total_epochs": cfg.trainer.total_epochs,
-        "trainer.total_training_steps": cfg.trainer.total_training_steps,
-    })
+    require_positive(
+        {
+            "data.train_batch_size": cfg.data.train_batch_size,
+            "data.micro_batch_size_per_gpu": cfg.data.micro_batch_size_per_gpu,
+            "data.max_length": cfg.data.max_length,
+            "trainer.nnodes": cfg.trainer.nnodes,
+            "trainer.n_gpus_per_node": cfg.trainer.n_gpus_per_node,
+            "trainer.total_epochs": cfg.trainer.total_epochs,
+            "trainer.total_training_steps": cfg.trainer.total_training_steps,
+        }
+    )
     world = cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
     if cfg.data.train_batch_size % world:
-        raise ValueError(f"data.train_batch_size={cfg.data.train_batch_size} rows must split evenly over {world} "
-                         "workers (trainer.nnodes×trainer.n_gpus_per_node)")
+        raise ValueError(
+            f"data.train_batch_size={cfg.data.train_batch_size} rows must split evenly over {world} "
+            "workers (trainer.nnodes×trainer.n_gpus_per_node)"
+        )
     if cfg.data.truncation not in TRUNCATIONS:
         raise ValueError(f"data.truncation={cfg.data.truncation!r}: use one of {list(TRUNCATIONS)}")
     check_fsdp_config("fsdp_config", cfg.fsdp_config)
@@ -55,8 +59,12 @@ def check_config(config: SFTConfig) -> None:
 
 
 def load_datasets(config: SFTConfig, tokenizer) -> tuple[SFTDataset, SFTDataset | None]:
-    kwargs = dict(prompt_key=config.data.prompt_key, response_key=config.data.response_key,
-                  max_length=config.data.max_length, truncation=config.data.truncation)
+    kwargs = dict(
+        prompt_key=config.data.prompt_key,
+        response_key=config.data.response_key,
+        max_length=config.data.max_length,
+        truncation=config.data.truncation,
+    )
     train = SFTDataset(expand_files(config.data.train_files), tokenizer, **kwargs)
     val = SFTDataset(expand_files(config.data.val_files), tokenizer, **kwargs) if config.data.val_files else None
     return train, val

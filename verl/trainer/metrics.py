@@ -21,8 +21,11 @@ def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
     values = values.float()
     if values.numel() == 0:
         return {}
-    return {f"{prefix}/mean": values.mean().item(), f"{prefix}/max": values.max().item(),
-            f"{prefix}/min": values.min().item()}
+    return {
+        f"{prefix}/mean": values.mean().item(),
+        f"{prefix}/max": values.max().item(),
+        f"{prefix}/min": values.min().item(),
+    }
 
 
 def compute_data_metrics(batch: DataProto, use_critic: bool) -> dict[str, float]:
@@ -70,8 +73,11 @@ def compute_rollout_log_prob_metrics(batch: DataProto) -> dict[str, float]:
 
 def compute_throughput_metrics(batch: DataProto, step_seconds: float, world_size: int) -> dict[str, float]:
     tokens = batch.batch["attention_mask"].sum().item()
-    return {"perf/total_num_tokens": tokens, "perf/time_per_step": step_seconds,
-            "perf/throughput": tokens / (step_seconds * world_size)}
+    return {
+        "perf/total_num_tokens": tokens,
+        "perf/time_per_step": step_seconds,
+        "perf/throughput": tokens / (step_seconds * world_size),
+    }
 
 
 def reward_extra_metrics(prefix: str, extra: dict[str, np.ndarray]) -> dict[str, float]:

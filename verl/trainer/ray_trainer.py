@@ -54,8 +54,9 @@ def compute_advantage(data: DataProto, algorithm) -> None:
     if name == "gae":
         advantages, returns = fn(rewards, data.batch["values"], mask, algorithm.gamma, algorithm.lam)
     elif name == "grpo":
-        advantages, returns = fn(rewards, mask, data.non_tensor_batch["uid"],
-                                 norm_adv_by_std_in_grpo=algorithm.norm_adv_by_std_in_grpo)
+        advantages, returns = fn(
+            rewards, mask, data.non_tensor_batch["uid"], norm_adv_by_std_in_grpo=algorithm.norm_adv_by_std_in_grpo
+        )
     elif name == "rloo":
         advantages, returns = fn(rewards, mask, data.non_tensor_batch["uid"])
     else:
@@ -101,14 +102,17 @@ class RayPPOTrainer:
         self.device = device
         self.use_critic = config.algorithm.adv_estimator == "gae"
         self.use_ref = config.actor_rollout_ref.actor.use_kl_loss or config.algorithm.use_kl_in_reward
-        self.train_batches = ResumableBatches(train_dataset, config.data.train_batch_size, config.data.shuffle,
-                                              config.data.seed)
+        self.train_batches = ResumableBatches(
+            train_dataset, config.data.train_batch_size, config.data.shuffle, config.data.seed
+        )
         epochs_steps = self.train_batches.batches_per_epoch * config.trainer.total_epochs
         self.total_training_steps = config.trainer.total_training_steps or epochs_steps  # None: by epochs
         config.actor_rollout_ref.actor.optim.total_training_steps = self.total_training_steps
         config.critic.optim.total_training_steps = self.total_training_steps
         self.kl_ctrl = core_algos.get_kl_controller(config.algorithm.kl_ctrl)
-        self.reward_fn = load_object(config.reward_model.reward_manager, "reward_model.reward_manager")(config, tokenizer)
+        self.reward_fn = load_object(config.reward_model.reward_manager, "reward_model.reward_manager")(
+            config, tokenizer
+        )
         self.global_steps = 0
 
     # ---- workers -------------------------------------------------------------------------------
@@ -137,8 +141,9 @@ class RayPPOTrainer:
         for group in groups.values():
             group.init_model()
         self.actor_rollout_wg.sync_rollout_weights()
-        manager_cls = load_object(cfg.actor_rollout_ref.rollout.generation_manager,
-                                  "actor_rollout_ref.rollout.generation_manager")
+        manager_cls = load_object(
+            cfg.actor_rollout_ref.rollout.generation_manager, "actor_rollout_ref.rollout.generation_manager"
+        )
         self.generation_manager = manager_cls(cfg, self.actor_rollout_wg, self.tokenizer)
 
     def shutdown(self) -> None:
@@ -149,10 +154,15 @@ class RayPPOTrainer:
 
     # ---- one step ------------------------------------------------------------------------------
     def _generate(self, batch: DataProto, validate: bool) -> DataProto:
-        gen_batch = batch.select(batch_keys=["input_ids", "attention_mask", "position_ids"],
-                                 non_tensor_batch_keys=list(batch.non_tensor_batch))
-        gen_batch.meta_info = {"validate": validate, "global_steps": self.global_steps,
-                               "total_steps": self.total_training_steps}
+        gen_batch = batch.select(
+            batch_keys=["input_ids", "attention_mask", "position_ids"],
+            non_tensor_batch_keys=list(batch.non_tensor_batch),
+        )
+        gen_batch.meta_info = {
+            "validate": validate,
+            "global_steps": self.global_steps,
+            "total_steps": self.total_training_steps,
+        }
         return self.generation_manager.generate_sequences(gen_batch)
 
     def _compute_reward(self, batch: DataProto) -> dict[str, np.ndarray]:
@@ -236,7 +246,7 @@ class RayPPOTrainer:
             extra = self._compute_reward(batch)
             sources = batch.non_tensor_batch["data_source"]
             for key, values in extra.items():
-                for source, value in zip(sources, values):
+                for source, value in zip(sources, values, strict=True):
                     if isinstance(value, (int, float, np.number, bool, np.bool_)):
                         per_source[source][key].append(float(value))
         metrics = {}
@@ -247,8 +257,12 @@ class RayPPOTrainer:
                 overall[key].extend(values)
         metrics.update({f"val/{key}": float(np.mean(v)) for key, v in overall.items()})
         # The rollout loop's own metrics (e.g. searches, failures), weighted by batch size.
-        metrics.update({f"val/{key}": sum(v * n for v, n in pairs) / max(sum(n for _, n in pairs), 1)
-                        for key, pairs in rollout_metrics.items()})
+        metrics.update(
+            {
+                f"val/{key}": sum(v * n for v, n in pairs) / max(sum(n for _, n in pairs), 1)
+                for key, pairs in rollout_metrics.items()
+            }
+        )
         return metrics
 
     # ---- checkpoints ---------------------------------------------------------------------------
@@ -258,8 +272,15 @@ class RayPPOTrainer:
         if self.use_critic:
             self.critic_wg.save_checkpoint(os.path.join(step_dir, "critic"))
         os.makedirs(step_dir, exist_ok=True)
-        torch.save({"global_steps": self.global_steps, "dataloader": self.train_batches.state_dict(),
-                    "kl_coef": self.kl_ctrl.value, "rng": rng_state()}, os.path.join(step_dir, "trainer_state.pt"))
+        torch.save(
+            {
+                "global_steps": self.global_steps,
+                "dataloader": self.train_batches.state_dict(),
+                "kl_coef": self.kl_ctrl.value,
+                "rng": rng_state(),
+            },
+            os.path.join(step_dir, "trainer_state.pt"),
+        )
         mark_latest(self.config.trainer.default_local_dir, self.global_steps)
 
     def load_checkpoint(self) -> None:
@@ -279,8 +300,13 @@ class RayPPOTrainer:
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> None:
         cfg = self.config.trainer
-        logger = Tracking(cfg.project_name, cfg.experiment_name, list(cfg.logger), config=_plain(self.config),
-                          local_dir=cfg.default_local_dir)
+        logger = Tracking(
+            cfg.project_name,
+            cfg.experiment_name,
+            list(cfg.logger),
+            config=_plain(self.config),
+            local_dir=cfg.default_local_dir,
+        )
         self.load_checkpoint()
         if self.val_dataset is not None and cfg.val_before_train and self.global_steps == 0:
             logger.log(self.validate(), step=0)

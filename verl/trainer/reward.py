@@ -27,8 +27,10 @@ class RuleRewardManager:
     def __init__(self, config, tokenizer):
         cfg = config.custom_reward_function
         if not cfg.path:
-            raise ValueError("custom_reward_function.path is not set: name a .py file or module defining "
-                             f"{cfg.name}(data_source, solution_str, ground_truth, extra_info)")
+            raise ValueError(
+                "custom_reward_function.path is not set: name a .py file or module defining "
+                f"{cfg.name}(data_source, solution_str, ground_truth, extra_info)"
+            )
         self.compute_score = load_function_from(cfg.path, cfg.name, "custom_reward_function")
         self.tokenizer = tokenizer
 

@@ -19,8 +19,13 @@ class RaySFTTrainer:
     def __init__(self, config, train_dataset, val_dataset):
         self.config = config  # SFTConfig
         self.val_dataset = val_dataset
-        self.train_batches = ResumableBatches(train_dataset, config.data.train_batch_size, config.data.shuffle,
-                                              config.data.seed, collate_fn=train_dataset.collate)
+        self.train_batches = ResumableBatches(
+            train_dataset,
+            config.data.train_batch_size,
+            config.data.shuffle,
+            config.data.seed,
+            collate_fn=train_dataset.collate,
+        )
         epochs_steps = self.train_batches.batches_per_epoch * config.trainer.total_epochs
         self.total_training_steps = config.trainer.total_training_steps or epochs_steps  # None: by epochs
         config.optim.total_training_steps = self.total_training_steps
@@ -29,8 +34,12 @@ class RaySFTTrainer:
     def init_workers(self, device: str) -> None:
         cfg = self.config.trainer
         self.resource_pool = RayResourcePool([cfg.n_gpus_per_node] * cfg.nnodes, use_gpu=device == "cuda")
-        self.worker_group = RayWorkerGroup(self.resource_pool, RayClassWithInitArgs(SFTWorker, (self.config,)), device,
-                                           {"TOKENIZERS_PARALLELISM": "false"})
+        self.worker_group = RayWorkerGroup(
+            self.resource_pool,
+            RayClassWithInitArgs(SFTWorker, (self.config,)),
+            device,
+            {"TOKENIZERS_PARALLELISM": "false"},
+        )
         self.worker_group.init_model()
 
     def shutdown(self) -> None:
@@ -41,8 +50,9 @@ class RaySFTTrainer:
     def validate(self) -> dict[str, float]:
         """Mean loss over every loss token of the validation set."""
         loss_sum, tokens = 0.0, 0.0
-        for batch in validation_batches(self.val_dataset, self.config.data.train_batch_size,
-                                        collate_fn=self.val_dataset.collate):
+        for batch in validation_batches(
+            self.val_dataset, self.config.data.train_batch_size, collate_fn=self.val_dataset.collate
+        ):
             out = self.worker_group.validate(batch)
             loss_sum += out.batch["loss_sum"].sum().item()
             tokens += out.batch["loss_tokens"].sum().item()
@@ -54,8 +64,10 @@ class RaySFTTrainer:
         step_dir = checkpoint_dir(local_dir, self.global_steps)
         self.worker_group.save_checkpoint(os.path.join(step_dir, "model"))
         os.makedirs(step_dir, exist_ok=True)  # the driver may not be on rank 0's machine
-        torch.save({"global_steps": self.global_steps, "dataloader": self.train_batches.state_dict(),
-                    "rng": rng_state()}, os.path.join(step_dir, "trainer_state.pt"))
+        torch.save(
+            {"global_steps": self.global_steps, "dataloader": self.train_batches.state_dict(), "rng": rng_state()},
+            os.path.join(step_dir, "trainer_state.pt"),
+        )
         mark_latest(local_dir, self.global_steps)
 
     def load_checkpoint(self) -> None:
@@ -73,8 +85,9 @@ class RaySFTTrainer:
     def fit(self) -> None:
         cfg = self.config.trainer
         plain = OmegaConf.to_container(OmegaConf.structured(self.config), resolve=True)
-        logger = Tracking(cfg.project_name, cfg.experiment_name, list(cfg.logger), config=plain,
-                          local_dir=cfg.default_local_dir)
+        logger = Tracking(
+            cfg.project_name, cfg.experiment_name, list(cfg.logger), config=plain, local_dir=cfg.default_local_dir
+        )
         self.load_checkpoint()
         progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="training steps")
         while self.global_steps < self.total_training_steps:

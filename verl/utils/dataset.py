@@ -73,9 +73,7 @@ class RLHFDataset(Dataset):
         frame = pd.read_parquet(path)
         for column in (self.prompt_key, "data_source"):
             if column not in frame.columns:
-                raise ValueError(
-                    f"RLHFDataset: {path} has no column '{column}'; its columns are {list(frame.columns)}"
-                )
+                raise ValueError(f"RLHFDataset: {path} has no column '{column}'; its columns are {list(frame.columns)}")
 
         texts = [self._render(path, i, value) for i, value in enumerate(frame[self.prompt_key])]
         token_ids: list[list[int]] = []
@@ -96,7 +94,7 @@ class RLHFDataset(Dataset):
                         f"data.max_prompt_length={self.max_prompt_length}; raise it, or set data.truncation=left "
                         "(keep the prompt's end) or right (keep its start)"
                     )
-                ids = ids[-self.max_prompt_length:] if self.truncation == "left" else ids[:self.max_prompt_length]
+                ids = ids[-self.max_prompt_length :] if self.truncation == "left" else ids[: self.max_prompt_length]
                 truncated += 1
             row = {column: frame[column].iat[i] for column in carried}
             row.update(prompt_ids=ids, raw_prompt=texts[i], data_source=str(frame["data_source"].iat[i]))
@@ -106,11 +104,20 @@ class RLHFDataset(Dataset):
         if dropped:
             logger.warning(
                 "RLHFDataset: dropped %d of %d prompts from %s longer than %d tokens",
-                dropped, len(token_ids), path, self.max_prompt_length,
+                dropped,
+                len(token_ids),
+                path,
+                self.max_prompt_length,
             )
         if truncated:
-            logger.warning("RLHFDataset: cut %d of %d prompts from %s to %d tokens (data.truncation=%s)",
-                           truncated, len(token_ids), path, self.max_prompt_length, self.truncation)
+            logger.warning(
+                "RLHFDataset: cut %d of %d prompts from %s to %d tokens (data.truncation=%s)",
+                truncated,
+                len(token_ids),
+                path,
+                self.max_prompt_length,
+                self.truncation,
+            )
         self.truncated += truncated
         return rows
 

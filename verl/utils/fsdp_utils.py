@@ -16,7 +16,9 @@ def shard_model(model: torch.nn.Module, fsdp_config, device: str, world_size: in
     kwargs = {"mesh": mesh}
     if device == "cuda":
         mp = fsdp_config.mixed_precision
-        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=DTYPES[mp.param_dtype], reduce_dtype=DTYPES[mp.reduce_dtype])
+        kwargs["mp_policy"] = MixedPrecisionPolicy(
+            param_dtype=DTYPES[mp.param_dtype], reduce_dtype=DTYPES[mp.reduce_dtype]
+        )
         if fsdp_config.param_offload:
             kwargs["offload_policy"] = CPUOffloadPolicy()
         else:
@@ -32,8 +34,9 @@ def shard_model(model: torch.nn.Module, fsdp_config, device: str, world_size: in
 
 
 def build_optimizer(model: torch.nn.Module, optim_config) -> tuple[torch.optim.Optimizer, object]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=optim_config.lr, betas=tuple(optim_config.betas),
-                                  weight_decay=optim_config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=optim_config.lr, betas=tuple(optim_config.betas), weight_decay=optim_config.weight_decay
+    )
     total = max(optim_config.total_training_steps, 1)
     warmup = optim_config.lr_warmup_steps
     if warmup < 0:
@@ -42,7 +45,8 @@ def build_optimizer(model: torch.nn.Module, optim_config) -> tuple[torch.optim.O
         scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=warmup)
     elif optim_config.warmup_style == "cosine":
         scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-            optimizer, num_warmup_steps=warmup, num_training_steps=total, min_lr_rate=optim_config.min_lr_ratio)
+            optimizer, num_warmup_steps=warmup, num_training_steps=total, min_lr_rate=optim_config.min_lr_ratio
+        )
     else:
         raise ValueError(f"optim.warmup_style must be 'constant' or 'cosine', got {optim_config.warmup_style!r}")
     return optimizer, scheduler

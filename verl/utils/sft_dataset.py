@@ -68,30 +68,41 @@ class SFTDataset(Dataset):
         else:
             for column in (self.prompt_key, self.response_key):
                 if column not in frame.columns:
-                    raise ValueError(f"SFTDataset: {path} has no column '{column}' (nor a '{MESSAGES_COLUMN}' chat "
-                                     f"list); its columns are {list(frame.columns)}")
-            prompts = [render_prompt(self.tokenizer, value, f"SFTDataset: {path} row {i}: column '{self.prompt_key}'")
-                       for i, value in enumerate(frame[self.prompt_key])]
+                    raise ValueError(
+                        f"SFTDataset: {path} has no column '{column}' (nor a '{MESSAGES_COLUMN}' chat "
+                        f"list); its columns are {list(frame.columns)}"
+                    )
+            prompts = [
+                render_prompt(self.tokenizer, value, f"SFTDataset: {path} row {i}: column '{self.prompt_key}'")
+                for i, value in enumerate(frame[self.prompt_key])
+            ]
             responses = [_text(path, i, self.response_key, value) for i, value in enumerate(frame[self.response_key])]
         prefixes = [""] * len(frame)
         if PREFIX_COLUMN in frame.columns:
-            prefixes = [_text(path, i, PREFIX_COLUMN, value, optional=True)
-                        for i, value in enumerate(frame[PREFIX_COLUMN])]
+            prefixes = [
+                _text(path, i, PREFIX_COLUMN, value, optional=True) for i, value in enumerate(frame[PREFIX_COLUMN])
+            ]
 
         def tokenize(texts: list[str]) -> list[list[int]]:
             return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
         rows = []
-        for i, (prompt, prefix, response) in enumerate(zip(tokenize(prompts), tokenize(prefixes), tokenize(responses))):
+        for i, (prompt, prefix, response) in enumerate(
+            zip(tokenize(prompts), tokenize(prefixes), tokenize(responses), strict=True)
+        ):
             context, target = prompt + prefix, response + [self.tokenizer.eos_token_id]
             total = len(context) + len(target)
             if total > self.max_length:
                 if len(context) >= self.max_length:
-                    raise ValueError(f"SFTDataset: {path} row {i}: prompt and response_prefix are {len(context)} "
-                                     f"tokens, leaving no response token within data.max_length={self.max_length}")
+                    raise ValueError(
+                        f"SFTDataset: {path} row {i}: prompt and response_prefix are {len(context)} "
+                        f"tokens, leaving no response token within data.max_length={self.max_length}"
+                    )
                 if self.truncation == "error":
-                    raise ValueError(f"SFTDataset: {path} row {i}: {total} tokens, over data.max_length="
-                                     f"{self.max_length} (set data.truncation=right to cut the response)")
+                    raise ValueError(
+                        f"SFTDataset: {path} row {i}: {total} tokens, over data.max_length="
+                        f"{self.max_length} (set data.truncation=right to cut the response)"
+                    )
                 target = target[: self.max_length - len(context)]
             rows.append((context + target, len(context)))
         return rows
@@ -101,10 +112,16 @@ class SFTDataset(Dataset):
         for i, value in enumerate(column):
             messages = list(value) if isinstance(value, (list, np.ndarray)) else []
             last = messages[-1] if messages else None
-            if (len(messages) < 2 or not isinstance(last, Mapping) or last.get("role") != "assistant"
-                    or not isinstance(last.get("content"), str)):
-                raise ValueError(f"SFTDataset: {path} row {i}: column '{MESSAGES_COLUMN}' must end with an assistant "
-                                 f"turn that follows at least one other turn, got {value!r:.200}")
+            if (
+                len(messages) < 2
+                or not isinstance(last, Mapping)
+                or last.get("role") != "assistant"
+                or not isinstance(last.get("content"), str)
+            ):
+                raise ValueError(
+                    f"SFTDataset: {path} row {i}: column '{MESSAGES_COLUMN}' must end with an assistant "
+                    f"turn that follows at least one other turn, got {value!r:.200}"
+                )
             where = f"SFTDataset: {path} row {i}: column '{MESSAGES_COLUMN}'"
             prompts.append(render_prompt(self.tokenizer, messages[:-1], where))
             responses.append(last["content"])
@@ -115,8 +132,10 @@ class SFTDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         ids, context = self.rows[i]
-        return {"input_ids": torch.tensor(ids, dtype=torch.long),
-                "loss_mask": (torch.arange(len(ids)) >= context).long()}
+        return {
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "loss_mask": (torch.arange(len(ids)) >= context).long(),
+        }
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         """Right-pads the rows to the longest of the batch."""
@@ -127,8 +146,12 @@ class SFTDataset(Dataset):
         for j, row in enumerate(rows):
             n = len(row["input_ids"])
             input_ids[j, :n], attention_mask[j, :n], loss_mask[j, :n] = row["input_ids"], 1, row["loss_mask"]
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0), "loss_mask": loss_mask}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+            "loss_mask": loss_mask,
+        }
 
 
 def _text(path: str, row: int, column: str, value, optional: bool = False) -> str:

@@ -5,8 +5,8 @@ tokenizer in Hugging Face format, so tests and examples run offline.
 """
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -26,9 +26,7 @@ CHAT_TEMPLATE = (
 
 # AutoTokenizer loads any qwen2 checkpoint as Qwen2Tokenizer, which imposes NFC and this
 # split pattern; training with the same pipeline keeps saved and in-memory ids identical.
-QWEN2_SPLIT_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+QWEN2_SPLIT_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""  # noqa: E501
 
 SAMPLE_TEXT = [
     "The quick brown fox jumps over the lazy dog.",
@@ -64,7 +62,7 @@ SAMPLE_TEXT = [
     "The model should stop searching once it is confident about the answer.",
     "Email: someone@example.com, website: https://example.org/path?q=1&lang=en",
     "def add(a, b):\n    return a + b\n",
-    "She asked, \"Is it raining?\" He replied, \"No, it's sunny today.\"",
+    'She asked, "Is it raining?" He replied, "No, it\'s sunny today."',
     "In 2024, the population of Tokyo was about 14 million people.",
     "Lists: apples, oranges, bananas; colours: red, green, blue.",
     "Exact match rewards give 1.0 for a correct answer and 0.0 otherwise.",

@@ -5,14 +5,12 @@ non-zero. Values at masked-out positions never reach a result, even when they
 are inf or NaN.
 """
 
-from typing import Optional
-
 import torch
 
 WHITEN_EPS = 1e-8
 
 
-def masked_sum(values: torch.Tensor, mask: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+def masked_sum(values: torch.Tensor, mask: torch.Tensor, axis: int | None = None) -> torch.Tensor:
     """Sum of ``values`` over positions where ``mask`` is non-zero.
 
     Args:
@@ -28,7 +26,7 @@ def masked_sum(values: torch.Tensor, mask: torch.Tensor, axis: Optional[int] = N
     return kept.sum() if axis is None else kept.sum(dim=axis)
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, axis: int | None = None) -> torch.Tensor:
     """Mean of ``values`` over positions where ``mask`` is non-zero.
 
     Args:
@@ -129,4 +127,4 @@ def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
         return _gathered_logprobs(logits, labels)
     if logits.dim() == 1:
         return _gathered_logprobs(logits.float(), labels)
-    return torch.stack([_gathered_logprobs(z.float(), y) for z, y in zip(logits, labels)])
+    return torch.stack([_gathered_logprobs(z.float(), y) for z, y in zip(logits, labels, strict=True)])

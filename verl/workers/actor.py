@@ -26,7 +26,7 @@ def response_logits(model, data: DataProto, response_length: int, temperature: f
     sampling temperature so log-probs match the distribution the rollout sampled from."""
     inputs, kept = trim_padding(data, response_length)
     logits = model(**inputs, use_cache=False).logits
-    logits = logits[:, -kept - 1:-1].float()
+    logits = logits[:, -kept - 1 : -1].float()
     return logits / temperature if temperature > 0 else logits
 
 
@@ -43,8 +43,9 @@ class DataParallelPPOActor:
         self.device = device
 
     @torch.no_grad()
-    def compute_log_prob(self, data: DataProto, micro_batch_size: int, temperature: float,
-                         with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def compute_log_prob(
+        self, data: DataProto, micro_batch_size: int, temperature: float, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns log-probs [B, R] of the response tokens (and their entropies) in micro-batches."""
         self.model.eval()
         width = data.batch["responses"].shape[1]
@@ -52,7 +53,7 @@ class DataParallelPPOActor:
         for micro in data.split(micro_batch_size):
             micro = micro.to(self.device)
             logits = response_logits(self.model, micro, width, temperature)
-            labels = micro.batch["responses"][:, :logits.shape[1]]
+            labels = micro.batch["responses"][:, : logits.shape[1]]
             log_probs.append(pad_right(logprobs_from_logits(logits, labels), width).cpu())
             if with_entropy:
                 entropies.append(pad_right(entropy_from_logits(logits), width).cpu())
@@ -63,8 +64,15 @@ class DataParallelPPOActor:
         cfg = self.config
         self.model.train()
         metrics: dict[str, list[float]] = {}
-        keys = ["responses", "input_ids", "attention_mask", "position_ids", "response_mask", "old_log_probs",
-                "advantages"] + (["ref_log_prob"] if cfg.use_kl_loss else [])
+        keys = [
+            "responses",
+            "input_ids",
+            "attention_mask",
+            "position_ids",
+            "response_mask",
+            "old_log_probs",
+            "advantages",
+        ] + (["ref_log_prob"] if cfg.use_kl_loss else [])
         data = data.select(batch_keys=keys)
         for epoch in range(cfg.ppo_epochs):
             if cfg.shuffle:  # a different order every step and epoch, reproducible on resume
@@ -78,7 +86,9 @@ class DataParallelPPOActor:
                     step = self._micro_step(micro, temperature, denominator)
                     for k, v in step.items():
                         metrics.setdefault(k, []).append(v)
-                metrics.setdefault("actor/grad_norm", []).append(optimizer_step(self.model, self.optimizer, cfg.grad_clip))
+                metrics.setdefault("actor/grad_norm", []).append(
+                    optimizer_step(self.model, self.optimizer, cfg.grad_clip)
+                )
         metrics["actor/lr"] = [self.lr_scheduler.get_last_lr()[0]]
         self.lr_scheduler.step()  # the schedule counts training steps, not mini-batches
         return metrics
@@ -91,12 +101,23 @@ class DataParallelPPOActor:
         mask = b["response_mask"].float()
         log_prob = logprobs_from_logits(logits, b["responses"])
         pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower = core_algos.compute_policy_loss(
-            old_log_prob=b["old_log_probs"], log_prob=log_prob, advantages=b["advantages"], response_mask=mask,
-            cliprange=cfg.clip_ratio, cliprange_low=cfg.clip_ratio_low, cliprange_high=cfg.clip_ratio_high,
-            clip_ratio_c=cfg.clip_ratio_c, loss_agg_mode=cfg.loss_agg_mode)
+            old_log_prob=b["old_log_probs"],
+            log_prob=log_prob,
+            advantages=b["advantages"],
+            response_mask=mask,
+            cliprange=cfg.clip_ratio,
+            cliprange_low=cfg.clip_ratio_low,
+            cliprange_high=cfg.clip_ratio_high,
+            clip_ratio_c=cfg.clip_ratio_c,
+            loss_agg_mode=cfg.loss_agg_mode,
+        )
         loss = pg_loss
-        out = {"actor/pg_loss": pg_loss.item(), "actor/pg_clipfrac": pg_clipfrac.item(),
-               "actor/ppo_kl": ppo_kl.item(), "actor/pg_clipfrac_lower": pg_clipfrac_lower.item()}
+        out = {
+            "actor/pg_loss": pg_loss.item(),
+            "actor/pg_clipfrac": pg_clipfrac.item(),
+            "actor/ppo_kl": ppo_kl.item(),
+            "actor/pg_clipfrac_lower": pg_clipfrac_lower.item(),
+        }
         if cfg.entropy_coeff != 0:
             entropy = core_algos.compute_entropy_loss(logits, mask, cfg.loss_agg_mode)
             loss = loss - cfg.entropy_coeff * entropy

@@ -11,7 +11,7 @@ def response_values(model, data: DataProto, response_length: int) -> torch.Tenso
     """Value of the state before each response token, [B, kept response columns]."""
     inputs, kept = trim_padding(data, response_length)
     values = model(**inputs, use_cache=False).logits.squeeze(-1)
-    return values[:, -kept - 1:-1].float()
+    return values[:, -kept - 1 : -1].float()
 
 
 class DataParallelPPOCritic:
@@ -36,8 +36,17 @@ class DataParallelPPOCritic:
         cfg = self.config
         self.model.train()
         metrics: dict[str, list[float]] = {}
-        data = data.select(batch_keys=["responses", "input_ids", "attention_mask", "position_ids",
-                                       "response_mask", "values", "returns"])
+        data = data.select(
+            batch_keys=[
+                "responses",
+                "input_ids",
+                "attention_mask",
+                "position_ids",
+                "response_mask",
+                "values",
+                "returns",
+            ]
+        )
         for _ in range(cfg.ppo_epochs):
             for mini in data.split(mini_batch_size):
                 self.optimizer.zero_grad()
@@ -48,14 +57,22 @@ class DataParallelPPOCritic:
                     kept = vpreds.shape[1]
                     mask = micro.batch["response_mask"][:, :kept].float()
                     vf_loss, vf_clipfrac = core_algos.compute_value_loss(
-                        vpreds=vpreds, returns=micro.batch["returns"][:, :kept], values=micro.batch["values"][:, :kept],
-                        response_mask=mask, cliprange_value=cfg.cliprange_value, loss_agg_mode=cfg.loss_agg_mode)
+                        vpreds=vpreds,
+                        returns=micro.batch["returns"][:, :kept],
+                        values=micro.batch["values"][:, :kept],
+                        response_mask=mask,
+                        cliprange_value=cfg.cliprange_value,
+                        loss_agg_mode=cfg.loss_agg_mode,
+                    )
                     (vf_loss * micro_weight(mask, cfg.loss_agg_mode, denominator)).backward()
                     metrics.setdefault("critic/vf_loss", []).append(vf_loss.item())
                     metrics.setdefault("critic/vf_clipfrac", []).append(vf_clipfrac.item())
                     metrics.setdefault("critic/vpred_mean", []).append(
-                        (vpreds * mask).sum().item() / max(mask.sum().item(), 1.0))
-                metrics.setdefault("critic/grad_norm", []).append(optimizer_step(self.model, self.optimizer, cfg.grad_clip))
+                        (vpreds * mask).sum().item() / max(mask.sum().item(), 1.0)
+                    )
+                metrics.setdefault("critic/grad_norm", []).append(
+                    optimizer_step(self.model, self.optimizer, cfg.grad_clip)
+                )
         metrics["critic/lr"] = [self.lr_scheduler.get_last_lr()[0]]
         self.lr_scheduler.step()  # the schedule counts training steps, not mini-batches
         return metrics

@@ -30,8 +30,9 @@ ROLES = ("actor_rollout", "actor_rollout_ref", "ref")
 
 
 def load_causal_lm(path: str, trust_remote_code: bool, enable_gradient_checkpointing: bool = False):
-    model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(path), dtype=torch.float32,
-                                                 trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        os.path.expanduser(path), dtype=torch.float32, trust_remote_code=trust_remote_code
+    )
     if enable_gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
@@ -41,8 +42,9 @@ def load_value_model(path: str, trust_remote_code: bool, enable_gradient_checkpo
     """The backbone with a one-output token-classification head predicting a value per position."""
     config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=trust_remote_code)
     config.classifier_dropout = 0.0  # training and scoring passes must see the same values
-    model = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=torch.float32,
-                                                            trust_remote_code=trust_remote_code)
+    model = AutoModelForTokenClassification.from_pretrained(
+        path, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code
+    )
     if enable_gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
@@ -53,7 +55,7 @@ def average_metrics(metrics: dict[str, list[float]]) -> dict[str, float]:
     keys = sorted(metrics)
     local = torch.tensor([float(np.mean(metrics[k])) for k in keys], dtype=torch.float64)
     dist.all_reduce(local)
-    return dict(zip(keys, (local / dist.get_world_size()).tolist()))
+    return dict(zip(keys, (local / dist.get_world_size()).tolist(), strict=True))
 
 
 def build_sequences(prompts: DataProto, results, n: int, response_length: int, pad_id: int) -> DataProto:
@@ -92,7 +94,9 @@ def build_sequences(prompts: DataProto, results, n: int, response_length: int, p
 def generate_batch(rollout, prompts: DataProto, params: SamplingParams) -> DataProto:
     """Runs a rollout engine on a left-padded prompt batch and packs the results."""
     mask = prompts.batch["attention_mask"].bool()
-    results = rollout.generate([row[m].tolist() for row, m in zip(prompts.batch["input_ids"], mask)], params)
+    results = rollout.generate(
+        [row[m].tolist() for row, m in zip(prompts.batch["input_ids"], mask, strict=True)], params
+    )
     return build_sequences(prompts, results, params.n, params.max_new_tokens, rollout.pad_id)
 
 
@@ -113,17 +117,20 @@ class ActorRolloutRefWorker(Worker):
     def init_model(self) -> None:
         cfg = self.config.actor_rollout_ref
         torch.manual_seed(self.config.trainer.seed + self.rank)
-        self.tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(cfg.model.path),
-                                                       trust_remote_code=cfg.model.trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            os.path.expanduser(cfg.model.path), trust_remote_code=cfg.model.trust_remote_code
+        )
         if self.has_actor:
             model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing)
             model = shard_model(model, cfg.actor.fsdp_config, self.device, self.world_size)
             optimizer, scheduler = build_optimizer(model, cfg.actor.optim)
             self.actor = DataParallelPPOActor(cfg.actor, model, optimizer, scheduler, self.device)
-            rollout_dtype = DTYPES[cfg.actor.fsdp_config.mixed_precision.param_dtype] if self.device == "cuda" \
-                else torch.float32
-            rollout_model = rollout_copy(load_causal_lm(cfg.model.path, cfg.model.trust_remote_code), self.device,
-                                         rollout_dtype)
+            rollout_dtype = (
+                DTYPES[cfg.actor.fsdp_config.mixed_precision.param_dtype] if self.device == "cuda" else torch.float32
+            )
+            rollout_model = rollout_copy(
+                load_causal_lm(cfg.model.path, cfg.model.trust_remote_code), self.device, rollout_dtype
+            )
             self.rollout = HFRollout(rollout_model, self.tokenizer)
             self._offload_optimizer()
         if self.has_ref:
@@ -144,12 +151,25 @@ class ActorRolloutRefWorker(Worker):
         cfg = self.config.actor_rollout_ref.rollout
         if meta.get("validate", False):
             v = cfg.val_kwargs
-            params = SamplingParams(max_new_tokens=self.config.data.max_response_length, temperature=v.temperature,
-                                    top_p=v.top_p, top_k=v.top_k, n=v.n, stop=list(cfg.stop), greedy=not v.do_sample)
+            params = SamplingParams(
+                max_new_tokens=self.config.data.max_response_length,
+                temperature=v.temperature,
+                top_p=v.top_p,
+                top_k=v.top_k,
+                n=v.n,
+                stop=list(cfg.stop),
+                greedy=not v.do_sample,
+            )
         else:
-            params = SamplingParams(max_new_tokens=self.config.data.max_response_length, temperature=cfg.temperature,
-                                    top_p=cfg.top_p, top_k=cfg.top_k, n=cfg.n, stop=list(cfg.stop),
-                                    greedy=not cfg.do_sample)
+            params = SamplingParams(
+                max_new_tokens=self.config.data.max_response_length,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                top_k=cfg.top_k,
+                n=cfg.n,
+                stop=list(cfg.stop),
+                greedy=not cfg.do_sample,
+            )
         # A rollout loop may change limits per call (e.g. tokens per turn, stop strings, n=1).
         for key in ("max_new_tokens", "stop", "n", "greedy"):
             if key in meta:
@@ -164,14 +184,16 @@ class ActorRolloutRefWorker(Worker):
     def compute_log_prob(self, data: DataProto) -> DataProto:
         cfg = self.config.actor_rollout_ref
         log_probs, entropys = self.actor.compute_log_prob(
-            data, cfg.rollout.log_prob_micro_batch_size_per_gpu, cfg.rollout.temperature, with_entropy=True)
+            data, cfg.rollout.log_prob_micro_batch_size_per_gpu, cfg.rollout.temperature, with_entropy=True
+        )
         return DataProto.from_dict(tensors={"old_log_probs": log_probs, "entropys": entropys})
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_ref_log_prob(self, data: DataProto) -> DataProto:
         cfg = self.config.actor_rollout_ref
-        log_probs, _ = self.ref.compute_log_prob(data, cfg.ref.log_prob_micro_batch_size_per_gpu,
-                                                 cfg.rollout.temperature)
+        log_probs, _ = self.ref.compute_log_prob(
+            data, cfg.ref.log_prob_micro_batch_size_per_gpu, cfg.rollout.temperature
+        )
         return DataProto.from_dict(tensors={"ref_log_prob": log_probs})
 
     @register(Dispatch.DP_COMPUTE_PROTO)
@@ -186,8 +208,14 @@ class ActorRolloutRefWorker(Worker):
 
     @register(Dispatch.ONE_TO_ALL)
     def save_checkpoint(self, path: str, save_hf: bool = True) -> None:
-        save_checkpoint(path, self.actor.model, self.actor.optimizer, self.actor.lr_scheduler,
-                        tokenizer=self.tokenizer, save_hf=save_hf)
+        save_checkpoint(
+            path,
+            self.actor.model,
+            self.actor.optimizer,
+            self.actor.lr_scheduler,
+            tokenizer=self.tokenizer,
+            save_hf=save_hf,
+        )
 
     @register(Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, path: str) -> None:
@@ -232,8 +260,14 @@ class CriticWorker(Worker):
 
     @register(Dispatch.ONE_TO_ALL)
     def save_checkpoint(self, path: str, save_hf: bool = False) -> None:
-        save_checkpoint(path, self.critic.model, self.critic.optimizer, self.critic.lr_scheduler,
-                        tokenizer=self.tokenizer, save_hf=save_hf)
+        save_checkpoint(
+            path,
+            self.critic.model,
+            self.critic.optimizer,
+            self.critic.lr_scheduler,
+            tokenizer=self.tokenizer,
+            save_hf=save_hf,
+        )
 
     @register(Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, path: str) -> None:

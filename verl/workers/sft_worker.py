@@ -16,8 +16,9 @@ from verl.workers.actor import loss_denominator, micro_weight, optimizer_step
 from verl.workers.fsdp_workers import load_causal_lm
 
 
-def next_token_nll(logits: torch.Tensor, labels: torch.Tensor,
-                   loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def next_token_nll(
+    logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Negative log-likelihood of each next token and the mask of those trained on, both [B, T-1]:
     position t predicts label t+1, which counts where loss_mask t+1 is 1."""
     return -logprobs_from_logits(logits[:, :-1], labels[:, 1:]), loss_mask[:, 1:].float()
@@ -31,8 +32,9 @@ def micro_nll(model, micro: DataProto) -> tuple[torch.Tensor, torch.Tensor]:
     return next_token_nll(logits, inputs["input_ids"], micro.batch["loss_mask"][:, :width])
 
 
-def train_on_batch(model, optimizer, lr_scheduler, data: DataProto, micro_batch_size: int, clip_grad: float,
-                   device: str) -> dict[str, float]:
+def train_on_batch(
+    model, optimizer, lr_scheduler, data: DataProto, micro_batch_size: int, clip_grad: float, device: str
+) -> dict[str, float]:
     """One optimizer and one LR-schedule step on the mean loss over every loss token of the
     global batch (all ranks): each micro-batch counts by its share of those tokens."""
     model.train()
@@ -44,9 +46,11 @@ def train_on_batch(model, optimizer, lr_scheduler, data: DataProto, micro_batch_
         loss_sum += (nll.detach() * mask).sum().double().cpu()
     if dist.is_initialized():
         dist.all_reduce(loss_sum)
-    metrics = {"train/loss": float(loss_sum) / max(denominator, 1.0),
-               "train/grad_norm": optimizer_step(model, optimizer, clip_grad),
-               "train/lr": lr_scheduler.get_last_lr()[0]}
+    metrics = {
+        "train/loss": float(loss_sum) / max(denominator, 1.0),
+        "train/grad_norm": optimizer_step(model, optimizer, clip_grad),
+        "train/lr": lr_scheduler.get_last_lr()[0],
+    }
     lr_scheduler.step()
     return metrics
 
@@ -72,8 +76,9 @@ class SFTWorker(Worker):
     def init_model(self) -> None:
         cfg = self.config
         torch.manual_seed(cfg.trainer.seed + self.rank)
-        self.tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(cfg.model.path),
-                                                       trust_remote_code=cfg.model.trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            os.path.expanduser(cfg.model.path), trust_remote_code=cfg.model.trust_remote_code
+        )
         model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing)
         self.model = shard_model(model, cfg.fsdp_config, self.device, self.world_size)
         self.optimizer, self.lr_scheduler = build_optimizer(self.model, cfg.optim)
@@ -87,8 +92,15 @@ class SFTWorker(Worker):
     @register(Dispatch.DP_COMPUTE_PROTO)
     def train_step(self, data: DataProto) -> DataProto:
         self._place_optimizer("cuda")
-        metrics = train_on_batch(self.model, self.optimizer, self.lr_scheduler, data,
-                                 self.config.data.micro_batch_size_per_gpu, self.config.optim.clip_grad, self.device)
+        metrics = train_on_batch(
+            self.model,
+            self.optimizer,
+            self.lr_scheduler,
+            data,
+            self.config.data.micro_batch_size_per_gpu,
+            self.config.optim.clip_grad,
+            self.device,
+        )
         self._place_optimizer("cpu")
         return DataProto(meta_info={"metrics": metrics})
 

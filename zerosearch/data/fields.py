@@ -21,12 +21,16 @@ def golden_answers_of(reward_model) -> list[str]:
     if isinstance(reward_model, Mapping):
         truth = reward_model.get("ground_truth")
         if truth is None:
-            raise ValueError(f"reward_model has no 'ground_truth' (keys: {sorted(reward_model)}); "
-                             "write the gold answers as reward_model.ground_truth.target")
+            raise ValueError(
+                f"reward_model has no 'ground_truth' (keys: {sorted(reward_model)}); "
+                "write the gold answers as reward_model.ground_truth.target"
+            )
         if isinstance(truth, Mapping):
             if truth.get("target") is None:
-                raise ValueError(f"reward_model.ground_truth has no 'target' (keys: {sorted(truth)}); "
-                                 "write the gold answers as reward_model.ground_truth.target")
+                raise ValueError(
+                    f"reward_model.ground_truth has no 'target' (keys: {sorted(truth)}); "
+                    "write the gold answers as reward_model.ground_truth.target"
+                )
             truth = truth["target"]
     return answer_list(truth, "reward_model.ground_truth")
 

@@ -38,8 +38,9 @@ FILE_TYPES = ("jsonl", "parquet")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def prepare(train_names, test_names, source, out_dir, template="chat", max_train=None, max_test=None,
-            seed=0) -> tuple[str, str]:
+def prepare(
+    train_names, test_names, source, out_dir, template="chat", max_train=None, max_test=None, seed=0
+) -> tuple[str, str]:
     """Write ``out_dir/train.parquet`` and ``out_dir/test.parquet``; return their paths."""
     if template not in TEMPLATES:
         raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
@@ -54,8 +55,7 @@ def prepare(train_names, test_names, source, out_dir, template="chat", max_train
             raise ValueError(f"{flag} must be a positive number of rows per dataset, got {cap}")
     if not os.path.isdir(source) and not HUB_ID.match(source):
         raise FileNotFoundError(
-            f"--source {source!r} is neither an existing directory nor a hub id such as "
-            "'RUC-NLPIR/FlashRAG_datasets'"
+            f"--source {source!r} is neither an existing directory nor a hub id such as 'RUC-NLPIR/FlashRAG_datasets'"
         )
 
     train = _collect(train_names, source, TRAIN_SPLITS, max_train, seed)
@@ -118,6 +118,7 @@ def _read_jsonl(path: Path) -> list:
 
 def _example(name, where, i, record) -> dict:
     """The question, gold answers and id of one row, checked."""
+
     def fail(what):
         return ValueError(f"dataset '{name}': {where} row {i}: {what}")
 
@@ -132,8 +133,10 @@ def _example(name, where, i, record) -> dict:
     answers = record["golden_answers"]
     # Parquet hands lists back as numpy arrays; a lone string is one answer.
     answers = [answers] if isinstance(answers, str) else answers
-    if not isinstance(answers, (list, tuple, np.ndarray)) or len(answers) == 0 or not all(
-        isinstance(a, str) for a in answers
+    if (
+        not isinstance(answers, (list, tuple, np.ndarray))
+        or len(answers) == 0
+        or not all(isinstance(a, str) for a in answers)
     ):
         raise fail(f"'golden_answers' must be a non-empty list of strings, got {record['golden_answers']!r:.200}")
     raw_id = record.get("id")
@@ -145,14 +148,16 @@ def write_split(examples, split, template, out: Path, instruction: str = POLICY_
     rows = []
     for index, (name, ex) in enumerate(tqdm(examples, desc=f"{split} rows", unit="row", disable=None)):
         text = policy_prompt(ex["question"], instruction)
-        rows.append({
-            "data_source": name,
-            # Instruct models get the text through their chat template; base models get it as is.
-            "prompt": [{"role": "user", "content": text}] if template == "chat" else text,
-            "ability": ABILITY,
-            "reward_model": {"style": "rule", "ground_truth": {"target": ex["answers"]}},
-            "extra_info": {"split": split, "index": index, "question": ex["question"], "id": ex["id"]},
-        })
+        rows.append(
+            {
+                "data_source": name,
+                # Instruct models get the text through their chat template; base models get it as is.
+                "prompt": [{"role": "user", "content": text}] if template == "chat" else text,
+                "ability": ABILITY,
+                "reward_model": {"style": "rule", "ground_truth": {"target": ex["answers"]}},
+                "extra_info": {"split": split, "index": index, "question": ex["question"], "id": ex["id"]},
+            }
+        )
     path = out / f"{split}.parquet"
     pd.DataFrame(rows).to_parquet(path, index=False)
     counts = ", ".join(f"{name}: {n}" for name, n in Counter(name for name, _ in examples).items())
@@ -163,18 +168,32 @@ def write_split(examples, split, template, out: Path, instruction: str = POLICY_
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zerosearch.data.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", nargs="+", required=True, metavar="NAME", help="datasets merged into train.parquet")
-    parser.add_argument("--test", nargs="+", required=True, metavar="NAME", help="datasets concatenated into test.parquet")
+    parser.add_argument(
+        "--test", nargs="+", required=True, metavar="NAME", help="datasets concatenated into test.parquet"
+    )
     parser.add_argument("--source", required=True, help="folder of {name}/{split}.jsonl|.parquet, or a hub dataset id")
     parser.add_argument("--out", required=True, help="folder to write train.parquet and test.parquet into")
-    parser.add_argument("--template", choices=TEMPLATES, default="chat",
-                        help="chat: a user message for instruct models; base: the plain prompt text")
+    parser.add_argument(
+        "--template",
+        choices=TEMPLATES,
+        default="chat",
+        help="chat: a user message for instruct models; base: the plain prompt text",
+    )
     parser.add_argument("--max-train", type=int, help="at most this many training rows per dataset (seeded sample)")
     parser.add_argument("--max-test", type=int, help="at most this many test rows per dataset (seeded sample)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        prepare(args.train, args.test, args.source, args.out, template=args.template,
-                max_train=args.max_train, max_test=args.max_test, seed=args.seed)
+        prepare(
+            args.train,
+            args.test,
+            args.source,
+            args.out,
+            template=args.template,
+            max_train=args.max_train,
+            max_test=args.max_test,
+            seed=args.seed,
+        )
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
 

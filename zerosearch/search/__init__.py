@@ -21,16 +21,29 @@ def build_backend(name: str, config) -> SearchBackend:
         if sim.in_process:
             from zerosearch.search.local_simulator import LocalSimulatedSearch
 
-            backend = LocalSimulatedSearch(os.path.abspath(os.path.expanduser(sim.model)), style, config.topk,
-                                           max_tokens=sim.max_tokens,
-                                           temperature=sim.temperature, retry=retry)
+            backend = LocalSimulatedSearch(
+                os.path.abspath(os.path.expanduser(sim.model)),
+                style,
+                config.topk,
+                max_tokens=sim.max_tokens,
+                temperature=sim.temperature,
+                retry=retry,
+            )
         else:
             from zerosearch.search.simulate import SimulatedSearch
 
             api_key = os.environ.get(sim.api_key_env, "") if sim.api_key_env else "EMPTY"
-            backend = SimulatedSearch(list(sim.server_urls), sim.model, style, config.topk, api_key=api_key or "EMPTY",
-                                      max_tokens=sim.max_tokens, temperature=sim.temperature,
-                                      timeout_s=config.timeout_s, retry=retry)
+            backend = SimulatedSearch(
+                list(sim.server_urls),
+                sim.model,
+                style,
+                config.topk,
+                api_key=api_key or "EMPTY",
+                max_tokens=sim.max_tokens,
+                temperature=sim.temperature,
+                timeout_s=config.timeout_s,
+                retry=retry,
+            )
     elif name == "google":
         from zerosearch.search.google import GoogleSearch
 
@@ -64,5 +77,15 @@ def _with_cache(backend: SearchBackend, config) -> SearchBackend:
     return CachedSearch(backend, SearchCache(path))
 
 
-__all__ = ["BACKENDS", "CLOSED_BOOK", "EVAL_ENGINES", "REAL_ENGINES", "SIMULATED_MODES", "RetryPolicy", "SearchBackend", "SearchRequest",
-           "SearchResult", "build_backend"]
+__all__ = [
+    "BACKENDS",
+    "CLOSED_BOOK",
+    "EVAL_ENGINES",
+    "REAL_ENGINES",
+    "SIMULATED_MODES",
+    "RetryPolicy",
+    "SearchBackend",
+    "SearchRequest",
+    "SearchResult",
+    "build_backend",
+]

@@ -19,28 +19,54 @@ QUERY_ONLY_BACKENDS = ("google", "wiki", "corpus")
 def cache_key(backend_name: str, request: SearchRequest, topk: int) -> CacheKey:
     if backend_name in QUERY_ONLY_BACKENDS:
         return (backend_name, request.query, topk, False, "", ())
-    return (backend_name, request.query, topk, request.noisy, request.question,
-            tuple(str(a) for a in request.golden_answers))
+    return (
+        backend_name,
+        request.query,
+        topk,
+        request.noisy,
+        request.question,
+        tuple(str(a) for a in request.golden_answers),
+    )
 
 
 def _record(key: CacheKey, documents: list[str]) -> dict:
     name, query, topk, noisy, question, answers = key
-    return {"backend": name, "query": query, "topk": topk, "noisy": noisy, "question": question,
-            "golden_answers": list(answers), "documents": documents}
+    return {
+        "backend": name,
+        "query": query,
+        "topk": topk,
+        "noisy": noisy,
+        "question": question,
+        "golden_answers": list(answers),
+        "documents": documents,
+    }
 
 
 def _parse_record(record) -> tuple[CacheKey, list[str]]:
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
-    fields = {"backend": str, "query": str, "topk": int, "noisy": bool, "question": str,
-              "golden_answers": list, "documents": list}
+    fields = {
+        "backend": str,
+        "query": str,
+        "topk": int,
+        "noisy": bool,
+        "question": str,
+        "golden_answers": list,
+        "documents": list,
+    }
     for name, kind in fields.items():
         if not isinstance(record.get(name), kind):
             raise ValueError(f"field {name!r} missing or not a {kind.__name__}")
     if not all(isinstance(x, str) for x in record["golden_answers"] + record["documents"]):
         raise ValueError("golden_answers and documents must be lists of strings")
-    key = (record["backend"], record["query"], record["topk"], record["noisy"], record["question"],
-           tuple(record["golden_answers"]))
+    key = (
+        record["backend"],
+        record["query"],
+        record["topk"],
+        record["noisy"],
+        record["question"],
+        tuple(record["golden_answers"]),
+    )
     return key, record["documents"]
 
 

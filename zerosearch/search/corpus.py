@@ -84,8 +84,12 @@ class BM25Index:
             raise ValueError("cannot build a BM25 index over an empty corpus")
         self.documents = documents
         self._stemmer = _english_stemmer()
-        tokens = bm25s.tokenize([f"{d['title']}\n{d['text']}" for d in documents], stopwords=_STOPWORDS,
-                                stemmer=self._stemmer, show_progress=False)
+        tokens = bm25s.tokenize(
+            [f"{d['title']}\n{d['text']}" for d in documents],
+            stopwords=_STOPWORDS,
+            stemmer=self._stemmer,
+            show_progress=False,
+        )
         self._bm25 = bm25s.BM25()
         self._bm25.index(tokens, show_progress=False)
 
@@ -97,16 +101,19 @@ class BM25Index:
         """(document, score) pairs per query, best first; documents sharing no term are left out,
         so an empty query (or one of stopwords only) has no results."""
         results: list[list[tuple[dict, float]]] = [[] for _ in queries]
-        tokens = bm25s.tokenize(list(queries), stopwords=_STOPWORDS, stemmer=self._stemmer, return_ids=False,
-                                show_progress=False)
+        tokens = bm25s.tokenize(
+            list(queries), stopwords=_STOPWORDS, stemmer=self._stemmer, return_ids=False, show_progress=False
+        )
         # bm25s cannot score an empty token list, so those queries are never sent to it
         rows = [i for i, t in enumerate(tokens) if t]
         if not rows or topk <= 0:
             return results
         k = min(topk, len(self.documents))
         ids, scores = self._bm25.retrieve([tokens[i] for i in rows], k=k, show_progress=False)
-        for row, row_ids, row_scores in zip(rows, ids, scores):
-            results[row] = [(self.documents[int(j)], float(s)) for j, s in zip(row_ids, row_scores) if s > 0]
+        for row, row_ids, row_scores in zip(rows, ids, scores, strict=True):
+            results[row] = [
+                (self.documents[int(j)], float(s)) for j, s in zip(row_ids, row_scores, strict=True) if s > 0
+            ]
         return results
 
     def save(self, directory: str) -> None:
@@ -129,8 +136,10 @@ class BM25Index:
         index._stemmer = _english_stemmer()
         # queries must be tokenized exactly as the documents were, or terms silently stop matching
         if meta.get("stemmer") != ("english" if index._stemmer else None):
-            raise RuntimeError(f"{meta_path}: index built with stemmer={meta.get('stemmer')!r}, but "
-                               f"PyStemmer is {'installed' if index._stemmer else 'missing'} here; rebuild the index")
+            raise RuntimeError(
+                f"{meta_path}: index built with stemmer={meta.get('stemmer')!r}, but "
+                f"PyStemmer is {'installed' if index._stemmer else 'missing'} here; rebuild the index"
+            )
         index.documents = load_corpus(os.path.join(directory, _DOCUMENTS_FILE))
         index._bm25 = bm25s.BM25.load(directory, show_progress=False)
         return index

@@ -48,21 +48,30 @@ def format_results(results: dict, topk: int) -> list[str]:
 class GoogleSearch(SearchBackend):
     name = "google"
 
-    def __init__(self, topk: int, api_key_env: str = "SERPAPI_API_KEY", timeout_s: float = 60.0,
-                 retry: RetryPolicy | None = None, client=None):
+    def __init__(
+        self,
+        topk: int,
+        api_key_env: str = "SERPAPI_API_KEY",
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        client=None,
+    ):
         """``client``: anything with SerpAPI's ``search(params) -> dict``; by default a ``serpapi.Client``."""
         super().__init__(topk, retry)
         self._secret = ""
         if client is None:
             self._secret = serpapi_key(api_key_env)
             if not self._secret:
-                raise ValueError(f"the `google` search backend needs a SerpAPI key in the environment variable "
-                                 f"{api_key_env} (or {ZEROSEARCH_KEY_ENV}), which is unset or empty")
+                raise ValueError(
+                    f"the `google` search backend needs a SerpAPI key in the environment variable "
+                    f"{api_key_env} (or {ZEROSEARCH_KEY_ENV}), which is unset or empty"
+                )
             try:
                 import serpapi
             except ImportError:
-                raise ImportError("the `google` search backend needs the serpapi package: "
-                                  "pip install criticsearch[search]") from None
+                raise ImportError(
+                    "the `google` search backend needs the serpapi package: pip install criticsearch[search]"
+                ) from None
             client = serpapi.Client(api_key=self._secret, timeout=timeout_s)
         self._client = client
 

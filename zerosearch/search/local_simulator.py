@@ -18,22 +18,27 @@ class SimulatorActor:
     def __init__(self, model_path: str):
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
         if self.tokenizer.chat_template is None:
-            raise ValueError(f"the simulation model at {model_path} has no chat template; "
-                             "use an instruct or fine-tuned simulator checkpoint")
+            raise ValueError(
+                f"the simulation model at {model_path} has no chat template; "
+                "use an instruct or fine-tuned simulator checkpoint"
+            )
         if self.tokenizer.pad_token_id is None:  # batching needs a pad id; eos is never attended to
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_path).eval()
 
     def generate(self, conversations: list[list[dict]], max_tokens: int, temperature: float) -> list[str]:
-        prompts = [self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-                   for messages in conversations]
+        prompts = [
+            self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            for messages in conversations
+        ]
         # The chat template already holds any special tokens the model expects.
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         with torch.no_grad():
-            output = self.model.generate(**batch, max_new_tokens=max_tokens,
-                                         pad_token_id=self.tokenizer.pad_token_id, **sampling)
-        new_tokens = output[:, batch["input_ids"].shape[1]:]
+            output = self.model.generate(
+                **batch, max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id, **sampling
+            )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
@@ -43,8 +48,15 @@ class LocalSimulatedSearch(SearchBackend):
 
     actor_class = SimulatorActor
 
-    def __init__(self, model_path: str, style: str, topk: int, max_tokens: int = 256, temperature: float = 0.0,
-                 retry: RetryPolicy | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        style: str,
+        topk: int,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        retry: RetryPolicy | None = None,
+    ):
         super().__init__(topk, retry)
         self.name = simulator_name(style)
         self.model_path, self.style = model_path, style

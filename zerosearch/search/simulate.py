@@ -27,9 +27,18 @@ class SimulatedSearch(SearchBackend):
     """Each attempt, retries included, goes to the next server in rotation, so a dead server
     costs one attempt rather than every retry of a request."""
 
-    def __init__(self, server_urls: list[str], model: str, style: str, topk: int, api_key: str = "EMPTY",
-                 max_tokens: int = 256, temperature: float = 0.0, timeout_s: float = 60.0,
-                 retry: RetryPolicy | None = None):
+    def __init__(
+        self,
+        server_urls: list[str],
+        model: str,
+        style: str,
+        topk: int,
+        api_key: str = "EMPTY",
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+    ):
         if not server_urls:
             raise ValueError("SimulatedSearch needs at least one server URL (search.simulator.server_urls)")
         super().__init__(topk, retry)
@@ -37,8 +46,9 @@ class SimulatedSearch(SearchBackend):
         self.style, self.model = style, model
         self.max_tokens, self.temperature = max_tokens, temperature
         # The client's own retries are off: RetryPolicy alone bounds the attempts.
-        self._clients = [openai.OpenAI(base_url=url, api_key=api_key, timeout=timeout_s, max_retries=0)
-                         for url in server_urls]
+        self._clients = [
+            openai.OpenAI(base_url=url, api_key=api_key, timeout=timeout_s, max_retries=0) for url in server_urls
+        ]
         self._turn = 0
         self._turn_lock = threading.Lock()
 
@@ -51,8 +61,11 @@ class SimulatedSearch(SearchBackend):
     def _search_one(self, request: SearchRequest) -> list[str]:
         client = self._next_client()
         reply = client.chat.completions.create(
-            model=self.model, messages=request_messages(request, self.topk, self.style),
-            max_tokens=self.max_tokens, temperature=self.temperature)
+            model=self.model,
+            messages=request_messages(request, self.topk, self.style),
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+        )
         text = (reply.choices[0].message.content or "") if reply.choices else ""
         documents = parse_documents(text, self.topk)
         if not documents:

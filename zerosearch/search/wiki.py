@@ -42,8 +42,9 @@ class WikiSearch(SearchBackend):
 
     def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
         # The whole batch is one POST, retried as a whole.
-        documents = self._retrying(lambda: self._post([r.query for r in requests]),
-                                   f"a batch of {len(requests)} at {self.url}")
+        documents = self._retrying(
+            lambda: self._post([r.query for r in requests]), f"a batch of {len(requests)} at {self.url}"
+        )
         if documents is None:
             return [SearchResult(failed=True) for _ in requests]
         return [SearchResult(documents=docs) for docs in documents]

@@ -5,7 +5,7 @@ equal); Hydra validates every override against them, so an unknown key stops the
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -18,7 +18,7 @@ class DataConfig:
     max_prompt_length: int = 512
     max_response_length: int = 512
     train_batch_size: int = 256
-    val_batch_size: Optional[int] = None  # None: the whole validation set in one batch
+    val_batch_size: int | None = None  # None: the whole validation set in one batch
     # Training prompts over max_prompt_length tokens are dropped (and counted); validation never drops a row.
     filter_overlong_prompts: bool = True
     # An overlong prompt that is not dropped (validation, or filter_overlong_prompts=false): error
@@ -73,8 +73,8 @@ class ActorConfig:
     ppo_epochs: int = 1
     shuffle: bool = False
     clip_ratio: float = 0.2
-    clip_ratio_low: Optional[float] = None  # None: clip_ratio
-    clip_ratio_high: Optional[float] = None
+    clip_ratio_low: float | None = None  # None: clip_ratio
+    clip_ratio_high: float | None = None
     clip_ratio_c: float = 3.0  # dual-clip bound for negative advantages
     loss_agg_mode: str = "token-mean"
     entropy_coeff: float = 0.0
@@ -128,7 +128,7 @@ class ActorRolloutRefConfig:
 
 @dataclass
 class CriticModelConfig:
-    path: Optional[str] = None  # None: the actor's model path
+    path: str | None = None  # None: the actor's model path
     trust_remote_code: bool = False
     enable_gradient_checkpointing: bool = False
 
@@ -137,7 +137,7 @@ class CriticModelConfig:
 class CriticConfig:
     model: CriticModelConfig = field(default_factory=CriticModelConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
-    ppo_mini_batch_size: Optional[int] = None  # None: the actor's
+    ppo_mini_batch_size: int | None = None  # None: the actor's
     ppo_micro_batch_size_per_gpu: int = 4
     ppo_epochs: int = 1
     cliprange_value: float = 0.5
@@ -155,7 +155,7 @@ class RewardModelConfig:
 
 @dataclass
 class CustomRewardFunctionConfig:
-    path: Optional[str] = None  # a .py file or an importable module
+    path: str | None = None  # a .py file or an importable module
     name: str = "compute_score"
 
 
@@ -180,30 +180,30 @@ class AlgorithmConfig:
 
 @dataclass
 class TrainerConfig:
-    device: Optional[str] = None  # cpu | cuda; None: cuda when available
+    device: str | None = None  # cpu | cuda; None: cuda when available
     nnodes: int = 1
     n_gpus_per_node: int = 8  # worker processes per node (also on CPU)
     total_epochs: int = 1
-    total_training_steps: Optional[int] = None  # None: total_epochs over the train set
+    total_training_steps: int | None = None  # None: total_epochs over the train set
     critic_warmup: int = 0  # steps during which only the critic is updated
     test_freq: int = -1
     val_before_train: bool = True
     save_freq: int = -1
     default_local_dir: str = "checkpoints/${trainer.project_name}/${trainer.experiment_name}"
     resume_mode: str = "auto"  # auto | disable | resume_path
-    resume_from_path: Optional[str] = None
+    resume_from_path: str | None = None
     logger: list[str] = field(default_factory=lambda: ["console"])
     project_name: str = "criticsearch"
     experiment_name: str = "ppo"
-    rollout_data_dir: Optional[str] = None
+    rollout_data_dir: str | None = None
     colocate_workers: bool = True  # actor/rollout/ref and critic share one process per rank
     seed: int = 42
 
 
 @dataclass
 class RayInitConfig:
-    address: Optional[str] = None  # None: start a local Ray on 127.0.0.1; "auto" or host:port joins a cluster
-    num_cpus: Optional[int] = None
+    address: str | None = None  # None: start a local Ray on 127.0.0.1; "auto" or host:port joins a cluster
+    num_cpus: int | None = None
 
 
 @dataclass
@@ -221,4 +221,3 @@ class PPOConfig:
 def register_schema() -> None:
     """Makes the dataclasses available to Hydra as ``ppo_trainer_schema``."""
     ConfigStore.instance().store(name="ppo_trainer_schema", node=PPOConfig)
-

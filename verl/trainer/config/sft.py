@@ -5,7 +5,7 @@ equal); Hydra validates every override against them.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -34,16 +34,16 @@ class SFTOptimConfig(OptimConfig):
 
 @dataclass
 class SFTTrainerConfig:
-    device: Optional[str] = None  # cpu | cuda; None: cuda when available
+    device: str | None = None  # cpu | cuda; None: cuda when available
     nnodes: int = 1
     n_gpus_per_node: int = 8  # worker processes per node (also on CPU)
     total_epochs: int = 1
-    total_training_steps: Optional[int] = None  # None: total_epochs over the train set
+    total_training_steps: int | None = None  # None: total_epochs over the train set
     save_freq: int = -1  # also saves after the last step when > 0
     test_freq: int = -1  # validation runs after the last step in any case when val_files is set
     default_local_dir: str = "checkpoints/${trainer.project_name}/${trainer.experiment_name}"
     resume_mode: str = "auto"  # auto | disable | resume_path
-    resume_from_path: Optional[str] = None
+    resume_from_path: str | None = None
     logger: list[str] = field(default_factory=lambda: ["console"])
     project_name: str = "criticsearch"
     experiment_name: str = "sft"

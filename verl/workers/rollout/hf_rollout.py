@@ -1,6 +1,6 @@
 """Rollout with transformers ``generate`` on an unsharded copy of the policy (CPU or GPU)."""
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from transformers import (
@@ -13,7 +13,7 @@ from transformers import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-from transformers.generation.stopping_criteria import StopStringCriteria, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList, StopStringCriteria
 
 from verl.workers.rollout.base import BaseRollout, GenerationResult, SamplingParams
 
@@ -74,7 +74,11 @@ class HFRollout(BaseRollout):
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
+        eos = (
+            model.generation_config.eos_token_id
+            if model.generation_config.eos_token_id is not None
+            else tokenizer.eos_token_id
+        )
         self.eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.eos_ids[0])
         self._stop_cache: dict[tuple[str, ...], StopStringCriteria] = {}
@@ -118,20 +122,29 @@ class HFRollout(BaseRollout):
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, p in enumerate(rows):  # left padding keeps every row's last prompt token aligned
-            input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            attention_mask[i, width - len(p):] = 1
-        tracker = _FinishTracker(width, len(rows), self.eos_ids,
-                                 self._stop_criteria(tuple(params.stop)) if params.stop else None)
+            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            attention_mask[i, width - len(p) :] = 1
+        tracker = _FinishTracker(
+            width, len(rows), self.eos_ids, self._stop_criteria(tuple(params.stop)) if params.stop else None
+        )
         recorder = _SampledLogProbs()
         sample = not params.greedy and params.temperature > 0
         # Sampling filters are passed as processors, in this order, so the recorder sees exactly
         # the distribution a token is drawn from; generate() itself adds none (top_k=0).
-        config = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=sample, top_k=0,
-                                  eos_token_id=self.eos_ids.tolist(), pad_token_id=self.pad_id)
+        config = GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=sample,
+            top_k=0,
+            eos_token_id=self.eos_ids.tolist(),
+            pad_token_id=self.pad_id,
+        )
         sequences = self.model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config,
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            generation_config=config,
             logits_processor=LogitsProcessorList(self._warpers(params, sample) + [recorder]),
-            stopping_criteria=StoppingCriteriaList([tracker]))
+            stopping_criteria=StoppingCriteriaList([tracker]),
+        )
         new_tokens = sequences[:, width:]
         recorder.collect(new_tokens[:, -1])
         new_tokens = new_tokens.cpu()
@@ -140,9 +153,11 @@ class HFRollout(BaseRollout):
         for i in range(len(rows)):
             end = tracker.finished_at[i]
             length = end if end is not None else new_tokens.shape[1]
-            results.append(GenerationResult(
-                token_ids=new_tokens[i, :length].tolist(),
-                logprobs=logprobs[i, :length].tolist(),
-                finish_reason="stop" if end is not None else "length",
-            ))
+            results.append(
+                GenerationResult(
+                    token_ids=new_tokens[i, :length].tolist(),
+                    logprobs=logprobs[i, :length].tolist(),
+                    finish_reason="stop" if end is not None else "length",
+                )
+            )
         return results
