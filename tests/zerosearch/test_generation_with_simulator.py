@@ -2,8 +2,8 @@
 
 import pytest
 
+from tests.zerosearch.search.test_simulate import FakeSimulator
 from tests.zerosearch.test_generation import ScriptedWorkerGroup, make_batch, make_config
-from tests.zerosearch.test_simulate import FakeSimulator
 from verl.utils.tiny_model import build_tokenizer
 from zerosearch import prompts
 from zerosearch.generation import SearchGenerationManager

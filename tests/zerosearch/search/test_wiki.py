@@ -10,13 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import uvicorn
 
+from tests.conftest import REPO_ROOT
 from zerosearch.search.base import RetryPolicy, SearchRequest
 from zerosearch.search.corpus import BM25Index
 from zerosearch.search.wiki import WikiSearch, parse_retrieve_response
 
-SERVER_SCRIPT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts", "retrieval_server.py"
-)
+SERVER_SCRIPT = os.path.join(REPO_ROOT, "scripts", "retrieval_server.py")
 DOCS = [
     {"id": "0", "title": "Paris", "text": "Paris is the capital and largest city of France."},
     {"id": "1", "title": "Berlin", "text": "Berlin is the capital of Germany."},
