@@ -33,6 +33,7 @@ setup(
         "search": ["serpapi>=0.1.5", "fastapi>=0.110", "uvicorn>=0.29"],
         "wandb": ["wandb>=0.17"],
         "tensorboard": ["tensorboard>=2.15"],
+        "lint": ["ruff==0.17.6", "mypy==2.4.1"],
         "test": [
             "pytest>=8.0",
             "pytest-timeout>=2.3",

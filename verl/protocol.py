@@ -2,7 +2,8 @@
 
 A ``DataProto`` holds B rows split over three places:
 
-* ``batch``: a ``TensorDict`` with ``batch_size=[B]`` (tensors of shape ``[B, ...]``),
+* ``batch``: a ``TensorDict`` with ``batch_size=[B]`` (tensors of shape ``[B, ...]``; none at all
+  for a DataProto of non-tensors or meta_info only, whose batch is then an empty TensorDict),
 * ``non_tensor_batch``: numpy object arrays whose first dimension is B
   (strings, dicts, lists, ... anything that is not a tensor),
 * ``meta_info``: free-form settings that describe the whole batch, not a row.
@@ -15,6 +16,7 @@ than a copy.
 from __future__ import annotations
 
 import copy
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-__all__ = ["DataProto", "pad_dataproto_to_divisor", "unpad_dataproto"]
+__all__ = ["DataProto", "RolloutSettings", "pad_dataproto_to_divisor", "unpad_dataproto"]
 
 
 def _to_object_array(key: str, value: Any) -> np.ndarray:
@@ -85,11 +87,17 @@ def _missing_keys_error(kind: str, missing: list, available) -> KeyError:
 
 @dataclass(eq=False)  # field-wise == is meaningless for tensors and arrays
 class DataProto:
-    batch: TensorDict | None = None
+    batch: TensorDict = None  # type: ignore[assignment]  # None becomes an empty TensorDict of the right length
     non_tensor_batch: dict[str, np.ndarray] = field(default_factory=dict)
-    meta_info: dict = field(default_factory=dict)
+    meta_info: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        if self.batch is None:
+            first = (
+                next(iter(self.non_tensor_batch.values()), None) if isinstance(self.non_tensor_batch, dict) else None
+            )
+            rows = len(first) if isinstance(first, np.ndarray) and first.ndim > 0 else 0
+            self.batch = TensorDict({}, batch_size=[rows])
         self.check_consistency()
 
     # ----------------------------------------------------------------- building
@@ -98,7 +106,7 @@ class DataProto:
     def from_dict(
         cls,
         tensors: dict[str, torch.Tensor] | None = None,
-        non_tensors: dict[str, Sequence] | None = None,
+        non_tensors: Mapping[str, Sequence[Any] | np.ndarray] | None = None,
         meta_info: dict | None = None,
     ) -> DataProto:
         tensors = dict(tensors or {})
@@ -112,22 +120,25 @@ class DataProto:
         if both:
             raise ValueError(f"key(s) {both} given both as tensors and as non-tensors")
 
-        length, first_key = None, None
-        for key, value in [*tensors.items(), *arrays.items()]:
+        length: int | None = None
+        first_key = ""
+        entries: list[tuple[str, torch.Tensor | np.ndarray]] = [*tensors.items(), *arrays.items()]
+        for key, entry in entries:
             if length is None:
-                length, first_key = len(value), key
-            elif len(value) != length:
+                length, first_key = len(entry), key
+            elif len(entry) != length:
                 raise ValueError(
-                    f"'{key}' has first dimension {len(value)} but '{first_key}' has {length}; "
+                    f"'{key}' has first dimension {len(entry)} but '{first_key}' has {length}; "
                     "all entries must have the same number of rows"
                 )
 
-        batch = TensorDict(tensors, batch_size=[length]) if tensors else None
+        batch = TensorDict(tensors, batch_size=[length or 0])
         return cls(batch=batch, non_tensor_batch=arrays, meta_info=dict(meta_info or {}))
 
     @classmethod
-    def from_single_dict(cls, data: dict, meta_info: dict | None = None) -> DataProto:
-        tensors, non_tensors = {}, {}
+    def from_single_dict(cls, data: Mapping[str, Any], meta_info: dict[str, Any] | None = None) -> DataProto:
+        tensors: dict[str, torch.Tensor] = {}
+        non_tensors: dict[str, Sequence[Any] | np.ndarray] = {}
         for key, value in data.items():
             if isinstance(value, torch.Tensor):
                 tensors[key] = value
@@ -142,11 +153,10 @@ class DataProto:
     # ------------------------------------------------------------------- checks
 
     def check_consistency(self) -> None:
-        if self.batch is not None:
-            if not isinstance(self.batch, TensorDict):
-                raise TypeError(f"batch must be a TensorDict or None, got {type(self.batch).__name__}")
-            if len(self.batch.batch_size) != 1:
-                raise ValueError(f"batch must have a 1-D batch_size, got {list(self.batch.batch_size)}")
+        if not isinstance(self.batch, TensorDict):
+            raise TypeError(f"batch must be a TensorDict or None, got {type(self.batch).__name__}")
+        if len(self.batch.batch_size) != 1:
+            raise ValueError(f"batch must have a 1-D batch_size, got {list(self.batch.batch_size)}")
         if not isinstance(self.non_tensor_batch, dict):
             raise TypeError(f"non_tensor_batch must be a dict, got {type(self.non_tensor_batch).__name__}")
         if not isinstance(self.meta_info, dict):
@@ -162,11 +172,7 @@ class DataProto:
                 raise ValueError(f"non-tensor '{key}' has {len(value)} rows but the batch has {length}")
 
     def __len__(self) -> int:
-        if self.batch is not None:
-            return int(self.batch.batch_size[0])
-        for value in self.non_tensor_batch.values():
-            return len(value)
-        return 0
+        return int(self.batch.batch_size[0])
 
     # ----------------------------------------------------------------- indexing
 
@@ -201,9 +207,7 @@ class DataProto:
     def __getitem__(self, item) -> DataProto:
         """Rows selected by an int, slice, integer indices or a boolean mask; meta_info is shared."""
         idx = self._row_index(item)
-        if self.batch is None:
-            batch = None
-        elif isinstance(idx, slice):
+        if isinstance(idx, slice):
             batch = self.batch[idx]
         else:
             batch = self.batch[torch.as_tensor(idx, dtype=torch.long)]
@@ -221,13 +225,13 @@ class DataProto:
     ) -> DataProto:
         """Keep only the named keys (None keeps all); tensors and arrays are shared unless ``deepcopy``."""
         if batch_keys is None:
-            batch = None if self.batch is None else self.batch.copy()
+            batch = self.batch.copy()
         else:
-            available = [] if self.batch is None else list(self.batch.keys())
+            available = list(self.batch.keys())
             missing = [k for k in batch_keys if k not in available]
             if missing:
                 raise _missing_keys_error("batch", missing, available)
-            batch = None if self.batch is None else self.batch.select(*batch_keys)
+            batch = self.batch.select(*batch_keys)
 
         if non_tensor_batch_keys is None:
             non_tensor = dict(self.non_tensor_batch)
@@ -246,7 +250,7 @@ class DataProto:
             meta = {k: self.meta_info[k] for k in meta_info_keys}
 
         if deepcopy:
-            batch = None if batch is None else batch.clone()
+            batch = batch.clone()
             non_tensor = copy.deepcopy(non_tensor)
             meta = copy.deepcopy(meta)
         return DataProto(batch=batch, non_tensor_batch=non_tensor, meta_info=meta)
@@ -259,7 +263,7 @@ class DataProto:
     ) -> DataProto:
         """Remove the named keys from self and return them as a new DataProto of the same length."""
         # Check every key before removing any, so a bad key leaves self untouched.
-        available = [] if self.batch is None else list(self.batch.keys())
+        available = list(self.batch.keys())
         missing = [k for k in batch_keys if k not in available]
         if missing:
             raise _missing_keys_error("batch", missing, available)
@@ -270,11 +274,9 @@ class DataProto:
         if missing:
             raise _missing_keys_error("meta_info", missing, self.meta_info)
 
-        batch = None
-        if self.batch is not None:
-            # An empty TensorDict still carries the row count, so len() of the result stays right.
-            popped = {k: self.batch.pop(k) for k in batch_keys}
-            batch = TensorDict(popped, batch_size=self.batch.batch_size, device=self.batch.device)
+        # An empty TensorDict still carries the row count, so len() of the result stays right.
+        popped = {k: self.batch.pop(k) for k in batch_keys}
+        batch = TensorDict(popped, batch_size=self.batch.batch_size, device=self.batch.device)
         non_tensor = {k: self.non_tensor_batch.pop(k) for k in non_tensor_batch_keys}
         meta = {k: self.meta_info.pop(k) for k in meta_info_keys}
         return DataProto(batch=batch, non_tensor_batch=non_tensor, meta_info=meta)
@@ -284,10 +286,9 @@ class DataProto:
         if len(self) != len(other):
             raise ValueError(f"cannot union DataProtos of different lengths: {len(self)} vs {len(other)}")
 
-        if self.batch is not None and other.batch is not None:
-            for key in other.batch.keys():
-                if key in self.batch.keys() and not _tensors_equal(self.batch[key], other.batch[key]):
-                    raise ValueError(f"batch key '{key}' is present in both DataProtos with different values")
+        for key in other.batch.keys():
+            if key in self.batch.keys() and not _tensors_equal(self.batch[key], other.batch[key]):
+                raise ValueError(f"batch key '{key}' is present in both DataProtos with different values")
         for key, value in other.non_tensor_batch.items():
             if key in self.non_tensor_batch and not _same_value(self.non_tensor_batch[key], value):
                 raise ValueError(f"non_tensor_batch key '{key}' is present in both DataProtos with different values")
@@ -295,13 +296,9 @@ class DataProto:
             if key in self.meta_info and not _same_value(self.meta_info[key], value):
                 raise ValueError(f"meta_info key '{key}' is present in both DataProtos with different values")
 
-        if other.batch is not None:
-            if self.batch is None:
-                self.batch = other.batch.copy()  # own TensorDict so later edits do not leak into other
-            else:
-                for key in other.batch.keys():
-                    if key not in self.batch.keys():
-                        self.batch[key] = other.batch[key]
+        for key in other.batch.keys():
+            if key not in self.batch.keys():
+                self.batch[key] = other.batch[key]
         for key, value in other.non_tensor_batch.items():
             self.non_tensor_batch.setdefault(key, value)
         for key, value in other.meta_info.items():
@@ -340,18 +337,11 @@ class DataProto:
         if not data:
             raise ValueError("concat needs at least one DataProto")
 
-        has_batch = [d.batch is not None for d in data]
-        if any(has_batch) and not all(has_batch):
-            raise ValueError("cannot concat DataProtos where only some have a tensor batch")
-        batch = None
-        if all(has_batch):
-            keys = set(data[0].batch.keys())
-            for i, d in enumerate(data[1:], start=1):
-                if set(d.batch.keys()) != keys:
-                    raise ValueError(
-                        f"batch keys differ: item 0 has {sorted(keys)}, item {i} has {sorted(d.batch.keys())}"
-                    )
-            batch = torch.cat([d.batch for d in data], dim=0)
+        keys = set(data[0].batch.keys())
+        for i, d in enumerate(data[1:], start=1):
+            if set(d.batch.keys()) != keys:
+                raise ValueError(f"batch keys differ: item 0 has {sorted(keys)}, item {i} has {sorted(d.batch.keys())}")
+        batch = torch.cat([d.batch for d in data], dim=0)
 
         keys = set(data[0].non_tensor_batch)
         for i, d in enumerate(data[1:], start=1):
@@ -363,7 +353,7 @@ class DataProto:
         non_tensor = {
             k: np.concatenate([d.non_tensor_batch[k] for d in data], axis=0) for k in data[0].non_tensor_batch
         }
-        return DataProto(batch=batch, non_tensor_batch=non_tensor, meta_info=data[0].meta_info)
+        return DataProto(batch=typing.cast(TensorDict, batch), non_tensor_batch=non_tensor, meta_info=data[0].meta_info)
 
     def repeat(self, repeat_times: int = 2, interleave: bool = True) -> DataProto:
         """Repeat every row: interleave gives a,a,b,b; otherwise the whole batch is tiled: a,b,a,b."""
@@ -385,14 +375,32 @@ class DataProto:
             raise ValueError(f"reorder needs {n} integer indices, got shape {idx.shape} dtype {idx.dtype}")
         if not np.array_equal(np.sort(idx), np.arange(n)):
             raise ValueError("reorder indices must be a permutation of range(len(data))")
-        if self.batch is not None:
-            self.batch = self.batch[torch.as_tensor(idx, dtype=torch.long)]
+        self.batch = self.batch[torch.as_tensor(idx, dtype=torch.long)]
         self.non_tensor_batch = {k: v[idx] for k, v in self.non_tensor_batch.items()}
 
     def to(self, device) -> DataProto:
-        if self.batch is not None:
-            self.batch = self.batch.to(device)
+        self.batch = self.batch.to(device)
         return self
+
+
+@dataclass
+class RolloutSettings:
+    """What one ``generate_sequences`` call asks for, carried in ``meta_info["rollout"]``: the
+    trainer sets where in training the call happens, a rollout loop may set per-call limits."""
+
+    validate: bool = False  # sample with rollout.val_kwargs (greedy by default) instead of the training settings
+    step: int = 0  # the training step the batch belongs to; 0 before training
+    total_steps: int = 1
+    max_new_tokens: int | None = None  # None: data.max_response_length
+    stop: list[str] | None = None  # None: rollout.stop
+    n: int | None = None  # responses per prompt; None: rollout.n (val_kwargs.n when validating)
+
+    @staticmethod
+    def of(data: DataProto) -> RolloutSettings:
+        settings = data.meta_info.get("rollout", RolloutSettings())
+        if not isinstance(settings, RolloutSettings):
+            raise TypeError(f"meta_info['rollout'] must be a RolloutSettings, got {type(settings).__name__}")
+        return settings
 
 
 def pad_dataproto_to_divisor(data: DataProto, size_divisor: int) -> tuple[DataProto, int]:

@@ -1,7 +1,8 @@
-"""Typed configuration of the search agent, composed over the engine's PPOConfig.
+"""Typed configuration of the search agent, composed over the engine's PPOConfig, and of the CPU
+demonstration.
 
 Recipes under ``configs/`` set values on top of these defaults; ``train_*.sh`` maps ZeroSearch's
-KEY VALUE arguments onto these keys.
+KEY VALUE arguments onto these keys. Each leaf carries its help, rendered into README's key tables.
 """
 
 from dataclasses import dataclass, field
@@ -9,59 +10,104 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 
 from verl.trainer.config import PPOConfig
+from verl.utils.config import option
+from zerosearch.prompts import POLICY_INSTRUCTIONS
+from zerosearch.reward import METRICS
+from zerosearch.search import BACKENDS, EVAL_ENGINES, SIMULATED_MODES
+
+CACHE_MODES = ("auto", "memory", "disk", "none")
+RECIPES = ("zerosearch_grpo", "zerosearch_reinforce", "zerosearch_ppo")
 
 
 @dataclass
 class SimulatorConfig:
-    # OpenAI-compatible chat-completions endpoints (sglang / vLLM servers), used round-robin.
-    server_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:6001/v1"])
-    model: str = "Qwen2.5-3B-Instruct"  # served model name, or a local path when in_process
-    in_process: bool = False  # host `model` with transformers on a Ray actor (CPU machines, tests)
-    api_key_env: str | None = None  # environment variable holding the servers' API key; None: no key
-    max_tokens: int = 256
-    temperature: float = 0.0
+    server_urls: list[str] = option(
+        ["http://127.0.0.1:6001/v1"], "OpenAI-compatible chat-completions endpoints (sglang, vLLM), used in turn (IP)."
+    )
+    model: str = option("Qwen2.5-3B-Instruct", "Served model name (SIMULATION_LLM), or a local folder when in_process.")
+    in_process: bool = option(False, "Host `model` with transformers on a Ray actor (CPU machines, tests).")
+    api_key_env: str | None = option(
+        None, "Environment variable holding the servers' API key; null: no key.", nullable=True
+    )
+    max_tokens: int = option(256, "New tokens per simulated search.", min=1)
+    temperature: float = option(0.0, "Simulator sampling temperature; 0: greedy.", min=0)
 
 
 @dataclass
 class CurriculumConfig:
-    start_threshold: float = 0.0  # noise probability at step 0 (START_THRESHOLD)
-    end_threshold: float = 0.5  # noise probability at the last step (END_THRESHOLD)
-    base: float = 4.0  # b in p_s + (b^(i/m) - 1)/(b - 1) * (p_e - p_s)
+    start_threshold: float = option(0.0, "Noise probability at the first step (START_THRESHOLD), in [0, 1].", min=0)
+    end_threshold: float = option(0.5, "Noise probability at the last step (END_THRESHOLD), in [0, 1].", min=0)
+    base: float = option(4.0, "b in p = p_s + (b^(i/m) - 1)/(b - 1) * (p_e - p_s); > 1 rises slowly then fast.")
+
+    def check(self, key: str) -> None:
+        for name in ("start_threshold", "end_threshold"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"{key}.{name}={getattr(self, name)} is a probability and must lie in [0, 1]")
+        if self.base <= 0 or self.base == 1:
+            raise ValueError(f"{key}.base={self.base} must be positive and not 1")
 
 
 @dataclass
 class SearchConfig:
-    mode: str = (
-        "simulate_prompt"  # training backend (SEARCH_MODE): simulate_prompt | simulate_sft | google | wiki | corpus
+    mode: str = option(
+        "simulate_prompt",
+        "Training search (SEARCH_MODE): simulate_prompt, simulate_sft, google, wiki, corpus or none.",
+        choices=BACKENDS,
     )
-    # validation/evaluation backend (SEARCH_ENGINE): google | wiki | corpus | none (no documents: closed book)
-    engine: str = "corpus"
-    topk: int = 5  # documents per search (TOPK)
+    engine: str = option(
+        "corpus",
+        "Validation and evaluation search (SEARCH_ENGINE): google, wiki, corpus, or none (no documents: closed book).",
+        choices=EVAL_ENGINES,
+    )
+    topk: int = option(5, "Documents per search (TOPK).", min=1)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
-    retriever_url: str = "http://127.0.0.1:8000/retrieve"  # `wiki`: a Search-R1-style retrieval server
-    corpus_path: str | None = None  # `corpus`: JSONL with "contents" (or "title" + "text") per line
-    # `google`: environment variable holding the SerpAPI key; ZeroSearch's SER_API_KEY is read when it is unset.
-    google_api_key_env: str = "SERPAPI_API_KEY"
-    concurrency: int = 16  # requests in flight per batch
-    timeout_s: float = 60.0  # per request
-    max_retries: int = 3  # after the first attempt; then the request yields no documents and is counted
-    backoff_s: float = 1.0  # first retry delay, doubled each retry
-    cache: str = "auto"  # auto (disk for google, memory otherwise) | memory | disk | none
-    cache_dir: str = "~/.cache/criticsearch/search"
+    retriever_url: str = option("http://127.0.0.1:8000/retrieve", "`wiki`: a Search-R1-style retrieval server.")
+    corpus_path: str | None = option(
+        None, '`corpus`: JSONL with "contents" (or "title" and "text") per line.', nullable=True
+    )
+    google_api_key_env: str = option(
+        "SERPAPI_API_KEY", "`google`: environment variable holding the SerpAPI key; SER_API_KEY is read when unset."
+    )
+    concurrency: int = option(16, "Search requests in flight per batch.", min=1)
+    timeout_s: float = option(60.0, "Seconds one request may take.", min=0)
+    max_retries: int = option(
+        3, "Retries after the first attempt; then the request returns no documents and is counted.", min=0
+    )
+    backoff_s: float = option(1.0, "Seconds before the first retry, doubled for each next one.", min=0)
+    cache: str = option(
+        "auto", "Result cache: auto (disk for google, memory otherwise), memory, disk or none.", choices=CACHE_MODES
+    )
+    cache_dir: str = option("~/.cache/criticsearch/search", "Folder of the disk cache.")
 
 
 @dataclass
 class AgentConfig:
-    max_turns: int = 5  # searches per trajectory before the final answer-only turn (MAX_TURNS)
-    max_obs_length: int = 512  # tokens of one observation; longer ones are truncated
-    reward_metric: str = "f1"  # training reward: em | cover_em | f1
+    max_turns: int = option(5, "Searches per trajectory before the final answer-only turn (MAX_TURNS).", min=0)
+    max_obs_length: int = option(512, "Tokens of one observation; longer ones are cut, keeping the closing tag.", min=1)
+    reward_metric: str = option("f1", "The training reward: em, cover_em or f1.", choices=tuple(METRICS))
 
 
 @dataclass
 class ZeroSearchConfig(PPOConfig):
     agent: AgentConfig = field(default_factory=AgentConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+
+    def searches_used(self) -> set[str]:
+        """The search backends this run contacts: the training one, and the validation one when it validates."""
+        return {self.search.mode} | ({self.search.engine} if self.validates() else set())
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        used = self.searches_used()
+        if "corpus" in used and not self.search.corpus_path:
+            raise ValueError("search.corpus_path is not set: the `corpus` search needs a JSONL corpus")
+        if (
+            used & set(SIMULATED_MODES)
+            and not self.search.simulator.in_process
+            and not self.search.simulator.server_urls
+        ):
+            raise ValueError("search.simulator.server_urls (IP) is empty: the simulated search needs a server")
 
 
 def register_schema() -> None:
@@ -73,78 +119,86 @@ def register_schema() -> None:
 
 @dataclass
 class DemoWorldConfig:
-    seed: int = 0
-    people: int = 60
-    orgs: int = 30
-    cities: int = 15
-    countries: int = 5
-    test_fraction: float = 0.2  # share of each kind of entity whose questions are held out
-    vocab_size: int = 1000  # the BPE tokenizer both models share, trained on the world's texts
+    seed: int = option(0, "Seed of names and facts.")
+    people: int = option(60, "People in the invented world.", min=2)
+    orgs: int = option(30, "Organisations in the invented world.", min=2)
+    cities: int = option(15, "Cities in the invented world.", min=2)
+    countries: int = option(5, "Countries; cities lie in them, they have no documents.", min=1)
+    test_fraction: float = option(0.2, "Share of each kind of entity whose questions are held out.", min=0)
+    vocab_size: int = option(1000, "Size of the BPE tokenizer both models share, trained on the world's texts.", min=1)
 
 
 @dataclass
 class DemoModelConfig:
     """A randomly initialised Qwen2-architecture causal LM."""
 
-    hidden_size: int = 128
-    intermediate_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    tie_word_embeddings: bool = True
-    seed: int = 0
+    hidden_size: int = option(128, "Hidden size of the Qwen2-architecture model.", min=1)
+    intermediate_size: int = option(256, "Intermediate (MLP) size.", min=1)
+    num_layers: int = option(4, "Transformer blocks (layers).", min=1)
+    num_heads: int = option(4, "Attention heads per layer.", min=1)
+    num_kv_heads: int = option(2, "Key/value heads per layer (grouped-query attention).", min=1)
+    tie_word_embeddings: bool = option(True, "Share the input and output embeddings.")
+    seed: int = option(0, "Seed of the random weights.")
 
 
 @dataclass
 class DemoSFTPhaseConfig:
     model: DemoModelConfig = field(default_factory=DemoModelConfig)
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 3e-3
-    overrides: list[str] = field(default_factory=list)  # further main_sft overrides
+    steps: int = option(300, "Optimizer steps of main_sft in this phase.", min=1)
+    batch_size: int = option(16, "Training rows per optimizer step.", min=1)
+    lr: float = option(3e-3, "Peak learning rate (cosine schedule).", min=0)
+    overrides: list[str] = option([], "Further main_sft overrides, key=value.")
 
 
 @dataclass
 class DemoSimulatorConfig(DemoSFTPhaseConfig):
-    pairs: int = 4000  # (query, useful|noisy) -> documents tuning pairs from training questions
-    # The pairs are spread over the world and this many copies with redrawn facts, so the simulator
-    # learns to write the answer it is given rather than the one it remembers.
-    redrawn_worlds: int = 3
-    eval_pairs: int = 100  # held-out requests on which useful and noisy answer rates are measured
-    max_tokens: int = 40  # new tokens per simulated search: one document at topk=1
+    pairs: int = option(4000, "(query, useful|noisy) -> documents tuning pairs.", min=1)
+    redrawn_worlds: int = option(
+        3,
+        "Practice copies of the world with redrawn facts that the pairs are spread over, so the simulator "
+        "writes the answer it is given rather than one it remembers.",
+        min=0,
+    )
+    eval_pairs: int = option(100, "Held-out requests on which the useful and noisy answer rates are measured.", min=2)
+    max_tokens: int = option(40, "New tokens per simulated search: one document at topk=1.", min=1)
 
 
 @dataclass
 class DemoWarmStartConfig(DemoSFTPhaseConfig):
-    search_rate: float = 0.3  # share of warm-start trajectories that search; the rest guess
-    # Further passes over the questions, all searched but the decision untrained, each on the world
-    # with its facts redrawn: the answer must be read off the documents, it cannot be remembered.
-    search_practice: int = 4
+    search_rate: float = option(0.3, "Share of warm-start trajectories that search; the rest guess.", min=0)
+    search_practice: int = option(
+        4,
+        "Further passes, every question searched but the decision untrained, each on a practice world "
+        "with redrawn facts: the answer must be read off the documents.",
+        min=0,
+    )
 
 
 @dataclass
 class DemoRLConfig:
-    recipe: str = "zerosearch_grpo"  # a recipe under configs/: zerosearch_grpo | zerosearch_reinforce
-    steps: int = 30
-    batch_size: int = 16  # questions per step
-    n: int = 5  # rollouts per question
-    lr: float = 2e-4
-    max_response_length: int = 40  # new tokens per turn
-    max_obs_length: int = 64
-    start_threshold: float = 0.0  # noise curriculum of the simulated search
-    end_threshold: float = 0.3
-    test_freq: int = 5  # validation on the corpus engine every so many steps
-    overrides: list[str] = field(default_factory=list)  # further zerosearch.train overrides
+    recipe: str = option("zerosearch_grpo", "A recipe under configs/.", choices=RECIPES)
+    steps: int = option(30, "RL training steps.", min=1)
+    batch_size: int = option(16, "Questions per step.", min=1)
+    n: int = option(5, "Rollouts per question.", min=1)
+    lr: float = option(2e-4, "Actor learning rate.", min=0)
+    max_response_length: int = option(40, "New tokens per turn.", min=1)
+    max_obs_length: int = option(64, "Tokens per observation.", min=1)
+    start_threshold: float = option(0.0, "Noise probability of the simulated search at the first step.", min=0)
+    end_threshold: float = option(0.3, "Noise probability at the last step.", min=0)
+    test_freq: int = option(5, "Validation on the corpus engine every this many steps.", min=1)
+    overrides: list[str] = option([], "Further zerosearch.train overrides, key=value.")
 
 
 @dataclass
 class DemoConfig:
-    out_dir: str = "runs/demo"
-    workers: int = 2  # training processes (trainer.n_gpus_per_node)
-    topk: int = 1  # documents per search, simulated and real
-    policy_instruction: str = "brief"  # brief (the tags only) | full: the prompt's instruction (prompts.py)
-    max_turns: int = 2  # searches per question; two-hop questions need two
-    eval_batch_size: int = 64
+    out_dir: str = option("runs/demo", "Everything goes here; a second run into it resumes finished phases.")
+    workers: int = option(2, "Training processes (trainer.n_gpus_per_node).", min=1)
+    topk: int = option(1, "Documents per search, simulated and real.", min=1)
+    policy_instruction: str = option(
+        "brief", "The prompt's instruction: brief (the tags only) or full.", choices=tuple(POLICY_INSTRUCTIONS)
+    )
+    max_turns: int = option(2, "Searches per question; two-hop questions need two.", min=1)
+    eval_batch_size: int = option(64, "Questions per evaluation batch.", min=1)
     world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
     simulator: DemoSimulatorConfig = field(
         default_factory=lambda: DemoSimulatorConfig(model=DemoModelConfig(seed=1), steps=800, lr=3e-3)

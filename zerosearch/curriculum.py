@@ -26,7 +26,7 @@ def noise_probability(step: int, total_steps: int, start: float, end: float, bas
     if total_steps < 1:
         raise ValueError(f"total_steps={total_steps} must be >= 1")
     progress = min(max(step, 0), total_steps) / total_steps
-    return start + (base**progress - 1) / (base - 1) * (end - start)
+    return start + (float(base**progress) - 1) / (base - 1) * (end - start)
 
 
 def _uniform(seed: int, step: int, key: str) -> float:

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import pandas as pd
 import ray
@@ -49,10 +50,6 @@ SFT_MAX_LENGTH = 384
 
 
 def instruction(config: DemoConfig) -> str:
-    if config.policy_instruction not in POLICY_INSTRUCTIONS:
-        raise ValueError(
-            f"policy_instruction must be one of {sorted(POLICY_INSTRUCTIONS)}, got {config.policy_instruction!r}"
-        )
     return POLICY_INSTRUCTIONS[config.policy_instruction]
 
 
@@ -81,10 +78,14 @@ def warm_start_rows(config: DemoConfig, world: synthetic.World) -> list[dict]:
     searched but the decision to search left untrained, each on the world with its facts redrawn: they
     teach searching well (copying names into queries, reading answers off documents, which no memory
     of the facts can replace) without teaching to search more."""
-    kwargs = {"topk": config.topk, "instruction": instruction(config)}
-    rows = synthetic.warm_start_examples(world, config.warm_start.search_rate, seed=world.seed, **kwargs)
+    topk, text = config.topk, instruction(config)
+    rows = synthetic.warm_start_examples(
+        world, config.warm_start.search_rate, seed=world.seed, topk=topk, instruction=text
+    )
     for k, practice in enumerate(redrawn(world, config.warm_start.search_practice)):
-        rows += synthetic.warm_start_examples(practice, 1.0, seed=world.seed + 1 + k, decide=False, **kwargs)
+        rows += synthetic.warm_start_examples(
+            practice, 1.0, seed=world.seed + 1 + k, decide=False, topk=topk, instruction=text
+        )
     return rows
 
 
@@ -148,7 +149,7 @@ def simulator_answer_rates(model_path: str, world: synthetic.World, config: Demo
         answering_hop_only=True,
     )
     simulator = SimulatorActor(model_path)
-    stated = {True: [], False: []}
+    stated: dict[bool, list[float]] = {True: [], False: []}
     batch = 32
     for start in tqdm(range(0, len(pairs), batch), desc="simulator check"):
         rows = pairs[start : start + batch]
@@ -266,9 +267,9 @@ def run_demo(config: DemoConfig) -> dict:
     start = time.time()
     out = os.path.abspath(os.path.expanduser(config.out_dir))
     os.makedirs(out, exist_ok=True)
-    seconds = {}
+    seconds: dict[str, float] = {}
 
-    def phase(name: str):
+    def phase(name: str) -> None:
         print(f"\n== {name} ==", flush=True)
         seconds[name] = time.time()
 
@@ -282,7 +283,9 @@ def run_demo(config: DemoConfig) -> dict:
         n_countries=w.countries,
         test_fraction=w.test_fraction,
     )
-    data = synthetic.write_world(world, os.path.join(out, "data"), instruction=instruction(config))
+    data: dict[str, Any] = dict(
+        synthetic.write_world(world, os.path.join(out, "data"), instruction=instruction(config))
+    )
     pairs_path = synthetic.write_simulation_pairs(
         simulation_rows(config, world), os.path.join(out, "data", "simulation_pairs.parquet")
     )
@@ -315,10 +318,11 @@ def run_demo(config: DemoConfig) -> dict:
     plots = plot_run(rl_dir, os.path.join(out, "plots"))
 
     ends = list(seconds.values())[1:] + [time.time()]
+    total = time.time() - start
     summary = {
         "before": before,
         "after": after,
-        "seconds": time.time() - start,
+        "seconds": total,
         "simulator": simulator_rates,
         "phase_seconds": {name: end - begin for (name, begin), end in zip(seconds.items(), ends, strict=True)},
         "models": {"simulator": simulator, "warm_start": policy, "rl": trained},
@@ -328,7 +332,7 @@ def run_demo(config: DemoConfig) -> dict:
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print("\n" + to_table(before, after))
-    print(f"took {summary['seconds'] / 60:.1f} min; plots, checkpoints and summary.json under:")
+    print(f"took {total / 60:.1f} min; plots, checkpoints and summary.json under:")
     print(out)
     return summary
 

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from verl.protocol import DataProto
+from verl.protocol import DataProto, RolloutSettings
 from verl.trainer.data_loader import validation_batches
 from verl.utils.dataset import RLHFDataset
 from verl.workers.fsdp_workers import generate_batch
@@ -40,8 +40,10 @@ class LocalRollout:
         self.rollout = HFRollout(model, tokenizer)
 
     def generate_sequences(self, prompts: DataProto) -> DataProto:
-        meta = prompts.meta_info
-        params = SamplingParams(max_new_tokens=meta["max_new_tokens"], stop=list(meta.get("stop", [])), greedy=True)
+        settings = RolloutSettings.of(prompts)
+        if settings.max_new_tokens is None:
+            raise ValueError("LocalRollout serves a rollout loop that sets max_new_tokens per call")
+        params = SamplingParams(max_new_tokens=settings.max_new_tokens, stop=list(settings.stop or []), greedy=True)
         return generate_batch(self.rollout, prompts, params)
 
 
@@ -81,7 +83,8 @@ def evaluate(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    torch.nn.Module.to(model, device)  # transformers' own .to is typed for dtypes and quantisation
     dataset = RLHFDataset(
         data_files,
         tokenizer,
@@ -101,7 +104,7 @@ def evaluate(
         tqdm(total=len(dataset), desc="evaluating") as progress,
     ):
         for batch in validation_batches(dataset, batch_size):
-            batch.meta_info = {"validate": True}
+            batch.meta_info = {"rollout": RolloutSettings(validate=True)}
             out = manager.generate_sequences(batch)
             _, extra = scorer(out)
             for i in range(len(out)):

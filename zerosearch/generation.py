@@ -10,14 +10,18 @@ Each row's accepted answer (the first complete ``<answer>`` action of a turn, or
 reward as ``accepted_answer``, so the reward scores exactly what the rollout accepted.
 """
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
-from verl.protocol import DataProto
+from verl.protocol import DataProto, RolloutSettings
 from zerosearch import prompts
+from zerosearch.config import ZeroSearchConfig
 from zerosearch.curriculum import NoiseSchedule
 from zerosearch.data.fields import row_golden_answers, row_question
 from zerosearch.search import SIMULATED_MODES, build_backend
@@ -61,8 +65,8 @@ class Trajectory:
 
 
 class SearchGenerationManager:
-    def __init__(self, config, actor_rollout_wg, tokenizer):
-        self.config = config  # ZeroSearchConfig
+    def __init__(self, config: ZeroSearchConfig, actor_rollout_wg: Any, tokenizer: PreTrainedTokenizerBase):
+        self.config = config
         self.wg = actor_rollout_wg
         self.tokenizer = tokenizer
         self.agent = config.agent
@@ -83,11 +87,11 @@ class SearchGenerationManager:
 
     # ---- the loop --------------------------------------------------------------------------------
     def generate_sequences(self, batch: DataProto) -> DataProto:
-        meta = batch.meta_info
-        validate = meta.get("validate", False)
+        settings = RolloutSettings.of(batch)
+        validate = settings.validate
         n = self.config.actor_rollout_ref.rollout.val_kwargs.n if validate else self.config.actor_rollout_ref.rollout.n
         batch = batch.repeat(n, interleave=True)
-        step, total = meta.get("global_steps", 0), max(meta.get("total_steps", 1), 1)
+        step, total = settings.step, max(settings.total_steps, 1)
         backend = self.eval_backend if validate else self.train_backend
         use_noise = not validate and self.config.search.mode in SIMULATED_MODES
         before = dict(backend.stats)
@@ -98,7 +102,7 @@ class SearchGenerationManager:
             active = [t for t in rows if not t.done]
             if not active:
                 break
-            queries = self._generate_turn(active, validate, last_turn=turn == self.agent.max_turns)
+            queries = self._generate_turn(active, settings, last_turn=turn == self.agent.max_turns)
             if queries:
                 noisy = (
                     self.noise.draw(step, total, [f"{t.key}:{turn}" for t, _ in queries])
@@ -143,7 +147,9 @@ class SearchGenerationManager:
             )
         return rows
 
-    def _generate_turn(self, active: list[Trajectory], validate: bool, last_turn: bool) -> list[tuple[Trajectory, str]]:
+    def _generate_turn(
+        self, active: list[Trajectory], settings: RolloutSettings, last_turn: bool
+    ) -> list[tuple[Trajectory, str]]:
         """One generation for the active rows; returns the searches to run."""
         contexts = [t.prompt + t.response for t in active]
         width = max(len(c) for c in contexts)
@@ -158,7 +164,12 @@ class SearchGenerationManager:
                 "attention_mask": attention_mask,
                 "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
             },
-            meta_info={"validate": validate, "n": 1, "max_new_tokens": self.turn_tokens, "stop": prompts.SEARCH_STOPS},
+            # One sample per row (the rows are already repeated), a turn's tokens, stop at an action.
+            meta_info={
+                "rollout": dataclasses.replace(
+                    settings, n=1, max_new_tokens=self.turn_tokens, stop=list(prompts.SEARCH_STOPS)
+                )
+            },
         )
         out = self.wg.generate_sequences(request)
         if "rollout_log_probs" not in out.batch.keys():
@@ -174,7 +185,7 @@ class SearchGenerationManager:
                 sampled, sampled_logp, t.done, t.out_of_budget = sampled[:room], sampled_logp[:room], True, True
             t.append(sampled, sampled_logp)
             t.turns += 1
-            kind, content = parse_action(self.tokenizer.decode(sampled, skip_special_tokens=True))
+            kind, content = parse_action(str(self.tokenizer.decode(sampled, skip_special_tokens=True)))
             if kind == "answer":
                 t.done, t.answered, t.answer = True, True, content
             elif t.done or last_turn:

@@ -5,6 +5,7 @@ Each KEY maps onto a config key; a KEY not given keeps the recipe's value from `
 
 import os
 import sys
+from collections.abc import Callable
 
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -34,7 +35,7 @@ def _servers(value: str) -> str:
 
 
 # KEY -> (config keys it sets, how its value is written into them)
-KEYS = {
+KEYS: dict[str, tuple[list[str], Callable[[str], str] | None]] = {
     "NUM_GPUS_PER_NODE": (["trainer.n_gpus_per_node"], str),
     "NNODES": (["trainer.nnodes"], str),
     "MODEL_PATH": (["actor_rollout_ref.model.path"], _path),
@@ -58,7 +59,7 @@ KEYS = {
 
 
 # Evaluation (scripts/eval.sh): KEY -> an argument of zerosearch.eval, or a config key.
-EVAL_KEYS = {
+EVAL_KEYS: dict[str, str] = {
     "MODEL_PATH": "--model",
     "DATA_PATH": "--data",  # a test parquet, or a folder holding test.parquet
     "SEARCH_ENGINE": "--engine",
@@ -111,6 +112,7 @@ def parse_key_values(args: list[str]) -> tuple[list[str], list[str]]:
             ]
         else:
             targets, write = KEYS[key]
+            assert write is not None  # only DATA_PATH, handled above, has no writer
             overrides += [f"{target}={write(value)}" for target in targets]
     return overrides, passthrough
 

@@ -1,6 +1,7 @@
 """Every text the agent, the simulation LLM and the parser share: one place to read and change."""
 
 import re
+from collections.abc import Sequence
 
 SEARCH_STOPS = ["</search>", "</answer>"]
 
@@ -70,7 +71,9 @@ _SFT_USEFUL = "Query: {query}\nQuestion: {question}\nAnswer: {answers}\nDocument
 _SFT_NOISY = "Query: {query}\nDocuments ({k}, noisy):"
 
 
-def simulator_messages(query: str, question: str, golden_answers, noisy: bool, topk: int, style: str) -> list[dict]:
+def simulator_messages(
+    query: str, question: str, golden_answers: Sequence[str], noisy: bool, topk: int, style: str
+) -> list[dict[str, str]]:
     """Chat messages asking the simulation LLM for `topk` documents. A noisy request carries
     neither the question nor its answer, so the simulator cannot leak them."""
     templates = {"prompt": (_PROMPT_USEFUL, _PROMPT_NOISY), "sft": (_SFT_USEFUL, _SFT_NOISY)}

@@ -12,6 +12,8 @@ joined response text: a row the rollout finished without an answer scores 0 on e
 import string
 import unicodedata
 from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,7 +22,11 @@ from verl.protocol import DataProto
 from verl.trainer.reward import last_valid_positions
 from zerosearch.data.fields import row_golden_answers
 
+if TYPE_CHECKING:  # the config module lists this module's metrics
+    from zerosearch.config import ZeroSearchConfig
+
 ARTICLES = frozenset({"a", "an", "the"})
+Golds = str | Sequence[str] | np.ndarray  # one gold answer, or several
 
 
 def _is_punctuation(char: str) -> bool:
@@ -35,13 +41,13 @@ def normalize_answer(s: str) -> str:
     return " ".join(word for word in text.split() if word not in ARTICLES)
 
 
-def _normalized_golds(golden_answers) -> list[str]:
+def _normalized_golds(golden_answers: Golds) -> list[str]:
     # A gold answer that normalises to nothing (e.g. "The") would match every prediction.
     golds = [golden_answers] if isinstance(golden_answers, str) else golden_answers
     return [g for g in map(normalize_answer, golds) if g]
 
 
-def exact_match(prediction: str | None, golden_answers) -> float:
+def exact_match(prediction: str | None, golden_answers: Golds) -> float:
     """1.0 if the normalised prediction equals any normalised gold answer."""
     if prediction is None:
         return 0.0
@@ -49,7 +55,7 @@ def exact_match(prediction: str | None, golden_answers) -> float:
     return float(any(pred == gold for gold in _normalized_golds(golden_answers)))
 
 
-def cover_exact_match(prediction: str | None, golden_answers) -> float:
+def cover_exact_match(prediction: str | None, golden_answers: Golds) -> float:
     """1.0 if any normalised gold answer occurs in the normalised prediction on word boundaries:
     "paris" covers "paris france" but "1889" does not cover "18890" and "art" not "cartier"."""
     if prediction is None:
@@ -58,7 +64,7 @@ def cover_exact_match(prediction: str | None, golden_answers) -> float:
     return float(any(f" {gold} " in padded for gold in _normalized_golds(golden_answers)))
 
 
-def f1_score(prediction: str | None, golden_answers) -> float:
+def f1_score(prediction: str | None, golden_answers: Golds) -> float:
     """Token-level F1 between the normalised prediction and each gold answer, the best of them."""
     if prediction is None:
         return 0.0
@@ -76,7 +82,7 @@ def f1_score(prediction: str | None, golden_answers) -> float:
 METRICS = {"em": exact_match, "cover_em": cover_exact_match, "f1": f1_score}
 
 
-def score_answer(answer: str | None, golden_answers) -> dict[str, float]:
+def score_answer(answer: str | None, golden_answers: Golds) -> dict[str, float]:
     """All metrics of one accepted answer (``None``: the row gave none): ``em``, ``cover_em``, ``f1``
     and ``answered`` (1.0/0.0)."""
     scores = {name: metric(answer, golden_answers) for name, metric in METRICS.items()}
@@ -89,7 +95,7 @@ class QARewardManager:
     scores each row's accepted answer and puts the ``agent.reward_metric`` score on the row's last
     sampled token."""
 
-    def __init__(self, config, tokenizer):
+    def __init__(self, config: "ZeroSearchConfig", tokenizer: Any):
         metric = config.agent.reward_metric
         if metric not in METRICS:
             raise ValueError(f"agent.reward_metric={metric!r} is not one of {sorted(METRICS)}")

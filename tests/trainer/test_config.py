@@ -6,7 +6,7 @@ from hydra.errors import ConfigCompositionException
 
 from tests.config_mirror import assert_yaml_mirrors_dataclass
 from verl.trainer.config import PPOConfig
-from verl.trainer.main_ppo import check_config, load_config
+from verl.trainer.main_ppo import load_config, warn_about_sampling
 
 YAML_PATH = os.path.join(
     os.path.dirname(__import__("verl.trainer.config", fromlist=["x"]).__file__), "ppo_trainer.yaml"
@@ -19,7 +19,12 @@ def test_yaml_mirrors_the_dataclass_defaults_key_for_key():
 
 def test_composed_config_is_typed_and_takes_overrides():
     config = load_config(
-        ["data.train_batch_size=8", "actor_rollout_ref.actor.optim.lr=3e-6", "trainer.logger=[console,file]"]
+        [
+            "data.train_batch_size=8",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+            "actor_rollout_ref.actor.optim.lr=3e-6",
+            "trainer.logger=[console,file]",
+        ]
     )
     assert isinstance(config, PPOConfig) and dataclasses.is_dataclass(config.actor_rollout_ref.actor)
     assert config.data.train_batch_size == 8
@@ -62,10 +67,10 @@ def test_wrong_type_is_refused_with_its_name():
         (["trainer.resume_mode=resume_path", "trainer.resume_from_path=/nowhere/global_step_3"], "resume_from_path"),
     ],
 )
-def test_check_config_names_the_offending_key(overrides, message):
+def test_composing_the_config_names_the_offending_key(overrides, message):
     base = ["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8", "trainer.n_gpus_per_node=2"]
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        check_config(load_config(base + overrides))
+        load_config(base + overrides)
 
 
 def test_both_offloads_together_are_accepted():
@@ -81,7 +86,6 @@ def test_both_offloads_together_are_accepted():
             "actor_rollout_ref.actor.fsdp_config.optimizer_offload=true",
         ]
     )
-    check_config(config)
     fsdp = config.actor_rollout_ref.actor.fsdp_config
     assert not moves_optimizer(fsdp, "cuda")
     fsdp.param_offload = False
@@ -90,15 +94,14 @@ def test_both_offloads_together_are_accepted():
 
 def test_sampling_filters_are_warned_about(caplog):
     base = ["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8", "trainer.n_gpus_per_node=2"]
-    check_config(load_config(base))
+    warn_about_sampling(load_config(base))
     assert "top_k" not in caplog.text
-    check_config(load_config(base + ["actor_rollout_ref.rollout.top_k=5"]))
+    warn_about_sampling(load_config(base + ["actor_rollout_ref.rollout.top_k=5"]))
     assert "rollout/log_prob_diff_mean" in caplog.text and "top_k=5" in caplog.text
 
 
-def test_check_config_accepts_the_defaults_of_a_valid_run():
-    check_config(
-        load_config(
-            ["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8", "trainer.n_gpus_per_node=2"]
-        )
+def test_the_defaults_compose_into_a_valid_run():
+    load_config()
+    load_config(
+        ["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8", "trainer.n_gpus_per_node=2"]
     )

@@ -122,7 +122,7 @@ def test_gae_skips_masked_token_by_hand():
     # t=2: delta = 1 + 0.9*0 - 0.2 = 0.8, A2 = 0.8
     # t=0: delta = 0 + 0.9*0.2 - 0.5 = -0.32, A0 = -0.32 + 0.9*0.8*0.8 = 0.256
     # returns = A + V: 0.256 + 0.5 = 0.756, 0.8 + 0.2 = 1.0
-    adv, ret = compute_gae_advantage_return(rewards, values, mask, gamma=0.9, lam=0.8)
+    adv, ret = compute_gae_advantage_return(rewards, mask, values=values, gamma=0.9, lam=0.8)
     torch.testing.assert_close(ret, torch.tensor([[0.756, 0.0, 1.0]]))
     # two valid points whiten to -+1/sqrt(2)
     torch.testing.assert_close(adv, torch.tensor([[-0.707107, 0.0, 0.707107]]), rtol=0, atol=1e-5)
@@ -131,7 +131,7 @@ def test_gae_skips_masked_token_by_hand():
 def test_gae_matches_loop_reference():
     rewards, values = _random_rewards_values(0)
     gamma, lam = 0.97, 0.9
-    adv, ret = compute_gae_advantage_return(rewards, values, MIXED_MASK, gamma, lam)
+    adv, ret = compute_gae_advantage_return(rewards, MIXED_MASK, values=values, gamma=gamma, lam=lam)
 
     raw = [
         _reference_gae(r, v, m, gamma, lam)
@@ -148,10 +148,10 @@ def test_gae_matches_loop_reference():
 def test_gae_observation_tokens_act_as_if_absent():
     rewards, values = _random_rewards_values(1)
     row_mask = MIXED_MASK[0]
-    _, ret = compute_gae_advantage_return(rewards[:1], values[:1], row_mask[None], gamma=0.95, lam=0.7)
+    _, ret = compute_gae_advantage_return(rewards[:1], row_mask[None], values=values[:1], gamma=0.95, lam=0.7)
     keep = row_mask.bool()
     _, compact_ret = compute_gae_advantage_return(
-        rewards[:1, keep], values[:1, keep], torch.ones(1, int(keep.sum())), gamma=0.95, lam=0.7
+        rewards[:1, keep], torch.ones(1, int(keep.sum())), values=values[:1, keep], gamma=0.95, lam=0.7
     )
     torch.testing.assert_close(ret[0, keep], compact_ret[0])
 
@@ -218,7 +218,7 @@ def test_grpo_normalised_by_hand():
     #   -> (1 - 5/3) / 2.0816670 = -0.320256, (0 - 5/3) / .. = -0.800640, (4 - 5/3) / .. = 1.120896
     # group b: single row -> 0
     # group c: mean 2, std sqrt((1 + 1) / 1) = 1.4142136 -> -0.707106, 0.707106
-    adv, ret = compute_grpo_outcome_advantage(GROUP_REWARDS, GROUP_MASK, GROUP_INDEX)
+    adv, ret = compute_grpo_outcome_advantage(GROUP_REWARDS, GROUP_MASK, index=GROUP_INDEX)
     expected = _broadcast([-0.320256, -0.800640, 1.120896, 0.0, -0.707106, 0.707106])
     torch.testing.assert_close(adv, expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(ret, adv)
@@ -226,14 +226,14 @@ def test_grpo_normalised_by_hand():
 
 def test_grpo_mean_only():
     # group a: 1 - 5/3, 0 - 5/3, 4 - 5/3; b: 0; c: 1 - 2, 3 - 2
-    adv, _ = compute_grpo_outcome_advantage(GROUP_REWARDS, GROUP_MASK, GROUP_INDEX, norm_adv_by_std_in_grpo=False)
+    adv, _ = compute_grpo_outcome_advantage(GROUP_REWARDS, GROUP_MASK, index=GROUP_INDEX, norm_adv_by_std_in_grpo=False)
     expected = _broadcast([-2 / 3, -5 / 3, 7 / 3, 0.0, -1.0, 1.0])
     torch.testing.assert_close(adv, expected)
 
 
 def test_rloo_by_hand():
     # group a: 1 - (0+4)/2 = -1, 0 - (1+4)/2 = -2.5, 4 - (1+0)/2 = 3.5; b alone: 0; c: 1 - 3, 3 - 1
-    adv, ret = compute_rloo_outcome_advantage(GROUP_REWARDS, GROUP_MASK, GROUP_INDEX)
+    adv, ret = compute_rloo_outcome_advantage(GROUP_REWARDS, GROUP_MASK, index=GROUP_INDEX)
     expected = _broadcast([-1.0, -2.5, 3.5, 0.0, -2.0, 2.0])
     torch.testing.assert_close(adv, expected)
     torch.testing.assert_close(ret, adv)
@@ -242,7 +242,21 @@ def test_rloo_by_hand():
 @pytest.mark.parametrize("estimator", [compute_grpo_outcome_advantage, compute_rloo_outcome_advantage])
 def test_group_estimators_reject_mismatched_index(estimator):
     with pytest.raises(ValueError, match="index has 5 entries but the batch has 6 rows"):
-        estimator(GROUP_REWARDS, GROUP_MASK, GROUP_INDEX[:5])
+        estimator(GROUP_REWARDS, GROUP_MASK, index=GROUP_INDEX[:5])
+    with pytest.raises(ValueError, match="needs index"):
+        estimator(GROUP_REWARDS, GROUP_MASK, index=None)
+
+
+@pytest.mark.parametrize("name", ["gae", "grpo", "reinforce", "reinforce_plus_plus", "rloo"])
+def test_every_estimator_takes_the_one_calling_convention(name):
+    """The trainer calls every estimator alike; each takes the keywords it needs."""
+    gen = torch.Generator().manual_seed(6)
+    rewards, values = torch.randn(GROUP_MASK.shape, generator=gen), torch.randn(GROUP_MASK.shape, generator=gen)
+    advantages, returns = get_adv_estimator_fn(name)(
+        rewards, GROUP_MASK, index=GROUP_INDEX, values=values, gamma=0.9, lam=0.95, norm_adv_by_std_in_grpo=True
+    )
+    assert advantages.shape == returns.shape == rewards.shape
+    assert torch.all(advantages[GROUP_MASK == 0] == 0) and torch.all(returns[GROUP_MASK == 0] == 0)
 
 
 # ---------------------------------------------------------------- KL penalty

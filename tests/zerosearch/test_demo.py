@@ -34,7 +34,7 @@ def test_warm_start_trains_the_decision_at_the_search_rate_only(rate, practice):
     assert all(d.startswith((SEARCH_DECISION, GUESS_DECISION)) for d in decisions)
     assert abs(searched / len(decisions) - rate) < 0.1  # 3 standard deviations
     practised = [r for r in rows if r["response_prefix"] == SEARCH_DECISION]  # the choice given, untrained
-    assert len(practised) == sum(len(w.train_questions) for w in redrawn(world, practice))
+    assert len(practised) == sum(len(w.tuning_questions()) for w in redrawn(world, practice))
     assert all("<search>" in r["response"] for r in practised)
     # Practice answers are those of the redrawn worlds, so they can only be read off the documents.
     true_answer = {q.question: q.answer for q in world.train_questions + world.test_questions}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from verl.protocol import DataProto
+from verl.protocol import DataProto, RolloutSettings
 from verl.utils.tiny_model import build_tokenizer
 from zerosearch import prompts
 from zerosearch.config import ZeroSearchConfig
@@ -46,9 +46,10 @@ class ScriptedWorkerGroup:
         self.calls = []
 
     def generate_sequences(self, data: DataProto) -> DataProto:
-        self.calls.append(data.meta_info)
-        assert data.meta_info["n"] == 1 and data.meta_info["stop"] == prompts.SEARCH_STOPS
-        width = data.meta_info["max_new_tokens"]
+        settings = RolloutSettings.of(data)
+        self.calls.append(len(data))
+        assert settings.n == 1 and settings.stop == prompts.SEARCH_STOPS
+        width = settings.max_new_tokens
         rows = []
         for ids, mask in zip(data.batch["input_ids"], data.batch["attention_mask"].bool(), strict=True):
             context = self.tokenizer.decode(ids[mask].tolist())
@@ -107,7 +108,7 @@ def make_batch(tokenizer, questions, answers, width=200):
             "data_source": ["toy"] * len(questions),
             "uid": [f"u{i}" for i in range(len(questions))],
         },
-        meta_info={"validate": False, "global_steps": 3, "total_steps": 10},
+        meta_info={"rollout": RolloutSettings(validate=False, step=3, total_steps=10)},
     )
 
 
@@ -158,7 +159,7 @@ def test_mask_is_one_on_sampled_tokens_and_zero_on_observations(tokenizer, monke
     assert metrics["curriculum/noise_p"] == pytest.approx(manager.noise.probability(3, 10))
     assert request.noisy == manager.noise.draw(3, 10, ["toy:0:0:0"])[0]  # drawn per query, reproducibly
     # the second turn generated only for the row still active
-    assert [len(c) for c in wg.calls] and len(wg.calls) == 2
+    assert wg.calls == [2, 1]
 
 
 def test_last_turn_performs_no_search_and_invalid_actions_get_a_notice(tokenizer, monkeypatch):

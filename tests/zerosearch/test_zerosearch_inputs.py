@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from zerosearch.launch import parse_key_values
-from zerosearch.train import check_qa_files, check_search_config, load_config
+from zerosearch.train import check_qa_files, check_search_keys, load_config
 
 COMMON = [
     "NUM_GPUS_PER_NODE",
@@ -102,9 +102,9 @@ def test_zerosearch_key_variable_is_accepted(monkeypatch):
     monkeypatch.delenv("SERPAPI_API_KEY", raising=False)
     monkeypatch.delenv("SER_API_KEY", raising=False)
     with pytest.raises(ValueError, match=r"SERPAPI_API_KEY.*SER_API_KEY"):
-        check_search_config(config)
+        check_search_keys(config)
     monkeypatch.setenv("SER_API_KEY", "k")
-    check_search_config(config)
+    check_search_keys(config)
 
 
 def test_zerosearch_dataset_layout_passes_the_row_checks(zerosearch_dir):

@@ -1,7 +1,8 @@
 """Ray resource pools and worker groups: the driver's handle on a set of worker processes."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.util.placement_group import placement_group
@@ -118,14 +119,19 @@ class RayWorkerGroup:
         for remote_name, mode in _dispatched_methods(self.cls).items():
             if remote_name.startswith(_method_prefix):
                 self._bind(remote_name[len(_method_prefix) :], remote_name, mode)
+
         if _workers is None:
             host, port = self.get_rendezvous_address(loopback=resource_pool.single_node)
             self.init_distributed(host, port)
 
+    if TYPE_CHECKING:  # the worker class's @register-ed methods, bound on each instance
+
+        def __getattr__(self, name: str) -> Callable[..., Any]: ...
+
     def _create_workers(self, spec: RayClassWithInitArgs, env_vars: dict[str, str]) -> list:
         pool = self.resource_pool
         share = 1.0 / pool.max_colocate_count
-        remote_cls = ray.remote(spec.cls)
+        remote_cls: Any = ray.remote(spec.cls)
         workers = []
         for rank, (pg, bundle_index) in enumerate(pool.slots()):
             env = {**env_vars, "RANK": str(rank), "WORLD_SIZE": str(self.world_size), "VERL_DEVICE": self.device}

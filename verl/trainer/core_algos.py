@@ -6,23 +6,33 @@ policy generated; zeros mark padding and also observation tokens that the
 environment spliced into a response, so zeros may sit between ones. Every
 advantage estimator returns ``(advantages, returns)``, both [B, T] and zero
 wherever the mask is zero.
+
+Every registered estimator is called the same way,
+``fn(token_level_rewards, response_mask, index=..., values=..., gamma=..., lam=...,
+norm_adv_by_std_in_grpo=...)``, and takes the keywords it needs (``**_`` absorbs the rest):
+``index`` is the [B] group key of each response (its prompt's uid), ``values`` the [B, T]
+critic values (None without a critic).
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from verl.utils.torch_functional import entropy_from_logits, masked_mean, masked_sum, masked_whiten
 
-ADV_ESTIMATOR_REGISTRY: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {}
+if TYPE_CHECKING:  # the config module validates names against this one's registries
+    from verl.trainer.config import KLControlConfig
+
+AdvantageEstimator = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+ADV_ESTIMATOR_REGISTRY: dict[str, AdvantageEstimator] = {}
 
 
-def register_adv_est(name: str) -> Callable:
+def register_adv_est(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
     """Decorator that makes an advantage estimator reachable by ``name``."""
 
-    def decorator(fn: Callable) -> Callable:
+    def decorator(fn: AdvantageEstimator) -> AdvantageEstimator:
         if ADV_ESTIMATOR_REGISTRY.get(name, fn) is not fn:
             raise ValueError(f"advantage estimator {name!r} is already registered")
         ADV_ESTIMATOR_REGISTRY[name] = fn
@@ -31,7 +41,7 @@ def register_adv_est(name: str) -> Callable:
     return decorator
 
 
-def get_adv_estimator_fn(name: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+def get_adv_estimator_fn(name: str) -> AdvantageEstimator:
     """Return the advantage estimator registered as ``name``."""
     if name not in ADV_ESTIMATOR_REGISTRY:
         raise ValueError(f"unknown advantage estimator {name!r}; known estimators: {sorted(ADV_ESTIMATOR_REGISTRY)}")
@@ -64,8 +74,10 @@ def _sequence_scores(token_level_rewards: torch.Tensor, response_mask: torch.Ten
     return masked_sum(token_level_rewards, response_mask, axis=-1)
 
 
-def _group_ids(index: Sequence[Any], scores: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _group_ids(index: Sequence[Any] | np.ndarray | None, scores: torch.Tensor) -> tuple[torch.Tensor, int]:
     """[B] dense integer id per distinct entry of ``index``, and the number of groups."""
+    if index is None:
+        raise ValueError("this estimator compares responses to the same prompt: it needs index (the prompt uids)")
     # tolist() turns numpy/torch scalars into hashable Python values
     keys = index.tolist() if isinstance(index, (np.ndarray, torch.Tensor)) else list(index)
     if len(keys) != scores.shape[0]:
@@ -85,10 +97,12 @@ def _group_sum(per_row: torch.Tensor, group: torch.Tensor, num_groups: int) -> t
 @torch.no_grad()
 def compute_gae_advantage_return(
     token_level_rewards: torch.Tensor,
-    values: torch.Tensor,
     response_mask: torch.Tensor,
+    *,
+    values: torch.Tensor | None,
     gamma: float,
     lam: float,
+    **_: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation, whitened over valid tokens.
 
@@ -98,8 +112,8 @@ def compute_gae_advantage_return(
 
     Args:
         token_level_rewards: [B, T].
-        values: [B, T] critic values.
         response_mask: [B, T].
+        values: [B, T] critic values.
         gamma: discount factor.
         lam: GAE lambda.
 
@@ -107,6 +121,8 @@ def compute_gae_advantage_return(
         advantages: [B, T] whitened GAE.
         returns: [B, T] un-whitened GAE + values.
     """
+    if values is None:
+        raise ValueError("gae needs the critic's values")
     values = values.to(token_level_rewards.dtype)
     valid = response_mask.bool()
     next_value = torch.zeros_like(values[:, 0])
@@ -128,9 +144,11 @@ def compute_gae_advantage_return(
 def compute_grpo_outcome_advantage(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
-    index: np.ndarray,
+    *,
+    index: np.ndarray | None,
     epsilon: float = 1e-6,
     norm_adv_by_std_in_grpo: bool = True,
+    **_: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Group-relative advantage: each response's score against its group's.
 
@@ -165,7 +183,9 @@ def compute_grpo_outcome_advantage(
 def compute_reinforce_outcome_advantage(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
+    *,
     gamma: float = 1.0,
+    **_: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain REINFORCE: the discounted reward-to-go, no baseline, no normalisation.
 
@@ -188,7 +208,9 @@ def compute_reinforce_outcome_advantage(
 def compute_reinforce_plus_plus_outcome_advantage(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
-    gamma: float,
+    *,
+    gamma: float = 1.0,
+    **_: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """REINFORCE++: the discounted reward-to-go, whitened over valid tokens.
 
@@ -212,7 +234,9 @@ def compute_reinforce_plus_plus_outcome_advantage(
 def compute_rloo_outcome_advantage(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
-    index: np.ndarray,
+    *,
+    index: np.ndarray | None,
+    **_: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Leave-one-out baseline: score minus the mean score of the group's other rows.
 
@@ -428,9 +452,8 @@ class AdaptiveKLController:
         self.value *= 1.0 + error * n_steps / self.horizon
 
 
-def get_kl_controller(kl_ctrl: Any):
-    """Build a KL controller from a config with ``type``, ``kl_coef``,
-    ``target_kl`` and ``horizon``."""
+def get_kl_controller(kl_ctrl: "KLControlConfig") -> FixedKLController | AdaptiveKLController:
+    """Build a KL controller from ``algorithm.kl_ctrl``."""
     if kl_ctrl.type == "fixed":
         return FixedKLController(kl_coef=kl_ctrl.kl_coef)
     if kl_ctrl.type == "adaptive":

@@ -1,12 +1,22 @@
 """Training batches in a seeded order that can be resumed exactly where a checkpoint left them."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from verl.protocol import DataProto
 from verl.utils.dataset import collate_fn
+
+Collate = Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+
+class RowDataset(Protocol):
+    """A map-style dataset: rows by index (RLHFDataset, SFTDataset)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
 
 
 class ResumableBatches:
@@ -17,11 +27,11 @@ class ResumableBatches:
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: RowDataset,
         batch_size: int,
         shuffle: bool,
         seed: int,
-        collate_fn: Callable[[list], dict] = collate_fn,
+        collate_fn: Collate = collate_fn,
     ):
         if len(dataset) < batch_size:
             raise ValueError(
@@ -64,10 +74,11 @@ class ResumableBatches:
         self.epoch, self.consumed = state["epoch"], state["consumed"]
 
 
-def validation_batches(dataset: Dataset, batch_size: int | None, collate_fn: Callable[[list], dict] = collate_fn):
+def validation_batches(
+    dataset: RowDataset, batch_size: int | None, collate_fn: Collate = collate_fn
+) -> Iterator[DataProto]:
     """Every row once, in file order, last batch kept."""
-    loader = DataLoader(
-        dataset, batch_size=batch_size or len(dataset), shuffle=False, drop_last=False, collate_fn=collate_fn
-    )
-    for batch in loader:
-        yield DataProto.from_single_dict(batch)
+    size = batch_size or len(dataset)
+    for start in range(0, len(dataset), size):
+        rows = [dataset[i] for i in range(start, min(start + size, len(dataset)))]
+        yield DataProto.from_single_dict(collate_fn(rows))

@@ -1,24 +1,32 @@
-"""The single-controller PPO trainer: the driver runs the loop, Ray workers do the heavy lifting."""
+"""The single-controller PPO trainer: the driver runs the loop, Ray workers do the heavy lifting.
+
+The entry point hands it the worker classes (``WorkerClasses``); the rollout loop and the reward
+are plug-ins named in the config (``GenerationManager``, ``RewardManager``).
+"""
 
 import json
 import os
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from verl.protocol import DataProto
+from verl.protocol import DataProto, RolloutSettings
 from verl.single_controller import (
     RayClassWithInitArgs,
     RayResourcePool,
     RayWorkerGroup,
     create_colocated_worker_cls,
 )
+from verl.single_controller.worker import Worker
 from verl.trainer import core_algos
+from verl.trainer.config import AlgorithmConfig, PPOConfig
 from verl.trainer.data_loader import ResumableBatches, validation_batches
+from verl.trainer.generation import GenerationManager
 from verl.trainer.metrics import (
     compute_data_metrics,
     compute_rollout_log_prob_metrics,
@@ -26,16 +34,25 @@ from verl.trainer.metrics import (
     reward_extra_metrics,
     timer,
 )
-from verl.utils.checkpoint import rng_state, set_rng_state
+from verl.trainer.reward import RewardManager
+from verl.utils.checkpoint import checkpoint_dir, mark_latest, resume_dir, rng_state, set_rng_state
 from verl.utils.import_utils import load_object
 from verl.utils.torch_functional import masked_mean
-from verl.utils.tracking import Tracking
-from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
-
-LATEST_FILE = "latest_checkpointed_iteration.txt"
+from verl.utils.tracking import Tracking, plain_config
 
 
-def apply_kl_penalty(data: DataProto, kl_ctrl, kl_penalty: str) -> dict[str, float]:
+@dataclass(frozen=True)
+class WorkerClasses:
+    """The Ray worker classes the trainer starts: policy/rollout/reference (built with a role name)
+    and the value critic."""
+
+    actor_rollout_ref: type[Worker]
+    critic: type[Worker]
+
+
+def apply_kl_penalty(
+    data: DataProto, kl_ctrl: core_algos.FixedKLController | core_algos.AdaptiveKLController, kl_penalty: str
+) -> dict[str, float]:
     """token_level_rewards = token_level_scores − β·KL(actor‖ref) on sampled tokens."""
     mask = data.batch["response_mask"].float()
     kld = core_algos.kl_penalty(data.batch["old_log_probs"], data.batch["ref_log_prob"], kl_penalty) * mask
@@ -46,59 +63,36 @@ def apply_kl_penalty(data: DataProto, kl_ctrl, kl_penalty: str) -> dict[str, flo
     return metrics
 
 
-def compute_advantage(data: DataProto, algorithm) -> None:
+def compute_advantage(data: DataProto, algorithm: AlgorithmConfig) -> None:
     """Fills ``advantages`` and ``returns`` with the configured estimator."""
-    name = algorithm.adv_estimator
-    fn = core_algos.get_adv_estimator_fn(name)
-    rewards, mask = data.batch["token_level_rewards"], data.batch["response_mask"].float()
-    if name == "gae":
-        advantages, returns = fn(rewards, data.batch["values"], mask, algorithm.gamma, algorithm.lam)
-    elif name == "grpo":
-        advantages, returns = fn(
-            rewards, mask, data.non_tensor_batch["uid"], norm_adv_by_std_in_grpo=algorithm.norm_adv_by_std_in_grpo
-        )
-    elif name == "rloo":
-        advantages, returns = fn(rewards, mask, data.non_tensor_batch["uid"])
-    else:
-        advantages, returns = fn(rewards, mask, gamma=algorithm.gamma)
+    estimator = core_algos.get_adv_estimator_fn(algorithm.adv_estimator)
+    advantages, returns = estimator(
+        data.batch["token_level_rewards"],
+        data.batch["response_mask"].float(),
+        index=data.non_tensor_batch.get("uid"),
+        values=data.batch["values"] if "values" in data.batch.keys() else None,
+        gamma=algorithm.gamma,
+        lam=algorithm.lam,
+        norm_adv_by_std_in_grpo=algorithm.norm_adv_by_std_in_grpo,
+    )
     data.batch["advantages"], data.batch["returns"] = advantages, returns
 
 
-def checkpoint_dir(local_dir: str, step: int) -> str:
-    return os.path.join(local_dir, f"global_step_{step}")
-
-
-def mark_latest(local_dir: str, step: int) -> None:
-    """Records ``step`` as the checkpoint to resume from. Written last and atomically, so an
-    interrupted save is never picked up by resume."""
-    latest = os.path.join(local_dir, LATEST_FILE)
-    with open(latest + ".tmp", "w") as f:
-        f.write(str(step))
-    os.replace(latest + ".tmp", latest)
-
-
-def resume_dir(trainer_config) -> str | None:
-    """The ``global_step_N`` folder that ``trainer.resume_mode`` picks, or None to start afresh."""
-    cfg = trainer_config
-    if cfg.resume_mode == "disable":
-        return None
-    if cfg.resume_mode == "resume_path":
-        if not cfg.resume_from_path or not os.path.isdir(cfg.resume_from_path):
-            raise FileNotFoundError(f"trainer.resume_from_path={cfg.resume_from_path!r} is not a checkpoint folder")
-        return cfg.resume_from_path
-    latest = os.path.join(cfg.default_local_dir, LATEST_FILE)
-    if not os.path.exists(latest):
-        return None
-    with open(latest) as f:
-        return checkpoint_dir(cfg.default_local_dir, int(f.read().strip()))
-
-
 class RayPPOTrainer:
-    def __init__(self, config, tokenizer, train_dataset, val_dataset, device: str):
-        self.config = config  # PPOConfig
+    def __init__(
+        self,
+        config: PPOConfig,
+        tokenizer: Any,
+        train_dataset: Any,
+        val_dataset: Any | None,
+        workers: WorkerClasses,
+        device: str,
+    ):
+        self.config = config
         self.tokenizer = tokenizer
         self.train_dataset = train_dataset
         self.val_dataset = val_dataset
+        self.workers = workers
         self.device = device
         self.use_critic = config.algorithm.adv_estimator == "gae"
         self.use_ref = config.actor_rollout_ref.actor.use_kl_loss or config.algorithm.use_kl_in_reward
@@ -110,9 +104,8 @@ class RayPPOTrainer:
         config.actor_rollout_ref.actor.optim.total_training_steps = self.total_training_steps
         config.critic.optim.total_training_steps = self.total_training_steps
         self.kl_ctrl = core_algos.get_kl_controller(config.algorithm.kl_ctrl)
-        self.reward_fn = load_object(config.reward_model.reward_manager, "reward_model.reward_manager")(
-            config, tokenizer
-        )
+        reward_cls: type[RewardManager] = load_object(config.reward_model.reward_manager, "reward_model.reward_manager")
+        self.reward_fn = reward_cls(config, tokenizer)
         self.global_steps = 0
 
     # ---- workers -------------------------------------------------------------------------------
@@ -122,11 +115,11 @@ class RayPPOTrainer:
         use_gpu = self.device == "cuda"
         env = {"TOKENIZERS_PARALLELISM": "false"}
         actor_role = "actor_rollout_ref" if self.use_ref and cfg.trainer.colocate_workers else "actor_rollout"
-        roles = {actor_role: RayClassWithInitArgs(ActorRolloutRefWorker, (cfg, actor_role))}
+        roles = {actor_role: RayClassWithInitArgs(self.workers.actor_rollout_ref, (cfg, actor_role))}
         if self.use_ref and not cfg.trainer.colocate_workers:
-            roles["ref"] = RayClassWithInitArgs(ActorRolloutRefWorker, (cfg, "ref"))
+            roles["ref"] = RayClassWithInitArgs(self.workers.actor_rollout_ref, (cfg, "ref"))
         if self.use_critic:
-            roles["critic"] = RayClassWithInitArgs(CriticWorker, (cfg,))
+            roles["critic"] = RayClassWithInitArgs(self.workers.critic, (cfg,))
         if cfg.trainer.colocate_workers:
             pool = RayResourcePool(nodes, use_gpu)
             fused = RayWorkerGroup(pool, create_colocated_worker_cls(roles), self.device, env)
@@ -141,7 +134,7 @@ class RayPPOTrainer:
         for group in groups.values():
             group.init_model()
         self.actor_rollout_wg.sync_rollout_weights()
-        manager_cls = load_object(
+        manager_cls: type[GenerationManager] = load_object(
             cfg.actor_rollout_ref.rollout.generation_manager, "actor_rollout_ref.rollout.generation_manager"
         )
         self.generation_manager = manager_cls(cfg, self.actor_rollout_wg, self.tokenizer)
@@ -159,9 +152,7 @@ class RayPPOTrainer:
             non_tensor_batch_keys=list(batch.non_tensor_batch),
         )
         gen_batch.meta_info = {
-            "validate": validate,
-            "global_steps": self.global_steps,
-            "total_steps": self.total_training_steps,
+            "rollout": RolloutSettings(validate=validate, step=self.global_steps, total_steps=self.total_training_steps)
         }
         return self.generation_manager.generate_sequences(gen_batch)
 
@@ -172,7 +163,9 @@ class RayPPOTrainer:
 
     def train_step(self, batch: DataProto) -> dict[str, float]:
         cfg = self.config
-        metrics, timing = {}, {}
+        metrics: dict[str, float] = {}
+        timing: dict[str, float] = {}
+        critic = self.critic_wg
         with timer("step", timing):
             batch.non_tensor_batch["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(batch))], dtype=object)
             with timer("gen", timing):
@@ -187,18 +180,18 @@ class RayPPOTrainer:
             if self.use_ref:
                 with timer("ref", timing):
                     batch = batch.union(self.ref_wg.compute_ref_log_prob(batch))
-            if self.use_critic:
+            if critic is not None:
                 with timer("values", timing):
-                    batch = batch.union(self.critic_wg.compute_values(batch))
+                    batch = batch.union(critic.compute_values(batch))
             with timer("adv", timing):
                 if cfg.algorithm.use_kl_in_reward:
                     metrics.update(apply_kl_penalty(batch, self.kl_ctrl, cfg.algorithm.kl_penalty))
                 else:
                     batch.batch["token_level_rewards"] = batch.batch["token_level_scores"]
                 compute_advantage(batch, cfg.algorithm)
-            if self.use_critic:
+            if critic is not None:
                 with timer("update_critic", timing):
-                    metrics.update(self.critic_wg.update_critic(batch).meta_info["metrics"])
+                    metrics.update(critic.update_critic(batch).meta_info["metrics"])
             if self.global_steps > cfg.trainer.critic_warmup:
                 with timer("update_actor", timing):
                     metrics.update(self.actor_rollout_wg.update_actor(batch).meta_info["metrics"])
@@ -206,15 +199,15 @@ class RayPPOTrainer:
                     self.actor_rollout_wg.sync_rollout_weights()
             if cfg.trainer.rollout_data_dir:
                 with timer("dump_rollouts", timing):
-                    self._dump_rollouts(batch, extra)
+                    self._dump_rollouts(batch, extra, cfg.trainer.rollout_data_dir)
         metrics.update(compute_data_metrics(batch, self.use_critic))
         metrics.update({f"timing_s/{k}": v for k, v in timing.items()})
         metrics.update(compute_throughput_metrics(batch, timing["step"], self.resource_pool.world_size))
         return metrics
 
-    def _dump_rollouts(self, batch: DataProto, extra: dict[str, np.ndarray]) -> None:
-        os.makedirs(self.config.trainer.rollout_data_dir, exist_ok=True)
-        path = os.path.join(self.config.trainer.rollout_data_dir, f"{self.global_steps}.jsonl")
+    def _dump_rollouts(self, batch: DataProto, extra: dict[str, np.ndarray], out_dir: str) -> None:
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, f"{self.global_steps}.jsonl")
         b = batch.batch
         prompt_width = b["prompts"].shape[1]
         with open(path, "w") as f:
@@ -237,6 +230,8 @@ class RayPPOTrainer:
 
     # ---- validation ----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
+        if self.val_dataset is None:
+            raise ValueError("validate() needs data.val_files")
         per_source: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         rollout_metrics: dict[str, list[tuple[float, int]]] = defaultdict(list)
         for batch in validation_batches(self.val_dataset, self.config.data.val_batch_size):
@@ -245,11 +240,11 @@ class RayPPOTrainer:
                 rollout_metrics[key].append((value, len(batch)))
             extra = self._compute_reward(batch)
             sources = batch.non_tensor_batch["data_source"]
-            for key, values in extra.items():
-                for source, value in zip(sources, values, strict=True):
+            for key, row_values in extra.items():
+                for source, value in zip(sources, row_values, strict=True):
                     if isinstance(value, (int, float, np.number, bool, np.bool_)):
                         per_source[source][key].append(float(value))
-        metrics = {}
+        metrics: dict[str, float] = {}
         overall: dict[str, list[float]] = defaultdict(list)
         for source, by_key in per_source.items():
             for key, values in by_key.items():
@@ -269,7 +264,7 @@ class RayPPOTrainer:
     def save_checkpoint(self) -> None:
         step_dir = checkpoint_dir(self.config.trainer.default_local_dir, self.global_steps)
         self.actor_rollout_wg.save_checkpoint(os.path.join(step_dir, "actor"))
-        if self.use_critic:
+        if self.critic_wg is not None:
             self.critic_wg.save_checkpoint(os.path.join(step_dir, "critic"))
         os.makedirs(step_dir, exist_ok=True)
         torch.save(
@@ -284,12 +279,13 @@ class RayPPOTrainer:
         mark_latest(self.config.trainer.default_local_dir, self.global_steps)
 
     def load_checkpoint(self) -> None:
-        step_dir = resume_dir(self.config.trainer)
+        cfg = self.config.trainer
+        step_dir = resume_dir(cfg.resume_mode, cfg.resume_from_path, cfg.default_local_dir)
         if step_dir is None:
             return
         state = torch.load(os.path.join(step_dir, "trainer_state.pt"), weights_only=False)
         self.actor_rollout_wg.load_checkpoint(os.path.join(step_dir, "actor"))
-        if self.use_critic:
+        if self.critic_wg is not None:
             self.critic_wg.load_checkpoint(os.path.join(step_dir, "critic"))
         self.global_steps = state["global_steps"]
         self.train_batches.load_state_dict(state["dataloader"])
@@ -304,7 +300,7 @@ class RayPPOTrainer:
             cfg.project_name,
             cfg.experiment_name,
             list(cfg.logger),
-            config=_plain(self.config),
+            config=plain_config(self.config),
             local_dir=cfg.default_local_dir,
         )
         self.load_checkpoint()
@@ -316,7 +312,7 @@ class RayPPOTrainer:
             metrics = self.train_step(next(self.train_batches))
             last = self.global_steps == self.total_training_steps
             if self.val_dataset is not None and cfg.test_freq > 0 and (last or self.global_steps % cfg.test_freq == 0):
-                timing = {}
+                timing: dict[str, float] = {}
                 with timer("validate", timing):
                     metrics.update(self.validate())
                 metrics["timing_s/validate"] = timing["validate"]
@@ -330,11 +326,7 @@ class RayPPOTrainer:
         logger.finish()
 
 
-def _jsonable(value):
+def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else str(value)
-
-
-def _plain(config) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)

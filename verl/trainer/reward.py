@@ -6,11 +6,22 @@ A reward manager is built as ``Manager(config, tokenizer)`` and called on a batc
 least ``score`` (each row's scalar outcome).
 """
 
+from typing import Any, Protocol
+
 import numpy as np
 import torch
 
 from verl.protocol import DataProto
 from verl.utils.import_utils import load_function_from
+
+
+class RewardManager(Protocol):
+    """The reward plug-in: a finished batch in; token-level scores [B, R] (float32, dense or on
+    the last sampled token) and per-row metrics out, ``extra["score"]`` the row's outcome."""
+
+    def __init__(self, config: Any, tokenizer: Any) -> None: ...
+
+    def __call__(self, data: DataProto) -> tuple[torch.Tensor, dict[str, np.ndarray]]: ...
 
 
 def last_valid_positions(response_mask: torch.Tensor) -> torch.Tensor:

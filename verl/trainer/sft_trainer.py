@@ -3,21 +3,20 @@
 import os
 
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from verl.single_controller import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
+from verl.single_controller import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup, Worker
+from verl.trainer.config.sft import SFTConfig
 from verl.trainer.data_loader import ResumableBatches, validation_batches
 from verl.trainer.metrics import timer
-from verl.trainer.ray_trainer import checkpoint_dir, mark_latest, resume_dir
-from verl.utils.checkpoint import rng_state, set_rng_state
-from verl.utils.tracking import Tracking
-from verl.workers.sft_worker import SFTWorker
+from verl.utils.checkpoint import checkpoint_dir, mark_latest, resume_dir, rng_state, set_rng_state
+from verl.utils.sft_dataset import SFTDataset
+from verl.utils.tracking import Tracking, plain_config
 
 
 class RaySFTTrainer:
-    def __init__(self, config, train_dataset, val_dataset):
-        self.config = config  # SFTConfig
+    def __init__(self, config: SFTConfig, train_dataset: SFTDataset, val_dataset: SFTDataset | None):
+        self.config = config
         self.val_dataset = val_dataset
         self.train_batches = ResumableBatches(
             train_dataset,
@@ -31,12 +30,13 @@ class RaySFTTrainer:
         config.optim.total_training_steps = self.total_training_steps
         self.global_steps = 0
 
-    def init_workers(self, device: str) -> None:
+    def init_workers(self, worker_cls: type[Worker], device: str) -> None:
+        """Starts ``worker_cls`` (the entry point's SFT worker) on every rank."""
         cfg = self.config.trainer
         self.resource_pool = RayResourcePool([cfg.n_gpus_per_node] * cfg.nnodes, use_gpu=device == "cuda")
         self.worker_group = RayWorkerGroup(
             self.resource_pool,
-            RayClassWithInitArgs(SFTWorker, (self.config,)),
+            RayClassWithInitArgs(worker_cls, (self.config,)),
             device,
             {"TOKENIZERS_PARALLELISM": "false"},
         )
@@ -49,6 +49,8 @@ class RaySFTTrainer:
 
     def validate(self) -> dict[str, float]:
         """Mean loss over every loss token of the validation set."""
+        if self.val_dataset is None:
+            raise ValueError("validate() needs data.val_files")
         loss_sum, tokens = 0.0, 0.0
         for batch in validation_batches(
             self.val_dataset, self.config.data.train_batch_size, collate_fn=self.val_dataset.collate
@@ -71,7 +73,8 @@ class RaySFTTrainer:
         mark_latest(local_dir, self.global_steps)
 
     def load_checkpoint(self) -> None:
-        step_dir = resume_dir(self.config.trainer)
+        cfg = self.config.trainer
+        step_dir = resume_dir(cfg.resume_mode, cfg.resume_from_path, cfg.default_local_dir)
         if step_dir is None:
             return
         state = torch.load(os.path.join(step_dir, "trainer_state.pt"), weights_only=False)
@@ -84,15 +87,18 @@ class RaySFTTrainer:
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> None:
         cfg = self.config.trainer
-        plain = OmegaConf.to_container(OmegaConf.structured(self.config), resolve=True)
         logger = Tracking(
-            cfg.project_name, cfg.experiment_name, list(cfg.logger), config=plain, local_dir=cfg.default_local_dir
+            cfg.project_name,
+            cfg.experiment_name,
+            list(cfg.logger),
+            config=plain_config(self.config),
+            local_dir=cfg.default_local_dir,
         )
         self.load_checkpoint()
         progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="training steps")
         while self.global_steps < self.total_training_steps:
             self.global_steps += 1
-            timing = {}
+            timing: dict[str, float] = {}
             with timer("step", timing):
                 metrics = self.worker_group.train_step(next(self.train_batches)).meta_info["metrics"]
             last = self.global_steps == self.total_training_steps

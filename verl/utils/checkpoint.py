@@ -8,6 +8,7 @@ Layout of one role's folder (``global_step_N/actor``):
 
 import os
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,37 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from verl.utils.fsdp_utils import full_state_dict
+
+LATEST_FILE = "latest_checkpointed_iteration.txt"
+
+
+def checkpoint_dir(local_dir: str, step: int) -> str:
+    return os.path.join(local_dir, f"global_step_{step}")
+
+
+def mark_latest(local_dir: str, step: int) -> None:
+    """Records ``step`` as the checkpoint to resume from. Written last and atomically, so an
+    interrupted save is never picked up by resume."""
+    latest = os.path.join(local_dir, LATEST_FILE)
+    with open(latest + ".tmp", "w") as f:
+        f.write(str(step))
+    os.replace(latest + ".tmp", latest)
+
+
+def resume_dir(resume_mode: str, resume_from_path: str | None, local_dir: str) -> str | None:
+    """The ``global_step_N`` folder ``trainer.resume_mode`` picks, or None to start afresh: auto
+    takes the latest complete checkpoint under ``local_dir``, resume_path ``resume_from_path``."""
+    if resume_mode == "disable":
+        return None
+    if resume_mode == "resume_path":
+        if not resume_from_path or not os.path.isdir(resume_from_path):
+            raise FileNotFoundError(f"trainer.resume_from_path={resume_from_path!r} is not a checkpoint folder")
+        return resume_from_path
+    latest = os.path.join(local_dir, LATEST_FILE)
+    if not os.path.exists(latest):
+        return None
+    with open(latest) as f:
+        return checkpoint_dir(local_dir, int(f.read().strip()))
 
 
 def rng_state() -> dict:
@@ -42,7 +74,7 @@ def save_checkpoint(path: str, model, optimizer=None, lr_scheduler=None, tokeniz
     """Collective: every rank calls it with its shard."""
     rank = dist.get_rank()
     os.makedirs(path, exist_ok=True)
-    state = {"model": get_model_state_dict(model)}
+    state: dict[str, Any] = {"model": get_model_state_dict(model)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
     dcp.save(state, checkpoint_id=os.path.join(path, "dcp"))
@@ -64,7 +96,7 @@ def load_checkpoint(path: str, model, optimizer=None, lr_scheduler=None) -> None
     extra_path = os.path.join(path, f"extra_state_rank_{rank}.pt")
     if not os.path.exists(extra_path):
         raise FileNotFoundError(f"{extra_path} is missing: was the checkpoint saved with a different world size?")
-    state = {"model": get_model_state_dict(model)}
+    state: dict[str, Any] = {"model": get_model_state_dict(model)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
     dcp.load(state, checkpoint_id=os.path.join(path, "dcp"))

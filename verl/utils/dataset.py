@@ -8,6 +8,7 @@ column travels with the row into the batch (e.g. a ``question`` column a rollout
 import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -174,11 +175,11 @@ def _as_dict(path: str, row: int, column: str, value) -> dict:
     return dict(value)
 
 
-def collate_fn(rows: list[dict]) -> dict:
+def collate_fn(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor | np.ndarray]:
     """Stack tensor fields; every other field becomes a 1-D numpy object array."""
     if not rows:
         raise ValueError("collate_fn: got an empty batch")
-    batch = {}
+    batch: dict[str, torch.Tensor | np.ndarray] = {}
     for key, first in rows[0].items():
         values = [row[key] for row in rows]
         if isinstance(first, torch.Tensor):

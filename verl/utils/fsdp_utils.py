@@ -1,5 +1,8 @@
 """Building FSDP2-sharded Hugging Face models, their optimizers, and moving weights out of them."""
 
+import typing
+from typing import Any
+
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
@@ -13,7 +16,7 @@ def shard_model(model: torch.nn.Module, fsdp_config, device: str, world_size: in
     """Wraps each transformer block (the model's ``_no_split_modules``) and then the root with
     ``fully_shard``. On GPU, parameters stay fp32 and compute runs in ``param_dtype``."""
     mesh = init_device_mesh(device, (world_size,))
-    kwargs = {"mesh": mesh}
+    kwargs: dict[str, Any] = {"mesh": mesh}
     if device == "cuda":
         mp = fsdp_config.mixed_precision
         kwargs["mp_policy"] = MixedPrecisionPolicy(
@@ -55,7 +58,7 @@ def build_optimizer(model: torch.nn.Module, optim_config) -> tuple[torch.optim.O
 def full_state_dict(model: torch.nn.Module, rank0_only_on_cpu: bool = False) -> dict[str, torch.Tensor]:
     """The unsharded weights. Collective: every rank must call it."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=rank0_only_on_cpu)
-    return get_model_state_dict(model, options=options)
+    return typing.cast(dict[str, torch.Tensor], get_model_state_dict(model, options=options))
 
 
 def move_optimizer_state(optimizer: torch.optim.Optimizer, device: str) -> None:

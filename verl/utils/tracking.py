@@ -3,7 +3,9 @@
 import json
 import numbers
 import os
+import typing
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,6 +28,12 @@ def _is_json(value) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+class _Backend(Protocol):
+    def log(self, data: dict[str, Any], step: int) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 class _Console:
@@ -53,7 +61,7 @@ class _File:
         self.handle = open(Path(local_dir) / "metrics.jsonl", "a", encoding="utf-8")
 
     def log(self, data: dict, step: int) -> None:
-        record = {"step": step}
+        record: dict[str, Any] = {"step": step}
         for key, value in data.items():
             number = _as_float(value)
             if number is not None:
@@ -114,12 +122,19 @@ class _TensorBoard:
 BACKENDS = ("console", "file", "wandb", "tensorboard")
 
 
+def plain_config(config: Any) -> dict[str, Any]:
+    """A config dataclass as plain nested dicts (interpolations resolved), for the loggers."""
+    from omegaconf import OmegaConf
+
+    return typing.cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(config), resolve=True))
+
+
 class Tracking:
     def __init__(self, project_name: str, experiment_name: str, backends: list[str], config: dict, local_dir: str):
         unknown = [name for name in backends if name not in BACKENDS]
         if unknown:
             raise ValueError(f"Tracking: unknown backend(s) {unknown}; known backends are {list(BACKENDS)}")
-        self.backends = []
+        self.backends: list[_Backend] = []
         for name in dict.fromkeys(backends):
             if name == "console":
                 self.backends.append(_Console())

@@ -1,10 +1,13 @@
 """Value-function computations on one FSDP rank: values of response positions and the update."""
 
+from typing import Any
+
 import torch
 
 from verl.protocol import DataProto
 from verl.trainer import core_algos
-from verl.workers.actor import loss_denominator, micro_weight, optimizer_step, pad_right, trim_padding
+from verl.trainer.config import CriticConfig
+from verl.workers.micro_batch import loss_denominator, micro_weight, optimizer_step, pad_right, trim_padding
 
 
 def response_values(model, data: DataProto, response_length: int) -> torch.Tensor:
@@ -15,8 +18,15 @@ def response_values(model, data: DataProto, response_length: int) -> torch.Tenso
 
 
 class DataParallelPPOCritic:
-    def __init__(self, config, model, optimizer, lr_scheduler, device="cpu"):
-        self.config = config  # CriticConfig
+    def __init__(
+        self,
+        config: CriticConfig,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: Any,
+        device: str = "cpu",
+    ):
+        self.config = config
         self.model = model
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler

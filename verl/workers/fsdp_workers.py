@@ -10,8 +10,9 @@ import torch
 import torch.distributed as dist
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
-from verl.protocol import DataProto
+from verl.protocol import DataProto, RolloutSettings
 from verl.single_controller import Dispatch, Worker, register
+from verl.trainer.config import PPOConfig, RolloutConfig, ValKwargs
 from verl.utils.checkpoint import load_checkpoint, save_checkpoint
 from verl.utils.fsdp_utils import (
     DTYPES,
@@ -104,11 +105,11 @@ class ActorRolloutRefWorker(Worker):
     """``role`` is ``actor_rollout`` (policy + rollout), ``actor_rollout_ref`` (plus a frozen
     reference policy in the same process) or ``ref`` (the reference policy alone)."""
 
-    def __init__(self, config, role: str):
+    def __init__(self, config: PPOConfig, role: str):
         super().__init__()
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-        self.config = config  # PPOConfig
+        self.config = config
         self.role = role
         self.has_actor = role != "ref"
         self.has_ref = role in ("actor_rollout_ref", "ref")
@@ -132,53 +133,42 @@ class ActorRolloutRefWorker(Worker):
                 load_causal_lm(cfg.model.path, cfg.model.trust_remote_code), self.device, rollout_dtype
             )
             self.rollout = HFRollout(rollout_model, self.tokenizer)
-            self._offload_optimizer()
+            self._place_optimizer("cpu")
         if self.has_ref:
             ref = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code)
             ref = shard_model(ref.requires_grad_(False), cfg.ref.fsdp_config, self.device, self.world_size)
             self.ref = DataParallelPPOActor(cfg.ref, ref, device=self.device)
 
-    def _offload_optimizer(self) -> None:
-        if moves_optimizer(self.config.actor_rollout_ref.actor.fsdp_config, self.device):
-            move_optimizer_state(self.actor.optimizer, "cpu")
+    def _place_optimizer(self, device: str) -> None:
+        """With optimizer_offload on GPU runs the optimizer state waits on CPU between updates."""
+        if self.actor.optimizer is not None and moves_optimizer(
+            self.config.actor_rollout_ref.actor.fsdp_config, self.device
+        ):
+            move_optimizer_state(self.actor.optimizer, device)
 
     @register(Dispatch.ONE_TO_ALL)
     def sync_rollout_weights(self) -> None:
         """Copies the actor's current weights into the rollout engine (collective all-gather)."""
         self.rollout.update_weights(full_state_dict(self.actor.model).items())
 
-    def _sampling_params(self, meta: dict) -> SamplingParams:
+    def _sampling_params(self, settings: RolloutSettings) -> SamplingParams:
+        """The config's training or validation sampling, with the limits a rollout loop set for this
+        call (e.g. tokens per turn, stop strings, n=1)."""
         cfg = self.config.actor_rollout_ref.rollout
-        if meta.get("validate", False):
-            v = cfg.val_kwargs
-            params = SamplingParams(
-                max_new_tokens=self.config.data.max_response_length,
-                temperature=v.temperature,
-                top_p=v.top_p,
-                top_k=v.top_k,
-                n=v.n,
-                stop=list(cfg.stop),
-                greedy=not v.do_sample,
-            )
-        else:
-            params = SamplingParams(
-                max_new_tokens=self.config.data.max_response_length,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                top_k=cfg.top_k,
-                n=cfg.n,
-                stop=list(cfg.stop),
-                greedy=not cfg.do_sample,
-            )
-        # A rollout loop may change limits per call (e.g. tokens per turn, stop strings, n=1).
-        for key in ("max_new_tokens", "stop", "n", "greedy"):
-            if key in meta:
-                setattr(params, key, meta[key])
-        return params
+        sampling: RolloutConfig | ValKwargs = cfg.val_kwargs if settings.validate else cfg
+        return SamplingParams(
+            max_new_tokens=settings.max_new_tokens or self.config.data.max_response_length,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            n=settings.n or sampling.n,
+            stop=list(cfg.stop if settings.stop is None else settings.stop),
+            greedy=not sampling.do_sample,
+        )
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def generate_sequences(self, prompts: DataProto) -> DataProto:
-        return generate_batch(self.rollout, prompts, self._sampling_params(prompts.meta_info))
+        return generate_batch(self.rollout, prompts, self._sampling_params(RolloutSettings.of(prompts)))
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_log_prob(self, data: DataProto) -> DataProto:
@@ -186,6 +176,7 @@ class ActorRolloutRefWorker(Worker):
         log_probs, entropys = self.actor.compute_log_prob(
             data, cfg.rollout.log_prob_micro_batch_size_per_gpu, cfg.rollout.temperature, with_entropy=True
         )
+        assert entropys is not None  # asked for with_entropy
         return DataProto.from_dict(tensors={"old_log_probs": log_probs, "entropys": entropys})
 
     @register(Dispatch.DP_COMPUTE_PROTO)
@@ -200,10 +191,9 @@ class ActorRolloutRefWorker(Worker):
     def update_actor(self, data: DataProto) -> DataProto:
         cfg = self.config.actor_rollout_ref
         mini_batch_size = cfg.actor.ppo_mini_batch_size * cfg.rollout.n // self.world_size
-        if moves_optimizer(cfg.actor.fsdp_config, self.device):
-            move_optimizer_state(self.actor.optimizer, "cuda")
+        self._place_optimizer("cuda")
         metrics = self.actor.update_policy(data, mini_batch_size, cfg.rollout.temperature)
-        self._offload_optimizer()
+        self._place_optimizer("cpu")
         return DataProto(meta_info={"metrics": average_metrics(metrics)})
 
     @register(Dispatch.ONE_TO_ALL)
@@ -220,16 +210,16 @@ class ActorRolloutRefWorker(Worker):
     @register(Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, path: str) -> None:
         load_checkpoint(path, self.actor.model, self.actor.optimizer, self.actor.lr_scheduler)
-        self._offload_optimizer()
+        self._place_optimizer("cpu")
         self.sync_rollout_weights()
 
 
 class CriticWorker(Worker):
     """A value head on the language-model backbone (``AutoModelForTokenClassification``, 1 label)."""
 
-    def __init__(self, config):
+    def __init__(self, config: PPOConfig):
         super().__init__()
-        self.config = config  # PPOConfig
+        self.config = config
 
     @register(Dispatch.ONE_TO_ALL)
     def init_model(self) -> None:

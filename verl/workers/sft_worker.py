@@ -8,12 +8,13 @@ from transformers import AutoTokenizer
 
 from verl.protocol import DataProto
 from verl.single_controller import Dispatch, Worker, register
+from verl.trainer.config.sft import SFTConfig
 from verl.trainer.core_algos import agg_loss
 from verl.utils.checkpoint import load_checkpoint, save_checkpoint
 from verl.utils.fsdp_utils import build_optimizer, move_optimizer_state, moves_optimizer, shard_model
 from verl.utils.torch_functional import logprobs_from_logits
-from verl.workers.actor import loss_denominator, micro_weight, optimizer_step
 from verl.workers.fsdp_workers import load_causal_lm
+from verl.workers.micro_batch import loss_denominator, micro_weight, optimizer_step
 
 
 def next_token_nll(
@@ -68,9 +69,9 @@ def row_losses(model, data: DataProto, micro_batch_size: int, device: str) -> tu
 
 
 class SFTWorker(Worker):
-    def __init__(self, config):
+    def __init__(self, config: SFTConfig):
         super().__init__()
-        self.config = config  # SFTConfig
+        self.config = config
 
     @register(Dispatch.ONE_TO_ALL)
     def init_model(self) -> None:

@@ -70,12 +70,12 @@ def prepare(
 
 def _collect(names, source, splits, cap, seed) -> list[tuple[str, dict]]:
     """(dataset name, example) pairs, datasets in the order given, rows in file order."""
-    examples = []
+    examples: list[tuple[str, dict]] = []
     for name in names:
         where, records = _read(source, name, splits)
         if not records:
             raise ValueError(f"dataset '{name}': {where} has no rows")
-        keep = range(len(records))
+        keep = list(range(len(records)))
         if cap is not None and cap < len(records):
             keep = sorted(random.Random(seed).sample(keep, cap))
         examples.extend((name, _example(name, where, i, records[i])) for i in keep)

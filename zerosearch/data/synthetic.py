@@ -77,6 +77,11 @@ class Question:
     second_entity: str | None = None  # two-hop: the entity the first search leads to; its document answers
     second_query: str | None = None
 
+    def searches(self) -> list[tuple[str, str]]:
+        """(entity, query) of each hop in order: what a good searcher looks up."""
+        second = [(self.second_entity, self.second_query)] if self.second_entity and self.second_query else []
+        return [(self.entity, self.query), *second]
+
 
 @dataclass
 class World:
@@ -116,7 +121,12 @@ class World:
         raise KeyError(f"{name!r} is not a person, organisation or city of this world (seed {self.seed})")
 
     def entities(self, kind: str) -> list[str]:
-        return list({PERSON: self.people, ORGANISATION: self.organisations, CITY: self.cities}[kind])
+        groups: dict[str, dict[str, Person] | dict[str, Organisation] | dict[str, City]] = {
+            PERSON: self.people,
+            ORGANISATION: self.organisations,
+            CITY: self.cities,
+        }
+        return list(groups[kind])
 
     def related(self, name: str) -> list[str]:
         """Entities sharing a fact with ``name``: a person's birth city and organisations, an
@@ -379,7 +389,7 @@ def _nearby(world: World, focus: str, rng: random.Random) -> list[str]:
 
 def _useful(world: World, q: Question, focus: str, rng: random.Random) -> list[str]:
     """The searched entity first, then the question's other hop, then related facts: all true."""
-    hops = [q.entity, q.second_entity] if q.hops == 2 else [q.entity]
+    hops = [entity for entity, _ in q.searches()]
     return list(dict.fromkeys([focus, *hops, *_nearby(world, focus, rng)]))
 
 
@@ -420,7 +430,7 @@ def simulation_pairs(
     rows = []
     for i in range(n_pairs):
         q = rng.choice(questions)
-        hops = [(q.entity, q.query), (q.second_entity, q.second_query)][: q.hops]
+        hops = q.searches()
         focus, query = hops[-1] if answering_hop_only else rng.choice(hops)
         noisy = i % 2 == 1
         names = (_noisy if noisy else _useful)(world, q, focus, rng)[:topk]
@@ -478,7 +488,7 @@ def warm_start_examples(
 
 
 def _searched_turns(world: World, q: Question, rng: random.Random, topk: int) -> list[dict]:
-    hops = [(q.entity, q.query)] + ([(q.second_entity, q.second_query)] if q.hops == 2 else [])
+    hops = q.searches()
     actions = [f"{SEARCH_DECISION} {q.entity}.</think><search> {q.query} </search>"]
     if q.hops == 2:
         actions.append(

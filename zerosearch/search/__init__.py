@@ -1,9 +1,13 @@
 """Search backends by name, each wrapped in a result cache as configured."""
 
 import os
+from typing import TYPE_CHECKING
 
 from zerosearch.search.base import NoSearch, RetryPolicy, SearchBackend, SearchRequest, SearchResult
 from zerosearch.search.cache import CachedSearch, SearchCache
+
+if TYPE_CHECKING:  # the config module lists this package's backends
+    from zerosearch.config import SearchConfig
 
 SIMULATED_MODES = ("simulate_prompt", "simulate_sft")
 REAL_ENGINES = ("google", "wiki", "corpus")
@@ -12,8 +16,9 @@ EVAL_ENGINES = REAL_ENGINES + (CLOSED_BOOK,)
 BACKENDS = SIMULATED_MODES + EVAL_ENGINES
 
 
-def build_backend(name: str, config) -> SearchBackend:
+def build_backend(name: str, config: "SearchConfig") -> SearchBackend:
     """``config`` is a SearchConfig. Backends import their client libraries lazily."""
+    backend: SearchBackend
     retry = RetryPolicy(concurrency=config.concurrency, max_retries=config.max_retries, backoff_s=config.backoff_s)
     if name in SIMULATED_MODES:
         style = "prompt" if name == "simulate_prompt" else "sft"
@@ -65,14 +70,12 @@ def build_backend(name: str, config) -> SearchBackend:
     return _with_cache(backend, config)
 
 
-def _with_cache(backend: SearchBackend, config) -> SearchBackend:
+def _with_cache(backend: SearchBackend, config: "SearchConfig") -> SearchBackend:
     mode = config.cache
     if mode == "auto":
         mode = "disk" if backend.name == "google" else "memory"
     if mode == "none":
         return backend
-    if mode not in ("memory", "disk"):
-        raise ValueError(f"search.cache={config.cache!r}: use auto, memory, disk or none")
     path = os.path.join(os.path.expanduser(config.cache_dir), f"{backend.name}.jsonl") if mode == "disk" else None
     return CachedSearch(backend, SearchCache(path))
 

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import threading
+from typing import cast
 
 from zerosearch.search.base import SearchBackend, SearchRequest, SearchResult
 
@@ -80,11 +81,11 @@ class SearchCache:
         self._lock = threading.Lock()
         self._needs_newline = False  # the file ends in a partial line: start the next write on a new one
         if self.path and os.path.exists(self.path):
-            self._load()
+            self._load(self.path)
 
-    def _load(self) -> None:
+    def _load(self, path: str) -> None:
         skipped = 0
-        with open(self.path, "rb") as f:
+        with open(path, "rb") as f:
             for lineno, line in enumerate(f, 1):
                 self._needs_newline = not line.endswith(b"\n")
                 if not line.strip():
@@ -111,13 +112,13 @@ class SearchCache:
             new = [(key, list(docs)) for key, docs in entries if key not in self._entries]
             self._entries.update(new)
             if self.path and new:
-                self._append(new)
+                self._append(self.path, new)
 
-    def _append(self, entries: list[tuple[CacheKey, list[str]]]) -> None:
+    def _append(self, path: str, entries: list[tuple[CacheKey, list[str]]]) -> None:
         lines = "".join(json.dumps(_record(key, docs), ensure_ascii=False) + "\n" for key, docs in entries)
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
                 f.write(("\n" if self._needs_newline else "") + lines)
             self._needs_newline = False
         except OSError as e:  # a full or read-only disk costs persistence, not the run
@@ -153,4 +154,4 @@ class CachedSearch(SearchBackend):
             for rows, result in zip(misses.values(), fresh, strict=True):
                 for i in rows:
                     results[i] = SearchResult(documents=list(result.documents), failed=result.failed)
-        return results
+        return cast(list[SearchResult], results)  # every row is filled: by a hit or by its miss's search

@@ -2,8 +2,10 @@
 writes the documents, useful or noisy as each request asks."""
 
 import threading
+import typing
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from zerosearch.prompts import parse_documents, simulator_messages
 from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest
@@ -18,7 +20,7 @@ def simulator_name(style: str) -> str:
     return f"simulate_{style}"
 
 
-def request_messages(request: SearchRequest, topk: int, style: str) -> list[dict]:
+def request_messages(request: SearchRequest, topk: int, style: str) -> list[dict[str, str]]:
     """The prompt of one request, built from that request's own question and answers only."""
     return simulator_messages(request.query, request.question, request.golden_answers, request.noisy, topk, style)
 
@@ -62,7 +64,7 @@ class SimulatedSearch(SearchBackend):
         client = self._next_client()
         reply = client.chat.completions.create(
             model=self.model,
-            messages=request_messages(request, self.topk, self.style),
+            messages=typing.cast("list[ChatCompletionMessageParam]", request_messages(request, self.topk, self.style)),
             max_tokens=self.max_tokens,
             temperature=self.temperature,
         )

@@ -2,120 +2,171 @@
 
 ``ppo_trainer.yaml`` next to this file mirrors these dataclasses key for key (a test keeps them
 equal); Hydra validates every override against them, so an unknown key stops the run and names it.
+Each leaf carries its help (README's key tables are rendered from it), and ``check_config_tree``
+refuses bad values when the config is composed, naming the key.
 """
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from verl.trainer.core_algos import ADV_ESTIMATOR_REGISTRY, KL_PENALTY_TYPES, LOSS_AGG_MODES
+from verl.utils.config import option
+from verl.utils.dataset import TRUNCATIONS
+from verl.utils.fsdp_utils import DTYPES
+from verl.utils.tracking import BACKENDS
+
+DTYPE_NAMES = tuple(DTYPES)
+
+
+def adv_estimators() -> list[str]:
+    """Registered names, read when checked so that plug-in estimators count."""
+    return sorted(ADV_ESTIMATOR_REGISTRY)
+
 
 @dataclass
 class DataConfig:
-    train_files: Any = "~/data/train.parquet"  # a parquet path or a list of them
-    val_files: Any = "~/data/test.parquet"
-    prompt_key: str = "prompt"
-    max_prompt_length: int = 512
-    max_response_length: int = 512
-    train_batch_size: int = 256
-    val_batch_size: int | None = None  # None: the whole validation set in one batch
-    # Training prompts over max_prompt_length tokens are dropped (and counted); validation never drops a row.
-    filter_overlong_prompts: bool = True
-    # An overlong prompt that is not dropped (validation, or filter_overlong_prompts=false): error
-    # stops the run naming the file and row; left keeps its last tokens, right its first.
-    truncation: str = "error"
-    shuffle: bool = True
-    seed: int = 1
+    train_files: Any = option("~/data/train.parquet", "Training parquet file, or a list of them.")
+    val_files: Any = option(
+        "~/data/test.parquet", "Validation parquet file or list; null: no validation.", nullable=True
+    )
+    prompt_key: str = option("prompt", "Column holding the chat messages (or a plain prompt string).")
+    max_prompt_length: int = option(512, "Prompt budget in tokens; prompts are left-padded to it.", min=1)
+    max_response_length: int = option(512, "New tokens per generation (per turn in a multi-turn rollout).", min=1)
+    train_batch_size: int = option(256, "Prompts per training step (each sampled rollout.n times).", min=1)
+    val_batch_size: int | None = option(
+        None, "Prompts per validation batch; null: the whole validation set at once.", min=1, nullable=True
+    )
+    filter_overlong_prompts: bool = option(
+        True, "Drop (and count) training prompts over max_prompt_length; validation never drops a row."
+    )
+    truncation: str = option(
+        "error",
+        "An overlong prompt that is not dropped (validation, or filter_overlong_prompts=false): error "
+        "stops the run naming the file and row; left keeps its last tokens, right its first.",
+        choices=TRUNCATIONS,
+    )
+    shuffle: bool = option(True, "Shuffle the training set each epoch (seeded by data.seed + epoch).")
+    seed: int = option(1, "Seed of the training-set order.")
 
 
 @dataclass
 class ModelConfig:
-    path: str = "~/models/Qwen2.5-0.5B"
-    trust_remote_code: bool = False
-    enable_gradient_checkpointing: bool = False
+    path: str = option("~/models/Qwen2.5-0.5B", "Model folder or Hugging Face hub id (from_pretrained).")
+    trust_remote_code: bool = option(False, "Let transformers run the model's own code.")
+    enable_gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-6
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    lr_warmup_steps: int = -1  # -1: use lr_warmup_steps_ratio
-    lr_warmup_steps_ratio: float = 0.0
-    warmup_style: str = "constant"  # constant | cosine
-    min_lr_ratio: float = 0.0  # cosine only
-    total_training_steps: int = -1  # filled in by the trainer
+    lr: float = option(1e-6, "AdamW learning rate.", min=0)
+    weight_decay: float = option(0.01, "AdamW weight decay.", min=0)
+    betas: list[float] = option([0.9, 0.999], "AdamW betas.")
+    lr_warmup_steps: int = option(-1, "Warm-up steps; -1: lr_warmup_steps_ratio of the total.")
+    lr_warmup_steps_ratio: float = option(0.0, "Warm-up as a share of the training steps (when lr_warmup_steps=-1).")
+    warmup_style: str = option(
+        "constant", "Schedule after warm-up: constant, or cosine decay to min_lr_ratio.", choices=("constant", "cosine")
+    )
+    min_lr_ratio: float = option(0.0, "Cosine only: the final lr as a share of lr.", min=0)
+    total_training_steps: int = option(-1, "Set by the trainer from the run length; leave at -1.")
 
 
 @dataclass
 class MixedPrecisionConfig:
-    param_dtype: str = "bf16"  # compute dtype on GPU (bf16 | fp16 | fp32); CPU runs compute in fp32
-    reduce_dtype: str = "fp32"  # gradient reduction dtype on GPU
+    param_dtype: str = option(
+        "bf16", "GPU compute dtype; parameters stay fp32. CPU runs compute in fp32.", choices=DTYPE_NAMES
+    )
+    reduce_dtype: str = option("fp32", "GPU gradient-reduction dtype.", choices=DTYPE_NAMES)
 
 
 @dataclass
 class FSDPConfig:
-    param_offload: bool = False  # FSDP2 CPUOffloadPolicy on GPU runs: params (and grads) live on CPU
+    param_offload: bool = option(False, "GPU runs: keep parameters (and gradients) on CPU (FSDP2 CPUOffloadPolicy).")
     mixed_precision: MixedPrecisionConfig = field(default_factory=MixedPrecisionConfig)
 
 
 @dataclass
 class TrainableFSDPConfig(FSDPConfig):
-    # Optimizer state kept on CPU between updates on GPU runs; with param_offload it lives there
-    # anyway, and this flag changes nothing.
-    optimizer_offload: bool = False
+    optimizer_offload: bool = option(
+        False,
+        "GPU runs: keep the optimizer state on CPU between updates. With param_offload it is on CPU "
+        "anyway and this changes nothing.",
+    )
 
 
 @dataclass
 class ActorConfig:
-    ppo_mini_batch_size: int = 256  # prompts per optimizer step (times rollout.n responses)
-    ppo_micro_batch_size_per_gpu: int = 4
-    ppo_epochs: int = 1
-    shuffle: bool = False
-    clip_ratio: float = 0.2
-    clip_ratio_low: float | None = None  # None: clip_ratio
-    clip_ratio_high: float | None = None
-    clip_ratio_c: float = 3.0  # dual-clip bound for negative advantages
-    loss_agg_mode: str = "token-mean"
-    entropy_coeff: float = 0.0
-    use_kl_loss: bool = False
-    kl_loss_coef: float = 0.001
-    kl_loss_type: str = "low_var_kl"
-    grad_clip: float = 1.0
+    ppo_mini_batch_size: int = option(256, "Prompts per optimizer step (times rollout.n responses).", min=1)
+    ppo_micro_batch_size_per_gpu: int = option(
+        4,
+        "Responses per forward/backward on one worker; gradients accumulate exactly, a short last "
+        "micro-batch weighted by its share.",
+        min=1,
+    )
+    ppo_epochs: int = option(1, "Passes over each batch.", min=1)
+    shuffle: bool = option(False, "Shuffle responses between epochs (seeded by step and epoch).")
+    clip_ratio: float = option(0.2, "PPO clip range of the importance ratio.", min=0)
+    clip_ratio_low: float | None = option(None, "Lower clip range; null: clip_ratio.", min=0, nullable=True)
+    clip_ratio_high: float | None = option(None, "Upper clip range; null: clip_ratio.", min=0, nullable=True)
+    clip_ratio_c: float = option(3.0, "Dual-clip bound for negative advantages; must exceed 1.")
+    loss_agg_mode: str = option(
+        "token-mean",
+        "How token losses become one: token-mean (over all valid tokens), seq-mean-token-sum or "
+        "seq-mean-token-mean (over responses).",
+        choices=LOSS_AGG_MODES,
+    )
+    entropy_coeff: float = option(0.0, "Entropy bonus weight; 0: none.")
+    use_kl_loss: bool = option(False, "Add kl_loss_coef times KL(actor||ref) to the policy loss (GRPO style).")
+    kl_loss_coef: float = option(0.001, "Weight of the KL loss term.", min=0)
+    kl_loss_type: str = option(
+        "low_var_kl", "KL estimator: kl/k1, abs, mse/k2, low_var_kl/k3.", choices=KL_PENALTY_TYPES
+    )
+    grad_clip: float = option(1.0, "Max global gradient norm.", min=0)
     optim: OptimConfig = field(default_factory=OptimConfig)
     fsdp_config: TrainableFSDPConfig = field(default_factory=TrainableFSDPConfig)
+
+    def check(self, key: str) -> None:
+        if self.clip_ratio_c <= 1:
+            raise ValueError(f"{key}.clip_ratio_c={self.clip_ratio_c} must be greater than 1")
 
 
 @dataclass
 class RefConfig:
-    log_prob_micro_batch_size_per_gpu: int = 8
+    log_prob_micro_batch_size_per_gpu: int = option(8, "Responses per reference forward pass on one worker.", min=1)
     fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
 
 
 @dataclass
 class ValKwargs:
-    do_sample: bool = False  # greedy validation
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = -1
-    n: int = 1
+    do_sample: bool = option(False, "Sample in validation; false: greedy.")
+    temperature: float = option(0.0, "Validation sampling temperature (with do_sample).", min=0)
+    top_p: float = option(1.0, "Validation nucleus sampling (with do_sample).", min=0)
+    top_k: int = option(-1, "Validation top-k (with do_sample); -1: off.")
+    n: int = option(1, "Responses per validation prompt.", min=1)
 
 
 @dataclass
 class RolloutConfig:
-    name: str = "hf"
-    n: int = 1
-    temperature: float = 1.0
-    # top_p < 1 or top_k > 0 filter what the rollout samples from, but the actor scores the whole
-    # distribution: the PPO ratio and KL then compare different policies (rollout/log_prob_diff_*).
-    top_p: float = 1.0
-    top_k: int = -1  # -1: no top-k filtering
-    do_sample: bool = True
-    stop: list[str] = field(default_factory=list)
-    log_prob_micro_batch_size_per_gpu: int = 8
+    name: str = option("hf", "Rollout engine: hf (transformers generate).", choices=("hf",))
+    n: int = option(1, "Responses sampled per prompt (GRPO's group size).", min=1)
+    temperature: float = option(1.0, "Sampling temperature; the actor scores at the same temperature.", min=0)
+    top_p: float = option(
+        1.0,
+        "Nucleus sampling. Below 1 the rollout samples a filtered distribution the actor does not score "
+        "(see rollout/log_prob_diff_*); a warning says so at start-up.",
+        min=0,
+    )
+    top_k: int = option(-1, "Top-k sampling; -1: off. Like top_p, the actor scores without it.")
+    do_sample: bool = option(True, "Sample; false: greedy.")
+    stop: list[str] = option([], "Stop strings; kept in the response.")
+    log_prob_micro_batch_size_per_gpu: int = option(8, "Responses per old-log-prob forward pass on one worker.", min=1)
     val_kwargs: ValKwargs = field(default_factory=ValKwargs)
-    # "module:Class" building the rollout loop the trainer calls (single-turn by default).
-    generation_manager: str = "verl.trainer.generation:SingleTurnGenerationManager"
+    generation_manager: str = option(
+        "verl.trainer.generation:SingleTurnGenerationManager",
+        "module:Class building the rollout loop the trainer calls (a GenerationManager).",
+    )
 
 
 @dataclass
@@ -128,82 +179,133 @@ class ActorRolloutRefConfig:
 
 @dataclass
 class CriticModelConfig:
-    path: str | None = None  # None: the actor's model path
-    trust_remote_code: bool = False
-    enable_gradient_checkpointing: bool = False
+    path: str | None = option(None, "Value model folder or hub id; null: the actor's model path.", nullable=True)
+    trust_remote_code: bool = option(False, "Let transformers run the model's own code.")
+    enable_gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
 
 
 @dataclass
 class CriticConfig:
     model: CriticModelConfig = field(default_factory=CriticModelConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
-    ppo_mini_batch_size: int | None = None  # None: the actor's
-    ppo_micro_batch_size_per_gpu: int = 4
-    ppo_epochs: int = 1
-    cliprange_value: float = 0.5
-    loss_agg_mode: str = "token-mean"
-    grad_clip: float = 1.0
+    ppo_mini_batch_size: int | None = option(
+        None, "Prompts per critic optimizer step; null: the actor's.", min=1, nullable=True
+    )
+    ppo_micro_batch_size_per_gpu: int = option(4, "Responses per critic forward/backward on one worker.", min=1)
+    ppo_epochs: int = option(1, "Critic passes over each batch.", min=1)
+    cliprange_value: float = option(0.5, "How far a new value may move from the rollout-time value.", min=0)
+    loss_agg_mode: str = option("token-mean", "As actor.loss_agg_mode, for the value loss.", choices=LOSS_AGG_MODES)
+    grad_clip: float = option(1.0, "Max global gradient norm.", min=0)
     fsdp_config: TrainableFSDPConfig = field(default_factory=TrainableFSDPConfig)
 
 
 @dataclass
 class RewardModelConfig:
-    # "module:Class" turning a batch into token-level scores; the default scores each response
-    # with custom_reward_function.
-    reward_manager: str = "verl.trainer.reward:RuleRewardManager"
+    reward_manager: str = option(
+        "verl.trainer.reward:RuleRewardManager",
+        "module:Class turning a batch into token-level scores (a RewardManager); the default scores each "
+        "response with custom_reward_function.",
+    )
 
 
 @dataclass
 class CustomRewardFunctionConfig:
-    path: str | None = None  # a .py file or an importable module
-    name: str = "compute_score"
+    path: str | None = option(None, "A .py file or importable module defining the reward function.", nullable=True)
+    name: str = option("compute_score", "The function: (data_source, solution_str, ground_truth, extra_info).")
 
 
 @dataclass
 class KLControlConfig:
-    type: str = "fixed"  # fixed | adaptive
-    kl_coef: float = 0.001
-    horizon: int = 10000
-    target_kl: float = 0.1
+    type: str = option(
+        "fixed", "In-reward KL coefficient: fixed, or adaptive towards target_kl.", choices=("fixed", "adaptive")
+    )
+    kl_coef: float = option(0.001, "(Initial) KL coefficient.", min=0)
+    horizon: int = option(10000, "Adaptive: steps over which the coefficient adapts.", min=1)
+    target_kl: float = option(0.1, "Adaptive: the KL aimed at.", min=0)
 
 
 @dataclass
 class AlgorithmConfig:
-    adv_estimator: str = "gae"  # gae | grpo | reinforce | reinforce_plus_plus | rloo
-    gamma: float = 1.0
-    lam: float = 1.0
-    norm_adv_by_std_in_grpo: bool = True
-    use_kl_in_reward: bool = False
-    kl_penalty: str = "kl"
+    adv_estimator: str = option(
+        "gae",
+        "Advantage estimator: gae (PPO with a value critic), grpo, reinforce (raw return), "
+        "reinforce_plus_plus, rloo, or any registered name.",
+        choices=adv_estimators,
+    )
+    gamma: float = option(1.0, "Discount factor.", min=0)
+    lam: float = option(1.0, "GAE lambda.", min=0)
+    norm_adv_by_std_in_grpo: bool = option(True, "GRPO: divide by the group's std; false: subtract the mean only.")
+    use_kl_in_reward: bool = option(False, "Subtract kl_ctrl's coefficient times KL(actor||ref) from the reward.")
+    kl_penalty: str = option("kl", "KL estimator of the in-reward penalty (as kl_loss_type).", choices=KL_PENALTY_TYPES)
     kl_ctrl: KLControlConfig = field(default_factory=KLControlConfig)
 
 
 @dataclass
-class TrainerConfig:
-    device: str | None = None  # cpu | cuda; None: cuda when available
-    nnodes: int = 1
-    n_gpus_per_node: int = 8  # worker processes per node (also on CPU)
-    total_epochs: int = 1
-    total_training_steps: int | None = None  # None: total_epochs over the train set
-    critic_warmup: int = 0  # steps during which only the critic is updated
-    test_freq: int = -1
-    val_before_train: bool = True
-    save_freq: int = -1
-    default_local_dir: str = "checkpoints/${trainer.project_name}/${trainer.experiment_name}"
-    resume_mode: str = "auto"  # auto | disable | resume_path
-    resume_from_path: str | None = None
-    logger: list[str] = field(default_factory=lambda: ["console"])
-    project_name: str = "criticsearch"
-    experiment_name: str = "ppo"
-    rollout_data_dir: str | None = None
-    colocate_workers: bool = True  # actor/rollout/ref and critic share one process per rank
-    seed: int = 42
+class RunConfig:
+    """What the PPO and SFT trainers share: where workers run, how long, checkpoints and loggers."""
+
+    device: str | None = option(
+        None, "cpu or cuda; null: cuda when the Ray cluster has GPUs.", choices=("cpu", "cuda"), nullable=True
+    )
+    nnodes: int = option(1, "Nodes of the Ray cluster to use.", min=1)
+    n_gpus_per_node: int = option(8, "Worker processes per node: one per GPU, or per CPU slot on CPU.", min=1)
+    total_epochs: int = option(1, "Passes over the training set (unless total_training_steps is set).", min=1)
+    total_training_steps: int | None = option(
+        None, "Run length in steps; null: total_epochs over the training set.", min=1, nullable=True
+    )
+    test_freq: int = option(
+        -1,
+        "Validate every this many steps and after the last; -1: never (SFT still validates after the last "
+        "step when val_files is set). Validation samples with rollout.val_kwargs (greedy), scores every row "
+        "once in file order and logs metrics per data_source.",
+    )
+    save_freq: int = option(-1, "Save a checkpoint every this many steps (and after the last); -1: never.")
+    default_local_dir: str = option(
+        "checkpoints/${trainer.project_name}/${trainer.experiment_name}",
+        "Checkpoints (global_step_N/) and metrics.jsonl go here.",
+    )
+    resume_mode: str = option(
+        "auto",
+        "auto: continue from the latest checkpoint in default_local_dir; disable; resume_path: from resume_from_path.",
+        choices=("auto", "disable", "resume_path"),
+    )
+    resume_from_path: str | None = option(None, "A global_step_N folder (resume_mode=resume_path).", nullable=True)
+    logger: list[str] = option(
+        ["console"],
+        "Metric loggers, any of: console, file (<default_local_dir>/metrics.jsonl), wandb (offline without "
+        "WANDB_API_KEY), tensorboard.",
+        choices=BACKENDS,
+    )
+    project_name: str = option("criticsearch", "Project name for the loggers and the checkpoint folder.")
+    experiment_name: str = option("ppo", "Run name for the loggers and the checkpoint folder.")
+    seed: int = option(42, "Seed of model initialisation, sampling and the driver's draws.")
+
+    def check(self, key: str) -> None:
+        if self.resume_mode == "resume_path" and not os.path.isdir(os.path.expanduser(self.resume_from_path or "")):
+            raise FileNotFoundError(f"{key}.resume_from_path={self.resume_from_path!r} is not a checkpoint folder")
+
+
+@dataclass
+class TrainerConfig(RunConfig):
+    critic_warmup: int = option(0, "Steps during which only the critic is updated.", min=0)
+    val_before_train: bool = option(True, "Validate once before the first step.")
+    rollout_data_dir: str | None = option(
+        None,
+        "When set, each step's rollouts go to <dir>/<step>.jsonl: prompt, response, response ids and mask, "
+        "reward, data source.",
+        nullable=True,
+    )
+    colocate_workers: bool = option(
+        True, "Actor/rollout, reference and critic share one process per rank; false: one process per role."
+    )
 
 
 @dataclass
 class RayInitConfig:
-    address: str | None = None  # None: start a local Ray on 127.0.0.1; "auto" or host:port joins a cluster
-    num_cpus: int | None = None
+    address: str | None = option(
+        None, "null: start a local Ray on 127.0.0.1; auto or host:port: join a running cluster.", nullable=True
+    )
+    num_cpus: int | None = option(None, "CPUs the local Ray may use; null: all.", min=1, nullable=True)
 
 
 @dataclass
@@ -216,6 +318,38 @@ class PPOConfig:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ray_init: RayInitConfig = field(default_factory=RayInitConfig)
+
+    def validates(self) -> bool:
+        """Whether the run validates at all: a validation set, and validation before or during training."""
+        return bool(self.data.val_files) and (self.trainer.val_before_train or self.trainer.test_freq > 0)
+
+    def check(self, key: str) -> None:
+        """Settings that only fail together: batch shapes over the workers, estimator needs."""
+        data, actor, rollout = self.data, self.actor_rollout_ref.actor, self.actor_rollout_ref.rollout
+        world = self.trainer.nnodes * self.trainer.n_gpus_per_node
+        if data.train_batch_size % actor.ppo_mini_batch_size:
+            raise ValueError(
+                f"data.train_batch_size={data.train_batch_size} is not a multiple of "
+                f"actor_rollout_ref.actor.ppo_mini_batch_size={actor.ppo_mini_batch_size}"
+            )
+        if (actor.ppo_mini_batch_size * rollout.n) % world:
+            raise ValueError(
+                f"actor_rollout_ref.actor.ppo_mini_batch_size×rollout.n={actor.ppo_mini_batch_size * rollout.n} "
+                f"responses must split evenly over {world} workers (trainer.nnodes×trainer.n_gpus_per_node)"
+            )
+        critic_mini = (self.critic.ppo_mini_batch_size or actor.ppo_mini_batch_size) * rollout.n
+        if self.algorithm.adv_estimator == "gae" and (
+            (data.train_batch_size * rollout.n) % critic_mini or critic_mini % world
+        ):
+            raise ValueError(
+                f"critic.ppo_mini_batch_size={critic_mini // rollout.n} must divide data.train_batch_size and, "
+                f"times rollout.n, split evenly over {world} workers"
+            )
+        if self.algorithm.adv_estimator in ("grpo", "rloo") and rollout.n < 2:
+            raise ValueError(
+                f"algorithm.adv_estimator={self.algorithm.adv_estimator} compares responses to the same "
+                "prompt: set actor_rollout_ref.rollout.n >= 2"
+            )
 
 
 def register_schema() -> None:

@@ -1,7 +1,7 @@
 """Typed configuration of the SFT trainer: the single source of defaults.
 
 ``sft_trainer.yaml`` next to this file mirrors these dataclasses key for key (a test keeps them
-equal); Hydra validates every override against them.
+equal); Hydra validates every override against them, and each leaf carries its help.
 """
 
 from dataclasses import dataclass, field
@@ -9,45 +9,38 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from verl.trainer.config import ModelConfig, OptimConfig, RayInitConfig, TrainableFSDPConfig
+from verl.trainer.config import ModelConfig, OptimConfig, RayInitConfig, RunConfig, TrainableFSDPConfig
+from verl.utils.config import option
+from verl.utils.sft_dataset import TRUNCATIONS
 
 
 @dataclass
 class SFTDataConfig:
-    train_files: Any = "~/data/sft_train.parquet"  # a parquet path or a list of them
-    val_files: Any = None  # None: no validation
-    prompt_key: str = "prompt"  # a chat list (templated) or a plain string (used verbatim)
-    response_key: str = "response"
-    max_length: int = 1024  # prompt + response_prefix + response + eos tokens
-    truncation: str = "right"  # right: cut overlong responses at the end | error: refuse the row, naming it
-    train_batch_size: int = 256  # rows per optimizer step, over all ranks
-    micro_batch_size_per_gpu: int = 4
-    shuffle: bool = True
-    seed: int = 1
+    train_files: Any = option("~/data/sft_train.parquet", "Training parquet file, or a list of them.")
+    val_files: Any = option(None, "Validation parquet file or list; null: no validation.", nullable=True)
+    prompt_key: str = option("prompt", "Column of the prompt: chat messages (templated) or a plain string.")
+    response_key: str = option("response", "Column of the response to learn.")
+    max_length: int = option(1024, "Tokens of prompt + response_prefix + response + eos.", min=1)
+    truncation: str = option(
+        "right",
+        "right: cut an overlong response at its end; error: refuse the row, naming it.",
+        choices=TRUNCATIONS,
+    )
+    train_batch_size: int = option(256, "Rows per optimizer step, over all ranks.", min=1)
+    micro_batch_size_per_gpu: int = option(4, "Rows per forward/backward on one worker.", min=1)
+    shuffle: bool = option(True, "Shuffle the training set each epoch (seeded by data.seed + epoch).")
+    seed: int = option(1, "Seed of the training-set order.")
 
 
 @dataclass
 class SFTOptimConfig(OptimConfig):
-    lr: float = 1e-5
-    clip_grad: float = 1.0  # max gradient norm
+    lr: float = option(1e-5, "AdamW learning rate.", min=0)
+    clip_grad: float = option(1.0, "Max global gradient norm.", min=0)
 
 
 @dataclass
-class SFTTrainerConfig:
-    device: str | None = None  # cpu | cuda; None: cuda when available
-    nnodes: int = 1
-    n_gpus_per_node: int = 8  # worker processes per node (also on CPU)
-    total_epochs: int = 1
-    total_training_steps: int | None = None  # None: total_epochs over the train set
-    save_freq: int = -1  # also saves after the last step when > 0
-    test_freq: int = -1  # validation runs after the last step in any case when val_files is set
-    default_local_dir: str = "checkpoints/${trainer.project_name}/${trainer.experiment_name}"
-    resume_mode: str = "auto"  # auto | disable | resume_path
-    resume_from_path: str | None = None
-    logger: list[str] = field(default_factory=lambda: ["console"])
-    project_name: str = "criticsearch"
-    experiment_name: str = "sft"
-    seed: int = 42
+class SFTTrainerConfig(RunConfig):
+    experiment_name: str = option("sft", "Run name for the loggers and the checkpoint folder.")
 
 
 @dataclass
@@ -58,6 +51,14 @@ class SFTConfig:
     fsdp_config: TrainableFSDPConfig = field(default_factory=TrainableFSDPConfig)
     trainer: SFTTrainerConfig = field(default_factory=SFTTrainerConfig)
     ray_init: RayInitConfig = field(default_factory=RayInitConfig)
+
+    def check(self, key: str) -> None:
+        world = self.trainer.nnodes * self.trainer.n_gpus_per_node
+        if self.data.train_batch_size % world:
+            raise ValueError(
+                f"data.train_batch_size={self.data.train_batch_size} rows must split evenly over {world} "
+                "workers (trainer.nnodes×trainer.n_gpus_per_node)"
+            )
 
 
 def register_sft_schema() -> None:

@@ -1,5 +1,6 @@
 """Rollout with transformers ``generate`` on an unsharded copy of the policy (CPU or GPU)."""
 
+import typing
 from collections.abc import Iterable
 
 import torch
@@ -23,7 +24,7 @@ class _SampledLogProbs(LogitsProcessor):
     log-probs and reads off the sampled token at the next step, so memory stays at [B, V]
     instead of the [B, T, V] that ``output_scores`` would hold."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.pending: torch.Tensor | None = None
         self.logprobs: list[torch.Tensor] = []
 
@@ -56,7 +57,8 @@ class _FinishTracker(StoppingCriteria):
         for row in done.nonzero().flatten().tolist():
             if self.finished_at[row] is None:
                 self.finished_at[row] = n_new
-        return torch.tensor([f is not None for f in self.finished_at], device=input_ids.device)
+        finished = torch.tensor([f is not None for f in self.finished_at], device=input_ids.device)
+        return typing.cast(torch.BoolTensor, finished)
 
 
 def rollout_copy(model: PreTrainedModel, device: str, dtype: torch.dtype) -> PreTrainedModel:
@@ -64,7 +66,7 @@ def rollout_copy(model: PreTrainedModel, device: str, dtype: torch.dtype) -> Pre
     their precision: casting RoPE's ``inv_freq`` to bf16 would shift every rotation angle (by over a
     radian at a distance of 1000 tokens with Qwen2.5's theta of 1e6), and the actor, whose FSDP mixed
     precision casts parameters only, would score other log-probs than the rollout sampled with."""
-    model.to(device)
+    torch.nn.Module.to(model, device)  # transformers' own .to is typed for dtypes and quantisation
     for param in model.parameters():
         param.data = param.data.to(dtype)
     return model

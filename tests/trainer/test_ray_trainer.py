@@ -1,0 +1,51 @@
+"""The driver's own computations, without workers: the in-reward KL penalty and advantages."""
+
+import numpy as np
+import pytest
+import torch
+
+from verl.protocol import DataProto
+from verl.trainer.config import AlgorithmConfig
+from verl.trainer.core_algos import AdaptiveKLController, FixedKLController
+from verl.trainer.ray_trainer import apply_kl_penalty, compute_advantage
+
+MASK = torch.tensor([[1, 1, 0, 1], [1, 1, 1, 0]])  # row 0: an observation token between sampled ones
+
+
+def batch(**tensors):
+    base = {"response_mask": MASK, "token_level_scores": torch.tensor([[0.0, 0, 0, 1], [0, 0, 0.5, 0]])}
+    return DataProto.from_dict(tensors={**base, **tensors}, non_tensors={"uid": np.array(["a", "a"], dtype=object)})
+
+
+def test_kl_penalty_is_subtracted_on_sampled_tokens_only():
+    old = torch.tensor([[-1.0, -2.0, -9.0, -1.0], [-1.0, -1.0, -1.0, -5.0]])
+    ref = torch.tensor([[-1.5, -2.0, 0.0, -0.5], [-1.0, -2.0, -1.0, 0.0]])
+    data = batch(old_log_probs=old, ref_log_prob=ref)
+    metrics = apply_kl_penalty(data, FixedKLController(kl_coef=0.1), "kl")
+    # k1 = old - ref: row 0: 0.5, 0, (masked), -0.5; row 1: 0, 1, 0, (masked)
+    expected = torch.tensor([[-0.05, 0.0, 0.0, 1.05], [0.0, -0.1, 0.5, 0.0]])
+    torch.testing.assert_close(data.batch["token_level_rewards"], expected)
+    # per-row mean KL over sampled tokens: row 0 (0.5 + 0 - 0.5)/3 = 0, row 1 (0 + 1 + 0)/3; batch mean 1/6
+    assert metrics == {"critic/kl": pytest.approx(1 / 6), "critic/kl_coef": 0.1}
+
+
+def test_adaptive_kl_coefficient_moves_after_the_penalty_is_applied():
+    controller = AdaptiveKLController(init_kl_coef=0.2, target_kl=0.01, horizon=10)
+    old = torch.zeros(2, 4)
+    data = batch(old_log_probs=old, ref_log_prob=old - 1.0)  # KL 1 per token, far above the target
+    metrics = apply_kl_penalty(data, controller, "kl")
+    assert metrics["critic/kl_coef"] == 0.2  # the penalty used the coefficient before the update
+    assert controller.value == pytest.approx(0.2 * (1 + 0.2 * 2 / 10))  # error clipped at +0.2, n_steps = 2 rows
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "rloo", "reinforce", "reinforce_plus_plus", "gae"])
+def test_compute_advantage_fills_advantages_and_returns(estimator):
+    data = batch(token_level_rewards=batch().batch["token_level_scores"], values=torch.full((2, 4), 0.25))
+    compute_advantage(data, AlgorithmConfig(adv_estimator=estimator, gamma=1.0, lam=1.0))
+    advantages, returns = data.batch["advantages"], data.batch["returns"]
+    assert advantages.shape == returns.shape == MASK.shape
+    assert torch.all(advantages[MASK == 0] == 0)
+    if estimator == "grpo":  # two responses of one prompt, scores 1 and 0.5: ±1/√2 after the group std
+        torch.testing.assert_close(advantages[:, 0], torch.tensor([0.7071, -0.7071]), atol=1e-4, rtol=0)
+    if estimator == "reinforce":  # the raw return to go, past the observation token
+        torch.testing.assert_close(returns[0], torch.tensor([1.0, 1.0, 0.0, 1.0]))

@@ -1,0 +1,87 @@
+"""What every entry point does before a worker starts: the typed, checked config; data paths; the
+tokenizer; Ray; the device."""
+
+import dataclasses
+import os
+import typing
+from typing import TypeVar
+
+import ray
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from verl.trainer.config import RayInitConfig, RunConfig, TrainerConfig
+from verl.utils.config import check_config_tree
+
+T = TypeVar("T")
+
+
+def to_typed(cfg: DictConfig, schema: type[T]) -> T:
+    """The composed config as dataclasses of ``schema``, checked (``check_config_tree``). A key the
+    schema lacks is refused, also when ``+key=value`` slipped it past Hydra's own check."""
+    unknown = unknown_keys(cfg, schema)
+    if unknown:
+        key, owner = unknown[0]
+        raise ConfigCompositionException(
+            f"Could not override '{key}'. Key '{key.rsplit('.', 1)[-1]}' not in "
+            f"'{owner}' ('+' cannot add keys to this config)"
+        )
+    config = typing.cast(T, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg)))
+    check_config_tree(config)
+    return config
+
+
+def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, dataclass name) for every key of ``cfg`` that ``schema`` has no field for."""
+    hints = typing.get_type_hints(schema)
+    found = []
+    for key in map(str, cfg.keys()):
+        path = f"{prefix}{key}"
+        if key not in hints:
+            found.append((path, schema.__name__))
+            continue
+        node = cfg._get_node(key)
+        if dataclasses.is_dataclass(hints[key]) and isinstance(node, DictConfig) and not node._is_none():
+            found += unknown_keys(node, hints[key], f"{path}.")
+    return found
+
+
+def expand_files(files: str | list[str]) -> list[str]:
+    files = [files] if isinstance(files, str) else list(files)
+    return [os.path.expanduser(f) for f in files]
+
+
+def open_tokenizer(path: str, trust_remote_code: bool, key: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model folder or hub id; errors name the config ``key`` holding ``path``."""
+    local = os.path.expanduser(path)
+    if local.startswith(("/", ".")) and not os.path.exists(local):
+        raise FileNotFoundError(f"{key}={path!r}: {local} does not exist")
+    try:
+        return AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"{key}={path!r} is not a loadable model folder or hub id: {e}") from None
+
+
+def init_ray(ray_init: RayInitConfig) -> None:
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    if ray_init.address:
+        ray.init(address=ray_init.address, runtime_env=env)
+    else:  # a private single-node Ray, bound to loopback
+        ray.init(_node_ip_address="127.0.0.1", num_cpus=ray_init.num_cpus, include_dashboard=False, runtime_env=env)
+
+
+def absolute_run_dirs(trainer: RunConfig) -> None:
+    """Workers may run in another working directory (or on another node): they get absolute paths."""
+    trainer.default_local_dir = os.path.abspath(os.path.expanduser(trainer.default_local_dir))
+    if isinstance(trainer, TrainerConfig) and trainer.rollout_data_dir:
+        trainer.rollout_data_dir = os.path.abspath(os.path.expanduser(trainer.rollout_data_dir))
+
+
+def resolve_device(trainer: RunConfig) -> str:
+    """``trainer.device``, or cuda when the Ray cluster has GPUs."""
+    if trainer.device is not None:
+        return trainer.device
+    return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"

@@ -1,0 +1,75 @@
+"""Typed configs that document and check themselves.
+
+Every leaf field of a config dataclass is declared with ``option(default, help, ...)``: the help says
+what the key does, its unit and what special values mean, and README's key tables are rendered from
+it (``python -m verl.utils.config_docs``). ``choices`` and ``min`` are checked for every field by
+``check_config_tree`` when a config is composed; checks that span several fields live in the owning
+dataclass's ``check(key)`` method, next to the fields.
+"""
+
+import copy
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+Choices = Sequence[str] | Callable[[], Sequence[str]]
+
+
+def option(
+    default: Any, help: str, *, choices: Choices | None = None, min: float | None = None, nullable: bool = False
+) -> Any:
+    """A documented dataclass field. ``choices``: the values a string key takes (or a function
+    returning them, for names held in a registry); ``min``: the smallest value a number may take;
+    ``nullable``: None passes those checks (an optional value left unset)."""
+    metadata = {"help": help, "choices": choices, "min": min, "nullable": nullable}
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def choices_of(f: dataclasses.Field[Any]) -> list[str] | None:
+    choices = f.metadata.get("choices")
+    if choices is None:
+        return None
+    return list(choices() if callable(choices) else choices)
+
+
+def leaf_fields(config: Any, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field[Any], Any]]:
+    """(dotted key, field, value) of every leaf of a config dataclass (an instance or the class)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name) if not isinstance(config, type) else _default(f)
+        if dataclasses.is_dataclass(value):
+            yield from leaf_fields(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, value
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def check_config_tree(config: Any, prefix: str = "") -> None:
+    """Refuses a value outside a field's ``choices`` or below its ``min``, then runs each section's
+    own ``check(key)`` (children first), so every error names the full key."""
+    for f in dataclasses.fields(config):
+        key, value = f"{prefix}{f.name}", getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            check_config_tree(value, f"{key}.")
+            continue
+        if value is None and f.metadata.get("nullable"):
+            continue
+        choices = choices_of(f)
+        values = value if isinstance(value, list) else [value]
+        bad = [v for v in values if choices is not None and v not in choices]
+        if bad:
+            raise ValueError(f"{key}={value!r}: use {'any' if isinstance(value, list) else 'one'} of {choices}")
+        minimum = f.metadata.get("min")
+        if minimum is not None and (value is None or value < minimum):
+            raise ValueError(f"{key}={value} must be at least {minimum:g}")
+    check = getattr(config, "check", None)
+    if check is not None:
+        check(prefix.rstrip("."))
