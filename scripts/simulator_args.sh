@@ -1,10 +1,11 @@
 # KEY VALUE arguments shared by the simulation-server launchers; sourced by launch_simulator_*.sh,
-# it sets MODEL_PATH PORT TP GPU_MEMORY SERVED_NAME HOST or exits 2 naming the bad argument.
+# it sets MODEL_PATH PORT TP GPU_MEMORY SERVED_NAME HOST (and the launcher's own EXTRA_KEYS, whose
+# defaults it sets beforehand) or exits 2 naming the bad argument.
 
-KEYS="MODEL_PATH PORT TP GPU_MEMORY SERVED_NAME HOST"
+KEYS="MODEL_PATH PORT TP GPU_MEMORY SERVED_NAME HOST${EXTRA_KEYS:+ $EXTRA_KEYS}"
 usage() {
     echo "$1" >&2
-    echo "usage: $0 MODEL_PATH <path or hub id> [PORT 6001] [TP 1] [GPU_MEMORY 0.8] [SERVED_NAME name] [HOST 0.0.0.0]" >&2
+    echo "usage: $0 MODEL_PATH <path or hub id> [PORT 6001] [TP 1] [GPU_MEMORY 0.8] [SERVED_NAME name] [HOST 0.0.0.0]${EXTRA_USAGE:+ $EXTRA_USAGE}" >&2
     echo "valid keys: $KEYS" >&2
     exit 2
 }
@@ -12,8 +13,8 @@ usage() {
 # Defaults are set here, not read from the environment, so a stray exported PORT cannot leak in.
 MODEL_PATH="" PORT=6001 TP=1 GPU_MEMORY=0.8 SERVED_NAME="" HOST=0.0.0.0
 while [ $# -gt 0 ]; do
-    case "$1" in
-        MODEL_PATH|PORT|TP|GPU_MEMORY|SERVED_NAME|HOST) ;;
+    case " $KEYS " in
+        *" $1 "*) ;;
         *) usage "unknown key '$1' (arguments are KEY VALUE pairs)" ;;
     esac
     [ $# -ge 2 ] || usage "key '$1' has no value"

@@ -93,6 +93,11 @@ class ZeroSearchConfig(PPOConfig):
     agent: AgentConfig = field(default_factory=AgentConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
 
+    def response_width(self) -> int:
+        """Every turn's generation plus every observation: the response span of one trajectory."""
+        turns = self.agent.max_turns
+        return (turns + 1) * self.data.max_response_length + turns * self.agent.max_obs_length
+
     def searches_used(self) -> set[str]:
         """The search backends this run contacts: the training one, and the validation one when it validates."""
         return {self.search.mode} | ({self.search.engine} if self.validates() else set())
@@ -186,6 +191,9 @@ class DemoRLConfig:
     start_threshold: float = option(0.0, "Noise probability of the simulated search at the first step.", min=0)
     end_threshold: float = option(0.3, "Noise probability at the last step.", min=0)
     test_freq: int = option(5, "Validation on the corpus engine every this many steps.", min=1)
+    rollout: str = option(
+        "hf", "Rollout engine of RL and evaluation: hf, or vllm (needs vLLM's CPU build).", choices=("hf", "vllm")
+    )
     overrides: list[str] = option([], "Further zerosearch.train overrides, key=value.")
 
 

@@ -177,6 +177,7 @@ def search_overrides(config: DemoConfig, data: dict) -> list[str]:
     """The agent and engine settings shared by RL and evaluation; ``data`` holds the corpus path and
     the prompt length."""
     return [
+        f"actor_rollout_ref.rollout.name={config.rl.rollout}",
         f"search.corpus_path={data['corpus']}",
         f"search.topk={config.topk}",
         f"agent.max_turns={config.max_turns}",

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +22,10 @@ from verl.protocol import DataProto, RolloutSettings
 from verl.trainer.data_loader import validation_batches
 from verl.utils.dataset import RLHFDataset
 from verl.workers.fsdp_workers import generate_batch
-from verl.workers.rollout.base import SamplingParams
+from verl.workers.rollout.base import BaseRollout, SamplingParams
 from verl.workers.rollout.hf_rollout import HFRollout
+from verl.workers.rollout.vllm_rollout import VLLMRollout, check_servable
+from zerosearch.config import ZeroSearchConfig
 from zerosearch.data.fields import row_golden_answers, row_question
 from zerosearch.generation import SearchGenerationManager
 from zerosearch.reward import QARewardManager
@@ -34,17 +37,41 @@ ROW_METRICS = ("em", "cover_em", "f1", "searches", "answered")
 
 class LocalRollout:
     """Answers ``generate_sequences`` like the trainer's rollout workers, from one in-process
-    model: evaluation needs no optimizer, no sharding and no Ray."""
+    engine: evaluation needs no optimizer, no sharding and no Ray. Greedy, as evaluation is;
+    ``greedy=False`` samples at temperature 1."""
 
-    def __init__(self, model, tokenizer):
-        self.rollout = HFRollout(model, tokenizer)
+    def __init__(self, rollout: BaseRollout, greedy: bool = True):
+        self.rollout = rollout
+        self.greedy = greedy
 
     def generate_sequences(self, prompts: DataProto) -> DataProto:
         settings = RolloutSettings.of(prompts)
         if settings.max_new_tokens is None:
             raise ValueError("LocalRollout serves a rollout loop that sets max_new_tokens per call")
-        params = SamplingParams(max_new_tokens=settings.max_new_tokens, stop=list(settings.stop or []), greedy=True)
+        params = SamplingParams(
+            max_new_tokens=settings.max_new_tokens, stop=list(settings.stop or []), greedy=self.greedy
+        )
         return generate_batch(self.rollout, prompts, params)
+
+
+def build_engine(config: ZeroSearchConfig, model_path: str, tokenizer: Any, device: str) -> BaseRollout:
+    """The engine ``actor_rollout_ref.rollout.name`` names, in bf16 on GPU and fp32 on CPU."""
+    rollout = config.actor_rollout_ref.rollout
+    dtype = rollout.dtype or ("bfloat16" if device == "cuda" else "float32")
+    if rollout.name == "vllm":
+        check_servable(model_path, config.actor_rollout_ref.model.trust_remote_code, device)
+        return VLLMRollout(
+            model_path,
+            rollout,
+            config.max_sequence_length(),
+            dtype,
+            device,
+            seed=config.trainer.seed,
+            pad_id=tokenizer.pad_token_id,
+        )
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+    torch.nn.Module.to(model, device)  # transformers' own .to is typed for dtypes and quantisation
+    return HFRollout(model, tokenizer)
 
 
 def resolve_model_path(path: str) -> str:
@@ -82,9 +109,6 @@ def evaluate(
     model_path = resolve_model_path(model_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-    torch.nn.Module.to(model, device)  # transformers' own .to is typed for dtypes and quantisation
     dataset = RLHFDataset(
         data_files,
         tokenizer,
@@ -95,7 +119,8 @@ def evaluate(
     )
     # Evaluation runs on the real engine only; the training backend is never contacted.
     config.search.mode = engine
-    manager = SearchGenerationManager(config, LocalRollout(model, tokenizer), tokenizer)
+    rollout = LocalRollout(build_engine(config, model_path, tokenizer, device))
+    manager = SearchGenerationManager(config, rollout, tokenizer)
     scorer = QARewardManager(config, tokenizer)
     os.makedirs(out_dir, exist_ok=True)
     per_source: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

@@ -71,7 +71,7 @@ class SearchGenerationManager:
         self.tokenizer = tokenizer
         self.agent = config.agent
         self.turn_tokens = config.data.max_response_length
-        self.response_budget = max_response_span(config)
+        self.response_budget = config.response_width()
         self.noise = NoiseSchedule(config.search.curriculum, seed=config.trainer.seed)
         self.train_backend = build_backend(config.search.mode, config.search)
         self._eval_backend = self.train_backend if config.search.engine == config.search.mode else None
@@ -285,9 +285,3 @@ class SearchGenerationManager:
             metrics["curriculum/noise_p"] = noise_p
             metrics["search/noisy_rate"] = mean(noisy)
         return metrics
-
-
-def max_response_span(config) -> int:
-    """Tokens one trajectory's response may take: every turn's generation plus every observation."""
-    turns = config.agent.max_turns
-    return (turns + 1) * config.data.max_response_length + turns * config.agent.max_obs_length

@@ -55,6 +55,7 @@ KEYS: dict[str, tuple[list[str], Callable[[str], str] | None]] = {
     "LOGGER": (["trainer.logger"], _list),
     "CORPUS_PATH": (["search.corpus_path"], _path),
     "RETRIEVER_URL": (["search.retriever_url"], _quoted),
+    "ROLLOUT": (["actor_rollout_ref.rollout.name"], _quoted),
 }
 
 
@@ -69,6 +70,7 @@ EVAL_KEYS: dict[str, str] = {
     "TOPK": "search.topk",
     "CORPUS_PATH": "search.corpus_path",
     "RETRIEVER_URL": "search.retriever_url",
+    "ROLLOUT": "actor_rollout_ref.rollout.name",
 }
 
 

@@ -57,11 +57,20 @@ def write_data(out: str, n_train: int = 256, n_test: int = 32, seed: int = 0) ->
     return paths
 
 
-def overrides_for(out: str, algo: str) -> list[str]:
+def overrides_for(out: str, algo: str, heads: int = 4) -> list[str]:
     train, test = write_data(os.path.join(out, "data"))
     model = os.path.join(out, "model")
     if not os.path.exists(os.path.join(model, "config.json")):
-        build_tiny_model(model, vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=2, seed=0)
+        build_tiny_model(
+            model,
+            vocab_size=400,
+            hidden_size=64,
+            intermediate_size=128,
+            num_layers=2,
+            num_heads=heads,
+            num_kv_heads=min(2, heads),
+            seed=0,
+        )
     return [
         f"data.train_files={train}",
         f"data.val_files={test}",
@@ -92,9 +101,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/digits", help="folder for data, model, checkpoints and metrics")
     parser.add_argument("--algo", choices=sorted(ALGORITHMS), default="grpo")
+    parser.add_argument(
+        "--heads",
+        type=int,
+        default=4,
+        help="attention heads of the tiny model; with actor_rollout_ref.rollout.name=vllm on a CPU use 2 "
+        "(vLLM's CPU attention needs heads of at least 32 dimensions)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, applied last")
     args = parser.parse_args()
-    run_ppo(load_config(overrides_for(args.out, args.algo) + args.overrides))
+    run_ppo(load_config(overrides_for(args.out, args.algo, args.heads) + args.overrides))
     print(os.path.join(args.out, "checkpoints", args.algo, "metrics.jsonl"))
 
 

@@ -73,6 +73,27 @@ def test_training_raises_the_reward(tmp_path, algo):
         assert row["reward"] == pytest.approx(compute_score("digits", text)["score"], abs=1e-6)
 
 
+def test_grpo_learns_with_the_vllm_rollout(tmp_path):
+    """The same task with the rollout on an in-process vLLM engine (vLLM's CPU build) in each worker,
+    weights synced in memory after every update."""
+    records = train(
+        tmp_path,
+        "grpo",
+        "--heads",
+        "2",
+        "actor_rollout_ref.rollout.name=vllm",
+        "trainer.total_training_steps=30",
+        "trainer.test_freq=15",
+    )
+    steps = [r for r in records if r["step"] > 0]
+    rewards = [r["reward/score/mean"] for r in steps]
+    first, last = np.mean(rewards[:5]), np.mean(rewards[-5:])
+    assert last > first + 0.1 and last > 2 * first, rewards
+    # vLLM sampled each token with the log-prob the FSDP actor recomputes (fp32 on both sides).
+    assert max(r["rollout/log_prob_diff_max"] for r in steps) < 1e-4
+    assert "val/digits/score" in records[0] and "val/digits/score" in steps[-1]
+
+
 def test_resume_continues_at_the_next_step_as_if_never_stopped(tmp_path):
     """Run A: 4 steps in one go. Run B: 2 steps, stop, resume for 2 more. With the dataloader
     position, optimizer, LR schedule and RNG states restored, steps 3-4 of B equal those of A."""

@@ -64,7 +64,10 @@ def world(tmp_path_factory):
     with open(root / "corpus.jsonl", "w") as f:
         for i, (q, a) in enumerate(FACTS):
             f.write(json.dumps({"id": str(i), "contents": f"Fact {i}\n{q.rstrip('?')}: {a}."}) + "\n")
-    policy = build_tiny_model(root / "policy", vocab_size=600, hidden_size=64, intermediate_size=128, seed=0)
+    # Heads of 32, the smallest vLLM's CPU attention takes: the recipe rolls out with vLLM.
+    policy = build_tiny_model(
+        root / "policy", vocab_size=600, hidden_size=64, intermediate_size=128, num_heads=2, num_kv_heads=1, seed=0
+    )
     simulator = build_tiny_model(root / "simulator", vocab_size=600, hidden_size=32, intermediate_size=64, seed=1)
     tokenizer = AutoTokenizer.from_pretrained(policy)
     frame = pd.read_parquet(train)
@@ -153,6 +156,8 @@ def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world):
     ):
         assert key in step, key
     assert step["search/searches_mean"] > 0  # the warm-started policy searches; the simulator answered
+    # vLLM sampled each token with the log-prob the FSDP actor recomputes, observations between turns.
+    assert max(r["rollout/log_prob_diff_max"] for r in records[1:]) < 1e-4
     assert step["curriculum/noise_p"] == pytest.approx(0.2 + (4 ** (1 / 2) - 1) / 3 * 0.4)
     for source in ("nq", "hotpotqa"):
         assert f"val/{source}/f1" in records[0] and f"val/{source}/em" in records[2]
@@ -197,3 +202,193 @@ def test_eval_writes_the_table(world):
     assert results["all"]["searches"] > 0
     assert "| data source |" in (out / "results.md").read_text() and "| nq |" in proc.stdout
     assert len((out / "trajectories.jsonl").read_text().splitlines()) == 8
+
+
+class RecordingProxy:
+    """Forwards the trainer's requests to the vLLM server and keeps their JSON bodies, so the test
+    sees exactly what each simulated search asked for."""
+
+    def __init__(self, upstream: str):
+        import http.server
+        import threading
+
+        import httpx
+
+        bodies = self.bodies = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                bodies.append(json.loads(body))
+                reply = httpx.post(
+                    upstream + self.path, content=body, headers={"Content-Type": "application/json"}, timeout=60
+                )
+                self.send_response(reply.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply.content)))
+                self.end_headers()
+                self.wfile.write(reply.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_simulator(world):
+    """The simulation LLM, tuned a little to write "Doc 1: ..." replies, served by a real vLLM
+    OpenAI-compatible server (vLLM's CPU build) on loopback, behind a recording proxy."""
+    import httpx
+    from transformers import AutoTokenizer
+
+    from verl.utils.tiny_model import build_tiny_model
+    from zerosearch.prompts import simulator_messages
+
+    root, _, _ = world
+    model = build_tiny_model(
+        root / "served_simulator",
+        vocab_size=600,
+        hidden_size=64,
+        intermediate_size=128,
+        num_heads=2,
+        num_kv_heads=1,
+        seed=2,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    chats = [
+        simulator_messages(q.split()[-1], q, [a], noisy, 2, style)
+        for q, a in FACTS
+        for noisy in (False, True)
+        for style in ("sft", "prompt")
+    ]
+    prompts_text = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats]
+    targets = [f"Doc 1: {a} is the answer here.\nDoc 2: more about it.<|im_end|>" for _, a in FACTS for _ in range(4)]
+    warm_start(model, prompts_text, targets, steps=120)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "bash",
+            "scripts/launch_simulator_vllm.sh",
+            "MODEL_PATH",
+            str(model),
+            "SERVED_NAME",
+            "sim",
+            "HOST",
+            "127.0.0.1",
+            "PORT",
+            str(port),
+            "DEVICE",
+            "cpu",
+            "KV_CACHE",
+            "64M",
+            "MAX_MODEL_LEN",
+            "1024",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "vllm_server.log", "w"),
+    )
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, (root / "vllm_server.log").read_text()[-3000:]
+            import time
+
+            time.sleep(1)
+        else:
+            pytest.fail("the vLLM server did not answer within 240 s")
+        yield RecordingProxy(f"http://127.0.0.1:{port}")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+@pytest.mark.parametrize("mode, steps", [("simulate_sft", 2), ("simulate_prompt", 1)])
+def test_training_against_a_real_vllm_server(world, vllm_simulator, mode, steps):
+    """The policy rolls out on vLLM in the workers; its searches go to the simulation LLM on a vLLM
+    server. Every useful request carries its own row's question with that question's gold answer."""
+    root, policy, _ = world
+    checkpoints = root / f"checkpoints_{mode}"
+    proxy = vllm_simulator
+    proxy.bodies.clear()
+    run(
+        [
+            "bash",
+            "train_grpo.sh",
+            "NUM_GPUS_PER_NODE",
+            "2",
+            "MODEL_PATH",
+            str(policy),
+            "DATA_PATH",
+            str(root / "data"),
+            "TOTAL_STEPS",
+            str(steps),
+            "SEARCH_MODE",
+            mode,
+            "SIMULATION_LLM",
+            "sim",
+            "IP",
+            f"127.0.0.1:{proxy.port}",
+            "SEARCH_ENGINE",
+            "corpus",
+            "MAX_TURNS",
+            "2",
+            "TOPK",
+            "2",
+            "LOGGER",
+            "file",
+            "ROLLOUT",
+            "vllm",
+            "EXPERIMENT_NAME",
+            f"served_{mode}",
+            "--",
+            "search.simulator.max_tokens=24",
+            f"search.corpus_path={root / 'corpus.jsonl'}",
+            "search.max_retries=1",
+            "search.backoff_s=0.1",
+            "search.timeout_s=30",
+            "data.train_batch_size=4",
+            "data.max_prompt_length=256",
+            "data.max_response_length=48",
+            "agent.max_obs_length=64",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+            "actor_rollout_ref.rollout.n=2",
+            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+            "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+            "trainer.device=cpu",
+            "trainer.val_before_train=false",
+            "trainer.test_freq=-1",
+            f"trainer.default_local_dir={checkpoints}",
+        ]
+    )
+    records = [json.loads(line) for line in open(checkpoints / "metrics.jsonl")]
+    assert [r["step"] for r in records] == list(range(1, steps + 1))
+    searches = sum(r["search/searches_mean"] for r in records)
+    assert searches > 0 and proxy.bodies, "the policy never searched"
+    assert sum(r["search/failures"] for r in records) < len(proxy.bodies)  # the server answered
+    gold = dict(FACTS)
+    useful = [
+        b["messages"][0]["content"]
+        for b in proxy.bodies
+        if "useful" in b["messages"][0]["content"] or "correct answer" in b["messages"][0]["content"]
+    ]
+    assert all(b["model"] == "sim" for b in proxy.bodies)
+    for text in useful:
+        question = next(q for q in gold if q in text)
+        assert gold[question] in text, text  # its own row's answer, never another row's

@@ -75,7 +75,7 @@ def test_sglang_command(fake_bin):
     ]
 
 
-def test_vllm_command(fake_bin):
+def test_vllm_command_on_a_gpu(fake_bin):
     done = launch(
         "vllm",
         "MODEL_PATH",
@@ -86,12 +86,16 @@ def test_vllm_command(fake_bin):
         "sim",
         "HOST",
         "127.0.0.1",
+        "DEVICE",
+        "cuda",
         path_prefix=fake_bin,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [
-        "vllm",
-        "serve",
+        "python",
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
         "Qwen/Qwen2.5-3B-Instruct",
         "--host",
         "127.0.0.1",
@@ -99,9 +103,38 @@ def test_vllm_command(fake_bin):
         "6001",
         "--tensor-parallel-size",
         "1",
-        "--gpu-memory-utilization",
-        "0.5",
         "--served-model-name",
         "sim",
+        "--gpu-memory-utilization",
+        "0.5",
     ]
     assert "http://127.0.0.1:6001/v1/chat/completions" in done.stderr
+
+
+def test_vllm_command_on_a_cpu(fake_bin):
+    """vLLM's CPU build: float32, eager, a KV cache of a given size (a GPU share means nothing there)."""
+    done = launch(
+        "vllm", "MODEL_PATH", "/m", "DEVICE", "cpu", "KV_CACHE", "256M", "MAX_MODEL_LEN", "512", path_prefix=fake_bin
+    )
+    assert done.returncode == 0, done.stderr
+    words = done.stdout.split()
+    assert words[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert " ".join(words[3:]).endswith(
+        "--dtype float32 --enforce-eager --kv-cache-memory-bytes 256M --max-model-len 512"
+    )
+    assert "--gpu-memory-utilization" not in words
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["MODEL_PATH", "/m", "DEVICE", "tpu"], "DEVICE must be auto, cuda or cpu"),
+        (["MODEL_PATH", "/m", "KV_CACHE", "lots"], "KV_CACHE must be a size"),
+        (["MODEL_PATH", "/m", "MAX_MODEL_LEN", "0"], "MAX_MODEL_LEN must be a positive integer"),
+    ],
+)
+def test_vllm_only_keys_are_checked(fake_bin, args, message):
+    done = launch("vllm", *args, path_prefix=fake_bin)
+    assert done.returncode == 2 and message in done.stderr and done.stdout == ""
+    sglang = launch("sglang", "MODEL_PATH", "/m", "DEVICE", "cpu", path_prefix=fake_bin)
+    assert sglang.returncode == 2 and "unknown key 'DEVICE'" in sglang.stderr

@@ -1,8 +1,10 @@
 """Entry point: ``python -m verl.trainer.main_ppo key=value ...`` (Hydra, config ppo_trainer.yaml)."""
 
 import logging
+import os
 
 import hydra
+import torch
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
@@ -11,6 +13,7 @@ from verl.trainer.ray_trainer import RayPPOTrainer, WorkerClasses
 from verl.trainer.startup import absolute_run_dirs, expand_files, init_ray, open_tokenizer, resolve_device, to_typed
 from verl.utils.dataset import RLHFDataset
 from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
+from verl.workers.rollout.vllm_rollout import check_servable
 
 register_schema()
 logger = logging.getLogger(__name__)
@@ -65,11 +68,19 @@ def load_datasets(config: PPOConfig, tokenizer: PreTrainedTokenizerBase) -> tupl
     return train, val
 
 
+def check_rollout_engine(config: PPOConfig) -> None:
+    model = config.actor_rollout_ref.model
+    if config.actor_rollout_ref.rollout.name == "vllm":
+        device = config.trainer.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        check_servable(os.path.expanduser(model.path), model.trust_remote_code, device)
+
+
 def run_ppo(config: PPOConfig) -> RayPPOTrainer:
     """Prepares data and model from a checked config, starts the workers and trains."""
     warn_about_sampling(config)
     absolute_run_dirs(config.trainer)
     tokenizer = load_tokenizer(config)
+    check_rollout_engine(config)
     train, val = load_datasets(config, tokenizer)
     init_ray(config.ray_init)
     workers = WorkerClasses(actor_rollout_ref=ActorRolloutRefWorker, critic=CriticWorker)

@@ -1,12 +1,14 @@
 """Building FSDP2-sharded Hugging Face models, their optimizers, and moving weights out of them."""
 
 import typing
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 from transformers import get_constant_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -53,6 +55,14 @@ def build_optimizer(model: torch.nn.Module, optim_config) -> tuple[torch.optim.O
     else:
         raise ValueError(f"optim.warmup_style must be 'constant' or 'cosine', got {optim_config.warmup_style!r}")
     return optimizer, scheduler
+
+
+def full_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The unsharded weights one tensor at a time, under their Hugging Face names: a consumer that
+    loads as it reads holds one gathered tensor beyond its own copy. Collective: every rank must
+    read the whole iterator, in order."""
+    for name, tensor in model.state_dict().items():
+        yield name, tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 def full_state_dict(model: torch.nn.Module, rank0_only_on_cpu: bool = False) -> dict[str, torch.Tensor]:

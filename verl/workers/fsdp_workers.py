@@ -17,15 +17,16 @@ from verl.utils.checkpoint import load_checkpoint, save_checkpoint
 from verl.utils.fsdp_utils import (
     DTYPES,
     build_optimizer,
-    full_state_dict,
+    full_weights,
     move_optimizer_state,
     moves_optimizer,
     shard_model,
 )
 from verl.workers.actor import DataParallelPPOActor
 from verl.workers.critic import DataParallelPPOCritic
-from verl.workers.rollout.base import SamplingParams
+from verl.workers.rollout.base import BaseRollout, SamplingParams
 from verl.workers.rollout.hf_rollout import HFRollout, rollout_copy
+from verl.workers.rollout.vllm_rollout import VLLMRollout
 
 ROLES = ("actor_rollout", "actor_rollout_ref", "ref")
 
@@ -126,18 +127,32 @@ class ActorRolloutRefWorker(Worker):
             model = shard_model(model, cfg.actor.fsdp_config, self.device, self.world_size)
             optimizer, scheduler = build_optimizer(model, cfg.actor.optim)
             self.actor = DataParallelPPOActor(cfg.actor, model, optimizer, scheduler, self.device)
-            rollout_dtype = (
-                DTYPES[cfg.actor.fsdp_config.mixed_precision.param_dtype] if self.device == "cuda" else torch.float32
-            )
-            rollout_model = rollout_copy(
-                load_causal_lm(cfg.model.path, cfg.model.trust_remote_code), self.device, rollout_dtype
-            )
-            self.rollout = HFRollout(rollout_model, self.tokenizer)
+            self.rollout = self._build_rollout()
             self._place_optimizer("cpu")
         if self.has_ref:
             ref = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code)
             ref = shard_model(ref.requires_grad_(False), cfg.ref.fsdp_config, self.device, self.world_size)
             self.ref = DataParallelPPOActor(cfg.ref, ref, device=self.device)
+
+    def _build_rollout(self) -> BaseRollout:
+        """The engine named by rollout.name, computing in the actor's dtype unless rollout.dtype says
+        otherwise; its weights come from the actor by ``sync_rollout_weights``."""
+        cfg = self.config.actor_rollout_ref
+        compute_dtype = cfg.actor.fsdp_config.mixed_precision.param_dtype if self.device == "cuda" else "fp32"
+        dtype = cfg.rollout.dtype or str(DTYPES[compute_dtype]).removeprefix("torch.")
+        if cfg.rollout.name == "vllm":
+            return VLLMRollout(
+                os.path.expanduser(cfg.model.path),
+                cfg.rollout,
+                max_model_len=cfg.rollout.max_model_len or self.config.max_sequence_length(),
+                dtype=dtype,
+                device=self.device,
+                seed=self.config.trainer.seed + self.rank,
+                trust_remote_code=cfg.model.trust_remote_code,
+                pad_id=self.tokenizer.pad_token_id,
+            )
+        model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code)
+        return HFRollout(rollout_copy(model, self.device, getattr(torch, dtype)), self.tokenizer)
 
     def _place_optimizer(self, device: str) -> None:
         """With optimizer_offload on GPU runs the optimizer state waits on CPU between updates."""
@@ -148,8 +163,10 @@ class ActorRolloutRefWorker(Worker):
 
     @register(Dispatch.ONE_TO_ALL)
     def sync_rollout_weights(self) -> None:
-        """Copies the actor's current weights into the rollout engine (collective all-gather)."""
-        self.rollout.update_weights(full_state_dict(self.actor.model).items())
+        """Copies the actor's current weights into the rollout engine, one gathered tensor at a time
+        (collective: every rank gathers every tensor in the same order)."""
+        self.rollout.wake_up()
+        self.rollout.update_weights(full_weights(self.actor.model))
 
     def _sampling_params(self, settings: RolloutSettings) -> SamplingParams:
         """The config's training or validation sampling, with the limits a rollout loop set for this
@@ -168,10 +185,12 @@ class ActorRolloutRefWorker(Worker):
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def generate_sequences(self, prompts: DataProto) -> DataProto:
+        self.rollout.wake_up()
         return generate_batch(self.rollout, prompts, self._sampling_params(RolloutSettings.of(prompts)))
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_log_prob(self, data: DataProto) -> DataProto:
+        self.rollout.sleep()  # the rollout is over: the engine's memory is the actor's until the next sync
         cfg = self.config.actor_rollout_ref
         log_probs, entropys = self.actor.compute_log_prob(
             data, cfg.rollout.log_prob_micro_batch_size_per_gpu, cfg.rollout.temperature, with_entropy=True

@@ -149,7 +149,12 @@ class ValKwargs:
 
 @dataclass
 class RolloutConfig:
-    name: str = option("hf", "Rollout engine: hf (transformers generate).", choices=("hf",))
+    name: str = option(
+        "hf",
+        "Rollout engine: vllm (an in-process vLLM engine beside the actor, weights synced in memory; the "
+        "production rollout) or hf (transformers generate).",
+        choices=("hf", "vllm"),
+    )
     n: int = option(1, "Responses sampled per prompt (GRPO's group size).", min=1)
     temperature: float = option(1.0, "Sampling temperature; the actor scores at the same temperature.", min=0)
     top_p: float = option(
@@ -162,11 +167,56 @@ class RolloutConfig:
     do_sample: bool = option(True, "Sample; false: greedy.")
     stop: list[str] = option([], "Stop strings; kept in the response.")
     log_prob_micro_batch_size_per_gpu: int = option(8, "Responses per old-log-prob forward pass on one worker.", min=1)
+    dtype: str | None = option(
+        None,
+        "vllm: the engine's dtype (bfloat16, float16, float32); null: the actor's compute dtype "
+        "(fsdp_config.mixed_precision.param_dtype on GPU, float32 on CPU), so both score alike.",
+        choices=("bfloat16", "float16", "float32"),
+        nullable=True,
+    )
+    gpu_memory_utilization: float = option(
+        0.5,
+        "vllm on GPU: share of GPU memory the engine may take (weights and KV cache). On CPU the KV cache "
+        "is sized to what the rollout can hold: max_num_seqs sequences of max_model_len tokens.",
+        min=0,
+    )
+    tensor_model_parallel_size: int = option(
+        1, "vllm: GPUs one engine spans. Only 1 is supported: each rank runs its own engine.", min=1
+    )
+    enforce_eager: bool = option(True, "vllm: no CUDA graphs (eager mode); needed on CPU.")
+    free_cache_engine: bool = option(
+        True,
+        "vllm on GPU: sleep while the actor trains (KV cache freed, weights offloaded) and wake before the "
+        "weight sync. vLLM has no sleep mode on CPU: there it is a no-op, said once.",
+    )
+    max_num_batched_tokens: int = option(8192, "vllm: tokens scheduled per engine step.", min=1)
+    max_num_seqs: int = option(256, "vllm: sequences decoded together.", min=1)
+    enable_chunked_prefill: bool = option(True, "vllm: split long prefills across engine steps.")
+    max_model_len: int | None = option(
+        None,
+        "vllm: longest prompt + response the engine accepts; null: the longest the trainer can produce "
+        "(data.max_prompt_length plus the response width, every turn and observation of a multi-turn agent).",
+        min=1,
+        nullable=True,
+    )
+    load_format: str = option(
+        "dummy",
+        "vllm: how the engine gets its first weights: dummy (random, then the actor's are synced in memory "
+        "before the first rollout; dummy_dtensor is the same), or auto/safetensors/pt from model.path.",
+        choices=("dummy", "dummy_dtensor", "auto", "safetensors", "pt"),
+    )
     val_kwargs: ValKwargs = field(default_factory=ValKwargs)
     generation_manager: str = option(
         "verl.trainer.generation:SingleTurnGenerationManager",
         "module:Class building the rollout loop the trainer calls (a GenerationManager).",
     )
+
+    def check(self, key: str) -> None:
+        if self.tensor_model_parallel_size != 1:
+            raise ValueError(
+                f"{key}.tensor_model_parallel_size={self.tensor_model_parallel_size}: an engine spanning several "
+                "GPUs is not supported yet; each rank runs its own engine (set 1)"
+            )
 
 
 @dataclass
@@ -318,6 +368,15 @@ class PPOConfig:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ray_init: RayInitConfig = field(default_factory=RayInitConfig)
+
+    def response_width(self) -> int:
+        """Tokens of one response as the trainer holds it: a single generation here; a multi-turn
+        agent's config widens it to every turn and observation."""
+        return self.data.max_response_length
+
+    def max_sequence_length(self) -> int:
+        """The longest prompt + response a rollout may be asked to continue or produce."""
+        return self.data.max_prompt_length + self.response_width()
 
     def validates(self) -> bool:
         """Whether the run validates at all: a validation set, and validation before or during training."""

@@ -1,8 +1,8 @@
 """The rollout interface: token ids in, sampled token ids (with log-probs) out.
 
-Backends (transformers today; an in-process vLLM engine fits the same shape) receive the actor's
-weights through ``update_weights`` and never see text, so the sampled ids reach the trainer exactly
-as they were sampled.
+Backends (transformers ``generate``, an in-process vLLM engine) receive the actor's weights through
+``update_weights`` and never see text, so the sampled ids reach the trainer exactly as they were
+sampled, with the log-probs of the distribution they were drawn from.
 """
 
 from abc import ABC, abstractmethod
@@ -39,3 +39,11 @@ class BaseRollout(ABC):
     @abstractmethod
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Loads the actor's current full weights (Hugging Face parameter names)."""
+
+    @abstractmethod
+    def sleep(self) -> None:
+        """Frees what the engine can give up while the actor trains."""
+
+    @abstractmethod
+    def wake_up(self) -> None:
+        """Takes back what ``sleep`` freed; called before generating and before a weight sync."""

@@ -103,6 +103,12 @@ class HFRollout(BaseRollout):
                     raise KeyError(f"rollout model has no parameter or buffer {name!r}")
                 targets[name].copy_(tensor.to(targets[name].device, targets[name].dtype))
 
+    def sleep(self) -> None:
+        """Nothing to free: generate() holds no cache between calls, and the copy stays where it is."""
+
+    def wake_up(self) -> None:
+        """Nothing was freed."""
+
     @staticmethod
     def _warpers(params: SamplingParams, sample: bool) -> list[LogitsProcessor]:
         if not sample:

