@@ -34,11 +34,11 @@ from verl.utils.tiny_model import build_tiny_model, build_tokenizer
 from zerosearch.config import DemoConfig, register_demo_schema
 from zerosearch.data import synthetic
 from zerosearch.eval import evaluate, resolve_model_path
+from zerosearch.llm import ChatModelActor
 from zerosearch.plot import plot_run
 from zerosearch.prompts import POLICY_INSTRUCTIONS, policy_prompt, simulator_messages
 from zerosearch.reward import cover_exact_match
 from zerosearch.search import CLOSED_BOOK
-from zerosearch.search.local_simulator import SimulatorActor
 from zerosearch.train import load_config as load_train_config
 from zerosearch.train import train
 
@@ -148,7 +148,7 @@ def simulator_answer_rates(model_path: str, world: synthetic.World, config: Demo
         questions=world.test_questions,
         answering_hop_only=True,
     )
-    simulator = SimulatorActor(model_path)
+    simulator = ChatModelActor(model_path)
     stated: dict[bool, list[float]] = {True: [], False: []}
     batch = 32
     for start in tqdm(range(0, len(pairs), batch), desc="simulator check"):

@@ -21,34 +21,13 @@ def build_backend(name: str, config: "SearchConfig") -> SearchBackend:
     backend: SearchBackend
     retry = RetryPolicy(concurrency=config.concurrency, max_retries=config.max_retries, backoff_s=config.backoff_s)
     if name in SIMULATED_MODES:
-        style = "prompt" if name == "simulate_prompt" else "sft"
+        from zerosearch.llm import build_chat_llm
+        from zerosearch.search.simulate import SimulatedSearch
+
         sim = config.simulator
-        if sim.in_process:
-            from zerosearch.search.local_simulator import LocalSimulatedSearch
-
-            backend = LocalSimulatedSearch(
-                os.path.abspath(os.path.expanduser(sim.model)),
-                style,
-                config.topk,
-                max_tokens=sim.max_tokens,
-                temperature=sim.temperature,
-                retry=retry,
-            )
-        else:
-            from zerosearch.search.simulate import SimulatedSearch
-
-            api_key = os.environ.get(sim.api_key_env, "") if sim.api_key_env else "EMPTY"
-            backend = SimulatedSearch(
-                list(sim.server_urls),
-                sim.model,
-                style,
-                config.topk,
-                api_key=api_key or "EMPTY",
-                max_tokens=sim.max_tokens,
-                temperature=sim.temperature,
-                timeout_s=config.timeout_s,
-                retry=retry,
-            )
+        llm = build_chat_llm(sim.server_urls, sim.model, sim.in_process, sim.api_key_env, config.timeout_s, retry)
+        style = "prompt" if name == "simulate_prompt" else "sft"
+        backend = SimulatedSearch(llm, style, config.topk, max_tokens=sim.max_tokens, temperature=sim.temperature)
     elif name == "google":
         from zerosearch.search.google import GoogleSearch
 

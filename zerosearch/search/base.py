@@ -5,14 +5,12 @@ documents needs the question and answer of *that* row). A backend never raises f
 request: after bounded retries with backoff the request yields no documents and is counted.
 """
 
-import logging
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-logger = logging.getLogger(__name__)
+from zerosearch.retry import RetryPolicy, retrying
 
 
 @dataclass(frozen=True)
@@ -27,13 +25,6 @@ class SearchRequest:
 class SearchResult:
     documents: list[str] = field(default_factory=list)  # at most topk, best first
     failed: bool = False  # True when every attempt failed; documents is then empty
-
-
-@dataclass
-class RetryPolicy:
-    concurrency: int = 16
-    max_retries: int = 3  # attempts after the first
-    backoff_s: float = 1.0  # delay before the first retry, doubled for each next one
 
 
 class SearchBackend:
@@ -54,20 +45,8 @@ class SearchBackend:
         raise NotImplementedError(f"{type(self).__name__} implements neither _search_one nor _search_batch")
 
     def _retrying(self, attempt, what: str):
-        """``attempt()``'s value, trying again after any exception until the retry policy is
-        spent; then None (logged, never raised)."""
-        delay = self.retry.backoff_s
-        for tries in range(1, self.retry.max_retries + 2):
-            try:
-                return attempt()
-            except Exception as e:  # any backend error is retried, then counted by the caller
-                if tries > self.retry.max_retries:
-                    logger.warning("%s search failed after %d attempts for %s: %s", self.name, tries, what, e)
-                    return None
-                with self._stats_lock:
-                    self.stats["retries"] += 1
-                time.sleep(delay)
-                delay *= 2
+        """``attempt()``'s value under the retry policy, or None once it is spent (counted by ``search``)."""
+        return retrying(attempt, self.retry, self.stats, self._stats_lock, f"{self.name} search for {what}")
 
     def _with_retries(self, request: SearchRequest) -> SearchResult:
         documents = self._retrying(lambda: list(self._search_one(request))[: self.topk], repr(request.query))

@@ -1,14 +1,10 @@
-"""Simulated search: an LLM served behind OpenAI-compatible chat completions (sglang / vLLM)
-writes the documents, useful or noisy as each request asks."""
+"""Simulated search: an LLM writes the documents, useful or noisy as each request asks. The LLM is
+reached through ``zerosearch.llm``: OpenAI-compatible servers (sglang, vLLM) or, for CPU machines
+and tests, a transformers model on a Ray actor."""
 
-import threading
-import typing
-
-import openai
-from openai.types.chat import ChatCompletionMessageParam
-
+from zerosearch.llm import ChatLLM, LocalChatLLM, ServerChatLLM
 from zerosearch.prompts import parse_documents, simulator_messages
-from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest
+from zerosearch.search.base import SearchBackend, SearchRequest, SearchResult
 
 STYLES = ("prompt", "sft")
 
@@ -26,50 +22,32 @@ def request_messages(request: SearchRequest, topk: int, style: str) -> list[dict
 
 
 class SimulatedSearch(SearchBackend):
-    """Each attempt, retries included, goes to the next server in rotation, so a dead server
-    costs one attempt rather than every retry of a request."""
+    """One conversation per request; a reply without documents is retried (on a server: with the
+    next server) and, once the retries are spent, fails its request. Retries are counted in
+    ``stats`` beside requests and failures."""
 
     def __init__(
         self,
-        server_urls: list[str],
-        model: str,
+        llm: ChatLLM | ServerChatLLM | LocalChatLLM,
         style: str,
         topk: int,
-        api_key: str = "EMPTY",
         max_tokens: int = 256,
         temperature: float = 0.0,
-        timeout_s: float = 60.0,
-        retry: RetryPolicy | None = None,
     ):
-        if not server_urls:
-            raise ValueError("SimulatedSearch needs at least one server URL (search.simulator.server_urls)")
-        super().__init__(topk, retry)
+        super().__init__(topk)
         self.name = simulator_name(style)
-        self.style, self.model = style, model
+        self.llm, self.style = llm, style
         self.max_tokens, self.temperature = max_tokens, temperature
-        # The client's own retries are off: RetryPolicy alone bounds the attempts.
-        self._clients = [
-            openai.OpenAI(base_url=url, api_key=api_key, timeout=timeout_s, max_retries=0) for url in server_urls
-        ]
-        self._turn = 0
-        self._turn_lock = threading.Lock()
+        self.stats = llm.stats  # the LLM counts retries; search() adds requests and failures
 
-    def _next_client(self) -> openai.OpenAI:
-        with self._turn_lock:
-            client = self._clients[self._turn % len(self._clients)]
-            self._turn += 1
-        return client
-
-    def _search_one(self, request: SearchRequest) -> list[str]:
-        client = self._next_client()
-        reply = client.chat.completions.create(
-            model=self.model,
-            messages=typing.cast("list[ChatCompletionMessageParam]", request_messages(request, self.topk, self.style)),
-            max_tokens=self.max_tokens,
-            temperature=self.temperature,
+    def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
+        replies = self.llm.complete(
+            [request_messages(r, self.topk, self.style) for r in requests],
+            self.max_tokens,
+            self.temperature,
+            accept=lambda text: bool(parse_documents(text, self.topk)),
         )
-        text = (reply.choices[0].message.content or "") if reply.choices else ""
-        documents = parse_documents(text, self.topk)
-        if not documents:
-            raise ValueError(f"simulator at {client.base_url} replied without documents: {text[:200]!r}")
-        return documents
+        return [
+            SearchResult(failed=True) if reply is None else SearchResult(documents=parse_documents(reply, self.topk))
+            for reply in replies
+        ]

@@ -11,7 +11,9 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from zerosearch.search.base import RetryPolicy, SearchRequest
+from zerosearch.llm import ServerChatLLM
+from zerosearch.retry import RetryPolicy
+from zerosearch.search.base import SearchRequest
 from zerosearch.search.simulate import SimulatedSearch
 
 
@@ -92,7 +94,7 @@ ROWS = [  # (query, question, answers, noisy); no answer or question appears in 
 def test_each_prompt_carries_its_own_row(start_server, style):
     server = start_server(docs=5)
     backend = SimulatedSearch(
-        [server.url], "sim-model", style, topk=3, max_tokens=77, temperature=0.0, retry=FAST_RETRY
+        ServerChatLLM([server.url], "sim-model", retry=FAST_RETRY), style, topk=3, max_tokens=77, temperature=0.0
     )
     assert backend.name == f"simulate_{style}"
     requests = [SearchRequest(q, question, answers, noisy) for q, question, answers, noisy in ROWS]
@@ -121,7 +123,7 @@ def test_each_prompt_carries_its_own_row(start_server, style):
 
 def test_requests_rotate_over_servers(start_server):
     servers = [start_server(), start_server()]
-    backend = SimulatedSearch([s.url for s in servers], "m", "prompt", topk=2, retry=FAST_RETRY)
+    backend = SimulatedSearch(ServerChatLLM([s.url for s in servers], "m", retry=FAST_RETRY), "prompt", topk=2)
 
     results = backend.search([SearchRequest(f"query {i}") for i in range(6)])
 
@@ -132,7 +134,7 @@ def test_requests_rotate_over_servers(start_server):
 @pytest.mark.parametrize("mode", ["slow", "error", "blank"])
 def test_failing_server_is_retried_then_fails(start_server, mode):
     server = start_server(mode=mode, sleep_s=1.5)
-    backend = SimulatedSearch([server.url], "m", "prompt", topk=2, timeout_s=0.3, retry=FAST_RETRY)
+    backend = SimulatedSearch(ServerChatLLM([server.url], "m", timeout_s=0.3, retry=FAST_RETRY), "prompt", topk=2)
 
     start = time.monotonic()
     results = backend.search([SearchRequest("anything", "q?", ("a",))])
@@ -146,9 +148,8 @@ def test_failing_server_is_retried_then_fails(start_server, mode):
 
 def test_retry_moves_to_the_next_server(start_server):
     dead, alive = start_server(mode="error"), start_server()
-    backend = SimulatedSearch(
-        [dead.url, alive.url], "m", "prompt", topk=2, retry=RetryPolicy(concurrency=1, max_retries=1, backoff_s=0.01)
-    )
+    llm = ServerChatLLM([dead.url, alive.url], "m", retry=RetryPolicy(concurrency=1, max_retries=1, backoff_s=0.01))
+    backend = SimulatedSearch(llm, "prompt", topk=2)
 
     results = backend.search([SearchRequest("first")])
 
@@ -158,6 +159,6 @@ def test_retry_moves_to_the_next_server(start_server):
 
 def test_bad_configuration_fails_at_construction():
     with pytest.raises(ValueError, match="style"):
-        SimulatedSearch(["http://127.0.0.1:9/v1"], "m", "fancy", topk=2)
-    with pytest.raises(ValueError, match="server URL"):
-        SimulatedSearch([], "m", "prompt", topk=2)
+        SimulatedSearch(ServerChatLLM(["http://127.0.0.1:9/v1"], "m"), "fancy", topk=2)
+    with pytest.raises(ValueError, match="URL"):
+        ServerChatLLM([], "m")

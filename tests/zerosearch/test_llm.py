@@ -1,13 +1,15 @@
-"""LocalSimulatedSearch on a Ray actor: a tiny random model end to end, and scripted actors for
-the parts a random model cannot make deterministic (parsing, failures)."""
+"""The simulated search on a chat model hosted in-process (a Ray actor, LocalChatLLM): a tiny
+random model end to end, and scripted actors for the parts a random model cannot make
+deterministic (parsing, failures)."""
 
 import pytest
 
 from verl.utils.tiny_model import build_tiny_model
+from zerosearch.llm import ChatModelActor, LocalChatLLM
 from zerosearch.prompts import parse_documents
-from zerosearch.search.base import RetryPolicy, SearchRequest
-from zerosearch.search.local_simulator import LocalSimulatedSearch, SimulatorActor
-from zerosearch.search.simulate import request_messages
+from zerosearch.retry import RetryPolicy
+from zerosearch.search.base import SearchRequest
+from zerosearch.search.simulate import SimulatedSearch, request_messages
 
 REQUESTS = [
     SearchRequest("capital france", "What is the capital of France?", ("Paris",)),
@@ -24,13 +26,13 @@ def tiny_model(tmp_path_factory):
 
 
 def test_tiny_model_batch_in_order(ray_local, tiny_model):
-    backend = LocalSimulatedSearch(tiny_model, "sft", topk=2, max_tokens=16)
+    backend = SimulatedSearch(LocalChatLLM(tiny_model), "sft", topk=2, max_tokens=16)
     assert backend.name == "simulate_sft"
 
     results = backend.search(REQUESTS)
 
     # Greedy decoding of the same left-padded batch in this process must give the same documents.
-    replies = SimulatorActor(tiny_model).generate([request_messages(r, 2, "sft") for r in REQUESTS], 16, 0.0)
+    replies = ChatModelActor(tiny_model).generate([request_messages(r, 2, "sft") for r in REQUESTS], 16, 0.0)
     expected = [parse_documents(reply, 2) for reply in replies]
     assert [r.documents for r in results] == expected
     assert all(len(r.documents) <= 2 and r.failed == (not r.documents) for r in results)
@@ -59,19 +61,20 @@ class ScriptedActor:
         return self.calls
 
 
-class ScriptedSearch(LocalSimulatedSearch):
+class ScriptedLLM(LocalChatLLM):
     actor_class = ScriptedActor
 
 
 @pytest.fixture(scope="module")
 def scripted(ray_local):
-    backend = ScriptedSearch("unused", "sft", topk=2, retry=RetryPolicy(max_retries=2, backoff_s=0.01))
+    llm = ScriptedLLM("unused", retry=RetryPolicy(max_retries=2, backoff_s=0.01))
+    backend = SimulatedSearch(llm, "sft", topk=2)
 
     def run(requests):
         """Results, actor calls and stats of one search on the shared backend."""
-        calls, stats = ray_local.get(backend._get_actor().call_count.remote()), backend.stats.copy()
+        calls, stats = ray_local.get(llm._get_actor().call_count.remote()), backend.stats.copy()
         results = backend.search(requests)
-        calls = ray_local.get(backend._get_actor().call_count.remote()) - calls
+        calls = ray_local.get(llm._get_actor().call_count.remote()) - calls
         return results, calls, backend.stats - stats
 
     return run

@@ -1,0 +1,204 @@
+"""The chat LLMs the agent talks to besides the policy, the simulation LLM and the critic LLM,
+through one machinery: a batch of conversations in, one reply per conversation out (None when every
+attempt failed), with bounded concurrency, a timeout per attempt, bounded retries with exponential
+backoff, and retries counted. A reply the caller's ``accept`` refuses (no documents, an unreadable
+verdict) counts as a failed attempt. API keys come from the environment and are never logged.
+
+- ``ServerChatLLM``: OpenAI-compatible chat-completions servers (vLLM, sglang), used in turn; each
+  attempt, retries included, goes to the next server, so a dead server costs one attempt.
+- ``LocalChatLLM``: a transformers model on a Ray actor (CPU machines, tests); one actor call per
+  batch, retried as a whole.
+"""
+
+import functools
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import ray
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from zerosearch.retry import RetryPolicy, retrying
+
+Conversation = list[dict[str, str]]
+Accept = Callable[[str], bool]  # whether a reply is usable; an unusable one is retried
+
+
+class ChatLLM(Protocol):
+    stats: Counter[str]  # retries
+
+    def complete(
+        self,
+        conversations: Sequence[Conversation],
+        max_tokens: int,
+        temperature: float,
+        accept: Accept | Sequence[Accept] | None = None,
+    ) -> list[str | None]: ...
+
+
+def acceptance(accept: Accept | Sequence[Accept] | None, n: int) -> list[Accept | None]:
+    """One check per conversation: ``accept`` is one for all, one per conversation, or None."""
+    if accept is None or callable(accept):
+        return [accept] * n
+    if len(accept) != n:
+        raise ValueError(f"{len(accept)} acceptance checks for {n} conversations")
+    return list(accept)
+
+
+class RefusedReply(ValueError):
+    """A reply the caller cannot use; retried like a failed request."""
+
+
+class ServerChatLLM:
+    def __init__(
+        self,
+        server_urls: Sequence[str],
+        model: str,
+        api_key: str = "EMPTY",
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+    ):
+        import openai
+
+        if not server_urls:
+            raise ValueError("a chat LLM server needs at least one URL")
+        self.model = model
+        self.retry = retry or RetryPolicy()
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        # The client's own retries are off: the RetryPolicy alone bounds the attempts.
+        self._clients = [
+            openai.OpenAI(base_url=url, api_key=api_key, timeout=timeout_s, max_retries=0) for url in server_urls
+        ]
+        self._turn = 0
+
+    def _next_client(self) -> Any:
+        with self._lock:
+            client = self._clients[self._turn % len(self._clients)]
+            self._turn += 1
+        return client
+
+    def _one(self, conversation: Conversation, max_tokens: int, temperature: float, accept: Accept | None) -> str:
+        client = self._next_client()
+        reply = client.chat.completions.create(
+            model=self.model, messages=conversation, max_tokens=max_tokens, temperature=temperature
+        )
+        text = (reply.choices[0].message.content or "") if reply.choices else ""
+        if accept is not None and not accept(text):
+            raise RefusedReply(f"{client.base_url} replied with nothing usable: {text[:200]!r}")
+        return text
+
+    def complete(
+        self,
+        conversations: Sequence[Conversation],
+        max_tokens: int,
+        temperature: float,
+        accept: Accept | Sequence[Accept] | None = None,
+    ) -> list[str | None]:
+        if not conversations:
+            return []
+        checks = acceptance(accept, len(conversations))
+
+        def one(i: int) -> str | None:
+            attempt = functools.partial(self._one, conversations[i], max_tokens, temperature, checks[i])
+            return retrying(attempt, self.retry, self.stats, self._lock, f"chat request to {self.model!r}")
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.retry.concurrency, len(conversations)))) as pool:
+            return list(pool.map(one, range(len(conversations))))
+
+
+class ChatModelActor:
+    """Hosts one causal LM with a chat template and answers batches of conversations."""
+
+    def __init__(self, model_path: str):
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+        if self.tokenizer.chat_template is None:
+            raise ValueError(
+                f"the chat model at {model_path} has no chat template; use an instruct or tuned checkpoint"
+            )
+        if self.tokenizer.pad_token_id is None:  # batching needs a pad id; eos is never attended to
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+
+    def generate(self, conversations: list[Conversation], max_tokens: int, temperature: float) -> list[str]:
+        prompts = [
+            self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            for messages in conversations
+        ]
+        # The chat template already holds any special tokens the model expects.
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        with torch.no_grad():
+            output = self.model.generate(
+                **batch, max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id, **sampling
+            )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        return list(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+
+
+class LocalChatLLM:
+    """A reply ``accept`` refuses fails its row only: greedy decoding would write it again."""
+
+    actor_class: type = ChatModelActor
+
+    def __init__(self, model_path: str, retry: RetryPolicy | None = None):
+        self.model_path = model_path
+        self.retry = retry or RetryPolicy()
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._actor: Any = None
+
+    def _get_actor(self) -> Any:
+        with self._lock:
+            if self._actor is None:
+                if not ray.is_initialized():
+                    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False)
+                # No CPU reservation: the slots belong to the training workers.
+                self._actor = ray.remote(num_cpus=0)(self.actor_class).remote(self.model_path)
+            return self._actor
+
+    def _generate(self, conversations: list[Conversation], max_tokens: int, temperature: float) -> list[str]:
+        try:
+            return list(ray.get(self._get_actor().generate.remote(conversations, max_tokens, temperature)))
+        except ray.exceptions.RayActorError:
+            self._actor = None  # a dead actor is replaced on the next attempt
+            raise
+
+    def complete(
+        self,
+        conversations: Sequence[Conversation],
+        max_tokens: int,
+        temperature: float,
+        accept: Accept | Sequence[Accept] | None = None,
+    ) -> list[str | None]:
+        if not conversations:
+            return []
+        batch = list(conversations)
+        attempt = functools.partial(self._generate, batch, max_tokens, temperature)
+        replies = retrying(
+            attempt, self.retry, self.stats, self._lock, f"a batch of {len(batch)} for {self.model_path}"
+        )
+        if replies is None:
+            return [None] * len(batch)
+        checks = acceptance(accept, len(batch))
+        return [reply if check is None or check(reply) else None for reply, check in zip(replies, checks, strict=True)]
+
+
+def build_chat_llm(
+    server_urls: Sequence[str],
+    model: str,
+    in_process: bool,
+    api_key_env: str | None,
+    timeout_s: float,
+    retry: RetryPolicy,
+) -> ChatLLM:
+    """``in_process``: ``model`` is a local folder hosted on a Ray actor; otherwise the served model
+    name on ``server_urls``, with the key (if any) read from ``$api_key_env``."""
+    if in_process:
+        return LocalChatLLM(os.path.abspath(os.path.expanduser(model)), retry)
+    api_key = os.environ.get(api_key_env, "") if api_key_env else ""
+    return ServerChatLLM(list(server_urls), model, api_key=api_key or "EMPTY", timeout_s=timeout_s, retry=retry)
