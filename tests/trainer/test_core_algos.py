@@ -10,10 +10,12 @@ from verl.trainer import core_algos
 from verl.trainer.core_algos import (
     AdaptiveKLController,
     FixedKLController,
+    TurnRewards,
     agg_loss,
     compute_entropy_loss,
     compute_gae_advantage_return,
     compute_grpo_outcome_advantage,
+    compute_grpo_turn_advantage,
     compute_policy_loss,
     compute_reinforce_outcome_advantage,
     compute_reinforce_plus_plus_outcome_advantage,
@@ -247,13 +249,20 @@ def test_group_estimators_reject_mismatched_index(estimator):
         estimator(GROUP_REWARDS, GROUP_MASK, index=None)
 
 
-@pytest.mark.parametrize("name", ["gae", "grpo", "reinforce", "reinforce_plus_plus", "rloo"])
+@pytest.mark.parametrize("name", ["gae", "grpo", "reinforce", "reinforce_plus_plus", "rloo", "grpo_turn"])
 def test_every_estimator_takes_the_one_calling_convention(name):
     """The trainer calls every estimator alike; each takes the keywords it needs."""
     gen = torch.Generator().manual_seed(6)
     rewards, values = torch.randn(GROUP_MASK.shape, generator=gen), torch.randn(GROUP_MASK.shape, generator=gen)
     advantages, returns = get_adv_estimator_fn(name)(
-        rewards, GROUP_MASK, index=GROUP_INDEX, values=values, gamma=0.9, lam=0.95, norm_adv_by_std_in_grpo=True
+        rewards,
+        GROUP_MASK,
+        index=GROUP_INDEX,
+        values=values,
+        turns=None,
+        gamma=0.9,
+        lam=0.95,
+        norm_adv_by_std_in_grpo=True,
     )
     assert advantages.shape == returns.shape == rewards.shape
     assert torch.all(advantages[GROUP_MASK == 0] == 0) and torch.all(returns[GROUP_MASK == 0] == 0)
@@ -464,3 +473,58 @@ def test_get_kl_controller():
     with pytest.raises(ValueError) as err:
         get_kl_controller(SimpleNamespace(type="pid", kl_coef=0.2, target_kl=0.1, horizon=1000))
     assert "'pid'" in str(err.value) and "'adaptive'" in str(err.value)
+
+
+# ---------------------------------------------------------------- GRPO with turn rewards
+
+# Row 0: search (graded useful), observation, search (graded useless), observation, answer (R=1).
+# Row 1, same prompt: search (graded useful), observation, answer (R=0). Row 2, alone: answer (R=1).
+TURN_MASK = torch.tensor(
+    [[1, 1, 1, 0, 0, 1, 1, 0, 1, 1], [1, 1, 0, 0, 1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]]
+)
+TURN_IDS = torch.tensor(
+    [[0, 0, 0, -1, -1, 1, 1, -1, 2, 2], [0, 0, -1, -1, 1, 1, -1, -1, -1, -1], [0, 0, 0, -1, -1, -1, -1, -1, -1, -1]]
+)
+TURN_SCORES = torch.zeros(3, 10)
+TURN_SCORES[0, 2], TURN_SCORES[0, 6], TURN_SCORES[1, 1] = 0.5, -0.5, 0.5
+TURN_GRADED = (TURN_SCORES != 0).long()
+TURN_OUTCOME = torch.zeros(3, 10)
+TURN_OUTCOME[0, 9], TURN_OUTCOME[2, 2] = 1.0, 1.0
+TURN_INDEX = np.array(["a", "a", "b"], dtype=object)
+
+
+def test_grpo_turn_against_hand_computed_values():
+    turns = TurnRewards(scores=TURN_SCORES, graded=TURN_GRADED, turn_ids=TURN_IDS)
+    adv, ret = compute_grpo_turn_advantage(TURN_OUTCOME + TURN_SCORES, TURN_MASK, index=TURN_INDEX, turns=turns)
+    # Outcome: group a scores 1 and 0 -> mean 0.5, std sqrt(0.5) -> ±1/sqrt(2); b is alone -> 0.
+    # Turn rewards of group a: 0.5, -0.5, 0.5 -> mean 1/6, std sqrt(1/3) -> 1/sqrt(3), -2/sqrt(3), 1/sqrt(3).
+    # Row 0 reward-to-go: turn 0: 1/sqrt(3) - 2/sqrt(3) = -1/sqrt(3); turn 1: -2/sqrt(3); turn 2: 0.
+    s2, s3 = 1 / math.sqrt(2), 1 / math.sqrt(3)
+    expected = torch.tensor(
+        [
+            [s2 - s3] * 3 + [0, 0] + [s2 - 2 * s3] * 2 + [0] + [s2] * 2,
+            [-s2 + s3] * 2 + [0, 0] + [-s2] * 2 + [0] * 4,
+            [0.0] * 10,
+        ]
+    )
+    torch.testing.assert_close(adv, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ret, adv)
+
+
+def test_grpo_turn_without_turn_rewards_is_grpo():
+    plain, _ = compute_grpo_outcome_advantage(TURN_OUTCOME, TURN_MASK, index=TURN_INDEX)
+    none, _ = compute_grpo_turn_advantage(TURN_OUTCOME, TURN_MASK, index=TURN_INDEX, turns=None)
+    ungraded = TurnRewards(scores=torch.zeros(3, 10), graded=torch.zeros(3, 10), turn_ids=TURN_IDS)
+    zero, _ = compute_grpo_turn_advantage(TURN_OUTCOME, TURN_MASK, index=TURN_INDEX, turns=ungraded)
+    torch.testing.assert_close(none, plain)
+    torch.testing.assert_close(zero, plain)
+
+
+def test_grpo_turn_subtracts_only_the_group_mean_when_asked():
+    turns = TurnRewards(scores=TURN_SCORES, graded=TURN_GRADED, turn_ids=TURN_IDS)
+    adv, _ = compute_grpo_turn_advantage(
+        TURN_OUTCOME + TURN_SCORES, TURN_MASK, index=TURN_INDEX, turns=turns, norm_adv_by_std_in_grpo=False
+    )
+    # outcome ±0.5; turns 1/3, -2/3, 1/3: row 0 turn 0 gets 0.5 + (1/3 - 2/3) = 1/6
+    assert adv[0, 0].item() == pytest.approx(1 / 6, abs=1e-6)
+    assert adv[1, 0].item() == pytest.approx(-0.5 + 1 / 3, abs=1e-6)

@@ -7,7 +7,7 @@ import torch
 from verl.protocol import DataProto
 from verl.trainer.config import AlgorithmConfig
 from verl.trainer.core_algos import AdaptiveKLController, FixedKLController
-from verl.trainer.ray_trainer import apply_kl_penalty, compute_advantage
+from verl.trainer.ray_trainer import apply_kl_penalty, compute_advantage, initial_rewards
 
 MASK = torch.tensor([[1, 1, 0, 1], [1, 1, 1, 0]])  # row 0: an observation token between sampled ones
 
@@ -21,6 +21,7 @@ def test_kl_penalty_is_subtracted_on_sampled_tokens_only():
     old = torch.tensor([[-1.0, -2.0, -9.0, -1.0], [-1.0, -1.0, -1.0, -5.0]])
     ref = torch.tensor([[-1.5, -2.0, 0.0, -0.5], [-1.0, -2.0, -1.0, 0.0]])
     data = batch(old_log_probs=old, ref_log_prob=ref)
+    initial_rewards(data)
     metrics = apply_kl_penalty(data, FixedKLController(kl_coef=0.1), "kl")
     # k1 = old - ref: row 0: 0.5, 0, (masked), -0.5; row 1: 0, 1, 0, (masked)
     expected = torch.tensor([[-0.05, 0.0, 0.0, 1.05], [0.0, -0.1, 0.5, 0.0]])
@@ -33,6 +34,7 @@ def test_adaptive_kl_coefficient_moves_after_the_penalty_is_applied():
     controller = AdaptiveKLController(init_kl_coef=0.2, target_kl=0.01, horizon=10)
     old = torch.zeros(2, 4)
     data = batch(old_log_probs=old, ref_log_prob=old - 1.0)  # KL 1 per token, far above the target
+    initial_rewards(data)
     metrics = apply_kl_penalty(data, controller, "kl")
     assert metrics["critic/kl_coef"] == 0.2  # the penalty used the coefficient before the update
     assert controller.value == pytest.approx(0.2 * (1 + 0.2 * 2 / 10))  # error clipped at +0.2, n_steps = 2 rows
@@ -49,3 +51,19 @@ def test_compute_advantage_fills_advantages_and_returns(estimator):
         torch.testing.assert_close(advantages[:, 0], torch.tensor([0.7071, -0.7071]), atol=1e-4, rtol=0)
     if estimator == "reinforce":  # the raw return to go, past the observation token
         torch.testing.assert_close(returns[0], torch.tensor([1.0, 1.0, 0.0, 1.0]))
+
+
+def test_turn_rewards_of_the_rollout_loop_join_the_rewards_and_reach_the_estimator():
+    turn_scores = torch.tensor([[0.25, 0.0, 0.0, 0.0], [0.0, -0.25, 0.0, 0.0]])
+    data = batch(
+        turn_scores=turn_scores,
+        turn_graded=(turn_scores != 0).long(),
+        turn_ids=torch.tensor([[0, 0, -1, 1], [0, 0, 0, -1]]),
+    )
+    initial_rewards(data)
+    torch.testing.assert_close(data.batch["token_level_rewards"], data.batch["token_level_scores"] + turn_scores)
+    compute_advantage(data, AlgorithmConfig(adv_estimator="grpo_turn"))
+    # outcome 1 vs 0.5: ±1/sqrt(2); one graded turn per row: 0.25 and -0.25 -> ±1/sqrt(2) on turn 0 only
+    torch.testing.assert_close(
+        data.batch["advantages"][0], torch.tensor([2**0.5, 2**0.5, 0.0, 2**-0.5]), atol=1e-4, rtol=0
+    )

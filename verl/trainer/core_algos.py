@@ -8,13 +8,15 @@ advantage estimator returns ``(advantages, returns)``, both [B, T] and zero
 wherever the mask is zero.
 
 Every registered estimator is called the same way,
-``fn(token_level_rewards, response_mask, index=..., values=..., gamma=..., lam=...,
+``fn(token_level_rewards, response_mask, index=..., values=..., turns=..., gamma=..., lam=...,
 norm_adv_by_std_in_grpo=...)``, and takes the keywords it needs (``**_`` absorbs the rest):
 ``index`` is the [B] group key of each response (its prompt's uid), ``values`` the [B, T]
-critic values (None without a critic).
+critic values (None without a critic), ``turns`` the turn-level rewards of multi-turn responses
+(``TurnRewards``; None without them), which are also part of ``token_level_rewards``.
 """
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +28,20 @@ if TYPE_CHECKING:  # the config module validates names against this one's regist
     from verl.trainer.config import KLControlConfig
 
 AdvantageEstimator = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TurnRewards:
+    """Rewards of single turns of multi-turn responses (e.g. a critic's grade of each search), all
+    [B, T]: ``scores`` holds a graded turn's reward on its last sampled token and 0 elsewhere,
+    ``graded`` is 1 on those tokens, ``turn_ids`` numbers the turn each sampled token belongs to
+    (0, 1, ...) and is -1 on observation tokens and padding."""
+
+    scores: torch.Tensor
+    graded: torch.Tensor
+    turn_ids: torch.Tensor
+
+
 ADV_ESTIMATOR_REGISTRY: dict[str, AdvantageEstimator] = {}
 
 
@@ -257,6 +273,67 @@ def compute_rloo_outcome_advantage(
     others_mean = (_group_sum(scores, group, num_groups) - scores) / (count - 1).clamp_min(1)
     per_row = torch.where(count > 1, scores - others_mean, torch.zeros_like(scores))
     advantages = _zero_masked(per_row.unsqueeze(-1).expand_as(token_level_rewards), response_mask)
+    return advantages, advantages
+
+
+@register_adv_est("grpo_turn")
+@torch.no_grad()
+def compute_grpo_turn_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    index: np.ndarray | None,
+    turns: TurnRewards | None,
+    epsilon: float = 1e-6,
+    norm_adv_by_std_in_grpo: bool = True,
+    **_: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO with turn rewards: the group-normalised outcome advantage plus, on every sampled token
+    of turn t, the reward-to-go over turns of the group-normalised turn rewards.
+
+    With R_i the outcome of response i (its token-level rewards minus its turn rewards, summed)
+    and r_{i,k} the reward of its graded turn k, over the group g of i's prompt:
+
+        A_{i,t} = (R_i - mean_g R) / (std_g R + eps)
+                  + sum_{k >= t, graded} (r_{i,k} - mean_g r) / (std_g r + eps)
+
+    where mean_g r and std_g r run over every graded turn of every response in the group. Turns
+    after the last graded one get the outcome term only; observation tokens and padding get 0.
+
+    Args:
+        token_level_rewards: [B, T], turn rewards included.
+        response_mask: [B, T].
+        index: [B] group key per response (the prompt uid).
+        turns: the turn rewards inside ``token_level_rewards``; None: plain GRPO.
+        epsilon: added to each std before dividing.
+        norm_adv_by_std_in_grpo: divide by the group stds; if False only the means are subtracted.
+
+    Returns:
+        advantages: [B, T]; returns: [B, T] equal to advantages.
+    """
+    outcome = token_level_rewards if turns is None else token_level_rewards - turns.scores
+    advantages = compute_grpo_outcome_advantage(
+        outcome, response_mask, index=index, epsilon=epsilon, norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo
+    )[0]
+    if turns is None:
+        return advantages, advantages
+    valid = response_mask.bool()
+    graded = turns.graded.bool() & valid
+    rows, columns = graded.nonzero(as_tuple=True)
+    row_group, num_groups = _group_ids(index, token_level_rewards[:, 0])
+    group = row_group[rows]  # [G] the group of each graded turn
+    rewards = turns.scores[rows, columns].to(token_level_rewards.dtype)
+    count = _group_sum(torch.ones_like(rewards), group, num_groups)
+    centered = rewards - _group_sum(rewards, group, num_groups) / count
+    if norm_adv_by_std_in_grpo:
+        var = _group_sum(centered**2, group, num_groups) / (count - 1).clamp_min(1)
+        centered = centered / (var.sqrt() + epsilon)
+    turn_ids = torch.where(valid, turns.turn_ids.long(), torch.full_like(turns.turn_ids.long(), -1))
+    per_turn = torch.zeros(len(turn_ids), int(turn_ids.max().clamp_min(0)) + 1, dtype=advantages.dtype)
+    per_turn.index_put_((rows, turn_ids[rows, columns]), centered.to(advantages.dtype), accumulate=True)
+    to_go = per_turn.flip(-1).cumsum(-1).flip(-1)  # sum over this turn and every later one
+    turn_part = to_go.gather(1, turn_ids.clamp_min(0)) * (turn_ids >= 0)
+    advantages = _zero_masked(advantages + turn_part, response_mask)
     return advantages, advantages
 
 

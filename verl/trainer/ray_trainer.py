@@ -53,14 +53,30 @@ class WorkerClasses:
 def apply_kl_penalty(
     data: DataProto, kl_ctrl: core_algos.FixedKLController | core_algos.AdaptiveKLController, kl_penalty: str
 ) -> dict[str, float]:
-    """token_level_rewards = token_level_scores − β·KL(actor‖ref) on sampled tokens."""
+    """Subtracts β·KL(actor‖ref) from ``token_level_rewards`` on sampled tokens."""
     mask = data.batch["response_mask"].float()
     kld = core_algos.kl_penalty(data.batch["old_log_probs"], data.batch["ref_log_prob"], kl_penalty) * mask
-    data.batch["token_level_rewards"] = data.batch["token_level_scores"] - kl_ctrl.value * kld
+    data.batch["token_level_rewards"] = data.batch["token_level_rewards"] - kl_ctrl.value * kld
     current_kl = masked_mean(kld, mask, axis=-1).mean().item()
     metrics = {"critic/kl": current_kl, "critic/kl_coef": kl_ctrl.value}
     kl_ctrl.update(current_kl=current_kl, n_steps=len(data))
     return metrics
+
+
+def turn_rewards(data: DataProto) -> core_algos.TurnRewards | None:
+    """The turn rewards a rollout loop put in the batch (``turn_scores``, ``turn_graded``,
+    ``turn_ids``), or None."""
+    if "turn_scores" not in data.batch.keys():
+        return None
+    b = data.batch
+    return core_algos.TurnRewards(scores=b["turn_scores"], graded=b["turn_graded"], turn_ids=b["turn_ids"])
+
+
+def initial_rewards(data: DataProto) -> None:
+    """token_level_rewards = the reward manager's scores plus any turn rewards of the rollout loop."""
+    turns = turn_rewards(data)
+    scores = data.batch["token_level_scores"]
+    data.batch["token_level_rewards"] = scores if turns is None else scores + turns.scores
 
 
 def compute_advantage(data: DataProto, algorithm: AlgorithmConfig) -> None:
@@ -71,6 +87,7 @@ def compute_advantage(data: DataProto, algorithm: AlgorithmConfig) -> None:
         data.batch["response_mask"].float(),
         index=data.non_tensor_batch.get("uid"),
         values=data.batch["values"] if "values" in data.batch.keys() else None,
+        turns=turn_rewards(data),
         gamma=algorithm.gamma,
         lam=algorithm.lam,
         norm_adv_by_std_in_grpo=algorithm.norm_adv_by_std_in_grpo,
@@ -184,10 +201,9 @@ class RayPPOTrainer:
                 with timer("values", timing):
                     batch = batch.union(critic.compute_values(batch))
             with timer("adv", timing):
+                initial_rewards(batch)
                 if cfg.algorithm.use_kl_in_reward:
                     metrics.update(apply_kl_penalty(batch, self.kl_ctrl, cfg.algorithm.kl_penalty))
-                else:
-                    batch.batch["token_level_rewards"] = batch.batch["token_level_scores"]
                 compute_advantage(batch, cfg.algorithm)
             if critic is not None:
                 with timer("update_critic", timing):
