@@ -89,9 +89,97 @@ class AgentConfig:
 
 
 @dataclass
+class RetrospectiveCriticConfig:
+    enable: bool = option(
+        False,
+        "After each training rollout, grade every search turn with the gold answers in hand; a useful one "
+        "earns +critictor.turn_reward_coef on its last sampled token.",
+    )
+    penalize_useless: bool = option(True, "A search graded useless earns -turn_reward_coef; false: 0.")
+
+
+@dataclass
+class InteractiveCriticConfig:
+    enable: bool = option(
+        False,
+        "During training rollouts, after a search's documents, append one line of the critic's feedback "
+        "as <critique> ... </critique> (an observation: mask 0). Prepare data with --critiques so the "
+        "instruction mentions it.",
+    )
+    probability: float = option(1.0, "Chance that a search gets a critique, drawn per search (seeded).", min=0)
+    vague_start: float = option(0.0, "Chance that a critique is deliberately vague at the first step.", min=0)
+    vague_end: float = option(
+        0.5, "The same at the last step; it rises as the noise curriculum does (search.curriculum.base).", min=0
+    )
+    privileged: bool = option(False, "Tell the interactive critic the gold answers; off, it never sees them.")
+    max_tokens: int = option(48, "New tokens of one critique.", min=1)
+
+    def check(self, key: str) -> None:
+        for name in ("probability", "vague_start", "vague_end"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"{key}.{name}={getattr(self, name)} is a probability and must lie in [0, 1]")
+
+
+@dataclass
+class CritictorConfig:
+    """The critic LLM that reviews the policy's searches (not the PPO value model, `critic`)."""
+
+    backend: str = option(
+        "server",
+        "server: an OpenAI-compatible server (vLLM, sglang); in_process: `model` is a local folder hosted "
+        "with transformers on a Ray actor (CPU, tests); rule: a heuristic oracle (useful when a gold answer "
+        "is in the documents), for ablations.",
+        choices=("server", "in_process", "rule"),
+    )
+    server_urls: list[str] = option(
+        ["http://127.0.0.1:6002/v1"], "Chat-completions endpoints of the critic, used in turn (CRITIC_IP)."
+    )
+    model: str = option("Qwen2.5-7B-Instruct", "Served model name (CRITIC_LLM), or a local folder when in_process.")
+    style: str = option(
+        "prompt",
+        "Request format: prompt (instructions, for an instruct model) or sft (the bare fields a tuned critic "
+        "learned, as the demo's does).",
+        choices=("prompt", "sft"),
+    )
+    api_key_env: str | None = option(
+        None, "Environment variable holding the servers' API key; null: no key.", nullable=True
+    )
+    max_tokens: int = option(256, "New tokens of one grading reply (one line per search).", min=1)
+    temperature: float = option(0.0, "Critic sampling temperature; 0: greedy.", min=0)
+    turn_reward_coef: float = option(
+        0.1, "Size of one turn reward (TURN_REWARD_COEF); the outcome reward stays on the last token.", min=0
+    )
+    concurrency: int = option(16, "Critic requests in flight.", min=1)
+    timeout_s: float = option(60.0, "Seconds one critic request may take.", min=0)
+    max_retries: int = option(
+        3, "Retries after the first attempt (an unreadable reply is retried too); then no reward, counted.", min=0
+    )
+    backoff_s: float = option(1.0, "Seconds before the first retry, doubled for each next one.", min=0)
+    retrospective: RetrospectiveCriticConfig = field(default_factory=RetrospectiveCriticConfig)
+    interactive: InteractiveCriticConfig = field(default_factory=InteractiveCriticConfig)
+
+    def enabled(self) -> bool:
+        return self.retrospective.enable or self.interactive.enable
+
+    def check(self, key: str) -> None:
+        if self.enabled() and self.backend == "server" and not self.server_urls:
+            raise ValueError(f"{key}.server_urls (CRITIC_IP) is empty: the critic needs a server")
+        if self.interactive.enable and self.backend == "rule" and not self.interactive.privileged:
+            raise ValueError(
+                f"{key}.backend=rule judges by the gold answers, which the interactive critic sees only with "
+                f"{key}.interactive.privileged=true"
+            )
+
+
+# Estimators that see only a response's summed reward: turn rewards need a per-token one.
+OUTCOME_ONLY_ESTIMATORS = ("grpo", "rloo")
+
+
+@dataclass
 class ZeroSearchConfig(PPOConfig):
     agent: AgentConfig = field(default_factory=AgentConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    critictor: CritictorConfig = field(default_factory=CritictorConfig)
 
     def response_width(self) -> int:
         """Every turn's generation plus every observation: the response span of one trajectory."""
@@ -113,6 +201,13 @@ class ZeroSearchConfig(PPOConfig):
             and not self.search.simulator.server_urls
         ):
             raise ValueError("search.simulator.server_urls (IP) is empty: the simulated search needs a server")
+        estimator = self.algorithm.adv_estimator
+        if self.critictor.retrospective.enable and estimator in OUTCOME_ONLY_ESTIMATORS:
+            raise ValueError(
+                f"algorithm.adv_estimator={estimator} sums each response's rewards into one outcome, so the "
+                "critic's turn rewards (critictor.retrospective.enable) would lose their turns: use grpo_turn, "
+                "or gae, reinforce or reinforce_plus_plus"
+            )
 
 
 def register_schema() -> None:

@@ -195,6 +195,7 @@ def _trajectory(out: DataProto, i: int, tokenizer, metrics: dict) -> dict:
         "prompt": tokenizer.decode(prompt),
         "response": tokenizer.decode(response),
         "answer": columns["accepted_answer"][i],
+        "turns": columns["turns"][i],  # each turn's action, and a search's documents
         **metrics,
     }
 

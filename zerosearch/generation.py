@@ -8,6 +8,10 @@ sampled them with (``rollout_log_probs``); observation tokens (documents, invali
 carry mask 0, so the policy loss, entropy, KL and the advantage/value targets never train on them.
 Each row's accepted answer (the first complete ``<answer>`` action of a turn, or None) goes to the
 reward as ``accepted_answer``, so the reward scores exactly what the rollout accepted.
+
+With the critic LLM on (``critictor``), training rollouts may get a one-line critique after a
+search's documents (an observation like them), and once every row is done the critic grades each
+search; the grades become turn rewards (``turn_scores``, ``turn_graded``, ``turn_ids``).
 """
 
 import dataclasses
@@ -20,8 +24,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from verl.protocol import DataProto, RolloutSettings
-from zerosearch import prompts
-from zerosearch.config import ZeroSearchConfig
+from zerosearch import critic, prompts
+from zerosearch.config import CurriculumConfig, ZeroSearchConfig
 from zerosearch.curriculum import NoiseSchedule
 from zerosearch.data.fields import row_golden_answers, row_question
 from zerosearch.search import SIMULATED_MODES, build_backend
@@ -56,6 +60,8 @@ class Trajectory:
     answered: bool = False
     truncated_observations: int = 0
     out_of_budget: bool = False
+    log: list[critic.Turn] = field(default_factory=list)  # every turn, for the critic and the dump
+    graded: bool = False  # the critic's verdicts arrived
 
     def append(self, ids: list[int], log_probs: list[float] | None = None) -> None:
         """Sampled tokens come with their log-probs; observation tokens (``log_probs`` None) get mask 0."""
@@ -77,6 +83,16 @@ class SearchGenerationManager:
         self._eval_backend = self.train_backend if config.search.engine == config.search.mode else None
         self.pad_id = tokenizer.pad_token_id
         self.has_log_probs = True  # whether every turn of the current batch came with rollout log-probs
+        c = config.critictor
+        self.critic = critic.build_critic(c) if c.enabled() else None
+        # Critiques are drawn per search like the noise: a fixed chance, and a vague-line chance on a curriculum.
+        base = config.search.curriculum.base
+        self.critique_draw = NoiseSchedule(
+            CurriculumConfig(c.interactive.probability, c.interactive.probability, base), config.trainer.seed
+        )
+        self.vague_draw = NoiseSchedule(
+            CurriculumConfig(c.interactive.vague_start, c.interactive.vague_end, base), config.trainer.seed
+        )
 
     @property
     def eval_backend(self):
@@ -94,9 +110,12 @@ class SearchGenerationManager:
         step, total = settings.step, max(settings.total_steps, 1)
         backend = self.eval_backend if validate else self.train_backend
         use_noise = not validate and self.config.search.mode in SIMULATED_MODES
+        use_critic = None if validate else self.critic
+        critiques = use_critic is not None and self.config.critictor.interactive.enable
         before = dict(backend.stats)
+        critic_before = dict(self.critic.stats) if self.critic else {}
         self.has_log_probs = True
-        rows = self._trajectories(batch, n, needs_question=use_noise)
+        rows = self._trajectories(batch, n, needs_question=use_noise or use_critic is not None)
         noisy_draws: list[bool] = []
         for turn in range(self.agent.max_turns + 1):
             active = [t for t in rows if not t.done]
@@ -115,11 +134,19 @@ class SearchGenerationManager:
                     for (t, q), flag in zip(queries, noisy, strict=True)
                 ]
                 for (t, _), result in zip(queries, backend.search(requests), strict=True):
+                    t.log[-1].documents = result.documents
                     self._observe_documents(t, result.documents)
+                if critiques:
+                    self._critique([t for t, _ in queries], step, total, turn)
+        if use_critic is not None and self.config.critictor.retrospective.enable:
+            self._grade(rows)
         out = self._to_dataproto(batch, rows)
         out.meta_info["metrics"] = self._metrics(
             rows, backend, before, noisy_draws, self.noise.probability(step, total) if use_noise else None
         )
+        out.meta_info["dump_keys"] = ["accepted_answer", "turns"]
+        if use_critic is not None:
+            out.meta_info["metrics"].update(self._critic_metrics(rows, critic_before))
         return out
 
     def _trajectories(self, batch: DataProto, n: int, needs_question: bool) -> list[Trajectory]:
@@ -183,9 +210,12 @@ class SearchGenerationManager:
             room = self.response_budget - len(t.response)
             if len(sampled) > room:
                 sampled, sampled_logp, t.done, t.out_of_budget = sampled[:room], sampled_logp[:room], True, True
+            start = len(t.response)
             t.append(sampled, sampled_logp)
             t.turns += 1
-            kind, content = parse_action(str(self.tokenizer.decode(sampled, skip_special_tokens=True)))
+            text = str(self.tokenizer.decode(sampled, skip_special_tokens=True))
+            kind, content = parse_action(text)
+            t.log.append(critic.Turn(start, len(t.response), text, kind, content))
             if kind == "answer":
                 t.done, t.answered, t.answer = True, True, content
             elif t.done or last_turn:
@@ -198,6 +228,51 @@ class SearchGenerationManager:
                 t.invalid += 1
                 self._observe(t, self._encode(prompts.INVALID_ACTION_NOTICE))
         return queries
+
+    # ---- the critic ----------------------------------------------------------------------------
+    def _critique(self, searched: list[Trajectory], step: int, total: int, turn: int) -> None:
+        """One line of feedback after some searches' documents, appended like them (mask 0)."""
+        assert self.critic is not None
+        interactive = self.config.critictor.interactive
+        open_rows = [t for t in searched if not t.done]
+        keys = [f"critique:{t.key}:{turn}" for t in open_rows]  # apart from the noise draws' keys
+        chosen = [t for t, yes in zip(open_rows, self.critique_draw.draw(step, total, keys), strict=True) if yes]
+        vague = self.vague_draw.draw(step, total, [f"vague:{t.key}:{turn}" for t in chosen])
+        requests = [
+            critic.CritiqueRequest(t.question, t.log[-1], flag, t.golden_answers if interactive.privileged else None)
+            for t, flag in zip(chosen, vague, strict=True)
+        ]
+        for t, flag, line in zip(chosen, vague, self.critic.critique(requests), strict=True):
+            if line is not None:
+                t.log[-1].critique, t.log[-1].vague = line, flag
+                self._observe(t, self._encode(prompts.format_critique(line)))
+
+    def _grade(self, rows: list[Trajectory]) -> None:
+        """The retrospective critic's verdict on every search that ran, kept on its turn."""
+        assert self.critic is not None
+        seen = [critic.Trajectory(t.question, t.golden_answers, t.log, t.answer) for t in rows]
+        for t, trajectory, verdicts in zip(rows, seen, self.critic.grade(seen), strict=True):
+            if verdicts is None:
+                continue  # a failed or unreadable reply: no turn rewards for this row (counted)
+            t.graded = True
+            for turn, (useful, reason) in zip(trajectory.searches(), verdicts, strict=True):
+                turn.verdict, turn.reason = useful, reason
+
+    def _turn_tensors(self, rows: list[Trajectory]) -> dict[str, torch.Tensor]:
+        """Each graded search's reward on its last sampled token, and every sampled token's turn."""
+        retrospective = self.config.critictor.retrospective
+        coef = self.config.critictor.turn_reward_coef
+        shape = (len(rows), self.response_budget)
+        turn_ids = torch.full(shape, -1, dtype=torch.long)
+        scores, graded = torch.zeros(shape, dtype=torch.float32), torch.zeros(shape, dtype=torch.long)
+        for i, t in enumerate(rows):
+            for k, turn in enumerate(t.log):
+                turn_ids[i, turn.start : turn.end] = k
+                if turn.verdict is not None and turn.end > turn.start:
+                    useless = -coef if retrospective.penalize_useless else 0.0
+                    scores[i, turn.end - 1] = coef if turn.verdict else useless
+                    graded[i, turn.end - 1] = 1
+        return {"turn_ids": turn_ids, "turn_scores": scores, "turn_graded": graded}
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -252,18 +327,46 @@ class SearchGenerationManager:
         }
         if self.has_log_probs:
             tensors["rollout_log_probs"] = log_probs
-        answers = np.empty(len(rows), dtype=object)
-        answers[:] = [t.answer for t in rows]
+        if any(t.graded for t in rows):
+            tensors.update(self._turn_tensors(rows))
         out = DataProto.from_dict(
             tensors=tensors,
             non_tensors={
                 "num_turns": np.array([t.turns for t in rows]),
                 "num_searches": np.array([t.searches for t in rows]),
-                "accepted_answer": answers,
+                "accepted_answer": _objects([t.answer for t in rows]),
+                "turns": _objects([[turn.record() for turn in t.log] for t in rows]),
             },
             meta_info=dict(batch.meta_info),
         )
         return out.union(DataProto.from_dict(non_tensors=dict(batch.non_tensor_batch)))
+
+    def _critic_metrics(self, rows: list[Trajectory], before: dict) -> dict[str, float]:
+        assert self.critic is not None
+        searches = [turn for t in rows for turn in t.log if turn.searched()]
+        graded = [turn for turn in searches if turn.verdict is not None]
+        critiques = [turn for turn in searches if turn.critique is not None]
+        metrics = {
+            "critictor/failures": float(self.critic.stats.get("failures", 0) - before.get("failures", 0)),
+            "critictor/retries": float(self.critic.stats.get("retries", 0) - before.get("retries", 0)),
+        }
+        if self.config.critictor.retrospective.enable:
+            coef = self.config.critictor.turn_reward_coef
+            useless = -coef if self.config.critictor.retrospective.penalize_useless else 0.0
+            rewards = [coef if turn.verdict else useless for turn in graded]
+            metrics["critictor/graded_rate"] = len(graded) / max(len(searches), 1)
+            metrics["critictor/useful_rate"] = float(np.mean([turn.verdict for turn in graded])) if graded else 0.0
+            metrics["critictor/turn_reward_mean"] = float(sum(rewards)) / max(len(rows), 1)
+            labelled = [(turn, t) for t in rows if t.golden_answers for turn in t.log if turn.verdict is not None]
+            if labelled:
+                agree = [
+                    turn.verdict == critic.oracle_useful(turn.documents or [], t.golden_answers) for turn, t in labelled
+                ]
+                metrics["critictor/oracle_agreement"] = float(np.mean(agree))
+        if self.config.critictor.interactive.enable:
+            metrics["critictor/critiques_mean"] = len(critiques) / max(len(rows), 1)
+            metrics["critictor/vague_rate"] = float(np.mean([turn.vague for turn in critiques])) if critiques else 0.0
+        return metrics
 
     @staticmethod
     def _metrics(rows, backend, before: dict, noisy: list[bool], noise_p: float | None) -> dict[str, float]:
@@ -285,3 +388,11 @@ class SearchGenerationManager:
             metrics["curriculum/noise_p"] = noise_p
             metrics["search/noisy_rate"] = mean(noisy)
         return metrics
+
+
+def _objects(values: list) -> np.ndarray:
+    """A 1-D object array, even when every value is a list of the same length."""
+    array = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        array[i] = value
+    return array

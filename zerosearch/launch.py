@@ -13,6 +13,10 @@ from omegaconf import OmegaConf
 USAGE = "usage: train_{algo}.sh [KEY VALUE]... [-- hydra.override=value ...]"
 
 
+class UsageError(ValueError):
+    pass
+
+
 def _quoted(value: str) -> str:
     """A string value as a quoted Hydra literal, so commas, '=' or spaces in paths and names survive."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -32,6 +36,18 @@ def _servers(value: str) -> str:
     """IP (or several, comma-separated; host or host:port) of the simulation servers."""
     hosts = [h.strip() for h in value.split(",") if h.strip()]
     return "[" + ",".join(f"http://{h if ':' in h else h + ':6001'}/v1" for h in hosts) + "]"
+
+
+def _critic_servers(value: str) -> str:
+    """IP of the critic servers, like IP; the critic's port defaults to 6002."""
+    hosts = [h.strip() for h in value.split(",") if h.strip()]
+    return _servers(",".join(h if ":" in h else h + ":6002" for h in hosts))
+
+
+def _flag(value: str) -> str:
+    if value.lower() not in ("true", "false"):
+        raise UsageError(f"expected true or false, got {value!r}")
+    return value.lower()
 
 
 # KEY -> (config keys it sets, how its value is written into them)
@@ -56,6 +72,14 @@ KEYS: dict[str, tuple[list[str], Callable[[str], str] | None]] = {
     "CORPUS_PATH": (["search.corpus_path"], _path),
     "RETRIEVER_URL": (["search.retriever_url"], _quoted),
     "ROLLOUT": (["actor_rollout_ref.rollout.name"], _quoted),
+    # the critic LLM (the Critictor)
+    "RETROSPECTIVE_CRITIC": (["critictor.retrospective.enable"], _flag),
+    "INTERACTIVE_CRITIC": (["critictor.interactive.enable"], _flag),
+    "CRITIC_BACKEND": (["critictor.backend"], _quoted),
+    "CRITIC_LLM": (["critictor.model"], _quoted),
+    "CRITIC_IP": (["critictor.server_urls"], _critic_servers),
+    "TURN_REWARD_COEF": (["critictor.turn_reward_coef"], str),
+    "CRITIQUE_PROBABILITY": (["critictor.interactive.probability"], str),
 }
 
 
@@ -72,10 +96,6 @@ EVAL_KEYS: dict[str, str] = {
     "RETRIEVER_URL": "search.retriever_url",
     "ROLLOUT": "actor_rollout_ref.rollout.name",
 }
-
-
-class UsageError(ValueError):
-    pass
 
 
 def split_key_values(args: list[str], valid: dict) -> tuple[dict[str, str], list[str]]:

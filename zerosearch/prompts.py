@@ -100,3 +100,147 @@ def parse_documents(text: str, topk: int) -> list[str]:
     else:
         docs = [line.strip() for line in text.splitlines()]
     return [d for d in docs if d][:topk]
+
+
+# --- the critic LLM (the Critictor) -------------------------------------------------------------
+
+CRITIQUE_OPEN = "\n<critique>"
+CRITIQUE_CLOSE = "</critique>\n"
+# Told to the policy only when the interactive critic is on (prepare data with --critiques).
+CRITIQUES_SENTENCE = "After a search, a reviewer may comment between <critique> and </critique>.\n"
+
+
+def with_critiques(instruction: str) -> str:
+    """The instruction with the sentence that announces critiques, before the question."""
+    head, sep, question = instruction.rpartition("Question:")
+    return head + CRITIQUES_SENTENCE + sep + question if sep else instruction + CRITIQUES_SENTENCE
+
+
+_TAG = re.compile(r"<\s*/?\s*[A-Za-z_|][^<>]{0,40}>")
+
+
+def format_critique(text: str) -> str:
+    """The block appended after a search: the critic's first line, with anything shaped like a tag
+    taken out, so a critique can neither close its own block nor open an action or a chat turn."""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    return CRITIQUE_OPEN + _TAG.sub("", line).replace("<", "").replace(">", "").strip() + CRITIQUE_CLOSE
+
+
+_GRADE = (
+    "You review a search agent. It answered the question below by searching; judge each of its "
+    "searches by whether the documents it got move it towards the correct answer.\n"
+    "Question: {question}\nCorrect answer: {answers}\n\n{turns}\n"
+    "Final answer: {final}\n\n"
+    "Reply with one line per search, nothing else, exactly in this form:\n{form}"
+)
+_GRADE_TURN = 'Search {i}: reasoning "{thought}", query "{query}", documents:\n{documents}'
+_CRITIQUE = (
+    "You coach a search agent answering the question: {question}{answers}\n"
+    'It reasoned "{thought}", searched for "{query}" and got:\n{documents}\n'
+    "In one short line, tell it whether these documents help and what to do next."
+)
+# A tuned critic needs no instructions, only the fields it was tuned on.
+_SFT_GRADE = "Question: {question}\nAnswer: {answers}\n{turns}\nVerdicts:"
+_SFT_GRADE_TURN = "Search {i}: {query}\n{documents}"
+_SFT_CRITIQUE = "Question: {question}{answers}\nSearch: {query}\n{documents}\nCritique ({kind}):"
+CRITIC_STYLES = ("prompt", "sft")
+
+_CRITIQUE_VAGUE = (
+    "You coach a search agent answering the question: {question}\n"
+    'It searched for "{query}". In one short line, give a vague, general hint about searching; '
+    "do not say whether these documents help."
+)
+
+
+def _check_style(style: str) -> None:
+    if style not in CRITIC_STYLES:
+        raise ValueError(f"critic prompt style must be one of {CRITIC_STYLES}, got {style!r}")
+
+
+def grading_messages(
+    question: str,
+    golden_answers: Sequence[str],
+    searches: Sequence[tuple[str, str, list[str]]],
+    final_answer: str | None,
+    style: str = "prompt",
+) -> list[dict[str, str]]:
+    """The retrospective critic's request for one trajectory: its question, the gold answers (which
+    the policy never sees) and, per search, (reasoning, query, documents). Style ``prompt`` explains
+    the task to an instruct model; ``sft`` gives a tuned critic only the question, the answers and
+    each query with its documents. Either way the reply is one "Search i: useful|useless | reason"
+    line per search (``parse_verdicts``)."""
+    _check_style(style)
+    if style == "sft":
+        turns = "\n".join(
+            _SFT_GRADE_TURN.format(i=i + 1, query=query, documents=observation_body(documents))
+            for i, (_, query, documents) in enumerate(searches)
+        )
+        text = _SFT_GRADE.format(question=question.strip(), answers="; ".join(golden_answers), turns=turns)
+        return [{"role": "user", "content": text}]
+    turns = "\n".join(
+        _GRADE_TURN.format(i=i + 1, thought=thought, query=query, documents=observation_body(documents))
+        for i, (thought, query, documents) in enumerate(searches)
+    )
+    form = "\n".join(f"Search {i + 1}: useful|useless | one-line reason" for i in range(len(searches)))
+    text = _GRADE.format(
+        question=question.strip(),
+        answers="; ".join(golden_answers),
+        turns=turns,
+        final=final_answer if final_answer is not None else "(none)",
+        form=form,
+    )
+    return [{"role": "user", "content": text}]
+
+
+def critique_messages(
+    question: str,
+    thought: str,
+    query: str,
+    documents: list[str],
+    vague: bool,
+    golden_answers: Sequence[str] | None = None,
+    style: str = "prompt",
+) -> list[dict[str, str]]:
+    """The interactive critic's request after one search. The gold answers are included only when
+    given (``critictor.interactive.privileged``)."""
+    _check_style(style)
+    if style == "sft":
+        text = _SFT_CRITIQUE.format(
+            question=question.strip(),
+            answers=f"\nAnswer: {'; '.join(golden_answers)}" if golden_answers else "",
+            query=query,
+            documents=observation_body(documents),
+            kind="vague" if vague else "clear",
+        )
+        return [{"role": "user", "content": text}]
+    answers = f" (correct answer: {'; '.join(golden_answers)})" if golden_answers else ""
+    template = _CRITIQUE_VAGUE if vague else _CRITIQUE
+    text = template.format(
+        question=question.strip(), answers=answers, thought=thought, query=query, documents=observation_body(documents)
+    )
+    return [{"role": "user", "content": text}]
+
+
+_VERDICT = re.compile(r"^\s*search\s+(\d+)\s*:\s*(useful|useless)\b\s*(?:\|\s*(.*?))?\s*$", re.IGNORECASE)
+
+
+def parse_verdicts(text: str, searches: int) -> list[tuple[bool, str]] | None:
+    """(useful, reason) for each of ``searches`` searches, from lines "Search i: useful|useless |
+    reason" numbered 1..n in order (other lines are ignored); None when any is missing, repeated or
+    out of order, so a malformed reply gives no turn reward."""
+    verdicts = []
+    for line in text.splitlines():
+        match = _VERDICT.match(line)
+        if match:
+            verdicts.append((int(match.group(1)), match.group(2).lower() == "useful", (match.group(3) or "").strip()))
+    if [number for number, _, _ in verdicts] != list(range(1, searches + 1)):
+        return None
+    return [(useful, reason) for _, useful, reason in verdicts]
+
+
+def format_verdicts(verdicts: Sequence[tuple[bool, str]]) -> str:
+    """Verdicts as the critic writes them, e.g. to tune one: the inverse of ``parse_verdicts``."""
+    return "\n".join(
+        f"Search {i + 1}: {'useful' if useful else 'useless'}" + (f" | {reason}" if reason else "")
+        for i, (useful, reason) in enumerate(verdicts)
+    )

@@ -9,19 +9,11 @@ import pytest
 import torch
 
 from verl.protocol import DataProto, RolloutSettings
-from verl.utils.tiny_model import build_tokenizer
 from zerosearch import prompts
 from zerosearch.config import ZeroSearchConfig
 from zerosearch.generation import SearchGenerationManager, parse_action
 from zerosearch.reward import QARewardManager
 from zerosearch.search.base import SearchBackend
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer(
-        [prompts.policy_prompt("Who wrote Hamlet?"), "<search> q </search> <answer> a </answer>"], 600
-    )
 
 
 class FakeBackend(SearchBackend):

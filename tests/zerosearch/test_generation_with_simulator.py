@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.zerosearch.search.test_simulate import FakeSimulator
+from tests.zerosearch.search.test_simulate import simulator
 from tests.zerosearch.test_generation import ScriptedWorkerGroup, make_batch, make_config
 from verl.utils.tiny_model import build_tokenizer
 from zerosearch import prompts
@@ -17,10 +17,8 @@ ANSWERS = ["William Shakespeare", "Paris", "the Nile"]
 
 
 @pytest.fixture
-def server():
-    fake = FakeSimulator()
-    yield fake
-    fake.stop()
+def server(chat_server):
+    return chat_server(simulator())
 
 
 def test_only_searching_rows_query_the_simulator_each_with_its_own_question_and_answer(server):

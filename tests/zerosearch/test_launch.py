@@ -111,3 +111,38 @@ def test_eval_keys(tmp_path):
     assert args == ["--out", "o", "--model", "m", "--data", str(tmp_path / "test.parquet"), "search.topk=2", "x=1"]
     with pytest.raises(UsageError, match="MODEL_PATH is required"):
         eval_arguments(["OUT_DIR", "o", "DATA_PATH", "d"])
+
+
+def test_critic_keys_turn_the_critic_on():
+    overrides, _ = parse_key_values(
+        [
+            "RETROSPECTIVE_CRITIC",
+            "true",
+            "INTERACTIVE_CRITIC",
+            "False",
+            "CRITIC_LLM",
+            "Qwen2.5-14B-Instruct",
+            "CRITIC_IP",
+            "10.0.0.7,host3:7002",
+            "TURN_REWARD_COEF",
+            "0.2",
+            "CRITIC_BACKEND",
+            "rule",
+        ]
+    )
+    config = load_config("zerosearch_grpo", overrides)
+    c = config.critictor
+    assert c.retrospective.enable and not c.interactive.enable
+    assert (c.model, c.turn_reward_coef, c.backend) == ("Qwen2.5-14B-Instruct", 0.2, "rule")
+    assert c.server_urls == ["http://10.0.0.7:6002/v1", "http://host3:7002/v1"]
+    assert config.algorithm.adv_estimator == "grpo_turn"  # the recipe's GRPO takes turn rewards
+    config.check("")
+    with pytest.raises(UsageError, match="true or false"):
+        parse_key_values(["INTERACTIVE_CRITIC", "yes"])
+
+
+def test_turn_rewards_need_an_estimator_that_keeps_turns():
+    with pytest.raises(ValueError, match="grpo_turn"):
+        load_config("zerosearch_grpo", ["algorithm.adv_estimator=grpo", "critictor.retrospective.enable=true"])
+    for estimator in ("gae", "reinforce"):
+        load_config("zerosearch_grpo", [f"algorithm.adv_estimator={estimator}", "critictor.retrospective.enable=true"])

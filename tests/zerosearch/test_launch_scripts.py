@@ -138,3 +138,18 @@ def test_vllm_only_keys_are_checked(fake_bin, args, message):
     assert done.returncode == 2 and message in done.stderr and done.stdout == ""
     sglang = launch("sglang", "MODEL_PATH", "/m", "DEVICE", "cpu", path_prefix=fake_bin)
     assert sglang.returncode == 2 and "unknown key 'DEVICE'" in sglang.stderr
+
+
+@pytest.mark.parametrize("server", SCRIPTS)
+def test_critic_launchers_serve_on_the_critic_port_unless_told(server, fake_bin):
+    critic = os.path.join(REPO_ROOT, "scripts", f"launch_critic_{server}.sh")
+    env = {**os.environ, "PATH": fake_bin + os.pathsep + os.environ["PATH"]}
+
+    def ports(*args):
+        done = subprocess.run(["bash", critic, *args], env=env, capture_output=True, text=True, timeout=30, check=False)
+        assert done.returncode == 0, done.stderr
+        words = done.stdout.split()
+        return words[words.index("--port") + 1]
+
+    assert ports("MODEL_PATH", "/models/critic") == "6002"
+    assert ports("MODEL_PATH", "/models/critic", "PORT", "7100") == "7100"

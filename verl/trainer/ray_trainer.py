@@ -241,6 +241,8 @@ class RayPPOTrainer:
                     "response_mask": b["response_mask"][i][span].tolist(),
                     "reward": b["token_level_scores"][i].sum().item(),
                     **{k: _jsonable(v[i]) for k, v in extra.items()},
+                    # what the rollout loop asks to keep, e.g. its record of every turn
+                    **{k: _jsonable(batch.non_tensor_batch[k][i]) for k in batch.meta_info.get("dump_keys", ())},
                 }
                 f.write(json.dumps(row) + "\n")
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from zerosearch.prompts import POLICY_INSTRUCTION, policy_prompt
+from zerosearch.prompts import POLICY_INSTRUCTION, policy_prompt, with_critiques
 
 ABILITY = "fact-reasoning"
 TEMPLATES = ("chat", "base")
@@ -39,9 +39,19 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def prepare(
-    train_names, test_names, source, out_dir, template="chat", max_train=None, max_test=None, seed=0
+    train_names,
+    test_names,
+    source,
+    out_dir,
+    template="chat",
+    max_train=None,
+    max_test=None,
+    seed=0,
+    critiques=False,
 ) -> tuple[str, str]:
-    """Write ``out_dir/train.parquet`` and ``out_dir/test.parquet``; return their paths."""
+    """Write ``out_dir/train.parquet`` and ``out_dir/test.parquet``; return their paths. With
+    ``critiques`` the instruction tells the policy a reviewer may comment after its searches (for
+    runs with the interactive critic)."""
     if template not in TEMPLATES:
         raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
     for flag, names in (("--train", train_names), ("--test", test_names)):
@@ -65,7 +75,11 @@ def prepare(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return write_split(train, "train", template, out), write_split(test, "test", template, out)
+    instruction = with_critiques(POLICY_INSTRUCTION) if critiques else POLICY_INSTRUCTION
+    return (
+        write_split(train, "train", template, out, instruction),
+        write_split(test, "test", template, out, instruction),
+    )
 
 
 def _collect(names, source, splits, cap, seed) -> list[tuple[str, dict]]:
@@ -182,6 +196,11 @@ def main(argv=None) -> None:
     parser.add_argument("--max-train", type=int, help="at most this many training rows per dataset (seeded sample)")
     parser.add_argument("--max-test", type=int, help="at most this many test rows per dataset (seeded sample)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--critiques",
+        action="store_true",
+        help="the instruction announces the critic's comments after searches (critictor.interactive.enable)",
+    )
     args = parser.parse_args(argv)
     try:
         prepare(
@@ -193,6 +212,7 @@ def main(argv=None) -> None:
             max_train=args.max_train,
             max_test=args.max_test,
             seed=args.seed,
+            critiques=args.critiques,
         )
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")

@@ -27,6 +27,7 @@ from zerosearch.prompts import (
     observation_body,
     policy_prompt,
     simulator_messages,
+    with_critiques,
 )
 from zerosearch.search.corpus import format_document
 
@@ -541,6 +542,11 @@ def main(argv=None) -> None:
         default="chat",
         help="chat: a user message for instruct models; base: the plain prompt text",
     )
+    parser.add_argument(
+        "--critiques",
+        action="store_true",
+        help="the instruction announces the critic's comments after searches (critictor.interactive.enable)",
+    )
     args = parser.parse_args(argv)
     try:
         world = build_world(
@@ -551,7 +557,8 @@ def main(argv=None) -> None:
             n_countries=args.countries,
             test_fraction=args.test_fraction,
         )
-        paths = write_world(world, args.out_dir, template=args.template)
+        instruction = with_critiques(POLICY_INSTRUCTION) if args.critiques else POLICY_INSTRUCTION
+        paths = write_world(world, args.out_dir, template=args.template, instruction=instruction)
     except ValueError as e:
         sys.exit(f"error: {e}")
     for name, path in paths.items():

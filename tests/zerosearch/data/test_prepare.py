@@ -97,6 +97,19 @@ def test_base_template_writes_plain_text(source, tmp_path):
     assert all(isinstance(p, str) for p in train["prompt"])
 
 
+def test_critiques_flag_announces_the_critic(source, tmp_path):
+    from zerosearch.data.prepare import main
+    from zerosearch.prompts import CRITIQUES_SENTENCE
+
+    plain, _ = run(source, tmp_path / "plain")
+    assert all(CRITIQUES_SENTENCE not in p[0]["content"] for p in plain["prompt"])
+    main(["--train", "nq", "--test", "nq", "--source", str(source), "--out", str(tmp_path / "c"), "--critiques"])
+    for split in ("train", "test"):
+        for prompt in pd.read_parquet(tmp_path / "c" / f"{split}.parquet")["prompt"]:
+            text = prompt[0]["content"]
+            assert CRITIQUES_SENTENCE in text and text.index(CRITIQUES_SENTENCE) < text.index("Question:")
+
+
 def test_caps_sample_each_dataset_with_the_seed(source, tmp_path):
     train, test = run(source, tmp_path / "a", max_train=2, max_test=1)
     assert train["data_source"].value_counts().to_dict() == {"nq": 2, "hotpotqa": 2}

@@ -1,15 +1,9 @@
 """SimulatedSearch against real OpenAI-compatible HTTP servers on loopback."""
 
-import asyncio
 import re
-import socket
-import threading
 import time
 
 import pytest
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from zerosearch.llm import ServerChatLLM
 from zerosearch.retry import RetryPolicy
@@ -17,66 +11,25 @@ from zerosearch.search.base import SearchRequest
 from zerosearch.search.simulate import SimulatedSearch
 
 
-class FakeSimulator:
-    """A chat-completions server that records request bodies. Modes: `echo` writes documents
-    quoting the query, `slow` sleeps past the client's timeout, `error` answers HTTP 500,
-    `blank` replies with no documents."""
+def simulator(mode: str = "echo", docs: int = 3, sleep_s: float = 1.0):
+    """Replies as a simulation LLM would. Modes: `echo` writes documents quoting the query, `slow`
+    sleeps past the client's timeout, `error` answers HTTP 500, `blank` replies with no documents."""
 
-    def __init__(self, mode: str = "echo", docs: int = 3, sleep_s: float = 1.0):
-        self.mode, self.docs, self.sleep_s = mode, docs, sleep_s
-        self.bodies: list[dict] = []
-        app = FastAPI()
-        app.post("/v1/chat/completions")(self._complete)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert time.monotonic() < deadline, "fake simulator did not start"
-            time.sleep(0.01)
-
-    async def _complete(self, request: Request):
-        body = await request.json()
-        self.bodies.append(body)
-        if self.mode == "error":
-            return JSONResponse({"error": {"message": "boom"}}, status_code=500)
-        if self.mode == "slow":
-            await asyncio.sleep(self.sleep_s)
-        prompt = body["messages"][-1]["content"]
+    def reply(prompt: str):
+        if mode == "error":
+            return 500
+        if mode == "blank":
+            return "\n \n"
         query = re.search(r"Query: (.*)", prompt).group(1)
-        content = (
-            "\n \n"
-            if self.mode == "blank"
-            else "\n".join(f"Doc {i + 1}: page {i + 1} about {query}." for i in range(self.docs))
-        )
-        return {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
+        text = "\n".join(f"Doc {i + 1}: page {i + 1} about {query}." for i in range(docs))
+        return ("sleep", sleep_s, text) if mode == "slow" else text
 
-    def stop(self):
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+    return reply
 
 
 @pytest.fixture
-def start_server():
-    servers = []
-
-    def start(**kwargs) -> FakeSimulator:
-        servers.append(FakeSimulator(**kwargs))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.stop()
+def start_server(chat_server):
+    return lambda **kwargs: chat_server(simulator(**kwargs))
 
 
 FAST_RETRY = RetryPolicy(concurrency=4, max_retries=2, backoff_s=0.01)

@@ -278,8 +278,8 @@ class KLControlConfig:
 class AlgorithmConfig:
     adv_estimator: str = option(
         "gae",
-        "Advantage estimator: gae (PPO with a value critic), grpo, reinforce (raw return), "
-        "reinforce_plus_plus, rloo, or any registered name.",
+        "Advantage estimator: gae (PPO with a value critic), grpo, grpo_turn (GRPO plus turn rewards, e.g. "
+        "the critic LLM's), reinforce (raw return), reinforce_plus_plus, rloo, or any registered name.",
         choices=adv_estimators,
     )
     gamma: float = option(1.0, "Discount factor.", min=0)
@@ -404,7 +404,7 @@ class PPOConfig:
                 f"critic.ppo_mini_batch_size={critic_mini // rollout.n} must divide data.train_batch_size and, "
                 f"times rollout.n, split evenly over {world} workers"
             )
-        if self.algorithm.adv_estimator in ("grpo", "rloo") and rollout.n < 2:
+        if self.algorithm.adv_estimator in ("grpo", "grpo_turn", "rloo") and rollout.n < 2:
             raise ValueError(
                 f"algorithm.adv_estimator={self.algorithm.adv_estimator} compares responses to the same "
                 "prompt: set actor_rollout_ref.rollout.n >= 2"

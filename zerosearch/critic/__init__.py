@@ -1,0 +1,28 @@
+"""The Critictor: a critic LLM that grades the policy's searches with the gold answers in hand
+(turn rewards) and may comment after a search during the rollout (critiques)."""
+
+from typing import TYPE_CHECKING
+
+from zerosearch.critic.critics import CritiqueRequest, LLMCritic, RuleCritic, Trajectory, Verdicts
+from zerosearch.critic.turns import Turn, oracle_useful
+from zerosearch.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from zerosearch.config import CritictorConfig
+
+Critic = LLMCritic | RuleCritic
+
+__all__ = ["Critic", "CritiqueRequest", "Trajectory", "Turn", "Verdicts", "build_critic", "oracle_useful"]
+
+
+def build_critic(config: "CritictorConfig") -> Critic:
+    """The backend named by ``config.backend``; an LLM client is built but connects on first use."""
+    if config.backend == "rule":
+        return RuleCritic()
+    from zerosearch.llm import build_chat_llm
+
+    retry = RetryPolicy(concurrency=config.concurrency, max_retries=config.max_retries, backoff_s=config.backoff_s)
+    llm = build_chat_llm(
+        config.server_urls, config.model, config.backend == "in_process", config.api_key_env, config.timeout_s, retry
+    )
+    return LLMCritic(llm, config.max_tokens, config.temperature, config.interactive.max_tokens, config.style)

@@ -1,0 +1,42 @@
+"""One turn of a search trajectory as the critic sees it, and the rule oracle's verdict on it."""
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from zerosearch.reward import cover_exact_match
+
+_THINK = re.compile(r"<think>(.*?)(?:</think>|<search>|<answer>|\Z)", re.DOTALL)
+
+
+@dataclass
+class Turn:
+    start: int  # position of its first sampled token in the response
+    end: int  # one past its last sampled token
+    text: str  # what the policy wrote
+    kind: str | None  # "search", "answer", or None: no valid action
+    content: str = ""  # the query or the answer
+    documents: list[str] | None = None  # what a search returned; None: the search never ran
+    critique: str | None = None  # the interactive critic's line after it
+    vague: bool = False  # whether that line was asked to be vague
+    verdict: bool | None = None  # the retrospective critic's grade of a search: useful or not
+    reason: str = ""
+
+    def searched(self) -> bool:
+        return self.kind == "search" and self.documents is not None
+
+    def record(self) -> dict:
+        """What a rollout dump keeps of the turn (its text is in the response)."""
+        return {k: v for k, v in asdict(self).items() if k != "text"}
+
+    def thought(self) -> str:
+        """The reasoning before the action: the <think> block, or else the text before the tag."""
+        match = _THINK.search(self.text)
+        text = match.group(1) if match else self.text.split("<", 1)[0]
+        return " ".join(text.split())
+
+
+def oracle_useful(documents: Sequence[str], golden_answers: Sequence[str]) -> bool:
+    """The rule oracle, a heuristic: a search was useful when a gold answer appears, as whole words
+    after normalisation, in one of its documents."""
+    return any(cover_exact_match(doc, list(golden_answers)) for doc in documents)
