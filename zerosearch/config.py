@@ -285,11 +285,34 @@ class DemoRLConfig:
     max_obs_length: int = option(64, "Tokens per observation.", min=1)
     start_threshold: float = option(0.0, "Noise probability of the simulated search at the first step.", min=0)
     end_threshold: float = option(0.3, "Noise probability at the last step.", min=0)
-    test_freq: int = option(5, "Validation on the corpus engine every this many steps.", min=1)
+    test_freq: int = option(
+        1, "Validation on the corpus engine every this many steps; every step, so steps_to_target is exact.", min=1
+    )
     rollout: str = option(
         "hf", "Rollout engine of RL and evaluation: hf, or vllm (needs vLLM's CPU build).", choices=("hf", "vllm")
     )
     overrides: list[str] = option([], "Further zerosearch.train overrides, key=value.")
+
+
+@dataclass
+class DemoCriticConfig(DemoSFTPhaseConfig):
+    enable: bool = option(
+        True,
+        "Tune a critic on the first RL run's early rollouts, then run RL again from the same warm start with "
+        "its turn rewards, and compare.",
+    )
+    from_steps: int = option(
+        10,
+        "The first RL run's steps whose rollouts (training questions only; step 1 is the warm-start policy's) "
+        "are labelled by the rule oracle to tune the critic.",
+        min=1,
+    )
+    turn_reward_coef: float = option(0.1, "critictor.turn_reward_coef of the second run.", min=0)
+    penalize_useless: bool = option(True, "critictor.retrospective.penalize_useless of the second run.")
+    max_tokens: int = option(16, "New tokens of one grading reply: a line per search.", min=1)
+    target: float = option(
+        0.9, "steps_to_target: the first step whose held-out EM reaches this share of the first run's final EM.", min=0
+    )
 
 
 @dataclass
@@ -308,6 +331,9 @@ class DemoConfig:
     )
     warm_start: DemoWarmStartConfig = field(default_factory=lambda: DemoWarmStartConfig(steps=1000))
     rl: DemoRLConfig = field(default_factory=DemoRLConfig)
+    critic: DemoCriticConfig = field(
+        default_factory=lambda: DemoCriticConfig(model=DemoModelConfig(seed=2), steps=300, lr=3e-3)
+    )
 
 
 def register_demo_schema() -> None:

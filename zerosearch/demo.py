@@ -10,6 +10,11 @@ and the noise curriculum, then evaluation on a real engine.
 5. The warm-started and the RL-trained policy answer the held-out questions with the ``corpus``
    engine: EM, F1, searches per question and answer rate, before and after; and closed-book (every
    search returns nothing), so the EM gained by reading shows apart from what is remembered.
+6. The critic (``critic.enable``): a tiny critic LLM is tuned on the first RL run's early
+   rollouts, each search labelled by the rule oracle, and its agreement with the oracle is measured
+   on held-out trajectories. RL then runs again from the same warm start with the same seeds and
+   steps, with the critic's turn rewards; both runs validate every step, and ``summary.json``
+   compares them (``critic``), with ``plots/critic_em.png`` overlaying their held-out EM.
 
 Everything goes under ``out_dir``: data, models, checkpoints, ``metrics.jsonl``, ``plots/*.png``
 and ``summary.json``; the last line printed is that folder.
@@ -32,10 +37,12 @@ from verl.trainer.main_sft import load_config as load_sft_config
 from verl.trainer.main_sft import run_sft
 from verl.utils.tiny_model import build_tiny_model, build_tokenizer
 from zerosearch.config import DemoConfig, register_demo_schema
+from zerosearch.critic.critics import LLMCritic
+from zerosearch.critic.tuning import oracle_agreement, read_trajectories, tuning_rows
 from zerosearch.data import synthetic
 from zerosearch.eval import evaluate, resolve_model_path
-from zerosearch.llm import ChatModelActor
-from zerosearch.plot import plot_run
+from zerosearch.llm import ChatModelActor, LocalChatLLM
+from zerosearch.plot import plot_run, plot_runs, read_metrics
 from zerosearch.prompts import POLICY_INSTRUCTIONS, policy_prompt, simulator_messages
 from zerosearch.reward import cover_exact_match
 from zerosearch.search import CLOSED_BOOK
@@ -98,17 +105,23 @@ def simulation_rows(config: DemoConfig, world: synthetic.World) -> list[dict]:
     return rows[: config.simulator.pairs]
 
 
-def build_models(config: DemoConfig, world: synthetic.World, out: str) -> tuple[str, str]:
+def build_models(config: DemoConfig, world: synthetic.World, out: str) -> dict[str, str]:
+    """The initial simulator, policy and critic, sharing one tokenizer."""
     tokenizer = build_tokenizer(world_texts(config, world), config.world.vocab_size)
     paths = {}
-    for name, model in (("simulator", config.simulator.model), ("policy", config.warm_start.model)):
+    models = (
+        ("simulator", config.simulator.model),
+        ("policy", config.warm_start.model),
+        ("critic", config.critic.model),
+    )
+    for name, model in models:
         # DemoModelConfig's fields are build_tiny_model's keyword arguments.
         paths[name] = str(
             build_tiny_model(
                 os.path.join(out, "models", f"{name}_init"), tokenizer=tokenizer, **dataclasses.asdict(model)
             )
         )
-    return paths["simulator"], paths["policy"]
+    return paths
 
 
 def tune(config: DemoConfig, phase, model_path: str, data_path: str, run_dir: str, name: str) -> str:
@@ -187,7 +200,11 @@ def search_overrides(config: DemoConfig, data: dict) -> list[str]:
     ]
 
 
-def reinforce(config: DemoConfig, policy: str, simulator: str, data: dict, run_dir: str) -> str:
+def reinforce(
+    config: DemoConfig, policy: str, simulator: str, data: dict, run_dir: str, critic: str | None = None
+) -> str:
+    """One RL run from ``policy``; with ``critic`` (a tuned critic's folder) its turn rewards join in.
+    Rollouts are dumped under ``run_dir/rollouts``, where the critic's tuning data comes from."""
     rl, workers = config.rl, config.workers
     rollouts = rl.batch_size * rl.n
     overrides = [
@@ -222,6 +239,20 @@ def reinforce(config: DemoConfig, policy: str, simulator: str, data: dict, run_d
         *search_overrides(config, data),
         *rl.overrides,
     ]
+    if config.critic.enable:
+        overrides.append(f"trainer.rollout_data_dir={os.path.join(run_dir, 'rollouts')}")
+    if critic is not None:
+        c = config.critic
+        overrides += [
+            "critictor.retrospective.enable=true",
+            "critictor.backend=in_process",
+            f"critictor.model={critic}",
+            "critictor.style=sft",
+            f"critictor.max_tokens={c.max_tokens}",
+            "critictor.temperature=0",
+            f"critictor.turn_reward_coef={c.turn_reward_coef}",
+            f"critictor.retrospective.penalize_useless={c.penalize_useless}",
+        ]
     trainer = train(load_train_config(rl.recipe, overrides))
     trainer.shutdown()
     return resolve_model_path(run_dir)
@@ -249,6 +280,68 @@ def assess(config: DemoConfig, model: str, data: dict, out_dir: str) -> dict[str
         "answer_rate": overall["answered"],
         "closed_book_em": closed["all"]["em"],
     }
+
+
+def tune_critic(config: DemoConfig, world: synthetic.World, init: str, rl_dir: str, out: str) -> tuple[str, dict]:
+    """Tunes the critic on the oracle's labels of the first ``critic.from_steps`` steps' rollouts
+    (training questions only), then measures its agreement with the oracle on the held-out questions'
+    evaluation trajectories, before and after RL. Returns its folder and that agreement."""
+    train_questions = {q.question: q.answer for q in world.train_questions}
+    seen = [
+        trajectory
+        for step in range(1, config.critic.from_steps + 1)
+        for trajectory in read_trajectories(os.path.join(rl_dir, "rollouts", f"{step}.jsonl"), train_questions)
+    ]
+    rows = tuning_rows(seen)
+    path = os.path.join(out, "data", "critic_tuning.parquet")
+    pd.DataFrame(rows, columns=["prompt", "response"]).to_parquet(path, index=False)
+    print(f"critic tuning: {len(rows)} trajectories that searched, of {len(seen)} rollouts")
+    critic = tune(config, config.critic, init, path, os.path.join(out, "critic"), "demo_critic")
+    held_out = [
+        trajectory
+        for name in ("eval_before", "eval_after")
+        for trajectory in read_trajectories(os.path.join(out, name, "trajectories.jsonl"))
+    ]
+    llm = LocalChatLLM(critic)
+    agreement = oracle_agreement(LLMCritic(llm, config.critic.max_tokens, 0.0, 1, style="sft"), held_out)
+    print(
+        f"tuned critic agrees with the oracle on {agreement['agreement']:.0%} of {agreement['turns']} held-out "
+        f"searches (the oracle calls {agreement['oracle_useful_share']:.0%} useful)"
+    )
+    return critic, agreement
+
+
+def steps_to_target(run_dir: str, target: float) -> int | None:
+    """The first validation step whose held-out EM reaches ``target``; None if none does."""
+    return next(
+        (step for step, em in read_metrics(os.path.join(run_dir, "metrics.jsonl"))["val/em"] if em >= target), None
+    )
+
+
+def compare_runs(config: DemoConfig, runs: dict[str, tuple[str, dict]], agreement: dict) -> dict:
+    """``runs``: "without"/"with" -> (run folder, held-out metrics after RL)."""
+    final = read_metrics(os.path.join(runs["without"][0], "metrics.jsonl"))["val/em"][-1][1]
+    target = config.critic.target * final
+    sides = {
+        name: {k: after[k] for k in ("em", "f1", "searches_per_question", "answer_rate")}
+        | {"steps_to_target": steps_to_target(run_dir, target)}
+        for name, (run_dir, after) in runs.items()
+    }
+    return {"agreement": agreement, "target_em": target, **sides}
+
+
+def critic_table(critic: dict) -> str:
+    lines = [
+        "| RL run | EM | F1 | searches / question | answer rate | steps to target EM |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("without", "with"):
+        m = critic[name]
+        lines.append(
+            f"| {name} the critic | {m['em']:.3f} | {m['f1']:.3f} | {m['searches_per_question']:.2f} | "
+            f"{m['answer_rate']:.3f} | {m['steps_to_target']} |"
+        )
+    return "\n".join(lines)
 
 
 def to_table(before: dict, after: dict) -> str:
@@ -293,12 +386,12 @@ def run_demo(config: DemoConfig) -> dict:
     warm_path = synthetic.write_warm_start(
         warm_start_rows(config, world), os.path.join(out, "data", "warm_start.parquet")
     )
-    simulator_init, policy_init = build_models(config, world, out)
-    data["prompt_length"] = prompt_length(policy_init, [data["train"], data["test"]])
+    initial = build_models(config, world, out)
+    data["prompt_length"] = prompt_length(initial["policy"], [data["train"], data["test"]])
 
     phase("simulation tuning")
     simulator = tune(
-        config, config.simulator, simulator_init, pairs_path, os.path.join(out, "simulator"), "demo_simulator"
+        config, config.simulator, initial["simulator"], pairs_path, os.path.join(out, "simulator"), "demo_simulator"
     )
     simulator_rates = simulator_answer_rates(simulator, world, config)
     print(
@@ -307,7 +400,9 @@ def run_demo(config: DemoConfig) -> dict:
     )
 
     phase("warm start")
-    policy = tune(config, config.warm_start, policy_init, warm_path, os.path.join(out, "warm_start"), "demo_warm_start")
+    policy = tune(
+        config, config.warm_start, initial["policy"], warm_path, os.path.join(out, "warm_start"), "demo_warm_start"
+    )
     phase("evaluation before RL")
     before = assess(config, policy, data, os.path.join(out, "eval_before"))
 
@@ -317,6 +412,25 @@ def run_demo(config: DemoConfig) -> dict:
     phase("evaluation after RL")
     after = assess(config, trained, data, os.path.join(out, "eval_after"))
     plots = plot_run(rl_dir, os.path.join(out, "plots"))
+    models = {"simulator": simulator, "warm_start": policy, "rl": trained}
+    comparison = None
+    if config.critic.enable:
+        phase("critic tuning")
+        models["critic"], agreement = tune_critic(config, world, initial["critic"], rl_dir, out)
+        phase("RL with the critic")
+        critic_dir = os.path.join(out, "rl_critic")
+        models["rl_critic"] = reinforce(config, policy, simulator, data, critic_dir, critic=models["critic"])
+        phase("evaluation after RL with the critic")
+        after_critic = assess(config, models["rl_critic"], data, os.path.join(out, "eval_after_critic"))
+        comparison = compare_runs(config, {"without": (rl_dir, after), "with": (critic_dir, after_critic)}, agreement)
+        plots.append(
+            plot_runs(
+                {"without the critic": rl_dir, "with the critic": critic_dir},
+                "val/em",
+                os.path.join(out, "plots", "critic_em.png"),
+                "Held-out exact match, RL without and with the critic",
+            )
+        )
 
     ends = list(seconds.values())[1:] + [time.time()]
     total = time.time() - start
@@ -326,13 +440,17 @@ def run_demo(config: DemoConfig) -> dict:
         "seconds": total,
         "simulator": simulator_rates,
         "phase_seconds": {name: end - begin for (name, begin), end in zip(seconds.items(), ends, strict=True)},
-        "models": {"simulator": simulator, "warm_start": policy, "rl": trained},
+        "models": models,
         "plots": plots,
         "config": OmegaConf.to_container(OmegaConf.structured(config)),
     }
+    if comparison is not None:
+        summary["critic"] = comparison
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print("\n" + to_table(before, after))
+    if comparison is not None:
+        print(f"\n{critic_table(comparison)}\n(target EM {comparison['target_em']:.3f})")
     print(f"took {total / 60:.1f} min; plots, checkpoints and summary.json under:")
     print(out)
     return summary

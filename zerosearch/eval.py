@@ -8,6 +8,7 @@ question, answer rate) and ``trajectories.jsonl`` under --out, and prints the ta
 """
 
 import argparse
+import dataclasses
 import json
 import os
 from collections import defaultdict
@@ -60,6 +61,9 @@ def build_engine(config: ZeroSearchConfig, model_path: str, tokenizer: Any, devi
     dtype = rollout.dtype or ("bfloat16" if device == "cuda" else "float32")
     if rollout.name == "vllm":
         check_servable(model_path, config.actor_rollout_ref.model.trust_remote_code, device)
+        if rollout.load_format.startswith("dummy"):
+            # No trainer syncs weights into this engine: it must read them from the checkpoint.
+            rollout = dataclasses.replace(rollout, load_format="auto")
         return VLLMRollout(
             model_path,
             rollout,

@@ -60,14 +60,16 @@ def read_metrics(path: str) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-def _save(path: str, title: str, ylabel: str, curves: list[tuple[str, list[tuple[int, float]]]]) -> None:
+def _save(
+    path: str, title: str, ylabel: str, curves: list[tuple[str, list[tuple[int, float]]]], marked: bool = False
+) -> None:
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for label, points in curves:
         steps, values = zip(*points, strict=True)
         # Validation is logged every few steps: mark its points, as a lone point has no line.
-        sparse = len(points) == 1 or label == "validation" or label.startswith("val/")
+        sparse = marked or len(points) == 1 or label == "validation" or label.startswith("val/")
         ax.plot(steps, values, label=label, marker="o" if sparse else None, markersize=4)
     ax.set(title=title, xlabel="step", ylabel=ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -102,6 +104,19 @@ def plot_run(run_dir: str, out_dir: str | None = None, extra_metrics=()) -> list
         _save(target, f"{title} ({name})", ylabel, curves)
         written.append(target)
     return written
+
+
+def plot_runs(runs: dict[str, str], metric: str, path: str, title: str) -> str:
+    """One figure overlaying ``metric`` of several runs (legend label -> run folder)."""
+    curves = []
+    for label, run_dir in runs.items():
+        series = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+        if metric not in series:
+            raise ValueError(f"{metric} is not in {run_dir}/metrics.jsonl")
+        curves.append((label, series[metric]))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _save(path, title, metric, curves, marked=True)
+    return path
 
 
 def main(argv=None) -> None:

@@ -45,6 +45,24 @@ def warm_start(model_dir, prompts_text, targets, steps=80):
     model.save_pretrained(model_dir)
 
 
+def grading_examples(tokenizer):
+    """Chat prompts in the tuned critic's format (critictor.style=sft) for one and two searches of
+    each fact, with verdict lines in the strict format: what a tiny critic is warm-started on."""
+    from zerosearch.prompts import format_verdicts, grading_messages
+
+    prompts_text, targets = [], []
+    for question, answer in FACTS:
+        for searches in (
+            [(question, [f"{question.rstrip('?')}: {answer}."])],
+            [(question, ["Nothing here."]), (answer, [f"{question.rstrip('?')}: {answer}."])],
+        ):
+            messages = grading_messages(question, [answer], [("", q, d) for q, d in searches], None, "sft")
+            prompts_text.append(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+            verdicts = [(answer in d[0], "") for _, d in searches]
+            targets.append(format_verdicts(verdicts) + "<|im_end|>")
+    return prompts_text, targets
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from transformers import AutoTokenizer
@@ -79,6 +97,19 @@ def world(tmp_path_factory):
     return root, policy, simulator
 
 
+@pytest.fixture(scope="module")
+def critic(world):
+    """A tiny critic LLM warm-started to write verdict lines."""
+    from transformers import AutoTokenizer
+
+    from verl.utils.tiny_model import build_tiny_model
+
+    root, _, _ = world
+    model = build_tiny_model(root / "critic", vocab_size=600, hidden_size=64, intermediate_size=128, seed=3)
+    warm_start(model, *grading_examples(AutoTokenizer.from_pretrained(model)), steps=200)
+    return model
+
+
 def run(args, timeout=600):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable}
     proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
@@ -86,7 +117,10 @@ def run(args, timeout=600):
     return proc
 
 
-def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world):
+def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world, critic):
+    """Both roles of the critic LLM are on, in-process: it grades every search and comments after it."""
+    from transformers import AutoTokenizer
+
     root, policy, simulator = world
     rollouts, checkpoints = root / "rollouts", root / "checkpoints"
     run(
@@ -119,7 +153,19 @@ def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world):
             "console,file",
             "EXPERIMENT_NAME",
             "tiny_agent",
+            "RETROSPECTIVE_CRITIC",
+            "true",
+            "INTERACTIVE_CRITIC",
+            "true",
+            "CRITIC_BACKEND",
+            "in_process",
+            "CRITIC_LLM",
+            str(critic),
             "--",
+            "critictor.style=sft",
+            "critictor.max_tokens=16",
+            "critictor.interactive.max_tokens=8",
+            "critictor.max_retries=0",
             "search.simulator.in_process=true",
             "search.simulator.max_tokens=24",
             f"search.corpus_path={root / 'corpus.jsonl'}",
@@ -153,8 +199,16 @@ def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world):
         "reward/f1/mean",
         "reward/em/mean",
         "reward/cover_em/mean",
+        "critictor/useful_rate",
+        "critictor/turn_reward_mean",
+        "critictor/graded_rate",
+        "critictor/failures",
+        "critictor/critiques_mean",
+        "critictor/vague_rate",
     ):
         assert key in step, key
+    assert any("critictor/oracle_agreement" in r for r in records[1:])  # logged once a search is graded
+    assert "critictor/graded_rate" not in records[0]  # validation never calls the critic
     assert step["search/searches_mean"] > 0  # the warm-started policy searches; the simulator answered
     # vLLM sampled each token with the log-prob the FSDP actor recomputes, observations between turns.
     assert max(r["rollout/log_prob_diff_max"] for r in records[1:]) < 1e-4
@@ -167,6 +221,19 @@ def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world):
     assert searched, "no rollout searched"
     for r in searched:
         assert 0 in r["response_mask"] and 1 in r["response_mask"]
+    # critiques came after searches, as observations: only the mask-0 tokens hold them
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    critiqued = [r for r in searched if "<critique>" in r["response"]]
+    assert critiqued, "no search got a critique"
+    for r in critiqued:
+        sampled = [i for i, m in zip(r["response_ids"], r["response_mask"], strict=True) if m == 1]
+        assert "critique>" not in tokenizer.decode(sampled)
+    # the dump carries each turn with the critic's verdict and reason
+    turns = [turn for r in rows for turn in r["turns"]]
+    assert {"kind", "content", "documents", "critique", "vague", "verdict", "reason"} <= set(turns[0])
+    graded = [turn for turn in turns if turn["verdict"] is not None]
+    assert graded and all(turn["kind"] == "search" for turn in graded)
+    assert sum(r["critictor/graded_rate"] for r in records[1:]) > 0
 
 
 def test_eval_writes_the_table(world):
@@ -247,8 +314,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def vllm_simulator(world):
-    """The simulation LLM, tuned a little to write "Doc 1: ..." replies, served by a real vLLM
-    OpenAI-compatible server (vLLM's CPU build) on loopback, behind a recording proxy."""
+    """The simulation LLM, tuned a little to write "Doc 1: ..." replies and, as the critic LLM,
+    verdict lines, served by a real vLLM OpenAI-compatible server (vLLM's CPU build) on loopback,
+    behind a recording proxy."""
     import httpx
     from transformers import AutoTokenizer
 
@@ -274,7 +342,8 @@ def vllm_simulator(world):
     ]
     prompts_text = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats]
     targets = [f"Doc 1: {a} is the answer here.\nDoc 2: more about it.<|im_end|>" for _, a in FACTS for _ in range(4)]
-    warm_start(model, prompts_text, targets, steps=120)
+    grading_prompts, verdicts = grading_examples(tokenizer)
+    warm_start(model, prompts_text + grading_prompts, targets + verdicts, steps=200)
     port = free_port()
     server = subprocess.Popen(
         [
@@ -322,7 +391,8 @@ def vllm_simulator(world):
 @pytest.mark.parametrize("mode, steps", [("simulate_sft", 2), ("simulate_prompt", 1)])
 def test_training_against_a_real_vllm_server(world, vllm_simulator, mode, steps):
     """The policy rolls out on vLLM in the workers; its searches go to the simulation LLM on a vLLM
-    server. Every useful request carries its own row's question with that question's gold answer."""
+    server, and the critic LLM on the same server grades them. Every useful simulator request and
+    every grading request carries its own row's question with that question's gold answer."""
     root, policy, _ = world
     checkpoints = root / f"checkpoints_{mode}"
     proxy = vllm_simulator
@@ -357,7 +427,17 @@ def test_training_against_a_real_vllm_server(world, vllm_simulator, mode, steps)
             "vllm",
             "EXPERIMENT_NAME",
             f"served_{mode}",
+            "RETROSPECTIVE_CRITIC",
+            "true",
+            "CRITIC_LLM",
+            "sim",
+            "CRITIC_IP",
+            f"127.0.0.1:{proxy.port}",
             "--",
+            "critictor.style=sft",
+            "critictor.max_tokens=16",
+            "critictor.max_retries=1",
+            "critictor.backoff_s=0.1",
             "search.simulator.max_tokens=24",
             f"search.corpus_path={root / 'corpus.jsonl'}",
             "search.max_retries=1",
@@ -392,3 +472,9 @@ def test_training_against_a_real_vllm_server(world, vllm_simulator, mode, steps)
     for text in useful:
         question = next(q for q in gold if q in text)
         assert gold[question] in text, text  # its own row's answer, never another row's
+    grading = [b["messages"][0]["content"] for b in proxy.bodies if b["messages"][0]["content"].endswith("Verdicts:")]
+    assert grading, "the critic was never asked"
+    for text in grading:
+        [question] = [q for q in gold if f"Question: {q}" in text]
+        assert f"Answer: {gold[question]}\n" in text
+    assert all("critictor/graded_rate" in r and "critictor/failures" in r for r in records)

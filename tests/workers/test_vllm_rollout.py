@@ -117,3 +117,11 @@ def test_missing_vllm_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # what an environment without vLLM looks like
     with pytest.raises(ImportError, match=r"rollout.name=vllm needs vLLM.*pip install"):
         check_servable("unused", False, "cpu")
+
+
+def test_a_context_longer_than_the_models_positions_is_fitted_to_them(tmp_path):
+    from verl.workers.rollout.vllm_rollout import fit_to_model
+
+    short = build_tiny_model(tmp_path / "short", vocab_size=300, max_position=256)
+    assert fit_to_model(str(short), False, 1296) == 256  # e.g. a 1024-token prompt budget with 272 response
+    assert fit_to_model(str(short), False, 200) == 200

@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -6,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 from tests.config_mirror import assert_yaml_mirrors_dataclass
 from zerosearch.config import DemoConfig
 from zerosearch.data.synthetic import GUESS_DECISION, SEARCH_DECISION, build_world
-from zerosearch.demo import load_config, redrawn, to_table, warm_start_rows
+from zerosearch.demo import compare_runs, critic_table, load_config, redrawn, steps_to_target, to_table, warm_start_rows
 from zerosearch.train import CONFIG_DIR
 
 
@@ -50,3 +51,24 @@ def test_table_has_a_row_per_policy():
     side = {"em": 0.25, "f1": 0.3, "searches_per_question": 1.5, "answer_rate": 1.0, "closed_book_em": 0.05}
     table = to_table(side, {**side, "em": 0.5})
     assert "| warm start | 0.250 | 0.050 | 0.300 | 1.50 | 1.000 |" in table and "| after RL | 0.500 |" in table
+
+
+def write_run(path, val_em):
+    path.mkdir()
+    with open(path / "metrics.jsonl", "w") as f:
+        for step, em in enumerate(val_em):
+            f.write(json.dumps({"step": step, "val/em": em, "reward/score/mean": 0.1}) + "\n")
+    return str(path)
+
+
+def test_steps_to_target_reads_the_first_validation_step_reaching_it(tmp_path):
+    without = write_run(tmp_path / "without", [0.1, 0.2, 0.5, 0.7, 0.8, 0.8])
+    with_critic = write_run(tmp_path / "with", [0.1, 0.6, 0.75, 0.8, 0.8, 0.85])
+    after = {"em": 0.8, "f1": 0.8, "searches_per_question": 1.4, "answer_rate": 1.0, "closed_book_em": 0.0}
+    config = load_config(["critic.target=0.9"])
+    result = compare_runs(config, {"without": (without, after), "with": (with_critic, after)}, {"agreement": 1.0})
+    assert result["target_em"] == pytest.approx(0.72)  # 90% of the first run's final 0.8
+    assert (result["without"]["steps_to_target"], result["with"]["steps_to_target"]) == (4, 2)
+    assert set(result["with"]) == {"em", "f1", "searches_per_question", "answer_rate", "steps_to_target"}
+    assert steps_to_target(without, 0.95) is None
+    assert "| with the critic | 0.800 |" in critic_table(result)

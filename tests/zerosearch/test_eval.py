@@ -48,3 +48,32 @@ def test_model_path_resolution(tmp_path):
         resolve_model_path(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="no config.json"):
         resolve_model_path(str(tmp_path))
+
+
+def test_a_vllm_engine_for_evaluation_reads_the_checkpoints_weights(tmp_path):
+    """The recipe's rollout starts vLLM on dummy weights for the trainer to sync; evaluation has no
+    trainer, so its engine must load the checkpoint: greedy vLLM equals greedy transformers."""
+    from transformers import AutoTokenizer
+
+    from verl.utils.tiny_model import build_tiny_model
+    from verl.workers.rollout.base import SamplingParams
+    from zerosearch.eval import build_engine
+    from zerosearch.train import load_config
+
+    path = str(
+        build_tiny_model(
+            tmp_path / "m", vocab_size=400, hidden_size=64, intermediate_size=128, num_heads=2, num_kv_heads=1
+        )
+    )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    config = load_config(
+        "zerosearch_grpo",
+        ["data.max_prompt_length=64", "data.max_response_length=16", "agent.max_turns=1", "agent.max_obs_length=16"],
+    )
+    assert config.actor_rollout_ref.rollout.name == "vllm" and config.actor_rollout_ref.rollout.load_format == "dummy"
+    greedy = SamplingParams(max_new_tokens=12, greedy=True)
+    prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]
+    vllm_ids = [r.token_ids for r in build_engine(config, path, tokenizer, "cpu").generate(prompts, greedy)]
+    config.actor_rollout_ref.rollout.name = "hf"
+    hf_ids = [r.token_ids for r in build_engine(config, path, tokenizer, "cpu").generate(prompts, greedy)]
+    assert vllm_ids == hf_ids

@@ -26,8 +26,12 @@ class Turn:
         return self.kind == "search" and self.documents is not None
 
     def record(self) -> dict:
-        """What a rollout dump keeps of the turn (its text is in the response)."""
-        return {k: v for k, v in asdict(self).items() if k != "text"}
+        """The turn as rollout dumps and evaluation trajectories keep it (JSON); ``from_record`` reads it."""
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Turn":
+        return cls(**record)
 
     def thought(self) -> str:
         """The reasoning before the action: the <think> block, or else the text before the tag."""

@@ -74,6 +74,23 @@ def check_servable(model_path: str, trust_remote_code: bool, device: str) -> Non
             )
 
 
+def fit_to_model(model_path: str, trust_remote_code: bool, max_model_len: int) -> int:
+    """The engine's context length: the configured prompt + response width, but no longer than the
+    model's positions (vLLM refuses that), so a generous data.max_prompt_length still serves
+    shorter prompts."""
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and max_model_len > positions:
+        logger.warning(
+            "prompt + response width %d exceeds the model's %d positions: vLLM serves sequences up to %d tokens",
+            max_model_len,
+            positions,
+            positions,
+        )
+        return int(positions)
+    return max_model_len
+
+
 def kv_cache_bytes(model_path: str, trust_remote_code: bool, dtype: str, tokens: int) -> int:
     """Bytes of key/value cache ``tokens`` positions take: a CPU engine is given what the rollout can
     use rather than a share of the host's memory."""
@@ -99,6 +116,7 @@ class VLLMRollout(BaseRollout):
         vllm = import_vllm()
         cfg = rollout_config
         self.device = device
+        max_model_len = fit_to_model(model_path, trust_remote_code, max_model_len)
         self._sleeps = device == "cuda" and cfg.free_cache_engine
         self._asleep = False
         self._said_no_sleep = False

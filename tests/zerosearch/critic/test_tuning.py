@@ -1,0 +1,77 @@
+"""A critic's tuning data from recorded trajectories, and its agreement with the oracle."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from zerosearch import prompts
+from zerosearch.critic import Trajectory, Turn
+from zerosearch.critic.critics import LLMCritic
+from zerosearch.critic.tuning import oracle_agreement, read_trajectories, tuning_rows
+
+
+def search(query, document):
+    return Turn(0, 4, f"<search>{query}</search>", "search", query, [document])
+
+
+PERU = Trajectory(
+    "What is the capital of Peru?",
+    ("Lima",),
+    [search("peru", "Cusco was a capital."), search("peru cities", "Lima is the capital."), Turn(9, 12, "", "answer")],
+    "Lima",
+)
+HAMLET = Trajectory("Who wrote Hamlet?", ("Shakespeare",), [search("hamlet", "Hamlet is by Shakespeare.")], None)
+GUESS = Trajectory("Who?", ("x",), [Turn(0, 3, "<answer>y</answer>", "answer", "y")], "y")
+
+
+def test_rows_are_the_oracles_verdicts_for_every_trajectory_that_searched():
+    rows = tuning_rows([PERU, HAMLET, GUESS, PERU])
+    peru = "Search 1: useless\nSearch 2: useful"
+    assert [row["response"] for row in rows] == [peru, "Search 1: useful", peru]
+    assert rows[0]["prompt"] == prompts.grading_messages(
+        PERU.question,
+        ["Lima"],
+        [("", "peru", ["Cusco was a capital."]), ("", "peru cities", ["Lima is the capital."])],
+        "Lima",
+        "sft",
+    )
+
+
+class ScriptedLLM:
+    """Replies per question; the Hamlet reply does not parse."""
+
+    def __init__(self):
+        self.stats = Counter()
+
+    def complete(self, conversations, max_tokens, temperature, accept=None):
+        replies = []
+        for messages in conversations:
+            text = messages[0]["content"]
+            replies.append("Search 1: useful\nSearch 2: useful" if "Peru" in text else "no idea")
+        return [r if check(r) else None for r, check in zip(replies, accept, strict=True)]
+
+
+def test_agreement_counts_unreadable_replies_as_disagreeing():
+    result = oracle_agreement(LLMCritic(ScriptedLLM(), 16, 0.0, 8, style="sft"), [PERU, HAMLET, GUESS])
+    assert result == {
+        "agreement": pytest.approx(1 / 3),  # Peru: one of two right; Hamlet: unreadable
+        "turns": 3,
+        "oracle_useful_share": pytest.approx(2 / 3),
+        "unreadable_rate": 0.5,
+    }
+
+
+def test_trajectories_read_from_evaluation_files_and_rollout_dumps(tmp_path):
+    turns = [turn.record() for turn in PERU.turns]
+    evaluation = tmp_path / "trajectories.jsonl"
+    evaluation.write_text(
+        json.dumps({"question": PERU.question, "golden_answers": ["Lima"], "turns": turns, "answer": "Lima"}) + "\n"
+    )
+    assert read_trajectories(str(evaluation)) == [PERU]
+    dump = tmp_path / "1.jsonl"
+    row = {"prompt": f"user\nQuestion: {PERU.question}\nassistant", "turns": turns, "accepted_answer": "Lima"}
+    dump.write_text(json.dumps(row) + "\n")
+    assert read_trajectories(str(dump), {PERU.question: "Lima", "Who?": "x"}) == [PERU]
+    with pytest.raises(ValueError, match=r"1.jsonl, line 1: the prompt holds none"):
+        read_trajectories(str(dump), {"Who?": "x"})
