@@ -275,7 +275,9 @@ class SearchGenerationManager:
         return {"turn_ids": turn_ids, "turn_scores": scores, "turn_graded": graded}
 
     def _encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        """Observation text as plain tokens: a document that spells a special token (``<|im_end|>``)
+        stays text and cannot forge a chat turn in the policy's context."""
+        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
 
     def _observe_documents(self, t: Trajectory, documents: list[str]) -> None:
         """A search result block; when too long, the documents are cut and the block stays closed."""
