@@ -67,3 +67,47 @@ def test_turn_rewards_of_the_rollout_loop_join_the_rewards_and_reach_the_estimat
     torch.testing.assert_close(
         data.batch["advantages"][0], torch.tensor([2**0.5, 2**0.5, 0.0, 2**-0.5]), atol=1e-4, rtol=0
     )
+
+
+class FailingValidation(RuntimeError):
+    pass
+
+
+def test_a_step_is_saved_before_it_is_validated(tmp_path):
+    """A validation that fails at a step that is also a save step must not lose that step."""
+    from verl.trainer.config import PPOConfig
+    from verl.trainer.ray_trainer import RayPPOTrainer
+
+    config = PPOConfig()
+    config.trainer.test_freq = config.trainer.save_freq = 2
+    config.trainer.val_before_train = False
+    config.trainer.logger = ["file"]
+    config.trainer.default_local_dir = str(tmp_path)
+    trainer = RayPPOTrainer.__new__(RayPPOTrainer)  # the loop alone: no workers
+    saved, steps = [], []
+
+    class Batches:
+        epoch = 0
+
+        def __next__(self):
+            return None
+
+    def validate():
+        if trainer.global_steps == 4:
+            raise FailingValidation("the search engine went away")
+        return {"val/score": 0.5}
+
+    trainer.__dict__.update(
+        config=config,
+        val_dataset=object(),
+        global_steps=0,
+        total_training_steps=6,
+        train_batches=Batches(),
+        load_checkpoint=lambda: None,
+        train_step=lambda batch: steps.append(trainer.global_steps) or {},
+        validate=validate,
+        save_checkpoint=lambda: saved.append(trainer.global_steps),
+    )
+    with pytest.raises(FailingValidation):
+        trainer.fit()
+    assert steps == [1, 2, 3, 4] and saved == [2, 4]

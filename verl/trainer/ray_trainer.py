@@ -329,13 +329,14 @@ class RayPPOTrainer:
             self.global_steps += 1
             metrics = self.train_step(next(self.train_batches))
             last = self.global_steps == self.total_training_steps
+            # Saved before validating: a validation that fails cannot cost the step.
+            if cfg.save_freq > 0 and (last or self.global_steps % cfg.save_freq == 0):
+                self.save_checkpoint()
             if self.val_dataset is not None and cfg.test_freq > 0 and (last or self.global_steps % cfg.test_freq == 0):
                 timing: dict[str, float] = {}
                 with timer("validate", timing):
                     metrics.update(self.validate())
                 metrics["timing_s/validate"] = timing["validate"]
-            if cfg.save_freq > 0 and (last or self.global_steps % cfg.save_freq == 0):
-                self.save_checkpoint()
             metrics["training/global_step"] = self.global_steps
             metrics["training/epoch"] = self.train_batches.epoch
             logger.log(metrics, step=self.global_steps)
