@@ -30,6 +30,30 @@ def test_file_backend_appends_across_runs(tmp_path):
     ]
 
 
+def test_a_resumed_run_keeps_one_line_per_step_and_loses_nothing(tmp_path):
+    crashed = Tracking("proj", "exp", ["file"], {}, str(tmp_path))
+    for step in range(5):  # it saved at step 2, logged up to 4, then died
+        crashed.log({"loss": float(step)}, step=step)
+    resumed = Tracking("proj", "exp", ["file", "console"], {}, str(tmp_path))
+    resumed.start_at(3)
+    for step in (3, 4):
+        resumed.log({"loss": step + 0.5}, step=step)
+    resumed.finish()
+    assert read_lines(tmp_path / "metrics.jsonl") == [
+        {"step": 0, "loss": 0.0},
+        {"step": 1, "loss": 1.0},
+        {"step": 2, "loss": 2.0},
+        {"step": 3, "loss": 3.5},
+        {"step": 4, "loss": 4.5},
+    ]
+    assert read_lines(tmp_path / "metrics.superseded.jsonl") == [{"step": 3, "loss": 3.0}, {"step": 4, "loss": 4.0}]
+    fresh = Tracking("proj", "exp", ["file"], {}, str(tmp_path))
+    fresh.start_at(0)  # no checkpoint: a new run; the old lines are set aside, not deleted
+    fresh.finish()
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
+    assert len(read_lines(tmp_path / "metrics.superseded.jsonl")) == 2 + 5
+
+
 def test_file_is_flushed_every_step(tmp_path):
     tracker = Tracking("proj", "exp", ["file"], {}, str(tmp_path))
     tracker.log({"a": 1.0}, step=7)

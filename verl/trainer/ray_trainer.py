@@ -322,6 +322,7 @@ class RayPPOTrainer:
             local_dir=cfg.default_local_dir,
         )
         self.load_checkpoint()
+        logger.start_at(self.global_steps + 1 if self.global_steps else 0)
         if self.val_dataset is not None and cfg.val_before_train and self.global_steps == 0:
             logger.log(self.validate(), step=0)
         progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="training steps")

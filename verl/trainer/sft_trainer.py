@@ -95,6 +95,7 @@ class RaySFTTrainer:
             local_dir=cfg.default_local_dir,
         )
         self.load_checkpoint()
+        logger.start_at(self.global_steps + 1 if self.global_steps else 0)
         progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="training steps")
         while self.global_steps < self.total_training_steps:
             self.global_steps += 1

@@ -54,11 +54,35 @@ class _Console:
         pass
 
 
+def _step_of(line: str) -> float:
+    """The step of a metrics line; a line that is not a record with a step sorts first (kept)."""
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return float("-inf")
+    return step if isinstance(step, int) else float("-inf")
+
+
 class _File:
     def __init__(self, local_dir: str):
         Path(local_dir).mkdir(parents=True, exist_ok=True)
+        self.path = Path(local_dir) / "metrics.jsonl"
         # Append so a resumed run keeps the lines it wrote before.
-        self.handle = open(Path(local_dir) / "metrics.jsonl", "a", encoding="utf-8")
+        self.handle = open(self.path, "a", encoding="utf-8")
+
+    def start_at(self, step: int) -> None:
+        """Lines of ``step`` and later, written by an earlier attempt past its last checkpoint, are
+        moved to metrics.superseded.jsonl (kept, never lost): one line per step stays, this run's."""
+        self.handle.close()
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        late = [_step_of(line) >= step for line in lines]
+        if any(late):
+            with open(self.path.with_name("metrics.superseded.jsonl"), "a", encoding="utf-8") as f:
+                f.writelines(line for line, stale in zip(lines, late, strict=True) if stale)
+            partial = self.path.with_name("metrics.jsonl.tmp")
+            partial.write_text("".join(line for line, stale in zip(lines, late, strict=True) if not stale), "utf-8")
+            os.replace(partial, self.path)
+        self.handle = open(self.path, "a", encoding="utf-8")
 
     def log(self, data: dict, step: int) -> None:
         record: dict[str, Any] = {"step": step}
@@ -148,6 +172,13 @@ class Tracking:
     def log(self, data: dict, step: int) -> None:
         for backend in self.backends:
             backend.log(data, step)
+
+    def start_at(self, step: int) -> None:
+        """The run logs from ``step`` on (0 fresh, N + 1 resumed from step N): the file backend sets
+        aside what an earlier attempt logged from there, so no step appears twice."""
+        for backend in self.backends:
+            if isinstance(backend, _File):
+                backend.start_at(step)
 
     def finish(self) -> None:
         for backend in self.backends:
