@@ -95,13 +95,19 @@ def test_grpo_learns_with_the_vllm_rollout(tmp_path):
 
 
 def test_resume_continues_at_the_next_step_as_if_never_stopped(tmp_path):
-    """Run A: 4 steps in one go. Run B: 2 steps, stop, resume for 2 more. With the dataloader
-    position, optimizer, LR schedule and RNG states restored, steps 3-4 of B equal those of A."""
-    common = ["trainer.save_freq=2", "trainer.val_before_train=false", "trainer.test_freq=-1"]
+    """Run A: 4 steps in one go. Run B: 3 steps saving each, stop, its last checkpoint corrupted;
+    resume falls back to step 2 and runs to 4. With the dataloader position, optimizer, LR schedule
+    and RNG states restored, steps 3-4 of B equal those of A."""
+    common = ["trainer.save_freq=1", "trainer.val_before_train=false", "trainer.test_freq=-1"]
     straight = train(tmp_path / "a", "gae", "trainer.total_training_steps=4", *common)
-    train(tmp_path / "b", "gae", "trainer.total_training_steps=2", *common)
+    train(tmp_path / "b", "gae", "trainer.total_training_steps=3", *common)
+    checkpoint = tmp_path / "b" / "checkpoints" / "gae"
+    for shard in (checkpoint / "global_step_3" / "actor" / "dcp").glob("*.distcp"):
+        shard.write_bytes(b"torn")  # the disk filled up after the step was marked latest
     resumed = train(tmp_path / "b", "gae", "trainer.total_training_steps=4", *common)
-    assert [r["step"] for r in resumed] == [1, 2, 3, 4]  # metrics.jsonl appended, not rewritten
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]  # one line per step: the lost step 3 set aside
+    superseded = (checkpoint / "metrics.superseded.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in superseded] == [3]
     for a, b in zip(straight[2:], resumed[2:], strict=True):
         for key in (
             "reward/score/mean",
@@ -114,7 +120,6 @@ def test_resume_continues_at_the_next_step_as_if_never_stopped(tmp_path):
             "critic/kl_coef",
         ):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (b["step"], key)
-    checkpoint = tmp_path / "b" / "checkpoints" / "gae"
     assert (checkpoint / "latest_checkpointed_iteration.txt").read_text() == "4"
     hf = checkpoint / "global_step_4" / "actor" / "huggingface"
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -35,7 +35,7 @@ from verl.trainer.metrics import (
     timer,
 )
 from verl.trainer.reward import RewardManager
-from verl.utils.checkpoint import checkpoint_dir, mark_latest, resume_dir, rng_state, set_rng_state
+from verl.utils.checkpoint import checkpoint_dir, load_first, mark_latest, resume_dirs, rng_state, set_rng_state
 from verl.utils.import_utils import load_object
 from verl.utils.torch_functional import masked_mean
 from verl.utils.tracking import Tracking, plain_config
@@ -298,9 +298,11 @@ class RayPPOTrainer:
 
     def load_checkpoint(self) -> None:
         cfg = self.config.trainer
-        step_dir = resume_dir(cfg.resume_mode, cfg.resume_from_path, cfg.default_local_dir)
-        if step_dir is None:
-            return
+        step_dirs = resume_dirs(cfg.resume_mode, cfg.resume_from_path, cfg.default_local_dir)
+        if load_first(step_dirs, self._load_from) is not None:
+            print(f"resumed: continuing at step {self.global_steps + 1}")
+
+    def _load_from(self, step_dir: str) -> None:
         state = torch.load(os.path.join(step_dir, "trainer_state.pt"), weights_only=False)
         self.actor_rollout_wg.load_checkpoint(os.path.join(step_dir, "actor"))
         if self.critic_wg is not None:
@@ -309,7 +311,7 @@ class RayPPOTrainer:
         self.train_batches.load_state_dict(state["dataloader"])
         self.kl_ctrl.value = state["kl_coef"]
         set_rng_state(state["rng"])
-        print(f"resumed from {step_dir}: continuing at step {self.global_steps + 1}")
+        print(f"resumed from {step_dir}")
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> None:

@@ -9,7 +9,7 @@ from verl.single_controller import RayClassWithInitArgs, RayResourcePool, RayWor
 from verl.trainer.config.sft import SFTConfig
 from verl.trainer.data_loader import ResumableBatches, validation_batches
 from verl.trainer.metrics import timer
-from verl.utils.checkpoint import checkpoint_dir, mark_latest, resume_dir, rng_state, set_rng_state
+from verl.utils.checkpoint import checkpoint_dir, load_first, mark_latest, resume_dirs, rng_state, set_rng_state
 from verl.utils.sft_dataset import SFTDataset
 from verl.utils.tracking import Tracking, plain_config
 
@@ -74,15 +74,17 @@ class RaySFTTrainer:
 
     def load_checkpoint(self) -> None:
         cfg = self.config.trainer
-        step_dir = resume_dir(cfg.resume_mode, cfg.resume_from_path, cfg.default_local_dir)
-        if step_dir is None:
-            return
+        step_dirs = resume_dirs(cfg.resume_mode, cfg.resume_from_path, cfg.default_local_dir)
+        if load_first(step_dirs, self._load_from) is not None:
+            print(f"resumed: continuing at step {self.global_steps + 1}")
+
+    def _load_from(self, step_dir: str) -> None:
         state = torch.load(os.path.join(step_dir, "trainer_state.pt"), weights_only=False)
         self.worker_group.load_checkpoint(os.path.join(step_dir, "model"))
         self.global_steps = state["global_steps"]
         self.train_batches.load_state_dict(state["dataloader"])
         set_rng_state(state["rng"])
-        print(f"resumed from {step_dir}: continuing at step {self.global_steps + 1}")
+        print(f"resumed from {step_dir}")
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> None:

@@ -6,8 +6,11 @@ Layout of one role's folder (``global_step_N/actor``):
   huggingface/             full weights + tokenizer, loadable by ``from_pretrained`` (optional)
 """
 
+import logging
 import os
 import random
+import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
 from verl.utils.fsdp_utils import full_state_dict
 
 LATEST_FILE = "latest_checkpointed_iteration.txt"
+logger = logging.getLogger(__name__)
 
 
 def checkpoint_dir(local_dir: str, step: int) -> str:
@@ -39,20 +43,48 @@ def mark_latest(local_dir: str, step: int) -> None:
     os.replace(latest + ".tmp", latest)
 
 
-def resume_dir(resume_mode: str, resume_from_path: str | None, local_dir: str) -> str | None:
-    """The ``global_step_N`` folder ``trainer.resume_mode`` picks, or None to start afresh: auto
-    takes the latest complete checkpoint under ``local_dir``, resume_path ``resume_from_path``."""
+def resume_dirs(resume_mode: str, resume_from_path: str | None, local_dir: str) -> list[str]:
+    """The ``global_step_N`` folders ``trainer.resume_mode`` may resume from, in the order to try
+    them; empty to start afresh. auto: the checkpoint marked latest under ``local_dir``, then every
+    earlier one, newest first (a fallback if the latest turns out unreadable); resume_path:
+    ``resume_from_path`` alone."""
     if resume_mode == "disable":
-        return None
+        return []
     if resume_mode == "resume_path":
         if not resume_from_path or not os.path.isdir(resume_from_path):
             raise FileNotFoundError(f"trainer.resume_from_path={resume_from_path!r} is not a checkpoint folder")
-        return resume_from_path
+        return [resume_from_path]
     latest = os.path.join(local_dir, LATEST_FILE)
     if not os.path.exists(latest):
-        return None
+        return []
     with open(latest) as f:
-        return checkpoint_dir(local_dir, int(f.read().strip()))
+        newest = int(f.read().strip())
+    earlier = sorted(
+        (int(name.removeprefix("global_step_")) for name in os.listdir(local_dir) if _STEP_DIR.fullmatch(name)),
+        reverse=True,
+    )
+    return [checkpoint_dir(local_dir, step) for step in [newest, *(s for s in earlier if s < newest)]]
+
+
+_STEP_DIR = re.compile(r"global_step_\d+")
+
+
+def load_first(step_dirs: list[str], load: Callable[[str], None]) -> str | None:
+    """Calls ``load`` on each folder in turn until one loads; returns it (None when there is none).
+    A folder that fails is skipped with a warning; when every one fails, the newest error is raised."""
+    errors: list[Exception] = []
+    for step_dir in step_dirs:
+        try:
+            load(step_dir)
+            return step_dir
+        except Exception as e:  # a torn or corrupted checkpoint fails in many ways; the next one is tried
+            errors.append(e)
+            logger.warning("could not resume from %s (%s: %s); trying the one before", step_dir, type(e).__name__, e)
+    if errors:
+        raise RuntimeError(
+            f"no checkpoint could be loaded from {step_dirs}; the newest failed with: {errors[0]}"
+        ) from errors[0]
+    return None
 
 
 def rng_state() -> dict:
