@@ -22,7 +22,7 @@ import ray
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from zerosearch.retry import RetryPolicy, retrying
+from zerosearch.retry import RetryPolicy, redact, retrying
 
 Conversation = list[dict[str, str]]
 Accept = Callable[[str], bool]  # whether a reply is usable; an unusable one is retried
@@ -67,6 +67,7 @@ class ServerChatLLM:
         if not server_urls:
             raise ValueError("a chat LLM server needs at least one URL")
         self.model = model
+        self._secret = "" if api_key == "EMPTY" else api_key
         self.retry = retry or RetryPolicy()
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -84,12 +85,17 @@ class ServerChatLLM:
 
     def _one(self, conversation: Conversation, max_tokens: int, temperature: float, accept: Accept | None) -> str:
         client = self._next_client()
-        reply = client.chat.completions.create(
-            model=self.model, messages=conversation, max_tokens=max_tokens, temperature=temperature
-        )
+        try:
+            reply = client.chat.completions.create(
+                model=self.model, messages=conversation, max_tokens=max_tokens, temperature=temperature
+            )
+        except Exception as e:
+            # A server may quote the key back (a 401's "Incorrect API key provided: ..."); `from None`
+            # keeps the original message out of any traceback.
+            raise RuntimeError(f"{client.base_url}: {type(e).__name__}: {redact(str(e), self._secret)}") from None
         text = (reply.choices[0].message.content or "") if reply.choices else ""
         if accept is not None and not accept(text):
-            raise RefusedReply(f"{client.base_url} replied with nothing usable: {text[:200]!r}")
+            raise RefusedReply(f"{client.base_url} replied with nothing usable: {redact(text[:200], self._secret)!r}")
         return text
 
     def complete(

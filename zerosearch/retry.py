@@ -3,6 +3,7 @@ backends, the simulation LLM and the critic LLM. A call never retries forever, a
 once its attempts are spent: the caller gets None and counts a failure."""
 
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -12,6 +13,15 @@ from typing import TypeVar
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def redact(message: str, secret: str = "") -> str:
+    """``message`` without ``secret`` and without anything shaped like a key in a URL or header:
+    servers and clients quote requests in their errors, and errors reach logs."""
+    if secret:
+        message = message.replace(secret, "***")
+    message = re.sub(r"(api_key=)[^&\s]+", r"\1***", message)
+    return re.sub(r"(Bearer\s+)\S+", r"\1***", message)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A chat-completions server on loopback for fault injection: real HTTP, real client, scripted
-replies. ``reply(prompt)`` returns the reply text, an int (answer with that HTTP status), or
-("sleep", seconds, text) to answer late."""
+replies. ``reply(prompt)`` returns the reply text, an int (answer with that HTTP status),
+("sleep", seconds, text) to answer late, or ("status", code, message) for an error with its message."""
 
 import asyncio
 import socket
@@ -12,7 +12,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-Reply = str | int | tuple[str, float, str]
+Reply = str | int | tuple[str, float, str] | tuple[str, int, str]
 
 
 class FakeChatServer:
@@ -41,6 +41,8 @@ class FakeChatServer:
         reply = self.reply(body["messages"][-1]["content"])
         if isinstance(reply, int):
             return JSONResponse({"error": {"message": "scripted failure"}}, status_code=reply)
+        if isinstance(reply, tuple) and reply[0] == "status":
+            return JSONResponse({"error": {"message": reply[2]}}, status_code=reply[1])
         if isinstance(reply, tuple):
             _, seconds, reply = reply
             await asyncio.sleep(seconds)

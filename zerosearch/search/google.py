@@ -5,8 +5,8 @@ the request URL, which its errors quote, so errors are re-raised with the key sc
 """
 
 import os
-import re
 
+from zerosearch.retry import redact
 from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest
 
 # ZeroSearch's scripts read the key from this variable; it is accepted when the configured one is unset.
@@ -80,14 +80,9 @@ class GoogleSearch(SearchBackend):
             results = dict(self._client.search({"engine": "google", "q": request.query, "num": self.topk}))
         except Exception as e:
             # `from None`: the original exception (and its URL) must not travel up a traceback either
-            raise RuntimeError(f"SerpAPI request failed: {type(e).__name__}: {self._scrub(str(e))}") from None
+            raise RuntimeError(f"SerpAPI request failed: {type(e).__name__}: {redact(str(e), self._secret)}") from None
         # SerpAPI reports "no results" as an error with status Success: that is an empty answer, not a failure
         status = (results.get("search_metadata") or {}).get("status")
         if results.get("error") and status != "Success":
-            raise RuntimeError(f"SerpAPI error: {self._scrub(str(results['error']))}")
+            raise RuntimeError(f"SerpAPI error: {redact(str(results['error']), self._secret)}")
         return format_results(results, self.topk)
-
-    def _scrub(self, message: str) -> str:
-        if self._secret:
-            message = message.replace(self._secret, "***")
-        return re.sub(r"api_key=[^&\s]+", "api_key=***", message)  # also an encoded or injected client's key

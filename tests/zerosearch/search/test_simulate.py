@@ -115,3 +115,16 @@ def test_bad_configuration_fails_at_construction():
         SimulatedSearch(ServerChatLLM(["http://127.0.0.1:9/v1"], "m"), "fancy", topk=2)
     with pytest.raises(ValueError, match="URL"):
         ServerChatLLM([], "m")
+
+
+def test_a_key_the_server_quotes_back_never_reaches_the_log(chat_server, caplog):
+    key = "sk-live-0123456789abcdef"
+    server = chat_server(lambda prompt: ("status", 401, f"Incorrect API key provided: {key}. Bearer {key}"))
+    llm = ServerChatLLM([server.url], "m", api_key=key, retry=RetryPolicy(max_retries=1, backoff_s=0.01))
+    backend = SimulatedSearch(llm, "prompt", topk=2)
+
+    [result] = backend.search([SearchRequest("anything", "q?", ("a",))])
+
+    assert result.failed and backend.stats["failures"] == 1
+    assert "Incorrect API key provided: ***" in caplog.text and "401" in caplog.text
+    assert key not in caplog.text
