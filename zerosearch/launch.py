@@ -45,9 +45,11 @@ def _critic_servers(value: str) -> str:
 
 
 def _flag(value: str) -> str:
-    if value.lower() not in ("true", "false"):
-        raise UsageError(f"expected true or false, got {value!r}")
-    return value.lower()
+    """true/false, also written 1/0."""
+    flag = {"1": "true", "0": "false"}.get(value, value.lower())
+    if flag not in ("true", "false"):
+        raise UsageError(f"expected true or false (or 1/0), got {value!r}")
+    return flag
 
 
 # KEY -> (config keys it sets, how its value is written into them)
@@ -80,6 +82,7 @@ KEYS: dict[str, tuple[list[str], Callable[[str], str] | None]] = {
     "CRITIC_IP": (["critictor.server_urls"], _critic_servers),
     "TURN_REWARD_COEF": (["critictor.turn_reward_coef"], str),
     "CRITIQUE_PROBABILITY": (["critictor.interactive.probability"], str),
+    "DRY_RUN": (["trainer.dry_run"], _flag),
 }
 
 

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from verl.trainer.main_ppo import run_ppo
-from verl.trainer.startup import expand_files, to_typed
+from verl.trainer.startup import check_model_folder, expand_files, to_typed
 from zerosearch.config import ZeroSearchConfig, register_schema
 from zerosearch.data.fields import row_golden_answers, row_question
 from zerosearch.reward import normalize_answer
@@ -74,8 +74,25 @@ def check_qa_files(key: str, files: list[str], needs_question: bool) -> None:
                 )
 
 
+def check_search_inputs(config: ZeroSearchConfig) -> None:
+    """The model folders of an in-process simulator or critic, and the corpus, load: found here,
+    not at the first search or validation."""
+    sim = config.search.simulator
+    if config.searches_used() & set(SIMULATED_MODES) and sim.in_process:
+        check_model_folder(sim.model, "search.simulator.model")
+    if config.critictor.enabled() and config.critictor.backend == "in_process":
+        check_model_folder(config.critictor.model, "critictor.model")
+    corpus = config.search.corpus_path
+    if "corpus" in config.searches_used() and corpus:
+        from zerosearch.search.corpus import is_saved_index, load_corpus  # bm25s, only when it is used
+
+        if not is_saved_index(os.path.expanduser(corpus)):
+            load_corpus(os.path.expanduser(corpus))
+
+
 def train(config: ZeroSearchConfig):
     check_search_keys(config)
+    check_search_inputs(config)
     check_qa_files("data.train_files", expand_files(config.data.train_files), config.search.mode in SIMULATED_MODES)
     if config.validates():
         check_qa_files("data.val_files", expand_files(config.data.val_files), needs_question=False)

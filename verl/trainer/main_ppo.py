@@ -5,12 +5,21 @@ import os
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from verl.trainer.config import PPOConfig, register_schema
 from verl.trainer.ray_trainer import RayPPOTrainer, WorkerClasses
-from verl.trainer.startup import absolute_run_dirs, expand_files, init_ray, open_tokenizer, resolve_device, to_typed
+from verl.trainer.startup import (
+    absolute_run_dirs,
+    check_model_folder,
+    describe_data,
+    expand_files,
+    init_ray,
+    open_tokenizer,
+    resolve_device,
+    to_typed,
+)
 from verl.utils.dataset import RLHFDataset
 from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
 from verl.workers.rollout.vllm_rollout import check_servable
@@ -75,13 +84,22 @@ def check_rollout_engine(config: PPOConfig) -> None:
         check_servable(os.path.expanduser(model.path), model.trust_remote_code, device)
 
 
-def run_ppo(config: PPOConfig) -> RayPPOTrainer:
-    """Prepares data and model from a checked config, starts the workers and trains."""
+def run_ppo(config: PPOConfig) -> RayPPOTrainer | None:
+    """Prepares data and model from a checked config, starts the workers and trains. With
+    ``trainer.dry_run`` it stops after the checks, printing the config and the data (None)."""
     warn_about_sampling(config)
     absolute_run_dirs(config.trainer)
     tokenizer = load_tokenizer(config)
+    check_model_folder(config.actor_rollout_ref.model.path, "actor_rollout_ref.model.path")
+    if config.critic.model.path:
+        check_model_folder(config.critic.model.path, "critic.model.path")
     check_rollout_engine(config)
     train, val = load_datasets(config, tokenizer)
+    if config.trainer.dry_run:
+        print(OmegaConf.to_yaml(OmegaConf.structured(config)))
+        print(describe_data({"data.train_files": train, "data.val_files": val}, config.data.max_prompt_length))
+        print("dry run: every check passed; no worker was started")
+        return None
     init_ray(config.ray_init)
     workers = WorkerClasses(actor_rollout_ref=ActorRolloutRefWorker, critic=CriticWorker)
     trainer = RayPPOTrainer(config, tokenizer, train, val, workers, device=resolve_device(config.trainer))

@@ -9,7 +9,7 @@ from typing import TypeVar
 import ray
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from verl.trainer.config import RayInitConfig, RunConfig, TrainerConfig
 from verl.utils.config import check_config_tree
@@ -61,6 +61,51 @@ def open_tokenizer(path: str, trust_remote_code: bool, key: str) -> PreTrainedTo
         return AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise FileNotFoundError(f"{key}={path!r} is not a loadable model folder or hub id: {e}") from None
+
+
+def check_model_folder(path: str, key: str) -> None:
+    """A local model folder has a readable config and weight files whose headers load (a torn or
+    truncated download fails here, naming the file, not inside a worker). Hub ids are left to
+    ``from_pretrained``."""
+    local = os.path.expanduser(path)
+    if not os.path.isdir(local):
+        return
+    try:
+        AutoConfig.from_pretrained(local)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{key}={path!r}: its config.json does not load: {e}") from None
+    from safetensors import safe_open
+
+    for name in sorted(os.listdir(local)):
+        if name.endswith(".safetensors"):
+            try:
+                with safe_open(os.path.join(local, name), framework="pt") as weights:
+                    weights.keys()
+            except Exception as e:  # safetensors raises its own error types for a bad header
+                raise ValueError(f"{key}={path!r}: {name} is not a readable safetensors file: {e}") from None
+
+
+def describe_data(datasets: dict[str, typing.Any], max_prompt_length: int) -> str:
+    """Rows per file and data source, and prompt-length percentiles against the budget."""
+    import numpy as np
+
+    lines = []
+    for key, dataset in datasets.items():
+        if dataset is None:
+            continue
+        lengths = np.array([len(row["prompt_ids"]) for row in dataset.rows])
+        sources: dict[str, int] = {}
+        for row in dataset.rows:
+            sources[row["data_source"]] = sources.get(row["data_source"], 0) + 1
+        files = ", ".join(f"{path}: {n}" for path, n in dataset.file_rows.items())
+        p50, p90, p99 = (int(np.percentile(lengths, q)) for q in (50, 90, 99))
+        lines += [
+            f"{key}: {len(dataset)} rows ({files})",
+            "  by data source: " + ", ".join(f"{s}: {n}" for s, n in sorted(sources.items())),
+            f"  prompt tokens: p50 {p50}, p90 {p90}, p99 {p99}, max {lengths.max()} of {max_prompt_length}"
+            + (f"; {dataset.truncated} cut" if dataset.truncated else ""),
+        ]
+    return "\n".join(lines)
 
 
 def init_ray(ray_init: RayInitConfig) -> None:

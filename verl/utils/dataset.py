@@ -59,8 +59,11 @@ class RLHFDataset(Dataset):
         self.truncation = truncation
         self.truncated = 0
         self.rows: list[dict] = []
+        self.file_rows: dict[str, int] = {}  # rows kept from each file
         for path in files:
-            self.rows.extend(self._load(str(path)))
+            rows = self._load(str(path))
+            self.file_rows[str(path)] = len(rows)
+            self.rows.extend(rows)
         columns = {key for row in self.rows for key in row}
         for row in self.rows:  # files may carry different extra columns; a batch needs every key
             for key in columns - row.keys():

@@ -348,6 +348,11 @@ class TrainerConfig(RunConfig):
     colocate_workers: bool = option(
         True, "Actor/rollout, reference and critic share one process per rank; false: one process per role."
     )
+    dry_run: bool = option(
+        False,
+        "Run every check made before workers start (config, every data row, model folders, search settings), "
+        "print the resolved config and a summary of the data, and exit without starting a worker (DRY_RUN).",
+    )
 
 
 @dataclass
