@@ -114,7 +114,7 @@ def init_ray(ray_init: RayInitConfig) -> None:
     env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
     if ray_init.address:
         ray.init(address=ray_init.address, runtime_env=env)
-    else:  # a private single-node Ray, bound to loopback
+    else:  # a private single-node Ray addressed over loopback (it listens more widely: see README)
         ray.init(_node_ip_address="127.0.0.1", num_cpus=ray_init.num_cpus, include_dashboard=False, runtime_env=env)
 
 

@@ -358,7 +358,10 @@ class TrainerConfig(RunConfig):
 @dataclass
 class RayInitConfig:
     address: str | None = option(
-        None, "null: start a local Ray on 127.0.0.1; auto or host:port: join a running cluster.", nullable=True
+        None,
+        "null: start a private local Ray addressed as 127.0.0.1 (it still listens on every interface, "
+        "token-authenticated); auto or host:port: join a running cluster.",
+        nullable=True,
     )
     num_cpus: int | None = option(None, "CPUs the local Ray may use; null: all.", min=1, nullable=True)
 
