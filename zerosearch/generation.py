@@ -24,6 +24,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from verl.protocol import DataProto, RolloutSettings
+from verl.trainer.metrics import timer
 from zerosearch import critic, prompts
 from zerosearch.config import CurriculumConfig, ZeroSearchConfig
 from zerosearch.curriculum import NoiseSchedule
@@ -117,6 +118,7 @@ class SearchGenerationManager:
         self.has_log_probs = True
         rows = self._trajectories(batch, n, needs_question=use_noise or use_critic is not None)
         noisy_draws: list[bool] = []
+        waited: dict[str, float] = {}
         for turn in range(self.agent.max_turns + 1):
             active = [t for t in rows if not t.done]
             if not active:
@@ -133,20 +135,27 @@ class SearchGenerationManager:
                     SearchRequest(q, t.question, t.golden_answers, flag)
                     for (t, q), flag in zip(queries, noisy, strict=True)
                 ]
-                for (t, _), result in zip(queries, backend.search(requests), strict=True):
+                with timer("search", waited):
+                    results = backend.search(requests)
+                for (t, _), result in zip(queries, results, strict=True):
                     t.log[-1].documents = result.documents
                     self._observe_documents(t, result.documents)
                 if critiques:
-                    self._critique([t for t, _ in queries], step, total, turn)
+                    with timer("critic", waited):
+                        self._critique([t for t, _ in queries], step, total, turn)
         if use_critic is not None and self.config.critictor.retrospective.enable:
-            self._grade(rows)
+            with timer("critic", waited):
+                self._grade(rows)
         out = self._to_dataproto(batch, rows)
-        out.meta_info["metrics"] = self._metrics(
+        metrics = self._metrics(
             rows, backend, before, noisy_draws, self.noise.probability(step, total) if use_noise else None
         )
-        out.meta_info["dump_keys"] = ["accepted_answer", "turns"]
+        metrics["search/seconds"] = waited.get("search", 0.0)  # waiting on the engine, retries and backoff included
         if use_critic is not None:
-            out.meta_info["metrics"].update(self._critic_metrics(rows, critic_before))
+            metrics.update(self._critic_metrics(rows, critic_before))
+            metrics["critictor/seconds"] = waited.get("critic", 0.0)
+        out.meta_info["metrics"] = metrics
+        out.meta_info["dump_keys"] = ["accepted_answer", "turns"]
         return out
 
     def _trajectories(self, batch: DataProto, n: int, needs_question: bool) -> list[Trajectory]:
@@ -385,6 +394,7 @@ class SearchGenerationManager:
             "search/out_of_budget_rate": mean([t.out_of_budget for t in rows]),
             "search/failures": float(backend.stats.get("failures", 0) - before.get("failures", 0)),
             "search/cache_hits": float(backend.stats.get("cache_hits", 0) - before.get("cache_hits", 0)),
+            "search/retries": float(backend.stats.get("retries", 0) - before.get("retries", 0)),
         }
         if noise_p is not None:
             metrics["curriculum/noise_p"] = noise_p

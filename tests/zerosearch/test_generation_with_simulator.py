@@ -49,3 +49,16 @@ def test_only_searching_rows_query_the_simulator_each_with_its_own_question_and_
         if m == 0
     ]
     assert "about hamlet playwright" in tokenizer.decode(observed)
+
+
+def test_retries_and_the_time_spent_waiting_are_logged(chat_server):
+    server = chat_server(simulator(mode="error"))
+    tokenizer = build_tokenizer([prompts.policy_prompt(q) for q in SCRIPTS] + SCRIPTS["Who wrote Hamlet?"], 600)
+    config = make_config()
+    config.search.simulator.server_urls = [server.url]
+    config.search.engine = "wiki"
+    config.search.max_retries, config.search.backoff_s = 2, 0.05
+    manager = SearchGenerationManager(config, ScriptedWorkerGroup(tokenizer, SCRIPTS), tokenizer)
+    metrics = manager.generate_sequences(make_batch(tokenizer, list(SCRIPTS), ANSWERS)).meta_info["metrics"]
+    assert metrics["search/failures"] == 2 and metrics["search/retries"] == 2 * 2
+    assert metrics["search/seconds"] >= 0.05 + 0.1  # the two backoffs, waited out by the searches in parallel

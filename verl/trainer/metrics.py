@@ -12,9 +12,10 @@ from verl.utils.torch_functional import masked_mean
 
 @contextmanager
 def timer(name: str, timing: dict[str, float]):
+    """Adds the seconds the block takes to ``timing[name]`` (so a name timed twice sums)."""
     start = time.perf_counter()
     yield
-    timing[name] = time.perf_counter() - start
+    timing[name] = timing.get(name, 0.0) + time.perf_counter() - start
 
 
 def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
