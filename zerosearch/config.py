@@ -307,9 +307,14 @@ class DemoCriticConfig(DemoSFTPhaseConfig):
         "are labelled by the rule oracle to tune the critic.",
         min=1,
     )
+    contrast: bool = option(
+        True,
+        "Each tuning trajectory also comes with two other gold answers (drawn from the other training "
+        "trajectories'): one its documents state and one they do not, labelled by the oracle again.",
+    )
     turn_reward_coef: float = option(0.1, "critictor.turn_reward_coef of the second run.", min=0)
     penalize_useless: bool = option(True, "critictor.retrospective.penalize_useless of the second run.")
-    max_tokens: int = option(16, "New tokens of one grading reply: a line per search.", min=1)
+    max_tokens: int = option(32, "New tokens of one grading reply: a line per search.", min=1)
     target: float = option(
         0.9, "steps_to_target: the first step whose held-out EM reaches this share of the first run's final EM.", min=0
     )
@@ -327,7 +332,7 @@ class DemoConfig:
     eval_batch_size: int = option(64, "Questions per evaluation batch.", min=1)
     world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
     simulator: DemoSimulatorConfig = field(
-        default_factory=lambda: DemoSimulatorConfig(model=DemoModelConfig(seed=1), steps=800, lr=3e-3)
+        default_factory=lambda: DemoSimulatorConfig(model=DemoModelConfig(seed=1), steps=1200, lr=3e-3)
     )
     warm_start: DemoWarmStartConfig = field(default_factory=lambda: DemoWarmStartConfig(steps=1000))
     rl: DemoRLConfig = field(default_factory=DemoRLConfig)

@@ -292,10 +292,10 @@ def tune_critic(config: DemoConfig, world: synthetic.World, init: str, rl_dir: s
         for step in range(1, config.critic.from_steps + 1)
         for trajectory in read_trajectories(os.path.join(rl_dir, "rollouts", f"{step}.jsonl"), train_questions)
     ]
-    rows = tuning_rows(seen)
+    rows = tuning_rows(seen, contrast=config.critic.contrast, seed=world.seed)
     path = os.path.join(out, "data", "critic_tuning.parquet")
     pd.DataFrame(rows, columns=["prompt", "response"]).to_parquet(path, index=False)
-    print(f"critic tuning: {len(rows)} trajectories that searched, of {len(seen)} rollouts")
+    print(f"critic tuning: {len(rows)} rows from the {len(seen)} rollouts of steps 1-{config.critic.from_steps}")
     critic = tune(config, config.critic, init, path, os.path.join(out, "critic"), "demo_critic")
     held_out = [
         trajectory

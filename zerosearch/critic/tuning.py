@@ -1,7 +1,9 @@
 """A critic LLM's tuning data from recorded trajectories (rollout dumps, evaluation trajectories),
 labelled by the rule oracle, and how often a critic's verdicts agree with that oracle."""
 
+import dataclasses
 import json
+import random
 from collections.abc import Sequence
 
 from zerosearch import prompts
@@ -13,16 +15,36 @@ def oracle_verdicts(trajectory: Trajectory) -> list[tuple[bool, str]]:
     return [(oracle_useful(t.documents or [], trajectory.golden_answers), "") for t in trajectory.searches()]
 
 
-def tuning_rows(trajectories: Sequence[Trajectory], style: str = "sft") -> list[dict]:
-    """One ``main_sft`` row (``prompt`` as chat messages, ``response``) per trajectory that searched:
-    its grading request and the verdict lines the rule oracle gives its searches. Repeated
-    trajectories stay, so the rows follow what the critic will be asked."""
+def tuning_rows(
+    trajectories: Sequence[Trajectory], style: str = "sft", contrast: bool = False, seed: int = 0
+) -> list[dict]:
+    """``main_sft`` rows (``prompt`` as chat messages, ``response``) for every trajectory that
+    searched: its grading request and the verdict lines the rule oracle gives its searches.
+    Repeated trajectories stay, so the rows follow what the critic will be asked.
+
+    With ``contrast``, each such trajectory also comes back twice with another gold answer drawn
+    from the other trajectories' gold answers: once one that a document of its searches states
+    (when there is one), once one that none does, each labelled by the oracle again. The same
+    documents then earn both verdicts, so a small critic learns to compare the answer with the
+    documents instead of guessing from the question or the query."""
+    rng = random.Random(seed)
+    pool = sorted({a for r in trajectories for a in r.golden_answers})
     rows = []
     for r in trajectories:
-        if r.searches():
-            searches = [(t.thought(), t.content, t.documents or []) for t in r.searches()]
-            messages = prompts.grading_messages(r.question, r.golden_answers, searches, r.final_answer, style)
-            rows.append({"prompt": messages, "response": prompts.format_verdicts(oracle_verdicts(r))})
+        if not r.searches():
+            continue
+        variants = [r]
+        if contrast:
+            documents = [d for t in r.searches() for d in t.documents or []]
+            stated = [a for a in pool if a not in r.golden_answers and any(oracle_useful([d], [a]) for d in documents)]
+            absent = [
+                a for a in pool if a not in r.golden_answers and not any(oracle_useful([d], [a]) for d in documents)
+            ]
+            variants += [dataclasses.replace(r, golden_answers=(rng.choice(c),)) for c in (stated, absent) if c]
+        for v in variants:
+            searches = [(t.thought(), t.content, t.documents or []) for t in v.searches()]
+            messages = prompts.grading_messages(v.question, v.golden_answers, searches, v.final_answer, style)
+            rows.append({"prompt": messages, "response": prompts.format_verdicts(oracle_verdicts(v))})
     return rows
 
 

@@ -75,3 +75,26 @@ def test_trajectories_read_from_evaluation_files_and_rollout_dumps(tmp_path):
     assert read_trajectories(str(dump), {PERU.question: "Lima", "Who?": "x"}) == [PERU]
     with pytest.raises(ValueError, match=r"1.jsonl, line 1: the prompt holds none"):
         read_trajectories(str(dump), {"Who?": "x"})
+
+
+def test_contrast_adds_one_stated_and_one_absent_answer_per_trajectory():
+    moon = Trajectory("Moon landing?", ("1969",), [search("moon", "Apollo 11 landed in 1969, not in Lima.")], "1969")
+    rows = tuning_rows([PERU, HAMLET, moon, GUESS], contrast=True, seed=3)
+    got = [(row["prompt"][0]["content"].split("\n")[:2], row["response"]) for row in rows]
+    answers = {"Lima", "Shakespeare", "1969", "x"}  # every trajectory's gold answers, GUESS's too
+    assert [(q, r) for (q, _), r in got] == [
+        ("Question: What is the capital of Peru?", "Search 1: useless\nSearch 2: useful"),  # as it was
+        ("Question: What is the capital of Peru?", "Search 1: useless\nSearch 2: useless"),  # no other answer stated
+        ("Question: Who wrote Hamlet?", "Search 1: useful"),
+        ("Question: Who wrote Hamlet?", "Search 1: useless"),
+        ("Question: Moon landing?", "Search 1: useful"),
+        ("Question: Moon landing?", "Search 1: useful"),  # Lima: stated by its document
+        ("Question: Moon landing?", "Search 1: useless"),
+    ]
+    assert got[5][0][1] == "Answer: Lima"
+    absent = [answer.removeprefix("Answer: ") for (_, answer), _ in (got[1], got[3], got[6])]
+    for drawn, others in zip(
+        absent, (answers - {"Lima"}, answers - {"Shakespeare"}, {"Shakespeare", "x"}), strict=True
+    ):
+        assert drawn in others  # another trajectory's answer that the documents do not state
+    assert rows == tuning_rows([PERU, HAMLET, moon, GUESS], contrast=True, seed=3)  # seeded
