@@ -70,11 +70,31 @@ class SearchConfig:
         "SERPAPI_API_KEY", "`google`: environment variable holding the SerpAPI key; SER_API_KEY is read when unset."
     )
     concurrency: int = option(16, "Search requests in flight per batch.", min=1)
-    timeout_s: float = option(60.0, "Seconds one request may take.", min=0)
+    timeout_s: float = option(
+        60.0,
+        "Seconds one attempt at a request to a server (simulator, retriever, SerpAPI) may take, first byte sent "
+        "to last byte read; then it is retried. The in-process simulator and the corpus have no deadline.",
+        min=0,
+    )
+    batch_timeout_s: float | None = option(
+        300.0,
+        "Seconds one batch of server requests may take, retries included: no attempt starts or is waited for "
+        "past it, and unfinished requests return no documents and are counted. null: no batch deadline.",
+        nullable=True,
+        min=0,
+    )
     max_retries: int = option(
         3, "Retries after the first attempt; then the request returns no documents and is counted.", min=0
     )
     backoff_s: float = option(1.0, "Seconds before the first retry, doubled for each next one.", min=0)
+    cooldown_after: int = option(
+        3, "Simulator servers: one that failed this many attempts in a row is skipped for cooldown_s.", min=1
+    )
+    cooldown_s: float = option(
+        30.0,
+        "Seconds a failing server is skipped while the others carry the load (all skipped: the soonest back).",
+        min=0,
+    )
     cache: str = option(
         "auto", "Result cache: auto (disk for google, memory otherwise), memory, disk or none.", choices=CACHE_MODES
     )
@@ -150,11 +170,26 @@ class CritictorConfig:
         0.1, "Size of one turn reward (TURN_REWARD_COEF); the outcome reward stays on the last token.", min=0
     )
     concurrency: int = option(16, "Critic requests in flight.", min=1)
-    timeout_s: float = option(60.0, "Seconds one critic request may take.", min=0)
+    timeout_s: float = option(
+        60.0, "Seconds one attempt at a critic request may take, first byte sent to last byte read.", min=0
+    )
+    batch_timeout_s: float | None = option(
+        300.0,
+        "Seconds one batch of critic requests may take, retries included; unfinished ones give no verdicts. "
+        "null: no batch deadline.",
+        nullable=True,
+        min=0,
+    )
     max_retries: int = option(
         3, "Retries after the first attempt (an unreadable reply is retried too); then no reward, counted.", min=0
     )
     backoff_s: float = option(1.0, "Seconds before the first retry, doubled for each next one.", min=0)
+    cooldown_after: int = option(
+        3, "A critic server that failed this many attempts in a row is skipped for cooldown_s.", min=1
+    )
+    cooldown_s: float = option(
+        30.0, "Seconds a failing critic server is skipped while the others carry the load.", min=0
+    )
     retrospective: RetrospectiveCriticConfig = field(default_factory=RetrospectiveCriticConfig)
     interactive: InteractiveCriticConfig = field(default_factory=InteractiveCriticConfig)
 

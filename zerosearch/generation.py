@@ -360,6 +360,7 @@ class SearchGenerationManager:
         metrics = {
             "critictor/failures": float(self.critic.stats.get("failures", 0) - before.get("failures", 0)),
             "critictor/retries": float(self.critic.stats.get("retries", 0) - before.get("retries", 0)),
+            "critictor/timeouts": float(self.critic.stats.get("timeouts", 0) - before.get("timeouts", 0)),
         }
         if self.config.critictor.retrospective.enable:
             coef = self.config.critictor.turn_reward_coef
@@ -395,6 +396,7 @@ class SearchGenerationManager:
             "search/failures": float(backend.stats.get("failures", 0) - before.get("failures", 0)),
             "search/cache_hits": float(backend.stats.get("cache_hits", 0) - before.get("cache_hits", 0)),
             "search/retries": float(backend.stats.get("retries", 0) - before.get("retries", 0)),
+            "search/timeouts": float(backend.stats.get("timeouts", 0) - before.get("timeouts", 0)),
         }
         if noise_p is not None:
             metrics["curriculum/noise_p"] = noise_p

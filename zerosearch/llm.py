@@ -1,29 +1,34 @@
 """The chat LLMs the agent talks to besides the policy, the simulation LLM and the critic LLM,
 through one machinery: a batch of conversations in, one reply per conversation out (None when every
-attempt failed), with bounded concurrency, a timeout per attempt, bounded retries with exponential
-backoff, and retries counted. A reply the caller's ``accept`` refuses (no documents, an unreadable
-verdict) counts as a failed attempt. API keys come from the environment and are never logged.
+attempt failed), with bounded concurrency, a deadline per attempt and per batch, bounded retries
+with exponential backoff, and retries counted. A reply the caller's ``accept`` refuses (no
+documents, an unreadable verdict) counts as a failed attempt. API keys come from the environment and are never logged.
 
 - ``ServerChatLLM``: OpenAI-compatible chat-completions servers (vLLM, sglang), used in turn; each
-  attempt, retries included, goes to the next server, so a dead server costs one attempt.
+  attempt, retries included, goes to the next server, so a dead server costs one attempt, and a
+  server that failed several attempts in a row is skipped for a cool-down.
 - ``LocalChatLLM``: a transformers model on a Ray actor (CPU machines, tests); one actor call per
   batch, retried as a whole.
 """
 
 import functools
+import logging
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Protocol
 
 import ray
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from zerosearch.retry import RetryPolicy, redact, retrying
+from zerosearch.retry import DeadlineExceeded, RetryPolicy, redact, retrying, within
 
+logger = logging.getLogger(__name__)
 Conversation = list[dict[str, str]]
 Accept = Callable[[str], bool]  # whether a reply is usable; an unusable one is retried
 
@@ -68,7 +73,7 @@ class ServerChatLLM:
             raise ValueError("a chat LLM server needs at least one URL")
         self.model = model
         self._secret = "" if api_key == "EMPTY" else api_key
-        self.retry = retry or RetryPolicy()
+        self.retry = replace(retry or RetryPolicy(), timeout_s=timeout_s)
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         # The client's own retries are off: the RetryPolicy alone bounds the attempts.
@@ -76,23 +81,55 @@ class ServerChatLLM:
             openai.OpenAI(base_url=url, api_key=api_key, timeout=timeout_s, max_retries=0) for url in server_urls
         ]
         self._turn = 0
+        self._failures_in_a_row = [0] * len(server_urls)
+        self._skipped_until = [0.0] * len(server_urls)  # time.monotonic() at which a cooling server is back
 
-    def _next_client(self) -> Any:
+    def _next_server(self) -> int:
+        """The next server in turn that is not cooling down; when all are, the one back soonest."""
         with self._lock:
-            client = self._clients[self._turn % len(self._clients)]
-            self._turn += 1
-        return client
+            now = time.monotonic()
+            for _ in self._clients:
+                server = self._turn % len(self._clients)
+                self._turn += 1
+                if self._skipped_until[server] <= now:
+                    return server
+            return min(range(len(self._clients)), key=self._skipped_until.__getitem__)
 
-    def _one(self, conversation: Conversation, max_tokens: int, temperature: float, accept: Accept | None) -> str:
-        client = self._next_client()
+    def _record(self, server: int, failed: bool) -> None:
+        with self._lock:
+            self._failures_in_a_row[server] = self._failures_in_a_row[server] + 1 if failed else 0
+            if self._failures_in_a_row[server] >= self.retry.cooldown_after and len(self._clients) > 1:
+                self._failures_in_a_row[server] = 0
+                self._skipped_until[server] = time.monotonic() + self.retry.cooldown_s
+                self.stats["cooldowns"] += 1
+                logger.warning(
+                    "%s failed %d times in a row: skipped for %.0f s",
+                    self._clients[server].base_url,
+                    self.retry.cooldown_after,
+                    self.retry.cooldown_s,
+                )
+
+    def _one(
+        self, conversation: Conversation, max_tokens: int, temperature: float, accept: Accept | None, deadline: float
+    ) -> str:
+        server = self._next_server()
+        client: Any = self._clients[server]  # messages are plain dicts, which the typed client does not name
         try:
-            reply = client.chat.completions.create(
-                model=self.model, messages=conversation, max_tokens=max_tokens, temperature=temperature
+            reply = within(
+                lambda: client.chat.completions.create(
+                    model=self.model, messages=conversation, max_tokens=max_tokens, temperature=temperature
+                ),
+                self.retry.attempt_seconds(deadline),
             )
+        except DeadlineExceeded:
+            self._record(server, failed=True)
+            raise
         except Exception as e:
+            self._record(server, failed=True)
             # A server may quote the key back (a 401's "Incorrect API key provided: ..."); `from None`
             # keeps the original message out of any traceback.
             raise RuntimeError(f"{client.base_url}: {type(e).__name__}: {redact(str(e), self._secret)}") from None
+        self._record(server, failed=False)  # it answered: an unusable reply is the model's fault, not the server's
         text = (reply.choices[0].message.content or "") if reply.choices else ""
         if accept is not None and not accept(text):
             raise RefusedReply(f"{client.base_url} replied with nothing usable: {redact(text[:200], self._secret)!r}")
@@ -108,10 +145,12 @@ class ServerChatLLM:
         if not conversations:
             return []
         checks = acceptance(accept, len(conversations))
+        deadline = self.retry.batch_deadline()
 
         def one(i: int) -> str | None:
-            attempt = functools.partial(self._one, conversations[i], max_tokens, temperature, checks[i])
-            return retrying(attempt, self.retry, self.stats, self._lock, f"chat request to {self.model!r}")
+            attempt = functools.partial(self._one, conversations[i], max_tokens, temperature, checks[i], deadline)
+            what = f"chat request to {self.model!r}"
+            return retrying(attempt, self.retry, self.stats, self._lock, what, deadline)
 
         with ThreadPoolExecutor(max_workers=max(1, min(self.retry.concurrency, len(conversations)))) as pool:
             return list(pool.map(one, range(len(conversations))))

@@ -1,15 +1,21 @@
-"""Bounded retries with exponential backoff, shared by every remote call the agent makes: search
-backends, the simulation LLM and the critic LLM. A call never retries forever, and never raises
-once its attempts are spent: the caller gets None and counts a failure."""
+"""Bounded retries with exponential backoff and deadlines, shared by every remote call the agent
+makes: search backends, the simulation LLM and the critic LLM. A call never retries forever, never
+waits past its deadlines, and never raises once its attempts are spent: the caller gets None and
+counts a failure.
+
+Two deadlines bound a remote call: one per attempt (``timeout_s``, first byte sent to last byte
+read: a server that trickles its reply a byte at a time is cut off like one that never answers),
+and one per batch (``batch_timeout_s``: no attempt starts, and none is waited for, past it)."""
 
 import logging
+import math
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,19 +35,70 @@ class RetryPolicy:
     concurrency: int = 16  # requests in flight
     max_retries: int = 3  # attempts after the first
     backoff_s: float = 1.0  # delay before the first retry, doubled for each next one
+    timeout_s: float | None = None  # deadline of one attempt; None: none (in-process models, the corpus)
+    batch_timeout_s: float | None = None  # deadline of a whole batch, retries included; None: none
+    cooldown_after: int = 3  # consecutive failures after which a server is skipped ...
+    cooldown_s: float = 30.0  # ... for this many seconds, while the other servers carry the load
+
+    def batch_deadline(self) -> float:
+        """The ``time.monotonic()`` past which a batch started now waits for nothing."""
+        return math.inf if self.batch_timeout_s is None else time.monotonic() + self.batch_timeout_s
+
+    def attempt_seconds(self, deadline: float) -> float:
+        """How long an attempt starting now may take: its own deadline or the batch's, the sooner."""
+        return min(math.inf if self.timeout_s is None else self.timeout_s, deadline - time.monotonic())
+
+
+class DeadlineExceeded(TimeoutError):
+    """An attempt that did not finish in time."""
+
+
+def within(call: Callable[[], T], seconds: float) -> T:
+    """``call()``'s value, or DeadlineExceeded once ``seconds`` have passed. The call runs on a
+    daemon thread that is left behind at the deadline: client timeouts apply per read, so only a
+    thread of our own bounds a reply that keeps trickling in. ``seconds`` inf: called directly."""
+    if seconds == math.inf:
+        return call()
+    if seconds <= 0:
+        raise DeadlineExceeded("the batch deadline has passed")
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as e:  # handed to the waiting thread as is
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True, name="deadline-call")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise DeadlineExceeded(f"no complete reply within {seconds:.1f} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def retrying(
-    attempt: Callable[[], T], retry: RetryPolicy, stats: Counter[str], lock: threading.Lock, what: str
+    attempt: Callable[[], T],
+    retry: RetryPolicy,
+    stats: Counter[str],
+    lock: threading.Lock,
+    what: str,
+    deadline: float = math.inf,
 ) -> T | None:
-    """``attempt()``'s value, trying again after any exception until the policy is spent; then None
-    (logged, never raised). Retries are counted in ``stats["retries"]``."""
+    """``attempt()``'s value, trying again after any exception until the policy is spent or the
+    batch ``deadline`` (a ``time.monotonic()``) is near; then None (logged, never raised). Retries
+    are counted in ``stats["retries"]``, attempts cut off by a deadline in ``stats["timeouts"]``.
+    ``attempt`` enforces its own deadline (``within``): it alone knows which server it was on."""
     delay = retry.backoff_s
     for tries in range(1, retry.max_retries + 2):
         try:
             return attempt()
         except Exception as e:  # any failure of a remote call is retried, then counted by the caller
-            if tries > retry.max_retries:
+            with lock:
+                stats["timeouts"] += isinstance(e, DeadlineExceeded)
+            if tries > retry.max_retries or time.monotonic() + delay >= deadline:
                 logger.warning("%s failed after %d attempts: %s", what, tries, e)
                 return None
             with lock:

@@ -1,6 +1,7 @@
 """Search backends by name, each wrapped in a result cache as configured."""
 
 import os
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from zerosearch.search.base import NoSearch, RetryPolicy, SearchBackend, SearchRequest, SearchResult
@@ -19,7 +20,14 @@ BACKENDS = SIMULATED_MODES + EVAL_ENGINES
 def build_backend(name: str, config: "SearchConfig") -> SearchBackend:
     """``config`` is a SearchConfig. Backends import their client libraries lazily."""
     backend: SearchBackend
-    retry = RetryPolicy(concurrency=config.concurrency, max_retries=config.max_retries, backoff_s=config.backoff_s)
+    retry = RetryPolicy(
+        concurrency=config.concurrency,
+        max_retries=config.max_retries,
+        backoff_s=config.backoff_s,
+        batch_timeout_s=config.batch_timeout_s,
+        cooldown_after=config.cooldown_after,
+        cooldown_s=config.cooldown_s,
+    )
     if name in SIMULATED_MODES:
         from zerosearch.llm import build_chat_llm
         from zerosearch.search.simulate import SimulatedSearch
@@ -41,7 +49,10 @@ def build_backend(name: str, config: "SearchConfig") -> SearchBackend:
 
         if not config.corpus_path:
             raise ValueError("search.corpus_path is not set: the `corpus` backend needs a JSONL corpus")
-        backend = CorpusSearch(os.path.expanduser(config.corpus_path), config.topk, retry)
+        # a local index needs no deadline
+        backend = CorpusSearch(
+            os.path.expanduser(config.corpus_path), config.topk, replace(retry, batch_timeout_s=None)
+        )
     elif name == CLOSED_BOOK:
         return NoSearch(config.topk)
     else:

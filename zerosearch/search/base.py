@@ -5,12 +5,13 @@ documents needs the question and answer of *that* row). A backend never raises f
 request: after bounded retries with backoff the request yields no documents and is counted.
 """
 
+import math
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from zerosearch.retry import RetryPolicy, retrying
+from zerosearch.retry import RetryPolicy, retrying, within
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,9 @@ class SearchResult:
 
 class SearchBackend:
     """Subclasses implement ``_search_one`` (may raise), to which ``search`` adds bounded
-    concurrency, retries with exponential backoff, and failure accounting; backends with a native
-    batch API implement ``_search_batch`` instead, using ``_retrying`` for the same policy."""
+    concurrency, retries with exponential backoff, the retry policy's deadlines and failure
+    accounting; backends with a native batch API implement ``_search_batch`` instead, using
+    ``_retrying`` for the same policy."""
 
     name = "base"
 
@@ -44,17 +46,23 @@ class SearchBackend:
         """Documents for one request; raise on any failure (it is retried)."""
         raise NotImplementedError(f"{type(self).__name__} implements neither _search_one nor _search_batch")
 
-    def _retrying(self, attempt, what: str):
-        """``attempt()``'s value under the retry policy, or None once it is spent (counted by ``search``)."""
-        return retrying(attempt, self.retry, self.stats, self._stats_lock, f"{self.name} search for {what}")
+    def _retrying(self, attempt, what: str, deadline: float = math.inf):
+        """``attempt()``'s value under the retry policy, each attempt within its deadline and none
+        past the batch's, or None once the policy is spent (counted by ``search``)."""
 
-    def _with_retries(self, request: SearchRequest) -> SearchResult:
-        documents = self._retrying(lambda: list(self._search_one(request))[: self.topk], repr(request.query))
+        def bounded():
+            return within(attempt, self.retry.attempt_seconds(deadline))
+
+        return retrying(bounded, self.retry, self.stats, self._stats_lock, f"{self.name} search for {what}", deadline)
+
+    def _with_retries(self, request: SearchRequest, deadline: float) -> SearchResult:
+        documents = self._retrying(lambda: list(self._search_one(request))[: self.topk], repr(request.query), deadline)
         return SearchResult(failed=True) if documents is None else SearchResult(documents=documents)
 
     def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
+        deadline = self.retry.batch_deadline()
         with ThreadPoolExecutor(max_workers=max(1, min(self.retry.concurrency, len(requests)))) as pool:
-            return list(pool.map(self._with_retries, requests))
+            return list(pool.map(lambda request: self._with_retries(request, deadline), requests))
 
     def search(self, requests: list[SearchRequest]) -> list[SearchResult]:
         """Results in request order; an empty batch costs nothing."""

@@ -5,6 +5,7 @@ the request URL, which its errors quote, so errors are re-raised with the key sc
 """
 
 import os
+from dataclasses import replace
 
 from zerosearch.retry import redact
 from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest
@@ -57,7 +58,7 @@ class GoogleSearch(SearchBackend):
         client=None,
     ):
         """``client``: anything with SerpAPI's ``search(params) -> dict``; by default a ``serpapi.Client``."""
-        super().__init__(topk, retry)
+        super().__init__(topk, replace(retry or RetryPolicy(), timeout_s=timeout_s))
         self._secret = ""
         if client is None:
             self._secret = serpapi_key(api_key_env)

@@ -4,6 +4,8 @@ Works with ``scripts/retrieval_server.py`` and with Search-R1's own BM25/dense s
 batch goes in one request, and results with or without scores are understood.
 """
 
+from dataclasses import replace
+
 import httpx
 
 from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest, SearchResult
@@ -30,7 +32,7 @@ class WikiSearch(SearchBackend):
     name = "wiki"
 
     def __init__(self, url: str, topk: int, timeout_s: float = 60.0, retry: RetryPolicy | None = None):
-        super().__init__(topk, retry)
+        super().__init__(topk, replace(retry or RetryPolicy(), timeout_s=timeout_s))
         self.url = url
         # the server sits on the cluster network: proxies from the environment would only intercept it
         self._client = httpx.Client(timeout=timeout_s, trust_env=False)
@@ -43,7 +45,9 @@ class WikiSearch(SearchBackend):
     def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
         # The whole batch is one POST, retried as a whole.
         documents = self._retrying(
-            lambda: self._post([r.query for r in requests]), f"a batch of {len(requests)} at {self.url}"
+            lambda: self._post([r.query for r in requests]),
+            f"a batch of {len(requests)} at {self.url}",
+            self.retry.batch_deadline(),
         )
         if documents is None:
             return [SearchResult(failed=True) for _ in requests]
