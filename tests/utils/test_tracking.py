@@ -1,4 +1,10 @@
 import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -90,6 +96,7 @@ def test_wandb_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")  # restored afterwards: the tracker would set it
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     tracker = Tracking("proj", "exp", ["wandb"], {"lr": 1e-6}, str(tmp_path))
     tracker.log({"actor/pg_loss": torch.tensor(0.5), "n": np.int64(2)}, step=1)
@@ -107,9 +114,60 @@ def test_wandb_defaults_to_offline_without_credentials(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb", reason="wandb is not installed (pip install criticsearch[wandb])")
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")  # restored afterwards: the tracker would set it
     calls = []
     monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs))
     Tracking("proj", "exp", ["wandb"], {"lr": 1e-6}, str(tmp_path))
     assert calls == [
         {"project": "proj", "name": "exp", "config": {"lr": 1e-6}, "dir": str(tmp_path), "mode": "offline"}
     ]
+
+
+OFFLINE_RUN = """
+import sys
+from verl.utils.tracking import Tracking
+tracker = Tracking("proj", "exp", ["wandb"], {"lr": 1e-6}, sys.argv[1])
+tracker.log({"x": 1.0}, step=1)
+tracker.finish()
+"""
+
+
+@pytest.mark.parametrize("mode", ["auto", "offline"])
+def test_wandb_offline_opens_no_connection(tmp_path, mode):
+    """Every proxy variable points at a loopback listener that records each connection attempt;
+    an offline run (chosen for lack of credentials, or asked for) must make none."""
+    pytest.importorskip("wandb", reason="wandb is not installed (pip install criticsearch[wandb])")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    attempts: list[bytes] = []
+    done = threading.Event()
+
+    def record():
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                attempts.append(conn.recv(200))
+
+    thread = threading.Thread(target=record, daemon=True)
+    thread.start()
+    proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k.lower() != "no_proxy"}
+    env.update({name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")})
+    if mode == "offline":
+        env["WANDB_MODE"] = "offline"
+    run = subprocess.run(
+        [sys.executable, "-c", OFFLINE_RUN, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    time.sleep(1)  # a late connection from wandb's service process would arrive here
+    done.set()
+    thread.join()
+    listener.close()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert attempts == []

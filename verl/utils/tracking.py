@@ -101,13 +101,16 @@ class _File:
 
 class _Wandb:
     def __init__(self, project_name: str, experiment_name: str, config: dict, local_dir: str):
+        # Without credentials or an explicit mode, log locally instead of prompting for a login.
+        offline = not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ
+        if offline or os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+            # Offline means no network at all: wandb's error reporting would still open a connection.
+            os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
         try:
             import wandb
         except ImportError as err:
             raise ImportError("the 'wandb' tracking backend needs wandb: pip install criticsearch[wandb]") from err
         Path(local_dir).mkdir(parents=True, exist_ok=True)
-        # Without credentials or an explicit mode, log locally instead of prompting for a login.
-        offline = not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ
         self.run = wandb.init(
             project=project_name,
             name=experiment_name,
