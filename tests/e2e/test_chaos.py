@@ -1,0 +1,174 @@
+"""train_grpo.sh against a simulation server that fails 3 requests in 10, in every way a server
+fails: an error status, rate limiting, a hang, a reset connection, a body that is not JSON, a
+reply without choices, and a reply trickled a byte a second. Training completes; each faulty reply
+costs one attempt, counted; and the time spent waiting on searches stays within what the retry
+policy's deadlines allow."""
+
+import http.server
+import json
+import socket
+import struct
+import threading
+from collections import Counter
+
+import pytest
+
+from tests.e2e.test_search_agent import run, world  # noqa: F401  (world is a fixture)
+
+pytestmark = pytest.mark.e2e
+
+FAULTS = ("500", "429", "hang", "reset", "bad_json", "no_choices", "trickle")
+TIMEOUT_S, MAX_RETRIES, BACKOFF_S, MAX_TURNS = 2.0, 3, 0.05, 2
+# The longest one request can wait: every attempt cut off at its deadline, and the backoffs between.
+REQUEST_BUDGET_S = (MAX_RETRIES + 1) * TIMEOUT_S + BACKOFF_S * (2**MAX_RETRIES - 1)
+
+
+def completion(content: str | None) -> bytes:
+    choices = [] if content is None else [{"index": 0, "message": {"role": "assistant", "content": content}}]
+    reply = {"id": "c", "object": "chat.completion", "created": 0, "model": "sim", "choices": choices}
+    return json.dumps(reply).encode()
+
+
+class ChaosServer:
+    """OpenAI-compatible chat completions on loopback: requests 0, 3 and 6 of every 10 are faults,
+    taking the kinds of FAULTS in turn; the others get two documents."""
+
+    def __init__(self):
+        self.served: Counter[str] = Counter()
+        self.stop = threading.Event()
+        lock, server = threading.Lock(), self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    k = sum(server.served.values())
+                    kind = FAULTS[(k // 10 * 3 + (k % 10) // 3) % len(FAULTS)] if k % 10 in (0, 3, 6) else "ok"
+                    server.served[kind] += 1
+                if kind in ("500", "429"):
+                    return self.reply(int(kind), b'{"error": {"message": "scripted"}}')
+                if kind == "hang":
+                    server.stop.wait(120)
+                    return None
+                if kind == "reset":  # close with RST instead of FIN
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    return None
+                if kind == "bad_json":
+                    return self.reply(200, b'{"id": "c", "choices": [')
+                if kind == "no_choices":
+                    return self.reply(200, completion(None))
+                body = completion("Doc 1: The answer is in this page.\nDoc 2: Another page about it.")
+                if kind == "ok":
+                    return self.reply(200, body)
+                self.reply(200, body, send=False)  # trickle: headers now, then the body a byte a second
+                for byte in body:
+                    if server.stop.wait(1.0):
+                        return None
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                return None
+
+            def reply(self, status: int, body: bytes, send: bool = True):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if send:
+                    self.wfile.write(body)
+
+            def handle(self):
+                try:
+                    super().handle()
+                except (OSError, ValueError):  # the client gave up on a hang or a trickle, or we reset
+                    pass
+
+            def finish(self):
+                try:
+                    super().finish()
+                except (OSError, ValueError):
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_training_survives_a_chaotic_simulation_server(world):  # noqa: F811
+    root, policy, _ = world
+    checkpoints = root / "checkpoints_chaos"
+    server = ChaosServer()
+    try:
+        run(
+            [
+                "bash",
+                "train_grpo.sh",
+                "NUM_GPUS_PER_NODE",
+                "2",
+                "MODEL_PATH",
+                str(policy),
+                "DATA_PATH",
+                str(root / "data"),
+                "TOTAL_STEPS",
+                "2",
+                "SEARCH_MODE",
+                "simulate_prompt",
+                "SIMULATION_LLM",
+                "sim",
+                "IP",
+                f"127.0.0.1:{server.port}",
+                "SEARCH_ENGINE",
+                "corpus",
+                "MAX_TURNS",
+                str(MAX_TURNS),
+                "TOPK",
+                "2",
+                "LOGGER",
+                "file",
+                "EXPERIMENT_NAME",
+                "chaos",
+                "--",
+                f"search.corpus_path={root / 'corpus.jsonl'}",
+                "search.cache=none",  # every search reaches the server
+                f"search.timeout_s={TIMEOUT_S}",
+                f"search.max_retries={MAX_RETRIES}",
+                f"search.backoff_s={BACKOFF_S}",
+                "search.batch_timeout_s=null",
+                "search.simulator.max_tokens=24",
+                "data.train_batch_size=4",
+                "data.max_prompt_length=256",
+                "data.max_response_length=48",
+                "agent.max_obs_length=64",
+                "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+                "actor_rollout_ref.rollout.n=4",
+                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+                "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+                "trainer.device=cpu",
+                "trainer.val_before_train=false",
+                "trainer.test_freq=-1",
+                f"trainer.default_local_dir={checkpoints}",
+            ]
+        )
+    finally:
+        server.close()
+    records = [json.loads(line) for line in open(checkpoints / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [1, 2]
+    served = server.served
+    assert set(served) == {"ok", *FAULTS}, served  # every kind of fault came up
+    total = {key: sum(r[f"search/{key}"] for r in records) for key in ("retries", "failures", "timeouts")}
+    # Every faulty reply cost exactly one attempt: retried, or the last of a request that failed.
+    assert total["retries"] + total["failures"] == sum(served[kind] for kind in FAULTS), (total, served)
+    # Only a hang and a trickle run into the attempt deadline; the others fail at once.
+    assert total["timeouts"] == served["hang"] + served["trickle"], (total, served)
+    # A trickled reply takes about a minute in all; the deadline cut each one off at TIMEOUT_S.
+    for record in records:
+        assert record["search/seconds"] <= MAX_TURNS * REQUEST_BUDGET_S + 2.0, record["search/seconds"]
