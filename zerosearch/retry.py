@@ -48,6 +48,18 @@ class RetryPolicy:
         """How long an attempt starting now may take: its own deadline or the batch's, the sooner."""
         return min(math.inf if self.timeout_s is None else self.timeout_s, deadline - time.monotonic())
 
+    @classmethod
+    def of(cls, config: Any) -> "RetryPolicy":
+        """The policy a config group sets (search or critictor: both name these keys alike)."""
+        return cls(
+            concurrency=config.concurrency,
+            max_retries=config.max_retries,
+            backoff_s=config.backoff_s,
+            batch_timeout_s=config.batch_timeout_s,
+            cooldown_after=config.cooldown_after,
+            cooldown_s=config.cooldown_s,
+        )
+
 
 class DeadlineExceeded(TimeoutError):
     """An attempt that did not finish in time."""

@@ -21,14 +21,7 @@ def build_critic(config: "CritictorConfig") -> Critic:
         return RuleCritic()
     from zerosearch.llm import build_chat_llm
 
-    retry = RetryPolicy(
-        concurrency=config.concurrency,
-        max_retries=config.max_retries,
-        backoff_s=config.backoff_s,
-        batch_timeout_s=config.batch_timeout_s,
-        cooldown_after=config.cooldown_after,
-        cooldown_s=config.cooldown_s,
-    )
+    retry = RetryPolicy.of(config)
     llm = build_chat_llm(
         config.server_urls, config.model, config.backend == "in_process", config.api_key_env, config.timeout_s, retry
     )

@@ -20,14 +20,7 @@ BACKENDS = SIMULATED_MODES + EVAL_ENGINES
 def build_backend(name: str, config: "SearchConfig") -> SearchBackend:
     """``config`` is a SearchConfig. Backends import their client libraries lazily."""
     backend: SearchBackend
-    retry = RetryPolicy(
-        concurrency=config.concurrency,
-        max_retries=config.max_retries,
-        backoff_s=config.backoff_s,
-        batch_timeout_s=config.batch_timeout_s,
-        cooldown_after=config.cooldown_after,
-        cooldown_s=config.cooldown_s,
-    )
+    retry = RetryPolicy.of(config)
     if name in SIMULATED_MODES:
         from zerosearch.llm import build_chat_llm
         from zerosearch.search.simulate import SimulatedSearch
