@@ -2,7 +2,8 @@
 through one machinery: a batch of conversations in, one reply per conversation out (None when every
 attempt failed), with bounded concurrency, a deadline per attempt and per batch, bounded retries
 with exponential backoff, and retries counted. A reply the caller's ``accept`` refuses (no
-documents, an unreadable verdict) counts as a failed attempt. API keys come from the environment and are never logged.
+documents, an unreadable verdict) counts as a failed attempt. API keys come from the environment
+and are never logged.
 
 - ``ServerChatLLM``: OpenAI-compatible chat-completions servers (vLLM, sglang), used in turn; each
   attempt, retries included, goes to the next server, so a dead server costs one attempt, and a
