@@ -12,18 +12,32 @@ from verl.single_controller.decorator import DISPATCH_ATTR, collect_from_ranks, 
 from verl.single_controller.worker import Worker
 
 
+def cpus_per_rank(process_on_nodes: list[int]) -> int:
+    """CPUs each rank of a CPU-only pool can hold: the smallest node's CPUs shared by its ranks."""
+    node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+    return max(1, int(min(node_cpus, default=1)) // max(process_on_nodes))
+
+
 class RayResourcePool:
-    """One placement group per node, one bundle (1 CPU, plus 1 GPU when ``use_gpu``) per rank.
+    """One placement group per node, one bundle per rank: 1 CPU and 1 GPU when ``use_gpu``, else
+    ``cpus`` CPUs (default: the node's CPUs shared by its ranks), which the rank's workers use as
+    their intra-op threads.
 
     ``max_colocate_count`` worker groups may share each bundle (each takes a fraction of it)."""
 
     def __init__(
-        self, process_on_nodes: list[int], use_gpu: bool, max_colocate_count: int = 1, ready_timeout_s: float = 120.0
+        self,
+        process_on_nodes: list[int],
+        use_gpu: bool,
+        max_colocate_count: int = 1,
+        ready_timeout_s: float = 120.0,
+        cpus: int | None = None,
     ):
         self.process_on_nodes = process_on_nodes
         self.use_gpu = use_gpu
         self.max_colocate_count = max_colocate_count
-        bundle = {"CPU": 1, "GPU": 1} if use_gpu else {"CPU": 1}
+        self.cpus = 1 if use_gpu else (cpus or cpus_per_rank(process_on_nodes))
+        bundle = {"CPU": 1, "GPU": 1} if use_gpu else {"CPU": self.cpus}
         self.placement_groups = [placement_group([dict(bundle)] * n, strategy="STRICT_PACK") for n in process_on_nodes]
         ready, _ = ray.wait(
             [pg.ready() for pg in self.placement_groups],
@@ -134,10 +148,17 @@ class RayWorkerGroup:
         remote_cls: Any = ray.remote(spec.cls)
         workers = []
         for rank, (pg, bundle_index) in enumerate(pool.slots()):
-            env = {**env_vars, "RANK": str(rank), "WORLD_SIZE": str(self.world_size), "VERL_DEVICE": self.device}
+            env = {
+                **env_vars,
+                "RANK": str(rank),
+                "WORLD_SIZE": str(self.world_size),
+                "VERL_DEVICE": self.device,
+                # Ray would set 1 for a fractional share; colocated groups take turns on the same CPUs
+                "OMP_NUM_THREADS": str(pool.cpus),
+            }
             options = dict(
                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=bundle_index),
-                num_cpus=share,
+                num_cpus=share * pool.cpus,
                 num_gpus=share if pool.use_gpu else 0,
                 runtime_env={"env_vars": env},
             )

@@ -19,6 +19,8 @@ class Worker:
         self.rank = int(os.environ["RANK"])
         self.world_size = int(os.environ["WORLD_SIZE"])
         self.device = os.environ.get("VERL_DEVICE", "cpu")
+        if "OMP_NUM_THREADS" in os.environ:  # the CPUs this rank holds (torch may have read it earlier)
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
     @register(Dispatch.RANK_ZERO)
     def get_rendezvous_address(self, loopback: bool) -> tuple[str, int]:

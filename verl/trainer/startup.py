@@ -115,6 +115,9 @@ def init_ray(ray_init: RayInitConfig) -> None:
     if ray_init.address:
         ray.init(address=ray_init.address, runtime_env=env)
     else:  # a private single-node Ray addressed over loopback (it listens more widely: see README)
+        # Ray starts workers at nice 15 unless told otherwise; on a shared machine they would lose
+        # the CPU to every other process. The raylet reads this from its environment.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(_node_ip_address="127.0.0.1", num_cpus=ray_init.num_cpus, include_dashboard=False, runtime_env=env)
 
 
