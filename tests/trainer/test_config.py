@@ -148,9 +148,8 @@ VERL_QWEN2_7B_GRPO = [
     "trainer.test_freq=5",
     "trainer.total_epochs=15",
 ]
-# Not yet: padding-free compute, and one vLLM engine spanning several GPUs.
+# Not yet: one vLLM engine spanning several GPUs.
 STILL_REFUSED = {
-    "actor_rollout_ref.model.use_remove_padding=True": "use_remove_padding",
     "actor_rollout_ref.rollout.tensor_model_parallel_size=2": "tensor_model_parallel_size=2",
 }
 
@@ -159,6 +158,7 @@ def test_a_verl_grpo_script_composes_with_the_vllm_rollout():
     config = load_config([o for o in VERL_QWEN2_7B_GRPO if o not in STILL_REFUSED])
     rollout = config.actor_rollout_ref.rollout
     assert (rollout.name, rollout.gpu_memory_utilization, rollout.n) == ("vllm", 0.6, 5)
+    assert config.actor_rollout_ref.model.use_remove_padding
     for override, message in STILL_REFUSED.items():
         with pytest.raises((ConfigCompositionException, ValueError), match=message):
             load_config([o for o in VERL_QWEN2_7B_GRPO if o == override or o not in STILL_REFUSED])

@@ -5,6 +5,7 @@ import torch
 
 from verl.utils.torch_functional import (
     entropy_from_logits,
+    logprobs_and_entropy,
     logprobs_from_logits,
     masked_mean,
     masked_sum,
@@ -114,3 +115,14 @@ def test_logprobs_from_half_precision_logits_are_float32(shape):
     assert out.dtype == torch.float32
     expected = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_logprobs_and_entropy_match_the_separate_functions(dtype):
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 5, 11) * 4).to(dtype)
+    labels = torch.randint(0, 11, (3, 5))
+    log_probs, entropy = logprobs_and_entropy(logits, labels)
+    assert log_probs.dtype == entropy.dtype == torch.float32
+    torch.testing.assert_close(log_probs, logprobs_from_logits(logits, labels), rtol=0, atol=1e-5)
+    torch.testing.assert_close(entropy, entropy_from_logits(logits.float()), rtol=0, atol=1e-5)

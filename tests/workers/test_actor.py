@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from verl.protocol import DataProto
-from verl.trainer.config import ActorConfig
+from verl.protocol import DataProto, RolloutSettings
+from verl.trainer.config import ActorConfig, RefConfig
 from verl.utils.tiny_model import build_tiny_model
 from verl.workers.actor import DataParallelPPOActor
 
@@ -53,15 +53,15 @@ def make_batch(rows: int, prompt_width: int = 5, response_width: int = 6, seed: 
     )
 
 
-def updated_weights(model_path, data, micro: int, **actor_kwargs):
+def updated_weights(model_path, data, micro: int, remove_padding: bool = False, **actor_kwargs):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_path)
     config = ActorConfig(ppo_micro_batch_size_per_gpu=micro, grad_clip=1e9, **actor_kwargs)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    actor = DataParallelPPOActor(config, model, optimizer, scheduler)
+    actor = DataParallelPPOActor(config, model, optimizer, scheduler, remove_padding=remove_padding)
     before = copy.deepcopy(model.state_dict())
-    metrics = actor.update_policy(data, mini_batch_size=len(data), temperature=1.0)
+    metrics, _ = actor.update_policy(data, mini_batch_size=len(data), temperature=1.0)
     return {k: v - before[k] for k, v in model.state_dict().items()}, metrics
 
 
@@ -86,8 +86,87 @@ def test_kl_loss_is_added_to_the_policy_loss(model_path):
     before, _ = actor.compute_log_prob(data, micro_batch_size=4, temperature=1.0)
     data.batch["old_log_probs"] = before.clone()
     data.batch["ref_log_prob"] = before - 1.0
-    metrics = actor.update_policy(data, mini_batch_size=4, temperature=1.0)
+    metrics, _ = actor.update_policy(data, mini_batch_size=4, temperature=1.0)
     assert metrics["actor/kl_loss"][0] == pytest.approx(1.0, abs=1e-4)
     after, _ = actor.compute_log_prob(data, micro_batch_size=4, temperature=1.0)
     mask = data.batch["response_mask"].bool()
     assert after[mask].sum() < before[mask].sum() - 1e-3
+
+
+def assert_same_update(a: dict, b: dict) -> None:
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"use_dynamic_bsz": True, "ppo_max_token_len_per_gpu": 25},  # 2-3 rows per micro-batch, by length
+        {"remove_padding": True},
+        {"remove_padding": True, "use_dynamic_bsz": True, "ppo_max_token_len_per_gpu": 25},
+    ],
+    ids=["dynamic_bsz", "remove_padding", "both"],
+)
+def test_token_budget_and_padding_free_updates_equal_the_padded_one(model_path, loss_agg_mode, variant):
+    """Same loss, same gradients (so the same weights after an SGD step) as one padded micro-batch,
+    with rows of different lengths, left padding and an observation inside a response."""
+    data = make_batch(7)
+    data.batch["attention_mask"][3, :4] = 0  # another prompt length
+    data.batch["response_mask"][4, 1:] = 0  # a one-token response
+    data.batch["attention_mask"][4, 6:] = 0
+    data.batch["position_ids"] = (data.batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    padded, padded_metrics = updated_weights(model_path, data, micro=7, loss_agg_mode=loss_agg_mode)
+    other, other_metrics = updated_weights(model_path, data, micro=7, loss_agg_mode=loss_agg_mode, **variant)
+    assert_same_update(padded, other)
+    if variant.get("use_dynamic_bsz"):
+        assert len(other_metrics["actor/pg_loss"]) > 1  # the budget did split the batch
+    else:  # one micro-batch each: the same loss
+        assert other_metrics["actor/pg_loss"] == pytest.approx(padded_metrics["actor/pg_loss"], abs=1e-6)
+
+
+def test_padding_free_log_probs_equal_the_padded_ones(model_path):
+    data = make_batch(6)
+    data.batch["attention_mask"][3, :4] = 0
+    data.batch["position_ids"] = (data.batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    padded = DataParallelPPOActor(RefConfig(), model)
+    packed = DataParallelPPOActor(RefConfig(), model, remove_padding=True)
+    lp, ent = padded.compute_log_prob(data, micro_batch_size=6, temperature=0.7, with_entropy=True)
+    for kwargs in ({"micro_batch_size": 4}, {"micro_batch_size": 1, "max_token_len": 20}):
+        lp2, ent2 = packed.compute_log_prob(data, temperature=0.7, with_entropy=True, **kwargs)
+        attended = data.batch["attention_mask"][:, -6:].bool()
+        torch.testing.assert_close(lp2[attended], lp[attended], rtol=0, atol=1e-5)
+        torch.testing.assert_close(ent2[attended], ent[attended], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_an_on_policy_update_takes_the_old_log_probs_from_its_own_forward_pass(model_path, shuffle):
+    """Without old_log_probs (one epoch, one mini-batch) the update equals the one given the
+    separately computed old log-probs, and returns those log-probs in batch order."""
+    data = make_batch(5)
+    data.meta_info["rollout"] = RolloutSettings(step=3)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    old, entropy = DataParallelPPOActor(RefConfig(), model).compute_log_prob(
+        data, micro_batch_size=5, temperature=1.0, with_entropy=True
+    )
+    data.batch["old_log_probs"] = old
+    given, _ = updated_weights(model_path, data, micro=2, shuffle=shuffle)
+    on_policy = data.select(batch_keys=[k for k in data.batch.keys() if k != "old_log_probs"])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    actor = DataParallelPPOActor(
+        ActorConfig(ppo_micro_batch_size_per_gpu=2, grad_clip=1e9, shuffle=shuffle),
+        model,
+        optimizer,
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+    )
+    before = copy.deepcopy(model.state_dict())
+    _, computed = actor.update_policy(on_policy, mini_batch_size=5, temperature=1.0)
+    assert_same_update(given, {k: v - before[k] for k, v in model.state_dict().items()})
+    attended = data.batch["attention_mask"][:, -6:].bool()
+    torch.testing.assert_close(computed.batch["old_log_probs"][attended], old[attended], rtol=0, atol=1e-5)
+    torch.testing.assert_close(computed.batch["entropys"][attended], entropy[attended], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="one epoch over one mini-batch"):
+        actor.update_policy(on_policy, mini_batch_size=2, temperature=1.0)

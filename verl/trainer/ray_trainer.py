@@ -39,6 +39,7 @@ from verl.utils.checkpoint import checkpoint_dir, load_first, mark_latest, resum
 from verl.utils.import_utils import load_object
 from verl.utils.torch_functional import masked_mean
 from verl.utils.tracking import Tracking, plain_config
+from verl.workers.micro_batch import balanced_order
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,15 @@ def apply_kl_penalty(
     metrics = {"critic/kl": current_kl, "critic/kl_coef": kl_ctrl.value}
     kl_ctrl.update(current_kl=current_kl, n_steps=len(data))
     return metrics
+
+
+def balance_batch(data: DataProto, ranks: int) -> None:
+    """Reorders the rows in place so that each data-parallel rank's share carries about as many
+    tokens as the others' (verl's trainer.balance_batch)."""
+    order = balanced_order(data.batch["attention_mask"].sum(-1).tolist(), ranks)
+    if order != sorted(order):
+        reordered = data[torch.tensor(order)]
+        data.batch, data.non_tensor_batch = reordered.batch, reordered.non_tensor_batch
 
 
 def turn_rewards(data: DataProto) -> core_algos.TurnRewards | None:
@@ -163,6 +173,20 @@ class RayPPOTrainer:
         self.resource_pool.release()
 
     # ---- one step ------------------------------------------------------------------------------
+    def update_is_on_policy(self, rows: int) -> bool:
+        """Whether the actor's update is one epoch over one mini-batch, so the old log-probs are the
+        current policy's and come from the update's own forward pass, saving a separate pass. Not
+        when something needs them before the update (a KL penalty in the reward) or the actor is
+        still waiting for the critic's warm-up."""
+        cfg = self.config
+        actor = cfg.actor_rollout_ref.actor
+        return (
+            actor.ppo_epochs == 1
+            and rows <= actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n
+            and not cfg.algorithm.use_kl_in_reward
+            and self.global_steps > cfg.trainer.critic_warmup
+        )
+
     def _generate(self, batch: DataProto, validate: bool) -> DataProto:
         gen_batch = batch.select(
             batch_keys=["input_ids", "attention_mask", "position_ids"],
@@ -188,12 +212,15 @@ class RayPPOTrainer:
             with timer("gen", timing):
                 batch = self._generate(batch, validate=False)
             metrics.update(batch.meta_info.pop("metrics", {}))
+            if cfg.trainer.balance_batch:
+                balance_batch(batch, self.actor_rollout_wg.world_size)
             with timer("reward", timing):
                 extra = self._compute_reward(batch)
             metrics.update(reward_extra_metrics("reward", extra))
-            with timer("old_log_prob", timing):
-                batch = batch.union(self.actor_rollout_wg.compute_log_prob(batch))
-            metrics.update(compute_rollout_log_prob_metrics(batch))
+            reuse_update_pass = self.update_is_on_policy(len(batch))
+            if not reuse_update_pass:
+                with timer("old_log_prob", timing):
+                    batch = batch.union(self.actor_rollout_wg.compute_log_prob(batch))
             if self.use_ref:
                 with timer("ref", timing):
                     batch = batch.union(self.ref_wg.compute_ref_log_prob(batch))
@@ -210,9 +237,13 @@ class RayPPOTrainer:
                     metrics.update(critic.update_critic(batch).meta_info["metrics"])
             if self.global_steps > cfg.trainer.critic_warmup:
                 with timer("update_actor", timing):
-                    metrics.update(self.actor_rollout_wg.update_actor(batch).meta_info["metrics"])
+                    updated = self.actor_rollout_wg.update_actor(batch)
+                metrics.update(updated.meta_info.pop("metrics"))
+                if reuse_update_pass:  # the old log-probs the update's own forward pass computed
+                    batch = batch.union(updated)
                 with timer("sync_weights", timing):
                     self.actor_rollout_wg.sync_rollout_weights()
+            metrics.update(compute_rollout_log_prob_metrics(batch))
             if cfg.trainer.rollout_data_dir:
                 with timer("dump_rollouts", timing):
                     self._dump_rollouts(batch, extra, cfg.trainer.rollout_data_dir)

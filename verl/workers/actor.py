@@ -7,17 +7,48 @@ import torch
 from verl.protocol import DataProto, RolloutSettings
 from verl.trainer import core_algos
 from verl.trainer.config import ActorConfig, RefConfig
-from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
-from verl.workers.micro_batch import loss_denominator, micro_weight, optimizer_step, pad_right, trim_padding
+from verl.utils.torch_functional import logprobs_and_entropy
+from verl.workers.micro_batch import (
+    loss_denominator,
+    micro_batches,
+    micro_weight,
+    optimizer_step,
+    pack_rows,
+    pad_right,
+    trim_padding,
+    unsort,
+)
 
 
 def response_logits(model, data: DataProto, response_length: int, temperature: float) -> torch.Tensor:
     """Logits predicting each response token, [B, kept response columns, V], divided by the
-    sampling temperature so log-probs match the distribution the rollout sampled from."""
+    sampling temperature so log-probs match the distribution the rollout sampled from. The output
+    layer runs on those positions only (``logits_to_keep``), not on the prompt's."""
     inputs, kept = trim_padding(data, response_length)
-    logits = model(**inputs, use_cache=False).logits
-    logits = logits[:, -kept - 1 : -1].float()
-    return logits / temperature if temperature > 0 else logits
+    logits = model(**inputs, use_cache=False, logits_to_keep=kept + 1).logits
+    logits = logits[:, -kept - 1 : -1].float()  # also right for a model that ignores logits_to_keep
+    return logits / temperature if temperature > 0 and temperature != 1 else logits
+
+
+def response_log_probs(
+    model, data: DataProto, temperature: float, remove_padding: bool, entropy_grad: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies of the response tokens, [B, kept response columns] each, zero where
+    there is no token. ``remove_padding`` runs the model on the real tokens only, packed in one row."""
+    responses = data.batch["responses"]
+    if not remove_padding:
+        logits = response_logits(model, data, responses.shape[1], temperature)
+        return logprobs_and_entropy(logits, responses[:, : logits.shape[1]], entropy_grad)
+    inputs, predictors, real = pack_rows(data, responses.shape[1])
+    logits = model(**inputs, use_cache=False, logits_to_keep=predictors).logits[0]
+    if logits.shape[0] != len(predictors):  # a model that ignores logits_to_keep
+        logits = logits[predictors]
+    logits = logits.float()
+    logits = logits / temperature if temperature > 0 and temperature != 1 else logits
+    log_prob, entropy = logprobs_and_entropy(logits, responses[real], entropy_grad)
+    return log_prob.new_zeros(real.shape).masked_scatter(real, log_prob), entropy.new_zeros(real.shape).masked_scatter(
+        real, entropy
+    )
 
 
 class DataParallelPPOActor:
@@ -28,8 +59,10 @@ class DataParallelPPOActor:
         optimizer: torch.optim.Optimizer | None = None,
         lr_scheduler: Any = None,
         device: str = "cpu",
+        remove_padding: bool = False,
     ):
         self.config = config  # a RefConfig for a frozen reference, which is never updated
+        self.remove_padding = remove_padding
         self.model = model
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
@@ -37,65 +70,91 @@ class DataParallelPPOActor:
 
     @torch.no_grad()
     def compute_log_prob(
-        self, data: DataProto, micro_batch_size: int, temperature: float, with_entropy: bool = False
+        self,
+        data: DataProto,
+        micro_batch_size: int,
+        temperature: float,
+        with_entropy: bool = False,
+        max_token_len: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns log-probs [B, R] of the response tokens (and their entropies) in micro-batches."""
+        """Returns log-probs [B, R] of the response tokens (and their entropies), in micro-batches of
+        ``micro_batch_size`` rows or, with ``max_token_len``, of that many tokens."""
         self.model.eval()
         width = data.batch["responses"].shape[1]
+        order = micro_batches(data, micro_batch_size, max_token_len)
         log_probs, entropies = [], []
-        for micro in data.split(micro_batch_size):
-            micro = micro.to(self.device)
-            logits = response_logits(self.model, micro, width, temperature)
-            labels = micro.batch["responses"][:, : logits.shape[1]]
-            log_probs.append(pad_right(logprobs_from_logits(logits, labels), width).cpu())
-            if with_entropy:
-                entropies.append(pad_right(entropy_from_logits(logits), width).cpu())
-        return torch.cat(log_probs), (torch.cat(entropies) if with_entropy else None)
+        for rows in order:
+            micro = data[rows].to(self.device)
+            log_prob, entropy = response_log_probs(self.model, micro, temperature, self.remove_padding)
+            log_probs.append(pad_right(log_prob, width).cpu())
+            entropies.append(pad_right(entropy, width).cpu())
+        return unsort(log_probs, order), (unsort(entropies, order) if with_entropy else None)
 
-    def update_policy(self, data: DataProto, mini_batch_size: int, temperature: float) -> dict[str, list[float]]:
-        """PPO epochs over mini-batches; one optimizer step per mini-batch."""
+    def update_policy(
+        self, data: DataProto, mini_batch_size: int, temperature: float
+    ) -> tuple[dict[str, list[float]], DataProto | None]:
+        """PPO epochs over mini-batches; one optimizer step per mini-batch.
+
+        Without ``old_log_probs`` in ``data`` the update must be on-policy (one epoch, one
+        mini-batch): the old log-probs are then the current policy's own, taken from the update's
+        forward pass instead of a separate one, and returned (with entropies) in batch order."""
         cfg, optimizer, scheduler = self.config, self.optimizer, self.lr_scheduler
         if not isinstance(cfg, ActorConfig) or optimizer is None:
             raise TypeError("a frozen reference policy (RefConfig, no optimizer) is never updated")
+        on_policy = "old_log_probs" not in data.batch.keys()
+        if on_policy and (cfg.ppo_epochs != 1 or len(data) > mini_batch_size):
+            raise ValueError("old_log_probs can be left out only for one epoch over one mini-batch")
         self.model.train()
         metrics: dict[str, list[float]] = {}
-        keys = [
-            "responses",
-            "input_ids",
-            "attention_mask",
-            "position_ids",
-            "response_mask",
-            "old_log_probs",
-            "advantages",
-        ] + (["ref_log_prob"] if cfg.use_kl_loss else [])
+        keys = ["responses", "input_ids", "attention_mask", "position_ids", "response_mask", "advantages"]
+        keys += [] if on_policy else ["old_log_probs"]
+        keys += ["ref_log_prob"] if cfg.use_kl_loss else []
         data = data.select(batch_keys=keys)
+        width = data.batch["responses"].shape[1]
+        positions = torch.arange(len(data))
+        kept: dict[str, list[torch.Tensor]] = {"old_log_probs": [], "entropys": [], "rows": []}
         for epoch in range(cfg.ppo_epochs):
             if cfg.shuffle:  # a different order every step and epoch, reproducible on resume
                 generator = torch.Generator().manual_seed(RolloutSettings.of(data).step * 1000 + epoch)
-                data = data[torch.randperm(len(data), generator=generator)]
-            for mini in data.split(mini_batch_size):
+                permutation = torch.randperm(len(data), generator=generator)
+                data, positions = data[permutation], positions[permutation]
+            for start in range(0, len(data), mini_batch_size):
+                mini = data[start : start + mini_batch_size]
                 optimizer.zero_grad()
                 denominator = loss_denominator(mini.batch["response_mask"], cfg.loss_agg_mode)
-                for micro in mini.split(cfg.ppo_micro_batch_size_per_gpu):
-                    micro = micro.to(self.device)
-                    step = self._micro_step(cfg, micro, temperature, denominator)
+                max_tokens = cfg.ppo_max_token_len_per_gpu if cfg.use_dynamic_bsz else None
+                for rows in micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, max_tokens):
+                    micro = mini[rows].to(self.device)
+                    step, log_prob, entropy = self._micro_step(cfg, micro, temperature, denominator)
                     for k, v in step.items():
                         metrics.setdefault(k, []).append(v)
+                    if on_policy:
+                        kept["old_log_probs"].append(pad_right(log_prob, width).cpu())
+                        kept["entropys"].append(pad_right(entropy, width).cpu())
+                        kept["rows"].append(positions[start + rows])
                 metrics.setdefault("actor/grad_norm", []).append(optimizer_step(self.model, optimizer, cfg.grad_clip))
         metrics["actor/lr"] = [scheduler.get_last_lr()[0]]
         scheduler.step()  # the schedule counts training steps, not mini-batches
-        return metrics
+        if not on_policy:
+            return metrics, None
+        tensors = {k: unsort(kept[k], kept["rows"]) for k in ("old_log_probs", "entropys")}
+        return metrics, DataProto.from_dict(tensors=tensors)
 
     def _micro_step(
         self, cfg: ActorConfig, micro: DataProto, temperature: float, denominator: float
-    ) -> dict[str, float]:
-        logits = response_logits(self.model, micro, micro.batch["responses"].shape[1], temperature)
-        kept = logits.shape[1]
-        b = {k: micro.batch[k][:, :kept] for k in ("responses", "response_mask", "old_log_probs", "advantages")}
+    ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+        """Accumulates one micro-batch's gradient; returns its metrics, and its log-probs and
+        entropies (detached, the kept response columns)."""
+        log_prob, entropy = response_log_probs(
+            self.model, micro, temperature, self.remove_padding, entropy_grad=cfg.entropy_coeff != 0
+        )
+        kept = log_prob.shape[1]
+        b = {k: micro.batch[k][:, :kept] for k in ("response_mask", "advantages")}
         mask = b["response_mask"].float()
-        log_prob = logprobs_from_logits(logits, b["responses"])
+        # on-policy: the old policy is this one, so the ratio is exactly 1 with the gradient of log π
+        old_log_prob = micro.batch["old_log_probs"][:, :kept] if "old_log_probs" in micro.batch.keys() else None
         pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower = core_algos.compute_policy_loss(
-            old_log_prob=b["old_log_probs"],
+            old_log_prob=log_prob.detach() if old_log_prob is None else old_log_prob,
             log_prob=log_prob,
             advantages=b["advantages"],
             response_mask=mask,
@@ -113,9 +172,9 @@ class DataParallelPPOActor:
             "actor/pg_clipfrac_lower": pg_clipfrac_lower.item(),
         }
         if cfg.entropy_coeff != 0:
-            entropy = core_algos.compute_entropy_loss(logits, mask, cfg.loss_agg_mode)
-            loss = loss - cfg.entropy_coeff * entropy
-            out["actor/entropy_loss"] = entropy.item()
+            entropy_loss = core_algos.agg_loss(entropy, mask, cfg.loss_agg_mode)
+            loss = loss - cfg.entropy_coeff * entropy_loss
+            out["actor/entropy_loss"] = entropy_loss.item()
         if cfg.use_kl_loss:
             kl = core_algos.kl_penalty(log_prob, micro.batch["ref_log_prob"][:, :kept], cfg.kl_loss_type)
             kl_loss = core_algos.agg_loss(kl, mask, cfg.loss_agg_mode)
@@ -123,4 +182,4 @@ class DataParallelPPOActor:
             out["actor/kl_loss"] = kl_loss.item()
             out["actor/kl_coef"] = cfg.kl_loss_coef
         (loss * micro_weight(mask, cfg.loss_agg_mode, denominator)).backward()
-        return out
+        return out, log_prob.detach(), entropy.detach()

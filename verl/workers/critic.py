@@ -7,11 +7,25 @@ import torch
 from verl.protocol import DataProto
 from verl.trainer import core_algos
 from verl.trainer.config import CriticConfig
-from verl.workers.micro_batch import loss_denominator, micro_weight, optimizer_step, pad_right, trim_padding
+from verl.workers.micro_batch import (
+    loss_denominator,
+    micro_batches,
+    micro_weight,
+    optimizer_step,
+    pack_rows,
+    pad_right,
+    trim_padding,
+    unsort,
+)
 
 
-def response_values(model, data: DataProto, response_length: int) -> torch.Tensor:
-    """Value of the state before each response token, [B, kept response columns]."""
+def response_values(model, data: DataProto, response_length: int, remove_padding: bool = False) -> torch.Tensor:
+    """Value of the state before each response token, [B, kept response columns]; zero where there
+    is no token. ``remove_padding`` runs the model on the real tokens only, packed in one row."""
+    if remove_padding:
+        inputs, predictors, real = pack_rows(data, response_length)
+        values = model(**inputs, use_cache=False).logits[0, predictors, 0].float()
+        return values.new_zeros(real.shape).masked_scatter(real, values)
     inputs, kept = trim_padding(data, response_length)
     values = model(**inputs, use_cache=False).logits.squeeze(-1)
     return values[:, -kept - 1 : -1].float()
@@ -25,8 +39,10 @@ class DataParallelPPOCritic:
         optimizer: torch.optim.Optimizer,
         lr_scheduler: Any,
         device: str = "cpu",
+        remove_padding: bool = False,
     ):
         self.config = config
+        self.remove_padding = remove_padding
         self.model = model
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
@@ -36,11 +52,15 @@ class DataParallelPPOCritic:
     def compute_values(self, data: DataProto) -> torch.Tensor:
         self.model.eval()
         width = data.batch["responses"].shape[1]
+        cfg = self.config
+        budget = cfg.forward_max_token_len_per_gpu or cfg.ppo_max_token_len_per_gpu
+        max_tokens = budget if cfg.use_dynamic_bsz else None
+        order = micro_batches(data, cfg.ppo_micro_batch_size_per_gpu, max_tokens)
         values = []
-        for micro in data.split(self.config.ppo_micro_batch_size_per_gpu):
-            micro = micro.to(self.device)
-            values.append(pad_right(response_values(self.model, micro, width), width).cpu())
-        return torch.cat(values) * data.batch["response_mask"].float()
+        for rows in order:
+            micro = data[rows].to(self.device)
+            values.append(pad_right(response_values(self.model, micro, width, self.remove_padding), width).cpu())
+        return unsort(values, order) * data.batch["response_mask"].float()
 
     def update_critic(self, data: DataProto, mini_batch_size: int) -> dict[str, list[float]]:
         cfg = self.config
@@ -61,9 +81,10 @@ class DataParallelPPOCritic:
             for mini in data.split(mini_batch_size):
                 self.optimizer.zero_grad()
                 denominator = loss_denominator(mini.batch["response_mask"], cfg.loss_agg_mode)
-                for micro in mini.split(cfg.ppo_micro_batch_size_per_gpu):
-                    micro = micro.to(self.device)
-                    vpreds = response_values(self.model, micro, micro.batch["responses"].shape[1])
+                max_tokens = cfg.ppo_max_token_len_per_gpu if cfg.use_dynamic_bsz else None
+                for rows in micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, max_tokens):
+                    micro = mini[rows].to(self.device)
+                    vpreds = response_values(self.model, micro, micro.batch["responses"].shape[1], self.remove_padding)
                     kept = vpreds.shape[1]
                     mask = micro.batch["response_mask"][:, :kept].float()
                     vf_loss, vf_clipfrac = core_algos.compute_value_loss(

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClas
 
 from verl.protocol import DataProto, RolloutSettings
 from verl.single_controller import Dispatch, Worker, register
-from verl.trainer.config import PPOConfig, RolloutConfig, ValKwargs
+from verl.trainer.config import PPOConfig, RefConfig, RolloutConfig, ValKwargs
 from verl.utils.checkpoint import load_checkpoint, save_checkpoint
 from verl.utils.fsdp_utils import (
     DTYPES,
@@ -126,13 +126,17 @@ class ActorRolloutRefWorker(Worker):
             model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing)
             model = shard_model(model, cfg.actor.fsdp_config, self.device, self.world_size)
             optimizer, scheduler = build_optimizer(model, cfg.actor.optim)
-            self.actor = DataParallelPPOActor(cfg.actor, model, optimizer, scheduler, self.device)
+            self.actor = DataParallelPPOActor(
+                cfg.actor, model, optimizer, scheduler, self.device, cfg.model.use_remove_padding
+            )
             self.rollout = self._build_rollout()
             self._place_optimizer("cpu")
         if self.has_ref:
             ref = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code)
             ref = shard_model(ref.requires_grad_(False), cfg.ref.fsdp_config, self.device, self.world_size)
-            self.ref = DataParallelPPOActor(cfg.ref, ref, device=self.device)
+            self.ref = DataParallelPPOActor(
+                cfg.ref, ref, device=self.device, remove_padding=cfg.model.use_remove_padding
+            )
 
     def _build_rollout(self) -> BaseRollout:
         """The engine named by rollout.name, computing in the actor's dtype unless rollout.dtype says
@@ -193,7 +197,11 @@ class ActorRolloutRefWorker(Worker):
         self.rollout.sleep()  # the rollout is over: the engine's memory is the actor's until the next sync
         cfg = self.config.actor_rollout_ref
         log_probs, entropys = self.actor.compute_log_prob(
-            data, cfg.rollout.log_prob_micro_batch_size_per_gpu, cfg.rollout.temperature, with_entropy=True
+            data,
+            cfg.rollout.log_prob_micro_batch_size_per_gpu,
+            cfg.rollout.temperature,
+            with_entropy=True,
+            max_token_len=self._log_prob_token_budget(cfg.rollout),
         )
         assert entropys is not None  # asked for with_entropy
         return DataProto.from_dict(tensors={"old_log_probs": log_probs, "entropys": entropys})
@@ -202,18 +210,31 @@ class ActorRolloutRefWorker(Worker):
     def compute_ref_log_prob(self, data: DataProto) -> DataProto:
         cfg = self.config.actor_rollout_ref
         log_probs, _ = self.ref.compute_log_prob(
-            data, cfg.ref.log_prob_micro_batch_size_per_gpu, cfg.rollout.temperature
+            data,
+            cfg.ref.log_prob_micro_batch_size_per_gpu,
+            cfg.rollout.temperature,
+            max_token_len=self._log_prob_token_budget(cfg.ref),
         )
         return DataProto.from_dict(tensors={"ref_log_prob": log_probs})
 
+    def _log_prob_token_budget(self, cfg: RolloutConfig | RefConfig) -> int | None:
+        """Tokens per log-prob micro-batch when they are packed by token count, else None."""
+        actor = self.config.actor_rollout_ref.actor
+        dynamic = actor.use_dynamic_bsz if cfg.log_prob_use_dynamic_bsz is None else cfg.log_prob_use_dynamic_bsz
+        return (cfg.log_prob_max_token_len_per_gpu or actor.ppo_max_token_len_per_gpu) if dynamic else None
+
     @register(Dispatch.DP_COMPUTE_PROTO)
     def update_actor(self, data: DataProto) -> DataProto:
+        """The PPO update; without old_log_probs in ``data`` (an on-policy update) it also returns
+        the old log-probs and entropies its forward pass computed."""
         cfg = self.config.actor_rollout_ref
         mini_batch_size = cfg.actor.ppo_mini_batch_size * cfg.rollout.n // self.world_size
         self._place_optimizer("cuda")
-        metrics = self.actor.update_policy(data, mini_batch_size, cfg.rollout.temperature)
+        metrics, computed = self.actor.update_policy(data, mini_batch_size, cfg.rollout.temperature)
         self._place_optimizer("cpu")
-        return DataProto(meta_info={"metrics": average_metrics(metrics)})
+        out = computed if computed is not None else DataProto()
+        out.meta_info["metrics"] = average_metrics(metrics)
+        return out
 
     @register(Dispatch.ONE_TO_ALL)
     def save_checkpoint(self, path: str, save_hf: bool = True) -> None:
@@ -249,7 +270,7 @@ class CriticWorker(Worker):
         model = load_value_model(path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing)
         model = shard_model(model, cfg.fsdp_config, self.device, self.world_size)
         optimizer, scheduler = build_optimizer(model, cfg.optim)
-        self.critic = DataParallelPPOCritic(cfg, model, optimizer, scheduler, self.device)
+        self.critic = DataParallelPPOCritic(cfg, model, optimizer, scheduler, self.device, cfg.model.use_remove_padding)
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_values(self, data: DataProto) -> DataProto:

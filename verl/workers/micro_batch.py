@@ -20,6 +20,82 @@ def trim_padding(data: DataProto, response_length: int) -> tuple[dict, int]:
     return inputs, kept_response
 
 
+def pack_rows(data: DataProto, response_length: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The micro-batch's real tokens as one row, positions restarting at each sequence (transformers
+    then attends within each sequence only), for padding-free compute. Also returns the packed
+    indices of the positions that predict each response token, and the [B, R] mask of where those
+    predictions belong in the padded layout."""
+    mask = data.batch["attention_mask"].bool()
+    prompt_width = mask.shape[1] - response_length
+    packed_index = torch.full(mask.shape, -1, dtype=torch.long)
+    packed_index[mask] = torch.arange(int(mask.sum()))
+    response_real = mask[:, prompt_width:]
+    # a response token is predicted at the position before it: the prompt's last token for the first
+    predictors = packed_index[:, prompt_width - 1 : -1][response_real]
+    inputs = {k: data.batch[k][mask].unsqueeze(0) for k in ("input_ids", "position_ids")}
+    return inputs, predictors, response_real
+
+
+def token_budget_groups(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Row indices grouped longest first, each group holding at most ``max_tokens`` tokens (a longer
+    row goes alone): rows of similar length share a micro-batch, so little of it is padding."""
+    groups: list[list[int]] = []
+    tokens = 0
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if not groups or tokens + lengths[i] > max_tokens:
+            groups.append([])
+            tokens = 0
+        groups[-1].append(i)
+        tokens += lengths[i]
+    return groups
+
+
+def split_into(groups: list[list[int]], count: int, lengths: list[int]) -> list[list[int]]:
+    """Halves the heaviest splittable group until there are ``count`` groups (count <= rows)."""
+    groups = list(groups)
+    while len(groups) < count:
+        heaviest = max((g for g in groups if len(g) > 1), key=lambda g: sum(lengths[i] for i in g))
+        groups.remove(heaviest)
+        half = len(heaviest) // 2
+        groups += [heaviest[:half], heaviest[half:]]
+    return groups
+
+
+def micro_batches(data: DataProto, micro_batch_size: int, max_token_len: int | None) -> list[torch.Tensor]:
+    """Row indices of each micro-batch: consecutive runs of ``micro_batch_size`` rows, or with a
+    token budget (``max_token_len``, verl's dynamic batch size) rows packed by length. Every
+    data-parallel rank then runs as many micro-batches as the one that needs most, since FSDP's
+    collectives pair up each forward and backward pass across ranks."""
+    rows = len(data)
+    if max_token_len is None:
+        return list(torch.arange(rows).split(micro_batch_size))
+    lengths = data.batch["attention_mask"].sum(-1).tolist()
+    groups = token_budget_groups(lengths, max_token_len)
+    count = torch.tensor(len(groups))
+    if dist.is_initialized():
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+    return [torch.tensor(g) for g in split_into(groups, min(int(count), rows), lengths)]
+
+
+def unsort(parts: list[torch.Tensor], order: list[torch.Tensor]) -> torch.Tensor:
+    """Rows computed micro-batch by micro-batch (``order``: their row indices) back in batch order."""
+    out = torch.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype)
+    out[torch.cat(order)] = torch.cat(parts)
+    return out
+
+
+def balanced_order(lengths: list[int], ranks: int) -> list[int]:
+    """A row order whose ``ranks`` equal consecutive chunks carry about the same number of tokens:
+    rows dealt longest first, back and forth over the ranks. Identity when rows do not divide."""
+    if ranks <= 1 or len(lengths) % ranks:
+        return list(range(len(lengths)))
+    chunks: list[list[int]] = [[] for _ in range(ranks)]
+    for position, i in enumerate(sorted(range(len(lengths)), key=lambda i: -lengths[i])):
+        lap, seat = divmod(position, ranks)
+        chunks[seat if lap % 2 == 0 else ranks - 1 - seat].append(i)
+    return [i for chunk in chunks for i in chunk]
+
+
 def pad_right(values: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(values, (0, width - values.shape[1]))
 

@@ -60,6 +60,16 @@ class ModelConfig:
 
 
 @dataclass
+class PolicyModelConfig(ModelConfig):
+    use_remove_padding: bool = option(
+        False,
+        "Padding-free compute: each micro-batch's real tokens run as one packed row, positions restarting at "
+        "each sequence, which transformers reads as separate sequences (with sdpa: a block-diagonal mask). "
+        "Results come back in the padded layout.",
+    )
+
+
+@dataclass
 class OptimConfig:
     lr: float = option(1e-6, "AdamW learning rate.", min=0)
     weight_decay: float = option(0.01, "AdamW weight decay.", min=0)
@@ -105,6 +115,15 @@ class ActorConfig:
         "micro-batch weighted by its share.",
         min=1,
     )
+    use_dynamic_bsz: bool = option(
+        False,
+        "Micro-batches by token count (ppo_max_token_len_per_gpu) instead of ppo_micro_batch_size_per_gpu: "
+        "rows of similar length packed together, so short and long trajectories waste little padding. "
+        "Gradients accumulate exactly either way.",
+    )
+    ppo_max_token_len_per_gpu: int = option(
+        16384, "With use_dynamic_bsz: real tokens (prompt + response) per micro-batch on one worker.", min=1
+    )
     ppo_epochs: int = option(1, "Passes over each batch.", min=1)
     shuffle: bool = option(False, "Shuffle responses between epochs (seeded by step and epoch).")
     clip_ratio: float = option(0.2, "PPO clip range of the importance ratio.", min=0)
@@ -135,6 +154,12 @@ class ActorConfig:
 @dataclass
 class RefConfig:
     log_prob_micro_batch_size_per_gpu: int = option(8, "Responses per reference forward pass on one worker.", min=1)
+    log_prob_use_dynamic_bsz: bool | None = option(
+        None, "Reference passes in micro-batches by token count; null: as actor.use_dynamic_bsz.", nullable=True
+    )
+    log_prob_max_token_len_per_gpu: int | None = option(
+        None, "Tokens per reference micro-batch; null: actor.ppo_max_token_len_per_gpu.", min=1, nullable=True
+    )
     fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
 
 
@@ -167,6 +192,12 @@ class RolloutConfig:
     do_sample: bool = option(True, "Sample; false: greedy.")
     stop: list[str] = option([], "Stop strings; kept in the response.")
     log_prob_micro_batch_size_per_gpu: int = option(8, "Responses per old-log-prob forward pass on one worker.", min=1)
+    log_prob_use_dynamic_bsz: bool | None = option(
+        None, "Old-log-prob passes in micro-batches by token count; null: as actor.use_dynamic_bsz.", nullable=True
+    )
+    log_prob_max_token_len_per_gpu: int | None = option(
+        None, "Tokens per old-log-prob micro-batch; null: actor.ppo_max_token_len_per_gpu.", min=1, nullable=True
+    )
     dtype: str | None = option(
         None,
         "vllm: the engine's dtype (bfloat16, float16, float32); null: the actor's compute dtype "
@@ -221,7 +252,7 @@ class RolloutConfig:
 
 @dataclass
 class ActorRolloutRefConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: PolicyModelConfig = field(default_factory=PolicyModelConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
     ref: RefConfig = field(default_factory=RefConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -232,6 +263,7 @@ class CriticModelConfig:
     path: str | None = option(None, "Value model folder or hub id; null: the actor's model path.", nullable=True)
     trust_remote_code: bool = option(False, "Let transformers run the model's own code.")
     enable_gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
+    use_remove_padding: bool = option(False, "As actor_rollout_ref.model.use_remove_padding, for the value model.")
 
 
 @dataclass
@@ -242,6 +274,13 @@ class CriticConfig:
         None, "Prompts per critic optimizer step; null: the actor's.", min=1, nullable=True
     )
     ppo_micro_batch_size_per_gpu: int = option(4, "Responses per critic forward/backward on one worker.", min=1)
+    use_dynamic_bsz: bool = option(False, "As actor.use_dynamic_bsz, for the critic's passes.")
+    ppo_max_token_len_per_gpu: int = option(
+        32768, "With use_dynamic_bsz: tokens per critic forward/backward on one worker.", min=1
+    )
+    forward_max_token_len_per_gpu: int | None = option(
+        None, "Tokens per value-only forward; null: ppo_max_token_len_per_gpu.", min=1, nullable=True
+    )
     ppo_epochs: int = option(1, "Critic passes over each batch.", min=1)
     cliprange_value: float = option(0.5, "How far a new value may move from the rollout-time value.", min=0)
     loss_agg_mode: str = option("token-mean", "As actor.loss_agg_mode, for the value loss.", choices=LOSS_AGG_MODES)
@@ -338,6 +377,9 @@ class RunConfig:
 @dataclass
 class TrainerConfig(RunConfig):
     critic_warmup: int = option(0, "Steps during which only the critic is updated.", min=0)
+    balance_batch: bool = option(
+        True, "Reorder each batch so every data-parallel rank gets about the same number of tokens."
+    )
     val_before_train: bool = option(True, "Validate once before the first step.")
     rollout_data_dir: str | None = option(
         None,
