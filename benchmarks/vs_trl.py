@@ -7,8 +7,8 @@ batch shape, runs interleaved (ours, TRL, ours, TRL, ...) so that a busy machine
 
 Both run GRPO with temperature 1, lr 1e-5, no KL term, one optimizer step per batch of
 prompts x n completions of up to --tokens new tokens, fp32, no gradient checkpointing; TRL with
-num_iterations=1 and beta=0, this trainer with one worker holding every core unless the overrides
-(Hydra KEY=VALUE, applied to this trainer's runs) say otherwise. The prompts and reward are the
+num_iterations=1 and beta=0, this trainer with --workers worker processes (default 1, holding every
+core) and any Hydra KEY=VALUE overrides given. The prompts and reward are the
 digits example's (examples/digits). Models are random Qwen2s from ``verl.utils.tiny_model``:
 S (0.56M parameters, vocab 1024) shows fixed overheads, M (26.8M, vocab 4096) compute.
 
@@ -95,6 +95,7 @@ def ours(model: str, data: str, out: str, args: argparse.Namespace) -> list[str]
         [sys.executable, "-m", "verl.trainer.main_ppo"]
         + [
             f"data.train_files={data}",
+            f"data.val_files={os.path.join(os.path.dirname(data), 'test.parquet')}",  # loaded, never used
             f"data.train_batch_size={args.prompts}",
             "data.max_prompt_length=48",
             f"data.max_response_length={args.tokens}",
@@ -108,6 +109,7 @@ def ours(model: str, data: str, out: str, args: argparse.Namespace) -> list[str]
             "algorithm.adv_estimator=grpo",
             f"custom_reward_function.path={REWARD}",
             f"trainer.device={args.device}",
+            f"trainer.n_gpus_per_node={args.workers}",
             f"trainer.total_training_steps={args.steps}",
             "trainer.val_before_train=false",
             "trainer.test_freq=-1",
@@ -187,6 +189,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per completion at most")
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--workers", type=int, default=1, help="this trainer's worker processes (they share the CPUs)")
     parser.add_argument("--out", help="folder for models, data and run logs (default: a temporary one)")
     parser.add_argument("overrides", nargs="*", help="Hydra KEY=VALUE overrides for this trainer's runs")
     args = parser.parse_args()

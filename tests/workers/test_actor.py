@@ -119,6 +119,11 @@ def test_token_budget_and_padding_free_updates_equal_the_padded_one(model_path, 
     padded, padded_metrics = updated_weights(model_path, data, micro=7, loss_agg_mode=loss_agg_mode)
     other, other_metrics = updated_weights(model_path, data, micro=7, loss_agg_mode=loss_agg_mode, **variant)
     assert_same_update(padded, other)
+    assert padded_metrics["actor/padding_fraction"][0] > 0.1  # left-padded prompts, short responses
+    if variant.get("remove_padding"):
+        assert other_metrics["actor/padding_fraction"] == [0.0]
+    else:  # rows of similar length together: never more padding than one micro-batch of all rows
+        assert 0 < other_metrics["actor/padding_fraction"][0] <= padded_metrics["actor/padding_fraction"][0]
     if variant.get("use_dynamic_bsz"):
         assert len(other_metrics["actor/pg_loss"]) > 1  # the budget did split the batch
     else:  # one micro-batch each: the same loss

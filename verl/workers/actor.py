@@ -15,6 +15,7 @@ from verl.workers.micro_batch import (
     optimizer_step,
     pack_rows,
     pad_right,
+    token_slots,
     trim_padding,
     unsort,
 )
@@ -113,6 +114,7 @@ class DataParallelPPOActor:
         width = data.batch["responses"].shape[1]
         positions = torch.arange(len(data))
         kept: dict[str, list[torch.Tensor]] = {"old_log_probs": [], "entropys": [], "rows": []}
+        real_tokens = slots = 0
         for epoch in range(cfg.ppo_epochs):
             if cfg.shuffle:  # a different order every step and epoch, reproducible on resume
                 generator = torch.Generator().manual_seed(RolloutSettings.of(data).step * 1000 + epoch)
@@ -125,6 +127,8 @@ class DataParallelPPOActor:
                 max_tokens = cfg.ppo_max_token_len_per_gpu if cfg.use_dynamic_bsz else None
                 for rows in micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, max_tokens):
                     micro = mini[rows].to(self.device)
+                    real_tokens += int(micro.batch["attention_mask"].sum())
+                    slots += token_slots(micro, width, self.remove_padding)
                     step, log_prob, entropy = self._micro_step(cfg, micro, temperature, denominator)
                     for k, v in step.items():
                         metrics.setdefault(k, []).append(v)
@@ -134,6 +138,7 @@ class DataParallelPPOActor:
                         kept["rows"].append(positions[start + rows])
                 metrics.setdefault("actor/grad_norm", []).append(optimizer_step(self.model, optimizer, cfg.grad_clip))
         metrics["actor/lr"] = [scheduler.get_last_lr()[0]]
+        metrics["actor/padding_fraction"] = [1 - real_tokens / max(slots, 1)]  # of the positions computed
         scheduler.step()  # the schedule counts training steps, not mini-batches
         if not on_policy:
             return metrics, None

@@ -20,6 +20,15 @@ def trim_padding(data: DataProto, response_length: int) -> tuple[dict, int]:
     return inputs, kept_response
 
 
+def token_slots(data: DataProto, response_length: int, remove_padding: bool) -> int:
+    """Token positions the model runs on for a micro-batch: its real tokens when packed, else its
+    rows times the width left after trimming the columns that are padding in every row."""
+    if remove_padding:
+        return int(data.batch["attention_mask"].sum())
+    inputs, _ = trim_padding(data, response_length)
+    return inputs["input_ids"].numel()
+
+
 def pack_rows(data: DataProto, response_length: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """The micro-batch's real tokens as one row, positions restarting at each sequence (transformers
     then attends within each sequence only), for padding-free compute. Also returns the packed
