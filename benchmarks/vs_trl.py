@@ -13,8 +13,9 @@ digits example's (examples/digits). Models are random Qwen2s from ``verl.utils.t
 S (0.56M parameters, vocab 1024) shows fixed overheads, M (26.8M, vocab 4096) compute.
 
 Prints per size and system the median seconds per step over steps 2..N (min / median / max over
-the runs), completions and generated tokens per second, the time outside the steps (start-up and
-shut-down), the peak resident memory of the whole process tree, and the ratio of this trainer's
+the runs), completions and generated tokens per second, the start-up (launch to the first step),
+the time outside the steps (start-up and shut-down), the peak resident memory of the whole process
+tree, and the ratio of this trainer's
 completions/s to TRL's per interleaved pair (min / median / max).
 """
 
@@ -65,18 +66,22 @@ def tree_rss_bytes(root: int) -> int:
     return total
 
 
-def timed_run(command: list[str], log_path: str) -> tuple[float, float]:
-    """Runs a command to completion; returns its wall seconds and peak process-tree RSS in GB."""
+def timed_run(command: list[str], log_path: str, steps_path: str) -> tuple[float, float, float]:
+    """Runs a command to completion; returns its wall seconds, the seconds until ``steps_path``
+    (its per-step log) first had a line, and its peak process-tree RSS in GB."""
     peak = 0
+    first_step: float | None = None
     start = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         done = threading.Event()
 
         def watch():
-            nonlocal peak
-            while not done.wait(0.2):
+            nonlocal peak, first_step
+            while not done.wait(0.1):
                 peak = max(peak, tree_rss_bytes(proc.pid))
+                if first_step is None and os.path.exists(steps_path) and os.path.getsize(steps_path):
+                    first_step = time.perf_counter() - start
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
@@ -86,7 +91,9 @@ def timed_run(command: list[str], log_path: str) -> tuple[float, float]:
     if code:
         with open(log_path) as f:
             raise RuntimeError(f"{command[:3]} failed ({code}); the end of {log_path}:\n{f.read()[-4000:]}")
-    return time.perf_counter() - start, peak / 1e9
+    if first_step is None:
+        raise RuntimeError(f"{command[:3]} wrote no step to {steps_path}")
+    return time.perf_counter() - start, first_step, peak / 1e9
 
 
 def ours(model: str, data: str, out: str, args: argparse.Namespace) -> list[str]:
@@ -146,7 +153,8 @@ def step_records(system: str, out: str) -> list[tuple[float, float]]:
 def run_once(system: str, size: str, model: str, data: str, work: str, run: int, args) -> dict:
     out = os.path.join(work, f"{size}-{system}-{run}")
     command = (ours if system == "ours" else trl)(model, data, out + (".jsonl" if system == "trl" else ""), args)
-    wall, peak_gb = timed_run(command, out + ".log")
+    steps_path = os.path.join(out, "metrics.jsonl") if system == "ours" else out + ".jsonl"
+    wall, first_step, peak_gb = timed_run(command, out + ".log", steps_path)
     records = step_records(system, out if system == "ours" else out + ".jsonl")
     if len(records) != args.steps:
         raise RuntimeError(f"{system} logged {len(records)} steps, not {args.steps}; see {out}.log")
@@ -158,6 +166,7 @@ def run_once(system: str, size: str, model: str, data: str, work: str, run: int,
         "completions_per_s": rows / seconds,
         "tokens_per_s": rows * length / seconds,
         "mean_length": length,
+        "startup_s": first_step - records[0][0],  # launch to the start of step 1
         "outside_steps_s": wall - sum(s for s, _ in records),
         "peak_rss_gb": peak_gb,
     }
@@ -211,11 +220,18 @@ def main() -> None:
                 r = results[system][-1]
                 print(f"  {size} {system} run {run + 1}: {r['s_per_step']:.3f} s/step, {r['peak_rss_gb']:.2f} GB")
         print(f"\n{size}: median of steps 2-{args.steps}; min / median / max over {args.pairs} runs")
-        header = "system | s/step | completions/s | generated tokens/s | outside steps (s) | peak RSS (GB)"
+        columns = {  # key: (title, decimals)
+            "s_per_step": ("s/step", 3),
+            "completions_per_s": ("completions/s", 1),
+            "tokens_per_s": ("generated tokens/s", 0),
+            "startup_s": ("start-up (s)", 1),
+            "outside_steps_s": ("outside steps (s)", 1),
+            "peak_rss_gb": ("peak RSS (GB)", 2),
+        }
+        header = " | ".join(["system"] + [title for title, _ in columns.values()])
         print(header + "\n" + "-" * len(header))
-        columns = {"s_per_step": 3, "completions_per_s": 1, "tokens_per_s": 0, "outside_steps_s": 1, "peak_rss_gb": 2}
         for system, runs in results.items():
-            print(f"{system} | " + " | ".join(spread([r[k] for r in runs], d) for k, d in columns.items()))
+            print(f"{system} | " + " | ".join(spread([r[k] for r in runs], d) for k, (_, d) in columns.items()))
         pairs = zip(results["ours"], results["trl"], strict=True)
         ratios = [o["completions_per_s"] / t["completions_per_s"] for o, t in pairs]
         print(f"completions/s, ours / TRL: {spread(ratios, 2)} (per pair)\n")

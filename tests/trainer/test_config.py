@@ -162,3 +162,25 @@ def test_a_verl_grpo_script_composes_with_the_vllm_rollout():
     for override, message in STILL_REFUSED.items():
         with pytest.raises((ConfigCompositionException, ValueError), match=message):
             load_config([o for o in VERL_QWEN2_7B_GRPO if o == override or o not in STILL_REFUSED])
+
+
+def test_verl_sequence_balance_keys_compose_with_verl_meanings():
+    """The token-budget and padding-free keys of verl's seq-balance example scripts."""
+    config = load_config(
+        [
+            "actor_rollout_ref.model.use_remove_padding=True",
+            "actor_rollout_ref.actor.use_dynamic_bsz=True",
+            "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=24000",
+            "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=24000",
+            "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=24000",
+            "critic.model.use_remove_padding=True",
+            "critic.use_dynamic_bsz=True",
+            "critic.ppo_max_token_len_per_gpu=98304",
+            "trainer.balance_batch=True",
+        ]
+    )
+    actor, rollout = config.actor_rollout_ref.actor, config.actor_rollout_ref.rollout
+    assert actor.use_dynamic_bsz and actor.ppo_max_token_len_per_gpu == 24000
+    assert rollout.log_prob_use_dynamic_bsz is None  # null: follows the actor, as verl's interpolation does
+    assert config.critic.use_dynamic_bsz and config.critic.forward_max_token_len_per_gpu is None
+    assert config.actor_rollout_ref.model.use_remove_padding and config.critic.model.use_remove_padding

@@ -19,7 +19,7 @@ def shard_model(model: torch.nn.Module, fsdp_config, device: str, world_size: in
     ``fully_shard``. On GPU, parameters stay fp32 and compute runs in ``param_dtype``.
 
     A single CPU rank keeps the plain module: there is nothing to shard and no precision to mix,
-    and FSDP's per-block gathers and DTensor bookkeeping cost a sixth of a small model's update.
+    and FSDP's per-block gathers and DTensor bookkeeping cost about a fifth of a small model's update.
     Checkpoints stay interchangeable: the state-dict keys and the checkpoint format are the same."""
     if device == "cpu" and world_size == 1:
         return model
