@@ -101,6 +101,8 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     paths = sorted(glob.glob(os.path.join(args.rollouts, "*.jsonl")), key=lambda p: int(os.path.basename(p)[:-6]))
+    if not paths:
+        parser.error(f"no <step>.jsonl rollout dumps in {args.rollouts}")
     held, fixed, dynamic = [], [], []
     for path in paths:
         data = step_batch(path, tokenizer)
@@ -128,7 +130,8 @@ def main() -> None:
         data = step_batch(path, tokenizer)
         for name, (max_tokens, packed) in layouts.items():  # interleaved, step by step
             seconds[name].append(update_seconds(args.time, data, args.micro, max_tokens, packed))
-    print(f"actor update on {args.time}, {torch.get_num_threads()} threads (median s over {len(seconds[name])} steps):")
+    timed = len(paths[: args.steps])
+    print(f"actor update on {args.time}, {torch.get_num_threads()} threads (median s over {timed} steps):")
     for name, values in seconds.items():
         print(f"  {name}: {statistics.median(values):.2f}")
 

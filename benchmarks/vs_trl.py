@@ -180,7 +180,7 @@ def install_trl(venv: str) -> str:
     python = os.path.join(venv, "bin", "python")
     if not os.path.exists(python):
         subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        # the CPU build of the same torch as here, then TRL (which brings transformers and datasets)
+        # the same torch release as here first (pip then keeps it), then TRL with transformers and datasets
         subprocess.run([python, "-m", "pip", "install", "-q", "torch==2.13.0"], check=True)
         subprocess.run([python, "-m", "pip", "install", "-q", "trl", "datasets"], check=True)
     return python

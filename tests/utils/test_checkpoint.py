@@ -73,6 +73,9 @@ load_checkpoint(out, sharded, optimizer2, scheduler2)
 gathered = dict(full_weights(sharded))
 assert all(torch.equal(v, gathered[k]) for k, v in plain.state_dict().items())
 assert len(optimizer2.state) == len(optimizer.state) > 0
+for before, after in zip(plain.parameters(), sharded.parameters(), strict=True):
+    for name in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(optimizer.state[before][name], optimizer2.state[after][name].full_tensor())
 print("RESHARDED")
 """
 

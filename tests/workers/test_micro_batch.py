@@ -38,4 +38,6 @@ def test_balanced_order_evens_out_the_tokens_of_each_rank():
     assert sorted(order) == list(range(8))
     halves = [sum(lengths[i] for i in order[:4]), sum(lengths[i] for i in order[4:])]
     assert abs(halves[0] - halves[1]) <= 20  # as given: 205 vs 163
+    # within a rank the rows keep their order: mini-batches do not run from long rows to short ones
+    assert order[:4] == sorted(order[:4]) and order[4:] == sorted(order[4:])
     assert balanced_order(lengths, 3) == list(range(8))  # 8 rows do not split in 3 equal shares

@@ -14,8 +14,9 @@ from verl.single_controller.worker import Worker
 
 def cpus_per_rank(process_on_nodes: list[int]) -> int:
     """CPUs each rank of a CPU-only pool can hold: the smallest node's CPUs shared by its ranks."""
+    # nodes without CPUs (a head started with --num-cpus=0) host no workers
     node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
-    return max(1, int(min(node_cpus, default=1)) // max(process_on_nodes))
+    return max(1, int(min((c for c in node_cpus if c > 0), default=1)) // max(process_on_nodes))
 
 
 class RayResourcePool:

@@ -211,6 +211,7 @@ class RayPPOTrainer:
             batch.non_tensor_batch["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(batch))], dtype=object)
             with timer("gen", timing):
                 batch = self._generate(batch, validate=False)
+            self.actor_rollout_wg.release_rollout()  # before any other pass: the old-log-prob one may be skipped
             metrics.update(batch.meta_info.pop("metrics", {}))
             if cfg.trainer.balance_batch:
                 balance_batch(batch, self.actor_rollout_wg.world_size)

@@ -7,7 +7,7 @@ import torch
 from verl.protocol import DataProto, RolloutSettings
 from verl.trainer import core_algos
 from verl.trainer.config import ActorConfig, RefConfig
-from verl.utils.torch_functional import logprobs_and_entropy
+from verl.utils.torch_functional import logprobs_and_entropy, logprobs_from_logits
 from verl.workers.micro_batch import (
     loss_denominator,
     micro_batches,
@@ -21,35 +21,48 @@ from verl.workers.micro_batch import (
 )
 
 
-def response_logits(model, data: DataProto, response_length: int, temperature: float) -> torch.Tensor:
-    """Logits predicting each response token, [B, kept response columns, V], divided by the
-    sampling temperature so log-probs match the distribution the rollout sampled from. The output
-    layer runs on those positions only (``logits_to_keep``), not on the prompt's."""
+def response_logits(model, data: DataProto, response_length: int) -> torch.Tensor:
+    """Logits predicting each response token, [B, kept response columns, V]. The output layer runs
+    on those positions only (``logits_to_keep``), not on the prompt's."""
     inputs, kept = trim_padding(data, response_length)
     logits = model(**inputs, use_cache=False, logits_to_keep=kept + 1).logits
-    logits = logits[:, -kept - 1 : -1].float()  # also right for a model that ignores logits_to_keep
-    return logits / temperature if temperature > 0 and temperature != 1 else logits
+    return logits[:, -kept - 1 : -1]  # also right for a model that takes but ignores logits_to_keep
 
 
 def response_log_probs(
-    model, data: DataProto, temperature: float, remove_padding: bool, entropy_grad: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs and entropies of the response tokens, [B, kept response columns] each, zero where
+    model,
+    data: DataProto,
+    temperature: float,
+    remove_padding: bool,
+    entropy_grad: bool = True,
+    with_entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (and entropies) of the response tokens, [B, kept response columns] each, zero where
     there is no token. ``remove_padding`` runs the model on the real tokens only, packed in one row."""
     responses = data.batch["responses"]
-    if not remove_padding:
-        logits = response_logits(model, data, responses.shape[1], temperature)
-        return logprobs_and_entropy(logits, responses[:, : logits.shape[1]], entropy_grad)
-    inputs, predictors, real = pack_rows(data, responses.shape[1])
-    logits = model(**inputs, use_cache=False, logits_to_keep=predictors).logits[0]
-    if logits.shape[0] != len(predictors):  # a model that ignores logits_to_keep
-        logits = logits[predictors]
+    if remove_padding:
+        inputs, predictors, real = pack_rows(data, responses.shape[1])
+        logits = model(**inputs, use_cache=False, logits_to_keep=predictors).logits[0]
+        if logits.shape[0] != len(predictors):  # a model that takes but ignores logits_to_keep
+            logits = logits[predictors]
+        labels = responses[real]
+    else:
+        logits = response_logits(model, data, responses.shape[1])
+        labels = responses[:, : logits.shape[1]]
+    # divided by the sampling temperature: the log-probs of the distribution the rollout sampled from
     logits = logits.float()
     logits = logits / temperature if temperature > 0 and temperature != 1 else logits
-    log_prob, entropy = logprobs_and_entropy(logits, responses[real], entropy_grad)
-    return log_prob.new_zeros(real.shape).masked_scatter(real, log_prob), entropy.new_zeros(real.shape).masked_scatter(
-        real, entropy
-    )
+    if with_entropy:
+        log_prob, entropy = logprobs_and_entropy(logits, labels, entropy_grad)
+    else:
+        log_prob, entropy = logprobs_from_logits(logits, labels), None
+    if not remove_padding:
+        return log_prob, entropy
+
+    def padded(values: torch.Tensor) -> torch.Tensor:
+        return values.new_zeros(real.shape).masked_scatter(real, values)
+
+    return padded(log_prob), (padded(entropy) if entropy is not None else None)
 
 
 class DataParallelPPOActor:
@@ -86,9 +99,12 @@ class DataParallelPPOActor:
         log_probs, entropies = [], []
         for rows in order:
             micro = data[rows].to(self.device)
-            log_prob, entropy = response_log_probs(self.model, micro, temperature, self.remove_padding)
+            log_prob, entropy = response_log_probs(
+                self.model, micro, temperature, self.remove_padding, with_entropy=with_entropy
+            )
             log_probs.append(pad_right(log_prob, width).cpu())
-            entropies.append(pad_right(entropy, width).cpu())
+            if entropy is not None:
+                entropies.append(pad_right(entropy, width).cpu())
         return unsort(log_probs, order), (unsort(entropies, order) if with_entropy else None)
 
     def update_policy(
@@ -153,6 +169,7 @@ class DataParallelPPOActor:
         log_prob, entropy = response_log_probs(
             self.model, micro, temperature, self.remove_padding, entropy_grad=cfg.entropy_coeff != 0
         )
+        assert entropy is not None  # with_entropy is on by default
         kept = log_prob.shape[1]
         b = {k: micro.batch[k][:, :kept] for k in ("response_mask", "advantages")}
         mask = b["response_mask"].float()

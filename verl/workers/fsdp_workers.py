@@ -192,6 +192,11 @@ class ActorRolloutRefWorker(Worker):
         self.rollout.wake_up()
         return generate_batch(self.rollout, prompts, self._sampling_params(RolloutSettings.of(prompts)))
 
+    @register(Dispatch.ONE_TO_ALL)
+    def release_rollout(self) -> None:
+        """The rollout is over for this step: the engine's memory goes back to the other passes."""
+        self.rollout.sleep()
+
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_log_prob(self, data: DataProto) -> DataProto:
         self.rollout.sleep()  # the rollout is over: the engine's memory is the actor's until the next sync

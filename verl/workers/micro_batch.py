@@ -36,11 +36,13 @@ def pack_rows(data: DataProto, response_length: int) -> tuple[dict, torch.Tensor
     predictions belong in the padded layout."""
     mask = data.batch["attention_mask"].bool()
     prompt_width = mask.shape[1] - response_length
-    packed_index = torch.full(mask.shape, -1, dtype=torch.long)
-    packed_index[mask] = torch.arange(int(mask.sum()))
+    packed_index = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
+    packed_index[mask] = torch.arange(int(mask.sum()), device=mask.device)
     response_real = mask[:, prompt_width:]
     # a response token is predicted at the position before it: the prompt's last token for the first
     predictors = packed_index[:, prompt_width - 1 : -1][response_real]
+    if (predictors < 0).any():
+        raise ValueError("padding-free compute needs left-padded prompts and right-padded, contiguous responses")
     inputs = {k: data.batch[k][mask].unsqueeze(0) for k in ("input_ids", "position_ids")}
     return inputs, predictors, response_real
 
@@ -95,14 +97,16 @@ def unsort(parts: list[torch.Tensor], order: list[torch.Tensor]) -> torch.Tensor
 
 def balanced_order(lengths: list[int], ranks: int) -> list[int]:
     """A row order whose ``ranks`` equal consecutive chunks carry about the same number of tokens:
-    rows dealt longest first, back and forth over the ranks. Identity when rows do not divide."""
+    rows dealt longest first, back and forth over the ranks, each rank's rows then kept in their
+    original order (so mini-batches do not go from long to short rows). Identity when rows do not
+    divide."""
     if ranks <= 1 or len(lengths) % ranks:
         return list(range(len(lengths)))
     chunks: list[list[int]] = [[] for _ in range(ranks)]
     for position, i in enumerate(sorted(range(len(lengths)), key=lambda i: -lengths[i])):
         lap, seat = divmod(position, ranks)
         chunks[seat if lap % 2 == 0 else ranks - 1 - seat].append(i)
-    return [i for chunk in chunks for i in chunk]
+    return [i for chunk in chunks for i in sorted(chunk)]
 
 
 def pad_right(values: torch.Tensor, width: int) -> torch.Tensor:

@@ -52,6 +52,15 @@ class DataConfig:
     seed: int = option(1, "Seed of the training-set order.")
 
 
+def require_packed_sequences(key: str) -> None:
+    """Packed rows need a transformers that confines attention to each sequence by its position ids
+    (5.x does); older releases would let sequences attend to each other without an error."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        raise ValueError(f"{key}=true needs transformers 5 or newer (found {transformers.__version__})")
+
+
 @dataclass
 class ModelConfig:
     path: str = option("~/models/Qwen2.5-0.5B", "Model folder or Hugging Face hub id (from_pretrained).")
@@ -67,6 +76,10 @@ class PolicyModelConfig(ModelConfig):
         "each sequence, which transformers reads as separate sequences (with sdpa: a block-diagonal mask). "
         "Results come back in the padded layout.",
     )
+
+    def check(self, key: str) -> None:
+        if self.use_remove_padding:
+            require_packed_sequences(f"{key}.use_remove_padding")
 
 
 @dataclass
@@ -122,7 +135,10 @@ class ActorConfig:
         "Gradients accumulate exactly either way.",
     )
     ppo_max_token_len_per_gpu: int = option(
-        16384, "With use_dynamic_bsz: real tokens (prompt + response) per micro-batch on one worker.", min=1
+        16384,
+        "With use_dynamic_bsz: real tokens (prompt + response) per micro-batch on one worker. Without "
+        "use_remove_padding a micro-batch still computes rows × its longest row, padding included.",
+        min=1,
     )
     ppo_epochs: int = option(1, "Passes over each batch.", min=1)
     shuffle: bool = option(False, "Shuffle responses between epochs (seeded by step and epoch).")
@@ -264,6 +280,10 @@ class CriticModelConfig:
     trust_remote_code: bool = option(False, "Let transformers run the model's own code.")
     enable_gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
     use_remove_padding: bool = option(False, "As actor_rollout_ref.model.use_remove_padding, for the value model.")
+
+    def check(self, key: str) -> None:
+        if self.use_remove_padding:
+            require_packed_sequences(f"{key}.use_remove_padding")
 
 
 @dataclass
