@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -149,3 +150,92 @@ def test_bf16_rollout_samples_the_policy_the_actor_scores_far_into_the_context(t
     gap = (torch.tensor(sampled.logprobs) - scored).abs()
     # bf16 rounding alone, incremental decoding against one full pass: 0.003 mean, 0.05 max measured.
     assert gap.mean() < 0.02 and gap.max() < 0.25, gap
+
+
+def first_forward_widths(model) -> tuple[list[int], object]:
+    """Records the width of the input of each call's first forward (the prefill)."""
+    widths: list[int] = []
+    seen = {"new_call": True}
+
+    def hook(module, args, kwargs):
+        if seen["new_call"]:
+            widths.append(kwargs["input_ids"].shape[1])
+            seen["new_call"] = False
+
+    return widths, (model.register_forward_pre_hook(hook, with_kwargs=True), seen)
+
+
+def test_a_continued_context_reuses_the_cache_and_samples_what_a_fresh_call_would(tiny):
+    """A multi-turn loop resends each row's context with the new turn's tokens appended. With the
+    kept cache only those tokens are computed; tokens and log-probs must equal a call without it,
+    also when rows ended early (cached positions the next turn must not see), rows drop out and
+    a row is sampled twice."""
+    model, tok = tiny
+    rollout = HFRollout(model, tok)
+    contexts = [tok.encode("Who wrote Hamlet?"), tok.encode("Water"), tok.encode("Photosynthesis turns sunlight into")]
+    free = rollout.generate(contexts[1:2], SamplingParams(max_new_tokens=6, greedy=True))[0]
+    stop = tok.decode(free.token_ids[:2])[-1:]  # row 1 ends within two tokens
+    assert stop.strip(), "pick another prompt: the greedy continuation is whitespace"
+    params = SamplingParams(max_new_tokens=6, greedy=True, stop=[stop])
+    widths, (handle, seen) = first_forward_widths(model)
+    try:
+        for turn, n in enumerate([1, 1, 2]):
+            seen["new_call"] = True
+            kept = rollout.generate(contexts, dataclasses.replace(params, n=n))
+            seen["new_call"] = True
+            fresh = HFRollout(model, tok).generate(contexts, dataclasses.replace(params, n=n))
+            assert [r.token_ids for r in kept] == [r.token_ids for r in fresh]
+            for a, b in zip(kept, fresh, strict=True):
+                assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+            if turn == 0:
+                assert any(r.finish_reason == "stop" and len(r.token_ids) < 6 for r in kept)  # a row ended early
+            else:  # only the new tokens were computed: the last sampled one and the observation
+                assert widths[-2] == max(len(o) for o in observations) + 1 < widths[-1]
+            observations = [tok.encode(" obs" * (i + 1)) for i in range(len(contexts))]
+            results = kept[::n]
+            contexts = [c + r.token_ids + o for c, r, o in zip(contexts, results, observations, strict=True)]
+            if turn == 0:
+                contexts, observations = contexts[::2], observations[::2]  # the middle row is done
+    finally:
+        handle.remove()
+
+
+def test_sampled_log_probs_after_a_cached_turn_are_the_models(tiny):
+    model, tok = tiny
+    rollout = HFRollout(model, tok)
+    prompts = [tok.encode("Who wrote Hamlet?"), tok.encode("Water boils at")]
+    torch.manual_seed(0)
+    first = rollout.generate(prompts, SamplingParams(max_new_tokens=5))
+    contexts = [p + r.token_ids + tok.encode(" found") for p, r in zip(prompts, first, strict=True)]
+    second = rollout.generate(contexts, SamplingParams(max_new_tokens=5, temperature=0.8))
+    for context, result in zip(contexts, second, strict=True):
+        logits = model(torch.tensor([context + result.token_ids])).logits[0, len(context) - 1 : -1] / 0.8
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(result.token_ids)[:, None]).squeeze(-1)
+        assert torch.allclose(torch.tensor(result.logprobs), expected, atol=1e-4)
+
+
+def test_the_kept_cache_is_dropped_by_new_weights_sleep_and_unrelated_prompts(tiny):
+    model, tok = tiny
+    rollout = HFRollout(model, tok)
+    prompt = tok.encode("Who wrote Hamlet?")
+    params = SamplingParams(max_new_tokens=4, greedy=True)
+    widths, (handle, seen) = first_forward_widths(model)
+
+    def call(context: list[int]) -> list[int]:
+        seen["new_call"] = True
+        return rollout.generate([context], params)[0].token_ids
+
+    try:
+        continued = prompt + call(prompt) + [5]
+        call(continued)
+        assert widths[-1] == 2  # reused: the last sampled token and the new one
+        for drop in (lambda: rollout.update_weights(model.state_dict().items()), rollout.sleep):
+            call(prompt)
+            drop()
+            call(continued)
+            assert widths[-1] == len(continued)
+        call(prompt)
+        call(tok.encode("Water boils at") + [5, 6])  # begins with no kept row: computed whole
+        assert widths[-1] == len(tok.encode("Water boils at")) + 2
+    finally:
+        handle.remove()

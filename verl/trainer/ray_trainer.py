@@ -195,7 +195,11 @@ class RayPPOTrainer:
         gen_batch.meta_info = {
             "rollout": RolloutSettings(validate=validate, step=self.global_steps, total_steps=self.total_training_steps)
         }
-        return self.generation_manager.generate_sequences(gen_batch)
+        out = self.generation_manager.generate_sequences(gen_batch)
+        # The rollout is over: its engine's memory goes back before any other pass (the old-log-prob
+        # one, which used to free it, may be skipped).
+        self.actor_rollout_wg.release_rollout()
+        return out
 
     def _compute_reward(self, batch: DataProto) -> dict[str, np.ndarray]:
         scores, extra = self.reward_fn(batch)
@@ -211,7 +215,6 @@ class RayPPOTrainer:
             batch.non_tensor_batch["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(batch))], dtype=object)
             with timer("gen", timing):
                 batch = self._generate(batch, validate=False)
-            self.actor_rollout_wg.release_rollout()  # before any other pass: the old-log-prob one may be skipped
             metrics.update(batch.meta_info.pop("metrics", {}))
             if cfg.trainer.balance_batch:
                 balance_batch(batch, self.actor_rollout_wg.world_size)

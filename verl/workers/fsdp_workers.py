@@ -199,7 +199,6 @@ class ActorRolloutRefWorker(Worker):
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_log_prob(self, data: DataProto) -> DataProto:
-        self.rollout.sleep()  # the rollout is over: the engine's memory is the actor's until the next sync
         cfg = self.config.actor_rollout_ref
         log_probs, entropys = self.actor.compute_log_prob(
             data,

@@ -1,10 +1,20 @@
-"""Rollout with transformers ``generate`` on an unsharded copy of the policy (CPU or GPU)."""
+"""Rollout with transformers ``generate`` on an unsharded copy of the policy (CPU or GPU).
 
+A multi-turn loop sends, each turn, its rows' whole context again (the last prompt, what was
+sampled, the observation). The rollout keeps the KV cache of its last call: when every new prompt
+begins with the tokens of one of the last call's rows, only the new tokens are computed and the
+cached positions are reused, as vLLM's prefix cache does. Positions a row does not use (its left
+padding, what was generated after its end) stay in the cache, masked.
+"""
+
+import inspect
 import typing
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from transformers import (
+    DynamicCache,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -61,6 +71,43 @@ class _FinishTracker(StoppingCriteria):
         return typing.cast(torch.BoolTensor, finished)
 
 
+@dataclass
+class _KeptCache:
+    """What one ``generate`` call leaves for the next: its KV cache, the token at every cached
+    position, which positions hold a row's real tokens, and each row's real tokens in order."""
+
+    cache: DynamicCache
+    input_ids: torch.Tensor  # [rows, cached positions]
+    mask: torch.Tensor  # [rows, cached positions], 1 on the row's real tokens
+    tokens: list[list[int]]
+
+    def match(self, rows: list[list[int]]) -> list[int] | None:
+        """For each new row, the kept row whose tokens begin it with at least one token to spare;
+        None unless every row has one. Rows are looked up in the order they were kept, as a
+        multi-turn loop sends its still active rows (a row may repeat: n samples of one context)."""
+        found, i = [], 0
+        for row in rows:
+            while i < len(self.tokens) and not (
+                len(self.tokens[i]) < len(row) and row[: len(self.tokens[i])] == self.tokens[i]
+            ):
+                i += 1
+            if i == len(self.tokens):
+                return None
+            found.append(i)
+        return found
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows left-padded to the longest: (ids, attention mask)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):  # left padding keeps every row's last token aligned
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
 def rollout_copy(model: PreTrainedModel, device: str, dtype: torch.dtype) -> PreTrainedModel:
     """The rollout's copy of the policy on ``device`` with its parameters in ``dtype``. Buffers keep
     their precision: casting RoPE's ``inv_freq`` to bf16 would shift every rotation angle (by over a
@@ -88,6 +135,10 @@ class HFRollout(BaseRollout):
         # penalty, min length, ...); those would make rollouts sample from another distribution
         # than the policy the trainer scores, so they are cleared here.
         self.model.generation_config = GenerationConfig(eos_token_id=self.eos_ids.tolist(), pad_token_id=self.pad_id)
+        self._kept: _KeptCache | None = None
+        # transformers 5.2x renamed generate's past_key_values to cache.
+        forward_args = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
 
     def _stop_criteria(self, stop: tuple[str, ...]) -> StopStringCriteria:
         # Building the token tables is costly; a run uses a handful of stop-string sets.
@@ -96,6 +147,7 @@ class HFRollout(BaseRollout):
         return self._stop_cache[stop]
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        self._kept = None  # computed with the old weights
         targets = self.model.state_dict()  # shares storage with the parameters and buffers
         with torch.no_grad():
             for name, tensor in named_tensors:
@@ -104,10 +156,11 @@ class HFRollout(BaseRollout):
                 targets[name].copy_(tensor.to(targets[name].device, targets[name].dtype))
 
     def sleep(self) -> None:
-        """Nothing to free: generate() holds no cache between calls, and the copy stays where it is."""
+        """Frees the kept KV cache; the model copy stays where it is."""
+        self._kept = None
 
     def wake_up(self) -> None:
-        """Nothing was freed."""
+        """Nothing to take back: the next call starts a new cache."""
 
     @staticmethod
     def _warpers(params: SamplingParams, sample: bool) -> list[LogitsProcessor]:
@@ -120,18 +173,33 @@ class HFRollout(BaseRollout):
             warpers.append(TopPLogitsWarper(params.top_p))
         return warpers
 
+    def _inputs(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
+        """The call's input ids and attention mask, and the cache to extend: the kept one (reordered
+        to the new rows, with only their new tokens as input) when every row continues a kept row."""
+        kept, self._kept = self._kept, None
+        found = kept.match(rows) if kept is not None else None
+        if kept is None or found is None:
+            ids, mask = left_pad(rows, self.pad_id)
+            with_config = "config" in inspect.signature(DynamicCache.__init__).parameters
+            return ids, mask, DynamicCache(config=self.model.config) if with_config else DynamicCache()
+        index = torch.tensor(found)
+        kept.cache.reorder_cache(index.to(kept.input_ids.device))
+        new_ids, new_mask = left_pad(
+            [row[len(kept.tokens[i]) :] for row, i in zip(rows, found, strict=True)], self.pad_id
+        )
+        index = index.to(kept.input_ids.device)
+        ids = torch.cat([kept.input_ids.index_select(0, index), new_ids.to(kept.input_ids.device)], dim=1)
+        mask = torch.cat([kept.mask.index_select(0, index), new_mask.to(kept.mask.device)], dim=1)
+        return ids, mask, kept.cache
+
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[GenerationResult]:
         if not prompts:
             return []
         rows = [p for p in prompts for _ in range(params.n)]
-        width = max(len(p) for p in rows)
         device = next(self.model.parameters()).device
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, p in enumerate(rows):  # left padding keeps every row's last prompt token aligned
-            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            attention_mask[i, width - len(p) :] = 1
+        input_ids, attention_mask, cache = self._inputs(rows)
+        width = input_ids.shape[1]
         tracker = _FinishTracker(
             width, len(rows), self.eos_ids, self._stop_criteria(tuple(params.stop)) if params.stop else None
         )
@@ -152,20 +220,43 @@ class HFRollout(BaseRollout):
             generation_config=config,
             logits_processor=LogitsProcessorList(self._warpers(params, sample) + [recorder]),
             stopping_criteria=StoppingCriteriaList([tracker]),
+            **{self._cache_arg: cache},
         )
         new_tokens = sequences[:, width:]
         recorder.collect(new_tokens[:, -1])
+        lengths = [end if end is not None else new_tokens.shape[1] for end in tracker.finished_at]
+        self._keep(rows, sequences, attention_mask.to(device), lengths, cache)
         new_tokens = new_tokens.cpu()
         logprobs = torch.stack(recorder.logprobs, dim=1)
-        results = []
-        for i in range(len(rows)):
-            end = tracker.finished_at[i]
-            length = end if end is not None else new_tokens.shape[1]
-            results.append(
-                GenerationResult(
-                    token_ids=new_tokens[i, :length].tolist(),
-                    logprobs=logprobs[i, :length].tolist(),
-                    finish_reason="stop" if end is not None else "length",
-                )
+        return [
+            GenerationResult(
+                token_ids=new_tokens[i, :length].tolist(),
+                logprobs=logprobs[i, :length].tolist(),
+                finish_reason="stop" if tracker.finished_at[i] is not None else "length",
             )
-        return results
+            for i, length in enumerate(lengths)
+        ]
+
+    def _keep(
+        self,
+        rows: list[list[int]],
+        sequences: torch.Tensor,
+        attention_mask: torch.Tensor,
+        lengths: list[int],
+        cache: DynamicCache,
+    ) -> None:
+        """Keeps the call's cache for the next call. The last sampled token was never fed to the
+        model, and a row that ended early was fed padding afterwards: neither counts as cached."""
+        cached = cache.get_seq_length()
+        width = attention_mask.shape[1]
+        fed = torch.tensor([min(n, cached - width) for n in lengths], device=sequences.device)
+        generated = (torch.arange(cached - width, device=sequences.device)[None, :] < fed[:, None]).long()
+        self._kept = _KeptCache(
+            cache=cache,
+            input_ids=sequences[:, :cached],
+            mask=torch.cat([attention_mask, generated], dim=1),
+            tokens=[
+                row + sequences[i, width : width + n].tolist()
+                for i, (row, n) in enumerate(zip(rows, fed.tolist(), strict=True))
+            ],
+        )
