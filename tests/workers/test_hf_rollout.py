@@ -178,6 +178,7 @@ def test_a_continued_context_reuses_the_cache_and_samples_what_a_fresh_call_woul
     assert stop.strip(), "pick another prompt: the greedy continuation is whitespace"
     params = SamplingParams(max_new_tokens=6, greedy=True, stop=[stop])
     widths, (handle, seen) = first_forward_widths(model)
+    observations: list[list[int]] = []  # what the last turn appended to each context
     try:
         for turn, n in enumerate([1, 1, 2]):
             seen["new_call"] = True

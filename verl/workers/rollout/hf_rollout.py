@@ -182,12 +182,11 @@ class HFRollout(BaseRollout):
             ids, mask = left_pad(rows, self.pad_id)
             with_config = "config" in inspect.signature(DynamicCache.__init__).parameters
             return ids, mask, DynamicCache(config=self.model.config) if with_config else DynamicCache()
-        index = torch.tensor(found)
-        kept.cache.reorder_cache(index.to(kept.input_ids.device))
+        index = typing.cast(torch.LongTensor, torch.tensor(found, device=kept.input_ids.device))
+        kept.cache.reorder_cache(index)  # index_select on every layer: rows may drop out or repeat
         new_ids, new_mask = left_pad(
             [row[len(kept.tokens[i]) :] for row, i in zip(rows, found, strict=True)], self.pad_id
         )
-        index = index.to(kept.input_ids.device)
         ids = torch.cat([kept.input_ids.index_select(0, index), new_ids.to(kept.input_ids.device)], dim=1)
         mask = torch.cat([kept.mask.index_select(0, index), new_mask.to(kept.mask.device)], dim=1)
         return ids, mask, kept.cache
