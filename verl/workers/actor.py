@@ -17,6 +17,7 @@ from verl.workers.micro_batch import (
     pad_right,
     token_slots,
     trim_padding,
+    unpack,
     unsort,
 )
 
@@ -58,11 +59,7 @@ def response_log_probs(
         log_prob, entropy = logprobs_from_logits(logits, labels), None
     if not remove_padding:
         return log_prob, entropy
-
-    def padded(values: torch.Tensor) -> torch.Tensor:
-        return values.new_zeros(real.shape).masked_scatter(real, values)
-
-    return padded(log_prob), (padded(entropy) if entropy is not None else None)
+    return unpack(log_prob, real), (unpack(entropy, real) if entropy is not None else None)
 
 
 class DataParallelPPOActor:
@@ -140,8 +137,7 @@ class DataParallelPPOActor:
                 mini = data[start : start + mini_batch_size]
                 optimizer.zero_grad()
                 denominator = loss_denominator(mini.batch["response_mask"], cfg.loss_agg_mode)
-                max_tokens = cfg.ppo_max_token_len_per_gpu if cfg.use_dynamic_bsz else None
-                for rows in micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, max_tokens):
+                for rows in micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.token_budget()):
                     micro = mini[rows].to(self.device)
                     real_tokens += int(micro.batch["attention_mask"].sum())
                     slots += token_slots(micro, width, self.remove_padding)

@@ -15,6 +15,7 @@ from verl.workers.micro_batch import (
     pack_rows,
     pad_right,
     trim_padding,
+    unpack,
     unsort,
 )
 
@@ -25,7 +26,7 @@ def response_values(model, data: DataProto, response_length: int, remove_padding
     if remove_padding:
         inputs, predictors, real = pack_rows(data, response_length)
         values = model(**inputs, use_cache=False).logits[0, predictors, 0].float()
-        return values.new_zeros(real.shape).masked_scatter(real, values)
+        return unpack(values, real)
     inputs, kept = trim_padding(data, response_length)
     values = model(**inputs, use_cache=False).logits.squeeze(-1)
     return values[:, -kept - 1 : -1].float()
@@ -53,9 +54,7 @@ class DataParallelPPOCritic:
         self.model.eval()
         width = data.batch["responses"].shape[1]
         cfg = self.config
-        budget = cfg.forward_max_token_len_per_gpu or cfg.ppo_max_token_len_per_gpu
-        max_tokens = budget if cfg.use_dynamic_bsz else None
-        order = micro_batches(data, cfg.ppo_micro_batch_size_per_gpu, max_tokens)
+        order = micro_batches(data, cfg.ppo_micro_batch_size_per_gpu, cfg.token_budget(forward_only=True))
         values = []
         for rows in order:
             micro = data[rows].to(self.device)
@@ -81,8 +80,7 @@ class DataParallelPPOCritic:
             for mini in data.split(mini_batch_size):
                 self.optimizer.zero_grad()
                 denominator = loss_denominator(mini.batch["response_mask"], cfg.loss_agg_mode)
-                max_tokens = cfg.ppo_max_token_len_per_gpu if cfg.use_dynamic_bsz else None
-                for rows in micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, max_tokens):
+                for rows in micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.token_budget()):
                     micro = mini[rows].to(self.device)
                     vpreds = response_values(self.model, micro, micro.batch["responses"].shape[1], self.remove_padding)
                     kept = vpreds.shape[1]

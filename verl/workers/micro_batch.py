@@ -47,6 +47,12 @@ def pack_rows(data: DataProto, response_length: int) -> tuple[dict, torch.Tensor
     return inputs, predictors, response_real
 
 
+def unpack(values: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Per-token values of a packed row back in the padded layout: ``real`` is pack_rows' [B, R]
+    mask of where each belongs; zero elsewhere."""
+    return values.new_zeros(real.shape).masked_scatter(real, values)
+
+
 def token_budget_groups(lengths: list[int], max_tokens: int) -> list[list[int]]:
     """Row indices grouped longest first, each group holding at most ``max_tokens`` tokens (a longer
     row goes alone): rows of similar length share a micro-batch, so little of it is padding."""

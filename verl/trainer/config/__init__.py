@@ -166,6 +166,10 @@ class ActorConfig:
         if self.clip_ratio_c <= 1:
             raise ValueError(f"{key}.clip_ratio_c={self.clip_ratio_c} must be greater than 1")
 
+    def token_budget(self) -> int | None:
+        """Real tokens per update micro-batch when they are packed by count, else None (by rows)."""
+        return self.ppo_max_token_len_per_gpu if self.use_dynamic_bsz else None
+
 
 @dataclass
 class RefConfig:
@@ -306,6 +310,17 @@ class CriticConfig:
     loss_agg_mode: str = option("token-mean", "As actor.loss_agg_mode, for the value loss.", choices=LOSS_AGG_MODES)
     grad_clip: float = option(1.0, "Max global gradient norm.", min=0)
     fsdp_config: TrainableFSDPConfig = field(default_factory=TrainableFSDPConfig)
+
+    def token_budget(self, forward_only: bool = False) -> int | None:
+        """Real tokens per micro-batch (of the update, or of a value-only pass) when they are packed
+        by count, else None (by rows)."""
+        if not self.use_dynamic_bsz:
+            return None
+        return (
+            (self.forward_max_token_len_per_gpu or self.ppo_max_token_len_per_gpu)
+            if forward_only
+            else self.ppo_max_token_len_per_gpu
+        )
 
 
 @dataclass
