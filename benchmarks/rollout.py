@@ -1,12 +1,16 @@
 """Rollout engines side by side: the same multi-turn search batch generated with transformers
 (``hf``) and with an in-process vLLM engine (``vllm``), on the same model, turns interleaved
-(hf, vllm, hf, vllm, ...) so that a busy machine slows both alike.
+(hf, vllm, hf, vllm, ...) so that a busy machine slows both alike. Each engine is also timed on pure
+generation of the same tokens: one call whose prompts are the rollout's prompts followed by each
+row's observation tokens, sampling as many tokens per row as the rollout did (no stop strings).
+``multi ÷ pure`` is what the turns cost over computing the same tokens in one go.
 
     python benchmarks/rollout.py [--sizes 1m 30m] [--prompts 32] [--n 4] [--turns 2] [--tokens 48]
                                  [--repeats 3] [--device cpu|cuda]
 
 Prints, per model size and engine, the rollout wall time per step (min / median / max over the
-repeats), the generated tokens per second, and vLLM's speed-up over transformers. The models are
+repeats), the generated tokens per second, the pure generation's tokens per second, their ratio,
+and vLLM's speed-up over transformers. The models are
 random tiny Qwen2s from ``verl.utils.tiny_model`` (heads of 64 dimensions, which vLLM's CPU
 attention takes); an untrained policy rarely writes a valid action, so every turn runs to its token
 budget and the invalid-action notice is appended between turns, as in a real multi-turn batch.
@@ -62,7 +66,7 @@ def make_batch(tokenizer, n_prompts: int, width: int = 96) -> DataProto:
 def managers(model_path: str, args: argparse.Namespace) -> dict[str, SearchGenerationManager]:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     out = {}
-    for engine in ("hf", "vllm"):
+    for engine in args.engines:
         config = load_config(
             "zerosearch_grpo",
             [
@@ -82,16 +86,49 @@ def managers(model_path: str, args: argparse.Namespace) -> dict[str, SearchGener
     return out
 
 
-def step(manager: SearchGenerationManager, batch: DataProto) -> tuple[float, int]:
+def step(manager: SearchGenerationManager, batch: DataProto) -> tuple[float, DataProto]:
+    """One multi-turn rollout: seconds, and what it returned."""
     batch.meta_info["rollout"] = RolloutSettings(step=1, total_steps=2)
     start = time.perf_counter()
     out = manager.generate_sequences(batch)
+    return time.perf_counter() - start, out
+
+
+def pure_step(manager: SearchGenerationManager, rollout: DataProto) -> tuple[float, int]:
+    """Pure generation of the same tokens as a multi-turn ``rollout``: one call whose prompts carry
+    each row's observation tokens after its prompt, sampling as many tokens per row as the rollout
+    sampled on average, no stop strings. Seconds, sampled tokens."""
+    prompts_ids, prompt_mask = (
+        rollout.batch["prompts"],
+        rollout.batch["attention_mask"][:, : rollout.batch["prompts"].shape[1]],
+    )
+    observed = (
+        rollout.batch["attention_mask"][:, prompts_ids.shape[1] :].bool() & ~rollout.batch["response_mask"].bool()
+    )
+    contexts = [
+        prompts_ids[i][prompt_mask[i].bool()].tolist() + rollout.batch["responses"][i][observed[i]].tolist()
+        for i in range(len(rollout))
+    ]
+    width = max(len(c) for c in contexts)
+    ids = torch.full((len(contexts), width), manager.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(contexts), width), dtype=torch.long)
+    for i, c in enumerate(contexts):
+        ids[i, width - len(c) :], mask[i, width - len(c) :] = torch.tensor(c), 1
+    per_row = max(round(int(rollout.batch["response_mask"].sum()) / len(rollout)), 1)
+    request = DataProto.from_dict(
+        tensors={"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)},
+        meta_info={"rollout": RolloutSettings(step=1, total_steps=2, n=1, max_new_tokens=per_row, stop=[])},
+    )
+    manager.wg.rollout.sleep()  # no cache from the multi-turn call
+    start = time.perf_counter()
+    out = manager.wg.generate_sequences(request)
     return time.perf_counter() - start, int(out.batch["response_mask"].sum())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["1m", "30m"])
+    parser.add_argument("--engines", nargs="+", choices=["hf", "vllm"], default=["hf", "vllm"])
     parser.add_argument("--prompts", type=int, default=32, help="prompts per step")
     parser.add_argument("--n", type=int, default=4, help="rollouts per prompt")
     parser.add_argument("--turns", type=int, default=2, help="agent.max_turns: turns per rollout are this + 1")
@@ -105,8 +142,9 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     rows = [
-        "| model | engine | s / step (min / median / max) | tokens / s (median) | vllm ÷ hf |",
-        "|---|---|---|---:|---:|",
+        "| model | engine | s / step (min / median / max) | tokens / s (median) | pure generation tokens / s "
+        "| multi ÷ pure (time per token) | vllm ÷ hf |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     with tempfile.TemporaryDirectory() as root:
         texts = text_corpus()
@@ -116,20 +154,24 @@ def main(argv: list[str] | None = None) -> None:
             engines = managers(path, args)
             batch = make_batch(AutoTokenizer.from_pretrained(path), args.prompts)
             times: dict[str, list[float]] = {name: [] for name in engines}
-            tokens: dict[str, list[int]] = {name: [] for name in engines}
+            rates: dict[str, list[float]] = {name: [] for name in engines}
+            pure_rates: dict[str, list[float]] = {name: [] for name in engines}
             for repeat in range(args.repeats + 1):
                 for name, manager in engines.items():
-                    seconds, n_tokens = step(manager, batch)
+                    seconds, out = step(manager, batch)
+                    n_tokens = int(out.batch["response_mask"].sum())
+                    pure_seconds, pure_tokens = pure_step(manager, out)
                     if repeat:  # the first round warms both engines up
                         times[name].append(seconds)
-                        tokens[name].append(n_tokens)
+                        rates[name].append(n_tokens / seconds)
+                        pure_rates[name].append(pure_tokens / pure_seconds)
             medians = {name: statistics.median(t) for name, t in times.items()}
             for name in engines:
-                rate = statistics.median(n / t for n, t in zip(tokens[name], times[name], strict=True))
-                ratio = f"{medians['hf'] / medians['vllm']:.2f}×" if name == "vllm" else ""
+                rate, pure_rate = statistics.median(rates[name]), statistics.median(pure_rates[name])
+                ratio = f"{medians['hf'] / medians['vllm']:.2f}×" if name == "vllm" and "hf" in medians else ""
                 rows.append(
                     f"| {size} ({params / 1e6:.1f}M) | {name} | {min(times[name]):.2f} / {medians[name]:.2f} / "
-                    f"{max(times[name]):.2f} | {rate:.0f} | {ratio} |"
+                    f"{max(times[name]):.2f} | {rate:.0f} | {pure_rate:.0f} | {pure_rate / rate:.2f}× | {ratio} |"
                 )
             print("\n".join(rows[-2:]), flush=True)
     print("\n" + "\n".join(rows))
