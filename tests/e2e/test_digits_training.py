@@ -98,6 +98,24 @@ def test_grpo_learns_with_the_vllm_rollout(tmp_path):
     assert "val/digits/score" in records[0] and "val/digits/score" in steps[-1]
 
 
+def test_bypass_mode_takes_the_rollouts_log_probs_as_the_old_ones(tmp_path):
+    """Two mini-batches per step would need the old-log-prob pass; in bypass mode the rollout's
+    log-probs stand in for it, and the mismatch is measured on the update's first mini-batch."""
+    records = train(
+        tmp_path,
+        "grpo",
+        "trainer.total_training_steps=3",
+        "trainer.val_before_train=false",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+        "algorithm.rollout_correction.bypass_mode=true",
+    )
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for r in records:
+        assert "timing_s/old_log_prob" not in r
+        assert 0 <= r["rollout/log_prob_diff_max"] < 1e-3  # fp32 on both sides: numerics only
+        assert r["actor/entropy"] > 0
+
+
 def test_resume_continues_at_the_next_step_as_if_never_stopped(tmp_path):
     """Run A: 4 steps in one go. Run B: 3 steps saving each, stop, its last checkpoint corrupted;
     resume falls back to step 2 and runs to 4. With the dataloader position, optimizer, LR schedule

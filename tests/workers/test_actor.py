@@ -173,5 +173,38 @@ def test_an_on_policy_update_takes_the_old_log_probs_from_its_own_forward_pass(m
     attended = data.batch["attention_mask"][:, -6:].bool()
     torch.testing.assert_close(computed.batch["old_log_probs"][attended], old[attended], rtol=0, atol=1e-5)
     torch.testing.assert_close(computed.batch["entropys"][attended], entropy[attended], rtol=0, atol=1e-5)
+    assert computed.batch["measured"].all()
     with pytest.raises(ValueError, match="one epoch over one mini-batch"):
         actor.update_policy(on_policy, mini_batch_size=2, temperature=1.0)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_the_first_pass_is_reported_for_the_first_mini_batch_only(model_path, shuffle):
+    """Asked to (bypass mode), an update with given old log-probs returns the log-probs its first
+    mini-batch computed before any optimizer step: the policy's own, where it measured them."""
+    data = make_batch(5)
+    data.meta_info["rollout"] = RolloutSettings(step=3)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    own, entropy = DataParallelPPOActor(RefConfig(), model).compute_log_prob(
+        data, micro_batch_size=5, temperature=1.0, with_entropy=True
+    )
+    data.batch["old_log_probs"] = own + 0.1  # stand-ins, as the rollout's would be
+    data.meta_info["report_first_pass"] = True
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    actor = DataParallelPPOActor(
+        ActorConfig(ppo_micro_batch_size_per_gpu=2, ppo_epochs=2, shuffle=shuffle),
+        model,
+        optimizer,
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+    )
+    _, first = actor.update_policy(data, mini_batch_size=2, temperature=1.0)
+    measured = first.batch["measured"]
+    assert int(measured.sum()) == 2  # the first mini-batch's rows
+    if not shuffle:
+        assert measured.tolist() == [True, True, False, False, False]
+    attended = data.batch["attention_mask"][:, -6:].bool() & measured[:, None]
+    torch.testing.assert_close(first.batch["old_log_probs"][attended], own[attended], rtol=0, atol=1e-5)
+    torch.testing.assert_close(first.batch["entropys"][attended], entropy[attended], rtol=0, atol=1e-5)
+    assert (first.batch["old_log_probs"][~measured] == 0).all()
+    del data.meta_info["report_first_pass"]
+    assert actor.update_policy(data, mini_batch_size=2, temperature=1.0)[1] is None

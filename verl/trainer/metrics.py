@@ -65,8 +65,24 @@ def compute_rollout_log_prob_metrics(batch: DataProto) -> dict[str, float]:
     b = batch.batch
     if "rollout_log_probs" not in b.keys():
         return {}
-    mask = b["response_mask"].bool()
-    gap = (b["rollout_log_probs"] - b["old_log_probs"]).abs()[mask]
+    return _log_prob_gap(b["rollout_log_probs"], b["old_log_probs"], b["response_mask"].bool())
+
+
+def first_pass_metrics(batch: DataProto, first_pass: DataProto) -> dict[str, float]:
+    """With the rollout's log-probs standing in for the old ones (bypass mode), the same comparison
+    against the actor's own log-probs where the update measured them before its first step (the
+    rows of its first mini-batch, ``measured``), and the policy's entropy there."""
+    mask = batch.batch["response_mask"].bool() & first_pass.batch["measured"].bool()[:, None]
+    if not mask.any():
+        return {}
+    return {
+        **_log_prob_gap(batch.batch["rollout_log_probs"], first_pass.batch["old_log_probs"], mask),
+        "actor/entropy": masked_mean(first_pass.batch["entropys"], mask).item(),
+    }
+
+
+def _log_prob_gap(rollout: torch.Tensor, actor: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    gap = (rollout - actor).abs()[mask]
     if gap.numel() == 0:
         return {}
     return {"rollout/log_prob_diff_mean": gap.mean().item(), "rollout/log_prob_diff_max": gap.max().item()}

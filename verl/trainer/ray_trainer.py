@@ -31,6 +31,7 @@ from verl.trainer.metrics import (
     compute_data_metrics,
     compute_rollout_log_prob_metrics,
     compute_throughput_metrics,
+    first_pass_metrics,
     reward_extra_metrics,
     timer,
 )
@@ -71,6 +72,16 @@ def balance_batch(data: DataProto, ranks: int) -> None:
     if order != sorted(order):
         reordered = data[torch.tensor(order)]
         data.batch, data.non_tensor_batch = reordered.batch, reordered.non_tensor_batch
+
+
+def rollout_log_probs(data: DataProto) -> torch.Tensor:
+    """The log-probs the rollout sampled with, as bypass mode's old log-probs."""
+    if "rollout_log_probs" not in data.batch.keys():
+        raise ValueError(
+            "algorithm.rollout_correction.bypass_mode=true needs the rollout's log-probs (rollout_log_probs), "
+            "and this rollout returned none: set bypass_mode=false"
+        )
+    return data.batch["rollout_log_probs"].clone()
 
 
 def turn_rewards(data: DataProto) -> core_algos.TurnRewards | None:
@@ -221,8 +232,12 @@ class RayPPOTrainer:
             with timer("reward", timing):
                 extra = self._compute_reward(batch)
             metrics.update(reward_extra_metrics("reward", extra))
-            reuse_update_pass = self.update_is_on_policy(len(batch))
-            if not reuse_update_pass:
+            bypass = cfg.algorithm.rollout_correction.bypass_mode
+            reuse_update_pass = not bypass and self.update_is_on_policy(len(batch))
+            if bypass:
+                batch.batch["old_log_probs"] = rollout_log_probs(batch)
+                batch.meta_info["report_first_pass"] = True  # for the mismatch metrics
+            elif not reuse_update_pass:
                 with timer("old_log_prob", timing):
                     batch = batch.union(self.actor_rollout_wg.compute_log_prob(batch))
             if self.use_ref:
@@ -244,10 +259,13 @@ class RayPPOTrainer:
                     updated = self.actor_rollout_wg.update_actor(batch)
                 metrics.update(updated.meta_info.pop("metrics"))
                 if reuse_update_pass:  # the old log-probs the update's own forward pass computed
-                    batch = batch.union(updated)
+                    batch = batch.union(updated.select(batch_keys=["old_log_probs", "entropys"]))
+                if bypass:
+                    metrics.update(first_pass_metrics(batch, updated))
                 with timer("sync_weights", timing):
                     self.actor_rollout_wg.sync_rollout_weights()
-            metrics.update(compute_rollout_log_prob_metrics(batch))
+            if not bypass:
+                metrics.update(compute_rollout_log_prob_metrics(batch))
             if cfg.trainer.rollout_data_dir:
                 with timer("dump_rollouts", timing):
                     self._dump_rollouts(batch, extra, cfg.trainer.rollout_data_dir)

@@ -111,13 +111,17 @@ class DataParallelPPOActor:
 
         Without ``old_log_probs`` in ``data`` the update must be on-policy (one epoch, one
         mini-batch): the old log-probs are then the current policy's own, taken from the update's
-        forward pass instead of a separate one, and returned (with entropies) in batch order."""
+        forward pass instead of a separate one. The log-probs and entropies of that first pass
+        (the first mini-batch of the first epoch: the policy before any step) are returned in batch
+        order, with ``measured`` marking their rows (all rows when on-policy), when on-policy or when
+        ``data.meta_info["report_first_pass"]`` asks (to compare the rollout's log-probs with them)."""
         cfg, optimizer, scheduler = self.config, self.optimizer, self.lr_scheduler
         if not isinstance(cfg, ActorConfig) or optimizer is None:
             raise TypeError("a frozen reference policy (RefConfig, no optimizer) is never updated")
         on_policy = "old_log_probs" not in data.batch.keys()
         if on_policy and (cfg.ppo_epochs != 1 or len(data) > mini_batch_size):
             raise ValueError("old_log_probs can be left out only for one epoch over one mini-batch")
+        report = on_policy or bool(data.meta_info.get("report_first_pass", False))
         self.model.train()
         metrics: dict[str, list[float]] = {}
         keys = ["responses", "input_ids", "attention_mask", "position_ids", "response_mask", "advantages"]
@@ -144,7 +148,7 @@ class DataParallelPPOActor:
                     step, log_prob, entropy = self._micro_step(cfg, micro, temperature, denominator)
                     for k, v in step.items():
                         metrics.setdefault(k, []).append(v)
-                    if on_policy:
+                    if report and epoch == 0 and start == 0:  # no optimizer step yet
                         kept["old_log_probs"].append(pad_right(log_prob, width).cpu())
                         kept["entropys"].append(pad_right(entropy, width).cpu())
                         kept["rows"].append(positions[start + rows])
@@ -152,9 +156,13 @@ class DataParallelPPOActor:
         metrics["actor/lr"] = [scheduler.get_last_lr()[0]]
         metrics["actor/padding_fraction"] = [1 - real_tokens / max(slots, 1)]  # of the positions computed
         scheduler.step()  # the schedule counts training steps, not mini-batches
-        if not on_policy:
+        if not report:
             return metrics, None
-        tensors = {k: unsort(kept[k], kept["rows"]) for k in ("old_log_probs", "entropys")}
+        measured = torch.cat(kept["rows"])
+        tensors = {"measured": torch.zeros(len(data), dtype=torch.bool).index_fill_(0, measured, True)}
+        for k in ("old_log_probs", "entropys"):
+            tensors[k] = torch.zeros((len(data), width), dtype=kept[k][0].dtype)
+            tensors[k][measured] = torch.cat(kept[k])
         return metrics, DataProto.from_dict(tensors=tensors)
 
     def _micro_step(

@@ -349,6 +349,16 @@ class KLControlConfig:
 
 
 @dataclass
+class RolloutCorrectionConfig:
+    bypass_mode: bool = option(
+        False,
+        "Take the rollout's log-probs (rollout_log_probs) as the old log-probs and skip the old-log-prob "
+        "pass: the PPO ratio is then against the policy that sampled. rollout/log_prob_diff_* compares them "
+        "with the actor's own, from the first mini-batch of the update.",
+    )
+
+
+@dataclass
 class AlgorithmConfig:
     adv_estimator: str = option(
         "gae",
@@ -362,6 +372,7 @@ class AlgorithmConfig:
     use_kl_in_reward: bool = option(False, "Subtract kl_ctrl's coefficient times KL(actor||ref) from the reward.")
     kl_penalty: str = option("kl", "KL estimator of the in-reward penalty (as kl_loss_type).", choices=KL_PENALTY_TYPES)
     kl_ctrl: KLControlConfig = field(default_factory=KLControlConfig)
+    rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
 
 
 @dataclass
@@ -488,6 +499,12 @@ class PPOConfig:
             raise ValueError(
                 f"critic.ppo_mini_batch_size={critic_mini // rollout.n} must divide data.train_batch_size and, "
                 f"times rollout.n, split evenly over {world} workers"
+            )
+        if self.algorithm.rollout_correction.bypass_mode and (rollout.top_k > 0 or rollout.top_p < 1):
+            raise ValueError(
+                "algorithm.rollout_correction.bypass_mode takes the rollout's log-probs as the old ones, but "
+                f"actor_rollout_ref.rollout.top_k={rollout.top_k} / top_p={rollout.top_p} filter the distribution "
+                "they come from, which the actor does not: turn the filters off or bypass_mode off"
             )
         if self.algorithm.adv_estimator in ("grpo", "grpo_turn", "rloo") and rollout.n < 2:
             raise ValueError(
