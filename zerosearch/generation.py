@@ -120,10 +120,9 @@ class SearchGenerationManager:
         noisy_draws: list[bool] = []
         waited: dict[str, float] = {}
         for turn in range(self.agent.max_turns + 1):
-            active = [t for t in rows if not t.done]
-            if not active:
+            if all(t.done for t in rows):
                 break
-            queries = self._generate_turn(active, settings, last_turn=turn == self.agent.max_turns)
+            queries = self._generate_turn(rows, settings, last_turn=turn == self.agent.max_turns)
             if queries:
                 noisy = (
                     self.noise.draw(step, total, [f"{t.key}:{turn}" for t, _ in queries])
@@ -184,16 +183,20 @@ class SearchGenerationManager:
         return rows
 
     def _generate_turn(
-        self, active: list[Trajectory], settings: RolloutSettings, last_turn: bool
+        self, rows: list[Trajectory], settings: RolloutSettings, last_turn: bool
     ) -> list[tuple[Trajectory, str]]:
-        """One generation for the active rows; returns the searches to run."""
-        contexts = [t.prompt + t.response for t in active]
+        """One generation for the rows not done; returns the searches to run. Done rows are sent
+        empty (nothing is generated for them) so that every row stays on the same rollout worker
+        from turn to turn, where the engine kept its context's KV cache."""
+        active = [not t.done for t in rows]
+        contexts = [t.prompt + t.response if a else [] for t, a in zip(rows, active, strict=True)]
         width = max(len(c) for c in contexts)
-        input_ids = torch.full((len(active), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(active), width), dtype=torch.long)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, c in enumerate(contexts):
-            input_ids[i, width - len(c) :] = torch.tensor(c, dtype=torch.long)
-            attention_mask[i, width - len(c) :] = 1
+            if c:
+                input_ids[i, width - len(c) :] = torch.tensor(c, dtype=torch.long)
+                attention_mask[i, width - len(c) :] = 1
         request = DataProto.from_dict(
             tensors={
                 "input_ids": input_ids,
@@ -212,9 +215,11 @@ class SearchGenerationManager:
             self.has_log_probs = False
         log_probs = out.batch["rollout_log_probs"] if self.has_log_probs else torch.zeros(out.batch["responses"].shape)
         queries = []
-        for t, response, response_mask, logp in zip(
-            active, out.batch["responses"], out.batch["response_mask"].bool(), log_probs, strict=True
+        for t, was_active, response, response_mask, logp in zip(
+            rows, active, out.batch["responses"], out.batch["response_mask"].bool(), log_probs, strict=True
         ):
+            if not was_active:
+                continue
             sampled, sampled_logp = response[response_mask].tolist(), logp[response_mask].tolist()
             room = self.response_budget - len(t.response)
             if len(sampled) > room:

@@ -240,3 +240,26 @@ def test_the_kept_cache_is_dropped_by_new_weights_sleep_and_unrelated_prompts(ti
         assert widths[-1] == len(tok.encode("Water boils at")) + 2
     finally:
         handle.remove()
+
+
+def test_rows_without_a_prompt_are_not_generated_for(tiny):
+    """A multi-turn loop sends its finished rows empty, so that rows keep their worker: they get
+    empty responses, and the other rows what they would get alone."""
+    from verl.protocol import DataProto
+    from verl.workers.fsdp_workers import generate_batch
+
+    model, tok = tiny
+    rows = [tok.encode("Who wrote Hamlet?"), [], tok.encode("Water")]
+    width = max(len(r) for r in rows)
+    ids = torch.full((3, width), tok.pad_token_id)
+    mask = torch.zeros((3, width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r), 1
+    batch = DataProto.from_dict(tensors={"input_ids": ids, "attention_mask": mask})
+    params = SamplingParams(max_new_tokens=4, greedy=True, n=2)
+    out = generate_batch(HFRollout(model, tok), batch, params)
+    assert len(out) == 6 and out.batch["response_mask"][2:4].sum() == 0
+    alone = HFRollout(model, tok).generate([rows[0], rows[2]], params)
+    for i, result in zip([0, 1, 4, 5], alone, strict=True):
+        assert out.batch["responses"][i][out.batch["response_mask"][i].bool()].tolist() == result.token_ids

@@ -35,15 +35,22 @@ class ScriptedWorkerGroup:
     def __init__(self, tokenizer, scripts):
         self.tokenizer = tokenizer
         self.scripts = scripts  # question -> list of turn texts
-        self.calls = []
+        self.calls = []  # rows generated for, per call
+        self.sent = []  # rows sent, per call
 
     def generate_sequences(self, data: DataProto) -> DataProto:
+        """As the rollout workers do, a row sent without a context gets an empty response."""
         settings = RolloutSettings.of(data)
-        self.calls.append(len(data))
+        masks = data.batch["attention_mask"].bool()
+        self.sent.append(len(data))
+        self.calls.append(int(masks.any(dim=1).sum()))
         assert settings.n == 1 and settings.stop == prompts.SEARCH_STOPS
         width = settings.max_new_tokens
         rows = []
-        for ids, mask in zip(data.batch["input_ids"], data.batch["attention_mask"].bool(), strict=True):
+        for ids, mask in zip(data.batch["input_ids"], masks, strict=True):
+            if not mask.any():
+                rows.append([])
+                continue
             context = self.tokenizer.decode(ids[mask].tolist())
             question = next(q for q in self.scripts if q in context)
             # the instruction itself mentions the tags: count only what was appended after it
@@ -150,8 +157,9 @@ def test_mask_is_one_on_sampled_tokens_and_zero_on_observations(tokenizer, monke
     assert metrics["search/answer_rate"] == 1.0 and metrics["search/searches_mean"] == 0.5
     assert metrics["curriculum/noise_p"] == pytest.approx(manager.noise.probability(3, 10))
     assert request.noisy == manager.noise.draw(3, 10, ["toy:0:0:0"])[0]  # drawn per query, reproducibly
-    # the second turn generated only for the row still active
-    assert wg.calls == [2, 1]
+    # the second turn generated only for the row still active, but every row was sent, so that
+    # each stays on the rollout worker that holds its context
+    assert wg.calls == [2, 1] and wg.sent == [2, 2]
 
 
 def test_last_turn_performs_no_search_and_invalid_actions_get_a_notice(tokenizer, monkeypatch):

@@ -24,7 +24,7 @@ from verl.utils.fsdp_utils import (
 )
 from verl.workers.actor import DataParallelPPOActor
 from verl.workers.critic import DataParallelPPOCritic
-from verl.workers.rollout.base import BaseRollout, SamplingParams
+from verl.workers.rollout.base import BaseRollout, GenerationResult, SamplingParams
 from verl.workers.rollout.hf_rollout import HFRollout, rollout_copy
 from verl.workers.rollout.vllm_rollout import VLLMRollout
 
@@ -94,11 +94,14 @@ def build_sequences(prompts: DataProto, results, n: int, response_length: int, p
 
 
 def generate_batch(rollout, prompts: DataProto, params: SamplingParams) -> DataProto:
-    """Runs a rollout engine on a left-padded prompt batch and packs the results."""
+    """Runs a rollout engine on a left-padded prompt batch and packs the results. A row without a
+    prompt token is not generated for and gets an empty response: a multi-turn loop sends its
+    finished rows that way, so every row stays on the worker whose engine cached its context."""
     mask = prompts.batch["attention_mask"].bool()
-    results = rollout.generate(
-        [row[m].tolist() for row, m in zip(prompts.batch["input_ids"], mask, strict=True)], params
-    )
+    rows = [row[m].tolist() for row, m in zip(prompts.batch["input_ids"], mask, strict=True)]
+    generated = iter(rollout.generate([row for row in rows if row], params))
+    nothing = GenerationResult(token_ids=[], logprobs=[], finish_reason="stop")
+    results = [next(generated) if row else nothing for row in rows for _ in range(params.n)]
     return build_sequences(prompts, results, params.n, params.max_new_tokens, rollout.pad_id)
 
 
