@@ -86,9 +86,20 @@ def managers(model_path: str, args: argparse.Namespace) -> dict[str, SearchGener
     return out
 
 
+def forget(manager: SearchGenerationManager) -> None:
+    """Every timed call starts cold, as a training step's new prompts do: no KV cache kept by the
+    hf rollout, nothing in vLLM's prefix cache."""
+    engine = manager.wg.rollout
+    engine.sleep()
+    engine.wake_up()
+    if hasattr(engine, "llm"):
+        engine.llm.reset_prefix_cache()
+
+
 def step(manager: SearchGenerationManager, batch: DataProto) -> tuple[float, DataProto]:
     """One multi-turn rollout: seconds, and what it returned."""
     batch.meta_info["rollout"] = RolloutSettings(step=1, total_steps=2)
+    forget(manager)
     start = time.perf_counter()
     out = manager.generate_sequences(batch)
     return time.perf_counter() - start, out
@@ -119,7 +130,7 @@ def pure_step(manager: SearchGenerationManager, rollout: DataProto) -> tuple[flo
         tensors={"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)},
         meta_info={"rollout": RolloutSettings(step=1, total_steps=2, n=1, max_new_tokens=per_row, stop=[])},
     )
-    manager.wg.rollout.sleep()  # no cache from the multi-turn call
+    forget(manager)
     start = time.perf_counter()
     out = manager.wg.generate_sequences(request)
     return time.perf_counter() - start, int(out.batch["response_mask"].sum())
