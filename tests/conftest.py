@@ -6,6 +6,21 @@ import torch
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--learning-seed",
+        type=int,
+        default=None,
+        help="seed for the tests that assert learning (tests/e2e), instead of their configs' defaults: "
+        "to check that a test's margin holds on other seeds",
+    )
+
+
+@pytest.fixture
+def learning_seed(request) -> int | None:
+    return request.config.getoption("--learning-seed")
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -16,8 +16,9 @@ and the noise curriculum, then evaluation on a real engine.
    steps, with the critic's turn rewards; both runs validate every step, and ``summary.json``
    compares them (``critic``), with ``plots/critic_em.png`` overlaying their held-out EM.
 
-Everything goes under ``out_dir``: data, models, checkpoints, ``metrics.jsonl``, ``plots/*.png``
-and ``summary.json``; the last line printed is that folder.
+Everything goes under ``out_dir``: data, models, checkpoints, ``metrics.jsonl``, ``plots/*.png``,
+``summary.json`` and the tables it prints (``summary.md``); workers' output goes to each run's
+``logs/``.
 """
 
 import dataclasses
@@ -448,11 +449,12 @@ def run_demo(config: DemoConfig) -> dict:
         summary["critic"] = comparison
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    print("\n" + to_table(before, after))
+    tables = to_table(before, after)
     if comparison is not None:
-        print(f"\n{critic_table(comparison)}\n(target EM {comparison['target_em']:.3f})")
-    print(f"took {total / 60:.1f} min; plots, checkpoints and summary.json under:")
-    print(out)
+        tables += f"\n\n{critic_table(comparison)}\n(target EM {comparison['target_em']:.3f})"
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(tables + "\n")
+    print(f"\n{tables}\n\ntook {total / 60:.1f} min; tables (summary.md), summary.json, plots and checkpoints in {out}")
     return summary
 
 

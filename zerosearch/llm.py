@@ -27,6 +27,8 @@ import ray
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from verl.trainer.config import RayInitConfig
+from verl.trainer.startup import init_ray
 from zerosearch.retry import DeadlineExceeded, RetryPolicy, redact, retrying, within
 
 logger = logging.getLogger(__name__)
@@ -201,8 +203,7 @@ class LocalChatLLM:
     def _get_actor(self) -> Any:
         with self._lock:
             if self._actor is None:
-                if not ray.is_initialized():
-                    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False)
+                init_ray(RayInitConfig())  # unless the trainer started it: a private one on loopback
                 # No CPU reservation: the slots belong to the training workers.
                 self._actor = ray.remote(num_cpus=0)(self.actor_class).remote(self.model_path)
             return self._actor

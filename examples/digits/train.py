@@ -6,6 +6,9 @@ is the share of digits in the response, so a random policy starts near the digit
 vocabulary and a learning one climbs towards 1.
 
     python examples/digits/train.py --out runs/digits --algo grpo [hydra overrides ...]
+
+Metrics go to <out>/checkpoints/<algo>/metrics.jsonl, the workers' output to
+<out>/checkpoints/<algo>/logs/.
 """
 
 import argparse
@@ -57,8 +60,8 @@ def write_data(out: str, n_train: int = 256, n_test: int = 32, seed: int = 0) ->
     return paths
 
 
-def overrides_for(out: str, algo: str, heads: int = 4) -> list[str]:
-    train, test = write_data(os.path.join(out, "data"))
+def overrides_for(out: str, algo: str, heads: int = 4, seed: int = 0) -> list[str]:
+    train, test = write_data(os.path.join(out, "data"), seed=seed)
     model = os.path.join(out, "model")
     if not os.path.exists(os.path.join(model, "config.json")):
         build_tiny_model(
@@ -69,7 +72,7 @@ def overrides_for(out: str, algo: str, heads: int = 4) -> list[str]:
             num_layers=2,
             num_heads=heads,
             num_kv_heads=min(2, heads),
-            seed=0,
+            seed=seed,
         )
     return [
         f"data.train_files={train}",
@@ -108,10 +111,11 @@ def main() -> None:
         help="attention heads of the tiny model; with actor_rollout_ref.rollout.name=vllm on a CPU use 2 "
         "(vLLM's CPU attention needs heads of at least 32 dimensions)",
     )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model's initial weights")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, applied last")
     args = parser.parse_args()
-    run_ppo(load_config(overrides_for(args.out, args.algo, args.heads) + args.overrides))
-    print(os.path.join(args.out, "checkpoints", args.algo, "metrics.jsonl"))
+    run_ppo(load_config(overrides_for(args.out, args.algo, args.heads, args.seed) + args.overrides))
+    print("metrics:", os.path.join(args.out, "checkpoints", args.algo, "metrics.jsonl"))
 
 
 if __name__ == "__main__":

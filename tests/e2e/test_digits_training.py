@@ -1,5 +1,6 @@
 """Whole runs of the CPU example (examples/digits) with 2 FSDP worker processes."""
 
+import functools
 import json
 import os
 import signal
@@ -18,23 +19,29 @@ from reward import compute_score  # noqa: E402
 pytestmark = pytest.mark.e2e
 
 
-def train(out, algo: str, *overrides: str, timeout: int = 400) -> list[dict]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0"}
+def run_example(out, algo: str, *overrides: str, seed: int | None = None, timeout: int = 400) -> list[dict]:
+    """The example's metrics, read from the folder this test chose (never from its output)."""
+    seeds = [] if seed is None else ["--seed", str(seed), f"trainer.seed={seed}"]
     proc = subprocess.run(
-        [sys.executable, EXAMPLE, "--out", str(out), "--algo", algo, *overrides],
+        [sys.executable, EXAMPLE, "--out", str(out), "--algo", algo, *seeds, *overrides],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    metrics_path = proc.stdout.strip().splitlines()[-1]
-    with open(metrics_path) as f:
+    with open(os.path.join(out, "checkpoints", algo, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
 
 
+@pytest.fixture
+def train(learning_seed):
+    """``run_example`` with the seed of ``--learning-seed`` (None: the example's defaults)."""
+    return functools.partial(run_example, seed=learning_seed)
+
+
 @pytest.mark.parametrize("algo", ["grpo", "reinforce", "gae"])
-def test_training_raises_the_reward(tmp_path, algo):
+def test_training_raises_the_reward(tmp_path, algo, train):
     rollout_dir = tmp_path / "rollouts"
     records = train(tmp_path, algo, "trainer.total_training_steps=30", f"trainer.rollout_data_dir={rollout_dir}")
     steps = [r for r in records if r["step"] > 0]
@@ -77,7 +84,7 @@ def test_training_raises_the_reward(tmp_path, algo):
         assert row["reward"] == pytest.approx(compute_score("digits", text)["score"], abs=1e-6)
 
 
-def test_grpo_learns_with_the_vllm_rollout(tmp_path):
+def test_grpo_learns_with_the_vllm_rollout(tmp_path, train):
     """The same task with the rollout on an in-process vLLM engine (vLLM's CPU build) in each worker,
     weights synced in memory after every update."""
     records = train(
@@ -98,7 +105,7 @@ def test_grpo_learns_with_the_vllm_rollout(tmp_path):
     assert "val/digits/score" in records[0] and "val/digits/score" in steps[-1]
 
 
-def test_bypass_mode_takes_the_rollouts_log_probs_as_the_old_ones(tmp_path):
+def test_bypass_mode_takes_the_rollouts_log_probs_as_the_old_ones(tmp_path, train):
     """Two mini-batches per step would need the old-log-prob pass; in bypass mode the rollout's
     log-probs stand in for it, and the mismatch is measured on the update's first mini-batch."""
     records = train(
@@ -116,7 +123,7 @@ def test_bypass_mode_takes_the_rollouts_log_probs_as_the_old_ones(tmp_path):
         assert r["actor/entropy"] > 0
 
 
-def test_resume_continues_at_the_next_step_as_if_never_stopped(tmp_path):
+def test_resume_continues_at_the_next_step_as_if_never_stopped(tmp_path, train):
     """Run A: 4 steps in one go. Run B: 3 steps saving each, stop, its last checkpoint corrupted;
     resume falls back to step 2 and runs to 4. With the dataloader position, optimizer, LR schedule
     and RNG states restored, steps 3-4 of B equal those of A."""
@@ -176,7 +183,7 @@ def test_kill_9_during_a_save_loses_at_most_that_step(tmp_path):
     marked = int((checkpoint / "latest_checkpointed_iteration.txt").read_text())
     assert marked in (2, 3)  # 3 only if its save completed before the signal landed
 
-    resumed = train(tmp_path / "run", "gae", "trainer.total_training_steps=4", *common)
+    resumed = run_example(tmp_path / "run", "gae", "trainer.total_training_steps=4", *common)
 
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     assert (checkpoint / "latest_checkpointed_iteration.txt").read_text() == "4"
@@ -184,7 +191,7 @@ def test_kill_9_during_a_save_loses_at_most_that_step(tmp_path):
 
 def test_roles_in_separate_processes_with_gradient_checkpointing(tmp_path):
     """Actor/rollout, reference and critic each in their own worker processes."""
-    records = train(
+    records = run_example(
         tmp_path,
         "gae",
         "trainer.total_training_steps=2",
@@ -199,7 +206,7 @@ def test_roles_in_separate_processes_with_gradient_checkpointing(tmp_path):
 
 @pytest.mark.gpu
 def test_training_on_one_gpu_with_bf16(tmp_path):
-    records = train(
+    records = run_example(
         tmp_path, "grpo", "trainer.total_training_steps=30", "trainer.device=cuda", "trainer.n_gpus_per_node=1"
     )
     rewards = [r["reward/score/mean"] for r in records if r["step"] > 0]

@@ -1,5 +1,9 @@
 """Ray resource pools and worker groups: the driver's handle on a set of worker processes."""
 
+import logging
+import os
+import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -9,7 +13,10 @@ from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from verl.single_controller.decorator import DISPATCH_ATTR, collect_from_ranks, split_for_ranks
-from verl.single_controller.worker import Worker
+from verl.single_controller.worker import LOG_FILE_ENV, Worker
+
+LOG_TAIL_LINES = 40
+logger = logging.getLogger(__name__)
 
 
 def cpus_per_rank(process_on_nodes: list[int]) -> int:
@@ -73,6 +80,14 @@ class RayResourcePool:
                 yield pg, i
 
 
+def _failed(future: ray.ObjectRef) -> bool:
+    try:
+        ray.get(future)
+    except ray.exceptions.RayError:
+        return True
+    return False
+
+
 @dataclass
 class RayClassWithInitArgs:
     cls: type
@@ -115,7 +130,11 @@ class RayWorkerGroup:
     """Driver-side group of Ray actors, one per rank of a resource pool.
 
     Every ``@register``-ed method of the worker class is bound on the group: calling it dispatches
-    to all ranks, waits, and collects according to the method's dispatch mode."""
+    to all ranks, waits, and collects according to the method's dispatch mode.
+
+    With ``log_dir``, rank k's stdout and stderr go to ``<log_dir>/<name>_rank<k>.log`` (``name``:
+    the worker class's), not to Ray's log stream; when a call fails, the error carries the tail of
+    the failing rank's file."""
 
     def __init__(
         self,
@@ -123,13 +142,20 @@ class RayWorkerGroup:
         ray_cls_with_init: RayClassWithInitArgs,
         device: str,
         env_vars: dict[str, str] | None = None,
+        log_dir: str | None = None,
+        name: str | None = None,
         _workers: list | None = None,
+        _log_files: list[str] | None = None,
         _method_prefix: str = "",
     ):
         self.resource_pool = resource_pool
         self.cls = ray_cls_with_init.cls
         self.world_size = resource_pool.world_size
         self.device = device
+        name = name or self.cls.__name__
+        self.log_files = _log_files or (
+            [os.path.join(log_dir, f"{name}_rank{rank}.log") for rank in range(self.world_size)] if log_dir else []
+        )
         self._workers = _workers if _workers is not None else self._create_workers(ray_cls_with_init, env_vars or {})
         for remote_name, mode in _dispatched_methods(self.cls).items():
             if remote_name.startswith(_method_prefix):
@@ -157,6 +183,8 @@ class RayWorkerGroup:
                 # Ray would set 1 for a fractional share; colocated groups take turns on the same CPUs
                 "OMP_NUM_THREADS": str(pool.cpus),
             }
+            if self.log_files:
+                env[LOG_FILE_ENV] = self.log_files[rank]
             options = dict(
                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=bundle_index),
                 num_cpus=share * pool.cpus,
@@ -174,10 +202,35 @@ class RayWorkerGroup:
                 getattr(worker, remote_name).remote(*a, **k)
                 for worker, a, k in zip(workers, rank_args, rank_kwargs, strict=True)
             ]
-            return collect_from_ranks(mode, ray.get(futures), context)
+            try:
+                results = ray.get(futures)
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
+                self._add_log_tail(error, futures)
+                raise
+            return collect_from_ranks(mode, results, context)
 
         call.__name__ = name
         setattr(self, name, call)
+
+    def _add_log_tail(self, error: Exception, futures: list) -> None:
+        """Adds the last lines of the failing rank's log file to ``error``: a worker that died
+        (killed, out of memory, a crash in C) leaves no Python traceback, only what it printed."""
+        if not self.log_files:
+            return
+        ready, _ = ray.wait(futures, num_returns=len(futures), timeout=0)
+        rank = next((rank for rank, future in enumerate(futures) if future in ready and _failed(future)), None)
+        if rank is None:
+            return
+        path = self.log_files[rank]
+        try:
+            with open(path, errors="replace") as f:
+                note = f"last lines of rank {rank}'s output ({path}):\n" + "".join(deque(f, maxlen=LOG_TAIL_LINES))
+        except OSError:  # on another node's disk
+            note = f"rank {rank}'s output: {path} (on its node)"
+        if sys.version_info >= (3, 11):
+            error.add_note(note)  # printed with the traceback
+        else:
+            logger.error(note)
 
     def spawn(self, roles) -> dict[str, "RayWorkerGroup"]:
         """One group per role of a colocated worker class, sharing these actors."""
@@ -187,6 +240,7 @@ class RayWorkerGroup:
                 RayClassWithInitArgs(self.cls),
                 self.device,
                 _workers=self._workers,
+                _log_files=self.log_files,
                 _method_prefix=f"{role}__",
             )
             for role in roles

@@ -1,7 +1,10 @@
-"""Base class of every Ray worker: rank, world size and the torch.distributed rendezvous."""
+"""Base class of every Ray worker: rank, world size, where its output goes and the
+torch.distributed rendezvous."""
 
 import os
 import socket
+import sys
+import time
 from datetime import timedelta
 
 import ray
@@ -10,12 +13,41 @@ import torch.distributed as dist
 
 from verl.single_controller.decorator import Dispatch, register
 
+# Set by the worker group: the file this worker's stdout and stderr go to.
+LOG_FILE_ENV = "VERL_WORKER_LOG_FILE"
+_output_file: str | None = None
+
+
+def send_output_to(path: str) -> None:
+    """Points this process's stdout and stderr at ``path`` (appended, created with its folder). The
+    file descriptors themselves are redirected, so C libraries and child processes (vLLM's engine
+    core) write there too, and nothing of the worker's reaches the driver's output. Once per
+    process: colocated roles share it."""
+    global _output_file
+    if _output_file == path:
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    for stream in (sys.stdout, sys.stderr):  # lines reach the file before a crash can lose them
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
+    _output_file = path
+    print(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()} ==", flush=True)
+
 
 class Worker:
-    """A process in a worker group. The group sets ``RANK``/``WORLD_SIZE`` in the environment of
-    the Ray actor; the rendezvous address is the Ray node address of rank 0."""
+    """A process in a worker group. The group sets ``RANK``/``WORLD_SIZE`` (and the log file, if
+    any) in the environment of the Ray actor; the rendezvous address is the Ray node address of
+    rank 0."""
 
     def __init__(self):
+        if LOG_FILE_ENV in os.environ:
+            send_output_to(os.environ[LOG_FILE_ENV])
         self.rank = int(os.environ["RANK"])
         self.world_size = int(os.environ["WORLD_SIZE"])
         self.device = os.environ.get("VERL_DEVICE", "cpu")

@@ -36,6 +36,7 @@ from verl.trainer.metrics import (
     timer,
 )
 from verl.trainer.reward import RewardManager
+from verl.trainer.startup import worker_log_dir
 from verl.utils.checkpoint import checkpoint_dir, load_first, mark_latest, resume_dirs, rng_state, set_rng_state
 from verl.utils.import_utils import load_object
 from verl.utils.torch_functional import masked_mean
@@ -158,13 +159,17 @@ class RayPPOTrainer:
             roles["ref"] = RayClassWithInitArgs(self.workers.actor_rollout_ref, (cfg, "ref"))
         if self.use_critic:
             roles["critic"] = RayClassWithInitArgs(self.workers.critic, (cfg,))
+        log_dir = worker_log_dir(cfg.ray_init, cfg.trainer)
         if cfg.trainer.colocate_workers:
             pool = RayResourcePool(nodes, use_gpu)
-            fused = RayWorkerGroup(pool, create_colocated_worker_cls(roles), self.device, env)
+            fused_cls = create_colocated_worker_cls(roles)
+            fused = RayWorkerGroup(pool, fused_cls, self.device, env, log_dir, name="+".join(roles))
             groups = fused.spawn(roles)
         else:
             pool = RayResourcePool(nodes, use_gpu, max_colocate_count=len(roles))
-            groups = {role: RayWorkerGroup(pool, spec, self.device, env) for role, spec in roles.items()}
+            groups = {
+                role: RayWorkerGroup(pool, spec, self.device, env, log_dir, name=role) for role, spec in roles.items()
+            }
         self.resource_pool = pool
         self.actor_rollout_wg = groups[actor_role]
         self.ref_wg = groups.get("ref", self.actor_rollout_wg)

@@ -9,6 +9,7 @@ from verl.single_controller import RayClassWithInitArgs, RayResourcePool, RayWor
 from verl.trainer.config.sft import SFTConfig
 from verl.trainer.data_loader import ResumableBatches, validation_batches
 from verl.trainer.metrics import timer
+from verl.trainer.startup import worker_log_dir
 from verl.utils.checkpoint import checkpoint_dir, load_first, mark_latest, resume_dirs, rng_state, set_rng_state
 from verl.utils.sft_dataset import SFTDataset
 from verl.utils.tracking import Tracking, plain_config
@@ -39,6 +40,8 @@ class RaySFTTrainer:
             RayClassWithInitArgs(worker_cls, (self.config,)),
             device,
             {"TOKENIZERS_PARALLELISM": "false"},
+            worker_log_dir(self.config.ray_init, cfg),
+            name="sft",
         )
         self.worker_group.init_model()
 

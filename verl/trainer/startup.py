@@ -113,12 +113,24 @@ def init_ray(ray_init: RayInitConfig) -> None:
         return
     env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
     if ray_init.address:
-        ray.init(address=ray_init.address, runtime_env=env)
+        ray.init(address=ray_init.address, runtime_env=env, log_to_driver=ray_init.log_to_driver)
     else:  # a private single-node Ray addressed over loopback (it listens more widely: see README)
         # Ray starts workers at nice 15 unless told otherwise; on a shared machine they would lose
         # the CPU to every other process. The raylet reads this from its environment.
         os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(_node_ip_address="127.0.0.1", num_cpus=ray_init.num_cpus, include_dashboard=False, runtime_env=env)
+        ray.init(
+            _node_ip_address="127.0.0.1",
+            num_cpus=ray_init.num_cpus,
+            include_dashboard=False,
+            runtime_env=env,
+            log_to_driver=ray_init.log_to_driver,
+        )
+
+
+def worker_log_dir(ray_init: RayInitConfig, trainer: RunConfig) -> str | None:
+    """Where the run's workers write their output (``ray_init.log_to_driver``); None: to Ray's
+    stream, live in the driver's terminal."""
+    return None if ray_init.log_to_driver else os.path.join(trainer.default_local_dir, "logs")
 
 
 def absolute_run_dirs(trainer: RunConfig) -> None:

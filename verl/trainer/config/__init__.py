@@ -452,6 +452,13 @@ class RayInitConfig:
         nullable=True,
     )
     num_cpus: int | None = option(None, "CPUs the local Ray may use; null: all.", min=1, nullable=True)
+    log_to_driver: bool = option(
+        False,
+        "false: each worker's stdout and stderr (model loading, vLLM's engine, warnings) go to "
+        "<trainer.default_local_dir>/logs/<role>_rank<N>.log and never into the driver's output; a failing "
+        "worker's last lines are added to the driver's error. true: Ray streams them live to the driver's "
+        "terminal, prefixed with the worker (for debugging).",
+    )
 
 
 @dataclass
