@@ -406,9 +406,9 @@ class RunConfig:
     )
     resume_from_path: str | None = option(None, "A global_step_N folder (resume_mode=resume_path).", nullable=True)
     logger: list[str] = option(
-        ["console"],
-        "Metric loggers, any of: console, file (<default_local_dir>/metrics.jsonl), wandb (offline without "
-        "WANDB_API_KEY), tensorboard.",
+        ["console", "file"],
+        "Metric loggers, any of: console, file (<default_local_dir>/metrics.jsonl, what a program reads a "
+        "run's metrics from), wandb (offline without WANDB_API_KEY), tensorboard.",
         choices=BACKENDS,
     )
     project_name: str = option("criticsearch", "Project name for the loggers and the checkpoint folder.")
