@@ -113,7 +113,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model's initial weights")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, applied last")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # flags and overrides in any order
     run_ppo(load_config(overrides_for(args.out, args.algo, args.heads, args.seed) + args.overrides))
     print("metrics:", os.path.join(args.out, "checkpoints", args.algo, "metrics.jsonl"))
 

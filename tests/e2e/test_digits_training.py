@@ -23,7 +23,7 @@ def run_example(out, algo: str, *overrides: str, seed: int | None = None, timeou
     """The example's metrics, read from the folder this test chose (never from its output)."""
     seeds = [] if seed is None else ["--seed", str(seed), f"trainer.seed={seed}"]
     proc = subprocess.run(
-        [sys.executable, EXAMPLE, "--out", str(out), "--algo", algo, *seeds, *overrides],
+        [sys.executable, EXAMPLE, "--out", str(out), "--algo", algo, *overrides, *seeds],
         capture_output=True,
         text=True,
         timeout=timeout,
