@@ -497,18 +497,34 @@ def test_grpo_turn_against_hand_computed_values():
     turns = TurnRewards(scores=TURN_SCORES, graded=TURN_GRADED, turn_ids=TURN_IDS)
     adv, ret = compute_grpo_turn_advantage(TURN_OUTCOME + TURN_SCORES, TURN_MASK, index=TURN_INDEX, turns=turns)
     # Outcome: group a scores 1 and 0 -> mean 0.5, std sqrt(0.5) -> ±1/sqrt(2); b is alone -> 0.
-    # Turn rewards of group a: 0.5, -0.5, 0.5 -> mean 1/6, std sqrt(1/3) -> 1/sqrt(3), -2/sqrt(3), 1/sqrt(3).
-    # Row 0 reward-to-go: turn 0: 1/sqrt(3) - 2/sqrt(3) = -1/sqrt(3); turn 1: -2/sqrt(3); turn 2: 0.
-    s2, s3 = 1 / math.sqrt(2), 1 / math.sqrt(3)
+    # Turn rewards as given: row 0 turn 0: 0.5 - 0.5 = 0, turn 1: -0.5, turn 2: 0; row 1 turn 0: 0.5.
+    s2 = 1 / math.sqrt(2)
     expected = torch.tensor(
         [
-            [s2 - s3] * 3 + [0, 0] + [s2 - 2 * s3] * 2 + [0] + [s2] * 2,
-            [-s2 + s3] * 2 + [0, 0] + [-s2] * 2 + [0] * 4,
+            [s2] * 3 + [0, 0] + [s2 - 0.5] * 2 + [0] + [s2] * 2,
+            [-s2 + 0.5] * 2 + [0, 0] + [-s2] * 2 + [0] * 4,
             [0.0] * 10,
         ]
     )
     torch.testing.assert_close(adv, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(ret, adv)
+
+
+def test_grpo_turn_weight_scales_the_turn_term_and_a_unanimous_group_still_learns():
+    """Every graded search of the group useful: the turn term is not cancelled, and doubling the
+    weight doubles it."""
+    scores = torch.zeros(3, 10)
+    scores[0, 2], scores[0, 6], scores[1, 1] = 1.0, 1.0, 1.0  # all useful, weight 1
+    graded = (scores != 0).long()
+    base, _ = compute_grpo_turn_advantage(TURN_OUTCOME, TURN_MASK, index=TURN_INDEX, turns=None)
+    for weight in (0.1, 1.0, 10.0):
+        turns = TurnRewards(scores=weight * scores, graded=graded, turn_ids=TURN_IDS)
+        adv, _ = compute_grpo_turn_advantage(TURN_OUTCOME + weight * scores, TURN_MASK, index=TURN_INDEX, turns=turns)
+        turn_term = adv - base
+        assert turn_term[0, 0].item() == pytest.approx(2 * weight)  # two useful searches ahead
+        assert turn_term[0, 5].item() == pytest.approx(weight) and turn_term[0, 8].item() == 0  # answer turn
+        assert turn_term[1, 0].item() == pytest.approx(weight)
+        assert (turn_term[TURN_MASK == 0] == 0).all()  # observations and padding
 
 
 def test_grpo_turn_without_turn_rewards_is_grpo():
@@ -525,6 +541,6 @@ def test_grpo_turn_subtracts_only_the_group_mean_when_asked():
     adv, _ = compute_grpo_turn_advantage(
         TURN_OUTCOME + TURN_SCORES, TURN_MASK, index=TURN_INDEX, turns=turns, norm_adv_by_std_in_grpo=False
     )
-    # outcome ±0.5; turns 1/3, -2/3, 1/3: row 0 turn 0 gets 0.5 + (1/3 - 2/3) = 1/6
-    assert adv[0, 0].item() == pytest.approx(1 / 6, abs=1e-6)
-    assert adv[1, 0].item() == pytest.approx(-0.5 + 1 / 3, abs=1e-6)
+    # outcome ±0.5; row 0 turn 0: 0.5 + (0.5 - 0.5) = 0.5; row 1 turn 0: -0.5 + 0.5 = 0
+    assert adv[0, 0].item() == pytest.approx(0.5, abs=1e-6)
+    assert adv[1, 0].item() == pytest.approx(0.0, abs=1e-6)

@@ -289,24 +289,27 @@ def compute_grpo_turn_advantage(
     **_: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GRPO with turn rewards: the group-normalised outcome advantage plus, on every sampled token
-    of turn t, the reward-to-go over turns of the group-normalised turn rewards.
+    of turn t, the sum of the turn rewards of turn t and every later turn.
 
     With R_i the outcome of response i (its token-level rewards minus its turn rewards, summed)
-    and r_{i,k} the reward of its graded turn k, over the group g of i's prompt:
+    and s_{i,k} the reward of its graded turn k (already scaled by its weight, e.g. λ · (±1)),
+    over the group g of i's prompt:
 
-        A_{i,t} = (R_i - mean_g R) / (std_g R + eps)
-                  + sum_{k >= t, graded} (r_{i,k} - mean_g r) / (std_g r + eps)
+        A_{i,t} = (R_i - mean_g R) / (std_g R + eps) + sum_{k >= t, graded} s_{i,k}
 
-    where mean_g r and std_g r run over every graded turn of every response in the group. Turns
-    after the last graded one get the outcome term only; observation tokens and padding get 0.
+    The turn term is not normalised: its weight stays the weight it was given (a z-score over the
+    group would cancel it), and a group whose graded turns all earn the same reward still learns
+    from them. Turns after the last graded one get the outcome term only; observation tokens and
+    padding get 0.
 
     Args:
         token_level_rewards: [B, T], turn rewards included.
         response_mask: [B, T].
         index: [B] group key per response (the prompt uid).
         turns: the turn rewards inside ``token_level_rewards``; None: plain GRPO.
-        epsilon: added to each std before dividing.
-        norm_adv_by_std_in_grpo: divide by the group stds; if False only the means are subtracted.
+        epsilon: added to the outcome's std before dividing.
+        norm_adv_by_std_in_grpo: divide the outcome term by the group std; if False only the mean is
+            subtracted.
 
     Returns:
         advantages: [B, T]; returns: [B, T] equal to advantages.
@@ -319,18 +322,12 @@ def compute_grpo_turn_advantage(
         return advantages, advantages
     valid = response_mask.bool()
     graded = turns.graded.bool() & valid
-    rows, columns = graded.nonzero(as_tuple=True)
-    row_group, num_groups = _group_ids(index, token_level_rewards[:, 0])
-    group = row_group[rows]  # [G] the group of each graded turn
-    rewards = turns.scores[rows, columns].to(token_level_rewards.dtype)
-    count = _group_sum(torch.ones_like(rewards), group, num_groups)
-    centered = rewards - _group_sum(rewards, group, num_groups) / count
-    if norm_adv_by_std_in_grpo:
-        var = _group_sum(centered**2, group, num_groups) / (count - 1).clamp_min(1)
-        centered = centered / (var.sqrt() + epsilon)
     turn_ids = torch.where(valid, turns.turn_ids.long(), torch.full_like(turns.turn_ids.long(), -1))
     per_turn = torch.zeros(len(turn_ids), int(turn_ids.max().clamp_min(0)) + 1, dtype=advantages.dtype)
-    per_turn.index_put_((rows, turn_ids[rows, columns]), centered.to(advantages.dtype), accumulate=True)
+    rows, columns = graded.nonzero(as_tuple=True)
+    per_turn.index_put_(
+        (rows, turn_ids[rows, columns]), turns.scores[rows, columns].to(advantages.dtype), accumulate=True
+    )
     to_go = per_turn.flip(-1).cumsum(-1).flip(-1)  # sum over this turn and every later one
     turn_part = to_go.gather(1, turn_ids.clamp_min(0)) * (turn_ids >= 0)
     advantages = _zero_masked(advantages + turn_part, response_mask)
