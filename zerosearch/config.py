@@ -147,9 +147,17 @@ class CritictorConfig:
     backend: str = option(
         "server",
         "server: an OpenAI-compatible server (vLLM, sglang); in_process: `model` is a local folder hosted "
-        "with transformers on a Ray actor (CPU, tests); rule: a heuristic oracle (useful when a gold answer "
-        "is in the documents), for ablations.",
+        "with transformers on a Ray actor (CPU, tests); rule: a rule judge (critictor.rule_judge), for "
+        "ablations and controls.",
         choices=("server", "in_process", "rule"),
+    )
+    rule_judge: str = option(
+        "path",
+        "The rule backend's judge. path: a search is useful when its documents bring a fact of the gold path "
+        "(extra_info.supporting; else the answer) that no earlier search brought; answer: when a gold answer "
+        "is in its documents (marks bridge hops useless); shuffled: the path judge's verdicts permuted over "
+        "the batch's searches, a control with the same reward scale and no information.",
+        choices=("path", "answer", "shuffled"),
     )
     server_urls: list[str] = option(
         ["http://127.0.0.1:6002/v1"], "Chat-completions endpoints of the critic, used in turn (CRITIC_IP)."
@@ -307,6 +315,12 @@ class DemoWarmStartConfig(DemoSFTPhaseConfig):
         "with redrawn facts: the answer must be read off the documents.",
         min=0,
     )
+    useless_rate: float = option(
+        0.4,
+        "Chance that a searching warm-start trajectory makes one useless search (the previous query again, "
+        "or one off the gold path): the waste a turn reward has to remove (about 20% of the searches).",
+        min=0,
+    )
 
 
 @dataclass
@@ -333,19 +347,24 @@ class DemoRLConfig:
 class DemoCriticConfig(DemoSFTPhaseConfig):
     enable: bool = option(
         True,
-        "Tune a critic on the first RL run's early rollouts, then run RL again from the same warm start with "
-        "its turn rewards, and compare.",
+        "Run RL a second time from the same warm start with the critic's turn rewards, and compare the two.",
+    )
+    judge: str = option(
+        "path",
+        "The critic of the second run: path (the rule path judge, the ideal critic) or llm (a tiny critic LLM "
+        "tuned on the path judge's verdicts about the first run's early rollouts).",
+        choices=("path", "llm"),
     )
     from_steps: int = option(
         10,
-        "The first RL run's steps whose rollouts (training questions only; step 1 is the warm-start policy's) "
-        "are labelled by the rule oracle to tune the critic.",
+        "judge=llm: the first RL run's steps whose rollouts (training questions only; step 1 is the "
+        "warm-start policy's) are labelled by the path judge to tune the critic.",
         min=1,
     )
     contrast: bool = option(
         True,
-        "Each tuning trajectory also comes with two other gold answers (drawn from the other training "
-        "trajectories'): one its documents state and one they do not, labelled by the oracle again.",
+        "judge=llm: each tuning trajectory also comes with the gold answer and path of two other training "
+        "trajectories: one whose facts its documents state and one whose facts they do not, labelled again.",
     )
     turn_reward_coef: float = option(0.1, "critictor.turn_reward_coef of the second run.", min=0)
     penalize_useless: bool = option(True, "critictor.retrospective.penalize_useless of the second run.")
@@ -363,7 +382,7 @@ class DemoConfig:
     policy_instruction: str = option(
         "brief", "The prompt's instruction: brief (the tags only) or full.", choices=tuple(POLICY_INSTRUCTIONS)
     )
-    max_turns: int = option(2, "Searches per question; two-hop questions need two.", min=1)
+    max_turns: int = option(4, "Searches per question: three-hop questions need three, and one is spare.", min=1)
     eval_batch_size: int = option(64, "Questions per evaluation batch.", min=1)
     world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
     simulator: DemoSimulatorConfig = field(

@@ -26,6 +26,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -38,8 +40,8 @@ from verl.trainer.main_sft import load_config as load_sft_config
 from verl.trainer.main_sft import run_sft
 from verl.utils.tiny_model import build_tiny_model, build_tokenizer
 from zerosearch.config import DemoConfig, register_demo_schema
-from zerosearch.critic.critics import LLMCritic
-from zerosearch.critic.tuning import oracle_agreement, read_trajectories, tuning_rows
+from zerosearch.critic.critics import LLMCritic, RuleCritic
+from zerosearch.critic.tuning import judge_agreement, read_trajectories, tuning_rows
 from zerosearch.data import synthetic
 from zerosearch.eval import evaluate, resolve_model_path
 from zerosearch.llm import ChatModelActor, LocalChatLLM
@@ -87,12 +89,13 @@ def warm_start_rows(config: DemoConfig, world: synthetic.World) -> list[dict]:
     teach searching well (copying names into queries, reading answers off documents, which no memory
     of the facts can replace) without teaching to search more."""
     topk, text = config.topk, instruction(config)
+    useless = config.warm_start.useless_rate
     rows = synthetic.warm_start_examples(
-        world, config.warm_start.search_rate, seed=world.seed, topk=topk, instruction=text
+        world, config.warm_start.search_rate, seed=world.seed, topk=topk, instruction=text, useless_rate=useless
     )
     for k, practice in enumerate(redrawn(world, config.warm_start.search_practice)):
         rows += synthetic.warm_start_examples(
-            practice, 1.0, seed=world.seed + 1 + k, decide=False, topk=topk, instruction=text
+            practice, 1.0, seed=world.seed + 1 + k, decide=False, topk=topk, instruction=text, useless_rate=useless
         )
     return rows
 
@@ -201,11 +204,31 @@ def search_overrides(config: DemoConfig, data: dict) -> list[str]:
     ]
 
 
+def turn_rewards(config: DemoConfig, critic: str) -> list[str]:
+    """The overrides that give an RL run the retrospective critic's turn rewards: ``critic`` is a
+    rule judge (path, answer, shuffled) or a tuned critic LLM's folder."""
+    c = config.critic
+    overrides = [
+        "critictor.retrospective.enable=true",
+        f"critictor.turn_reward_coef={c.turn_reward_coef}",
+        f"critictor.retrospective.penalize_useless={c.penalize_useless}",
+    ]
+    if critic in RuleCritic.JUDGES:
+        return overrides + ["critictor.backend=rule", f"critictor.rule_judge={critic}"]
+    return overrides + [
+        "critictor.backend=in_process",
+        f"critictor.model={critic}",
+        "critictor.style=sft",
+        f"critictor.max_tokens={c.max_tokens}",
+        "critictor.temperature=0",
+    ]
+
+
 def reinforce(
-    config: DemoConfig, policy: str, simulator: str, data: dict, run_dir: str, critic: str | None = None
+    config: DemoConfig, policy: str, simulator: str, data: dict, run_dir: str, extra: Sequence[str] = ()
 ) -> str:
-    """One RL run from ``policy``; with ``critic`` (a tuned critic's folder) its turn rewards join in.
-    Rollouts are dumped under ``run_dir/rollouts``, where the critic's tuning data comes from."""
+    """One RL run from ``policy`` with further trainer overrides ``extra`` (e.g. ``turn_rewards``).
+    Rollouts are dumped under ``run_dir/rollouts``, where a critic's tuning data comes from."""
     rl, workers = config.rl, config.workers
     rollouts = rl.batch_size * rl.n
     overrides = [
@@ -242,19 +265,7 @@ def reinforce(
     ]
     if config.critic.enable:
         overrides.append(f"trainer.rollout_data_dir={os.path.join(run_dir, 'rollouts')}")
-    if critic is not None:
-        c = config.critic
-        overrides += [
-            "critictor.retrospective.enable=true",
-            "critictor.backend=in_process",
-            f"critictor.model={critic}",
-            "critictor.style=sft",
-            f"critictor.max_tokens={c.max_tokens}",
-            "critictor.temperature=0",
-            f"critictor.turn_reward_coef={c.turn_reward_coef}",
-            f"critictor.retrospective.penalize_useless={c.penalize_useless}",
-        ]
-    trainer = train(load_train_config(rl.recipe, overrides))
+    trainer = train(load_train_config(rl.recipe, [*overrides, *extra]))
     trainer.shutdown()
     return resolve_model_path(run_dir)
 
@@ -278,16 +289,18 @@ def assess(config: DemoConfig, model: str, data: dict, out_dir: str) -> dict[str
         "em": overall["em"],
         "f1": overall["f1"],
         "searches_per_question": overall["searches"],
+        "useless_per_question": overall["useless"],
         "answer_rate": overall["answered"],
         "closed_book_em": closed["all"]["em"],
     }
 
 
 def tune_critic(config: DemoConfig, world: synthetic.World, init: str, rl_dir: str, out: str) -> tuple[str, dict]:
-    """Tunes the critic on the oracle's labels of the first ``critic.from_steps`` steps' rollouts
-    (training questions only), then measures its agreement with the oracle on the held-out questions'
-    evaluation trajectories, before and after RL. Returns its folder and that agreement."""
-    train_questions = {q.question: q.answer for q in world.train_questions}
+    """Tunes the critic on the path judge's verdicts about the first ``critic.from_steps`` steps'
+    rollouts (training questions only), then measures its agreement with the path judge on the
+    held-out questions' evaluation trajectories, before and after RL. Returns its folder and that
+    agreement."""
+    train_questions = {q.question: (q.answer, q.supporting()) for q in world.train_questions}
     seen = [
         trajectory
         for step in range(1, config.critic.from_steps + 1)
@@ -304,10 +317,12 @@ def tune_critic(config: DemoConfig, world: synthetic.World, init: str, rl_dir: s
         for trajectory in read_trajectories(os.path.join(out, name, "trajectories.jsonl"))
     ]
     llm = LocalChatLLM(critic)
-    agreement = oracle_agreement(LLMCritic(llm, config.critic.max_tokens, 0.0, 1, style="sft"), held_out)
+    agreement = judge_agreement(LLMCritic(llm, config.critic.max_tokens, 0.0, 1, style="sft"), held_out)
     print(
-        f"tuned critic agrees with the oracle on {agreement['agreement']:.0%} of {agreement['turns']} held-out "
-        f"searches (the oracle calls {agreement['oracle_useful_share']:.0%} useful)"
+        f"tuned critic against the path judge on {agreement['turns']} held-out searches: agreement "
+        f"{agreement['agreement']:.0%} (always the majority: {agreement['majority_baseline']:.0%}), kappa "
+        f"{agreement['kappa']}; the answer judge agrees with the path judge on "
+        f"{agreement['answer_judge_agreement']:.0%}"
     )
     return critic, agreement
 
@@ -319,28 +334,30 @@ def steps_to_target(run_dir: str, target: float) -> int | None:
     )
 
 
-def compare_runs(config: DemoConfig, runs: dict[str, tuple[str, dict]], agreement: dict) -> dict:
-    """``runs``: "without"/"with" -> (run folder, held-out metrics after RL)."""
+def compare_runs(config: DemoConfig, runs: dict[str, tuple[str, dict]], agreement: dict | None) -> dict:
+    """``runs``: "without"/"with" -> (run folder, held-out metrics after RL); ``agreement``: a
+    tuned critic's agreement with the path judge (None for the path judge itself)."""
     final = read_metrics(os.path.join(runs["without"][0], "metrics.jsonl"))["val/em"][-1][1]
     target = config.critic.target * final
+    keys = ("em", "f1", "searches_per_question", "useless_per_question", "answer_rate")
     sides = {
-        name: {k: after[k] for k in ("em", "f1", "searches_per_question", "answer_rate")}
-        | {"steps_to_target": steps_to_target(run_dir, target)}
+        name: {k: after[k] for k in keys} | {"steps_to_target": steps_to_target(run_dir, target)}
         for name, (run_dir, after) in runs.items()
     }
-    return {"agreement": agreement, "target_em": target, **sides}
+    return {"judge": config.critic.judge, "agreement": agreement, "target_em": target, **sides}
 
 
 def critic_table(critic: dict) -> str:
     lines = [
-        "| RL run | EM | F1 | searches / question | answer rate | steps to target EM |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| RL run | EM | F1 | searches / question | useless / question | answer rate | steps to target EM |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("without", "with"):
         m = critic[name]
+        label = "without the critic" if name == "without" else f"with the critic ({critic['judge']})"
         lines.append(
-            f"| {name} the critic | {m['em']:.3f} | {m['f1']:.3f} | {m['searches_per_question']:.2f} | "
-            f"{m['answer_rate']:.3f} | {m['steps_to_target']} |"
+            f"| {label} | {m['em']:.3f} | {m['f1']:.3f} | {m['searches_per_question']:.2f} | "
+            f"{m['useless_per_question']:.2f} | {m['answer_rate']:.3f} | {m['steps_to_target']} |"
         )
     return "\n".join(lines)
 
@@ -358,16 +375,20 @@ def to_table(before: dict, after: dict) -> str:
     return "\n".join(lines)
 
 
-def run_demo(config: DemoConfig) -> dict:
-    start = time.time()
-    out = os.path.abspath(os.path.expanduser(config.out_dir))
-    os.makedirs(out, exist_ok=True)
-    seconds: dict[str, float] = {}
+@dataclass
+class Setup:
+    """What every RL run of one seed starts from."""
 
-    def phase(name: str) -> None:
-        print(f"\n== {name} ==", flush=True)
-        seconds[name] = time.time()
+    world: synthetic.World
+    data: dict[str, Any]  # train, test, corpus paths and the prompt length
+    initial: dict[str, str]  # the untrained simulator, policy and critic
+    simulator: str  # the tuned simulator
+    simulator_rates: dict[str, float]
+    policy: str  # the warm-started policy
 
+
+def prepare(config: DemoConfig, out: str, phase: Callable[[str], None]) -> Setup:
+    """The world, its files and tokenizer, the tuned simulator and the warm-started policy."""
     phase("world")
     w = config.world
     world = synthetic.build_world(
@@ -394,16 +415,30 @@ def run_demo(config: DemoConfig) -> dict:
     simulator = tune(
         config, config.simulator, initial["simulator"], pairs_path, os.path.join(out, "simulator"), "demo_simulator"
     )
-    simulator_rates = simulator_answer_rates(simulator, world, config)
+    rates = simulator_answer_rates(simulator, world, config)
     print(
-        f"tuned simulator states the gold answer in {simulator_rates['useful_answer_rate']:.0%} of useful "
-        f"and {simulator_rates['noisy_answer_rate']:.0%} of noisy replies (held-out requests)"
+        f"tuned simulator states the gold answer in {rates['useful_answer_rate']:.0%} of useful "
+        f"and {rates['noisy_answer_rate']:.0%} of noisy replies (held-out requests)"
     )
-
     phase("warm start")
     policy = tune(
         config, config.warm_start, initial["policy"], warm_path, os.path.join(out, "warm_start"), "demo_warm_start"
     )
+    return Setup(world, data, initial, simulator, rates, policy)
+
+
+def run_demo(config: DemoConfig) -> dict:
+    start = time.time()
+    out = os.path.abspath(os.path.expanduser(config.out_dir))
+    os.makedirs(out, exist_ok=True)
+    seconds: dict[str, float] = {}
+
+    def phase(name: str) -> None:
+        print(f"\n== {name} ==", flush=True)
+        seconds[name] = time.time()
+
+    setup = prepare(config, out, phase)
+    policy, simulator, data = setup.policy, setup.simulator, setup.data
     phase("evaluation before RL")
     before = assess(config, policy, data, os.path.join(out, "eval_before"))
 
@@ -416,17 +451,20 @@ def run_demo(config: DemoConfig) -> dict:
     models = {"simulator": simulator, "warm_start": policy, "rl": trained}
     comparison = None
     if config.critic.enable:
-        phase("critic tuning")
-        models["critic"], agreement = tune_critic(config, world, initial["critic"], rl_dir, out)
+        critic, agreement = config.critic.judge, None
+        if critic == "llm":
+            phase("critic tuning")
+            critic, agreement = tune_critic(config, setup.world, setup.initial["critic"], rl_dir, out)
+            models["critic"] = critic
         phase("RL with the critic")
         critic_dir = os.path.join(out, "rl_critic")
-        models["rl_critic"] = reinforce(config, policy, simulator, data, critic_dir, critic=models["critic"])
+        models["rl_critic"] = reinforce(config, policy, simulator, data, critic_dir, turn_rewards(config, critic))
         phase("evaluation after RL with the critic")
         after_critic = assess(config, models["rl_critic"], data, os.path.join(out, "eval_after_critic"))
         comparison = compare_runs(config, {"without": (rl_dir, after), "with": (critic_dir, after_critic)}, agreement)
         plots.append(
             plot_runs(
-                {"without the critic": rl_dir, "with the critic": critic_dir},
+                {"without the critic": rl_dir, f"with the critic ({config.critic.judge})": critic_dir},
                 "val/em",
                 os.path.join(out, "plots", "critic_em.png"),
                 "Held-out exact match, RL without and with the critic",
@@ -439,7 +477,7 @@ def run_demo(config: DemoConfig) -> dict:
         "before": before,
         "after": after,
         "seconds": total,
-        "simulator": simulator_rates,
+        "simulator": setup.simulator_rates,
         "phase_seconds": {name: end - begin for (name, begin), end in zip(seconds.items(), ends, strict=True)},
         "models": models,
         "plots": plots,

@@ -3,8 +3,10 @@
     python -m zerosearch.eval --model PATH_OR_CHECKPOINT --data test.parquet --engine corpus \
         --out eval_out [hydra overrides, e.g. search.corpus_path=corpus.jsonl agent.max_turns=4]
 
-Writes ``results.md`` and ``results.json`` (per data source: EM, cover-EM, F1, searches per
-question, answer rate) and ``trajectories.jsonl`` under --out, and prints the table.
+Writes ``results.md`` and ``results.json`` (per data source: EM, cover-EM, F1, searches and
+useless searches per question, answer rate) and ``trajectories.jsonl`` under --out, and prints the
+table. A useless search is one the path judge (``zerosearch.critic.judges``) finds bringing no new
+fact of the gold path: a repeat, or a search off the path.
 """
 
 import argparse
@@ -27,13 +29,14 @@ from verl.workers.rollout.base import BaseRollout, SamplingParams
 from verl.workers.rollout.hf_rollout import HFRollout
 from verl.workers.rollout.vllm_rollout import VLLMRollout, check_servable
 from zerosearch.config import ZeroSearchConfig
-from zerosearch.data.fields import row_golden_answers, row_question
+from zerosearch.critic.judges import path_judge
+from zerosearch.data.fields import row_golden_answers, row_question, row_supporting
 from zerosearch.generation import SearchGenerationManager
 from zerosearch.reward import QARewardManager
 from zerosearch.search import EVAL_ENGINES
 from zerosearch.train import load_config
 
-ROW_METRICS = ("em", "cover_em", "f1", "searches", "answered")
+ROW_METRICS = ("em", "cover_em", "f1", "searches", "useless", "answered")
 
 
 class LocalRollout:
@@ -138,16 +141,18 @@ def evaluate(
             _, extra = scorer(out)
             for i in range(len(out)):
                 source = out.non_tensor_batch["data_source"][i]
+                record = _trajectory(out, i, tokenizer)
                 row = {
                     "em": extra["em"][i],
                     "cover_em": extra["cover_em"][i],
                     "f1": extra["f1"][i],
                     "searches": out.non_tensor_batch["num_searches"][i],
+                    "useless": useless_searches(record),
                     "answered": extra["answered"][i],
                 }
                 for key, value in row.items():
                     per_source[source][key].append(float(value))
-                trajectories.write(json.dumps(_trajectory(out, i, tokenizer, row)) + "\n")
+                trajectories.write(json.dumps(record | row) + "\n")
             progress.update(len(batch))
     table = summarize(per_source)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
@@ -176,18 +181,27 @@ def summarize(per_source: dict) -> dict[str, dict[str, float]]:
 
 def to_markdown(table: dict) -> str:
     lines = [
-        "| data source | n | EM | cover-EM | F1 | searches / question | answer rate |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| data source | n | EM | cover-EM | F1 | searches / question | useless / question | answer rate |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for source, m in table.items():
         lines.append(
             f"| {source} | {m['n']} | {m['em']:.3f} | {m['cover_em']:.3f} | {m['f1']:.3f} | "
-            f"{m['searches']:.2f} | {m['answered']:.3f} |"
+            f"{m['searches']:.2f} | {m['useless']:.2f} | {m['answered']:.3f} |"
         )
     return "\n".join(lines)
 
 
-def _trajectory(out: DataProto, i: int, tokenizer, metrics: dict) -> dict:
+def useless_searches(record: dict) -> int:
+    """Searches of an evaluation trajectory that the path judge finds useless."""
+    documents = [
+        turn["documents"] for turn in record["turns"] if turn["kind"] == "search" and turn["documents"] is not None
+    ]
+    supporting = [tuple(fact) for fact in record["supporting"]]
+    return sum(not useful for useful in path_judge(documents, record["golden_answers"], supporting))
+
+
+def _trajectory(out: DataProto, i: int, tokenizer) -> dict:
     prompt_width = out.batch["prompts"].shape[1]
     prompt = out.batch["prompts"][i][out.batch["attention_mask"][i, :prompt_width].bool()]
     response = out.batch["responses"][i][out.batch["attention_mask"][i, prompt_width:].bool()]
@@ -196,11 +210,11 @@ def _trajectory(out: DataProto, i: int, tokenizer, metrics: dict) -> dict:
         "data_source": columns["data_source"][i],
         "question": row_question(columns, i),
         "golden_answers": row_golden_answers(columns, i),
+        "supporting": [list(fact) for fact in row_supporting(columns, i)],
         "prompt": tokenizer.decode(prompt),
         "response": tokenizer.decode(response),
         "answer": columns["accepted_answer"][i],
         "turns": columns["turns"][i],  # each turn's action, and a search's documents
-        **metrics,
     }
 
 

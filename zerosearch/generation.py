@@ -28,7 +28,7 @@ from verl.trainer.metrics import timer
 from zerosearch import critic, prompts
 from zerosearch.config import CurriculumConfig, ZeroSearchConfig
 from zerosearch.curriculum import NoiseSchedule
-from zerosearch.data.fields import row_golden_answers, row_question
+from zerosearch.data.fields import row_golden_answers, row_question, row_supporting
 from zerosearch.search import SIMULATED_MODES, build_backend
 from zerosearch.search.base import SearchRequest
 
@@ -50,6 +50,7 @@ class Trajectory:
     question: str
     golden_answers: tuple[str, ...]
     key: str  # stable identity for reproducible noise draws
+    supporting: tuple[critic.Fact, ...] = ()  # the gold path's facts, for the critic
     response: list[int] = field(default_factory=list)
     mask: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)  # the rollout's, 0 on observations
@@ -63,6 +64,10 @@ class Trajectory:
     out_of_budget: bool = False
     log: list[critic.Turn] = field(default_factory=list)  # every turn, for the critic and the dump
     graded: bool = False  # the critic's verdicts arrived
+
+    def reviewed(self) -> critic.Trajectory:
+        """What the critic sees of this trajectory."""
+        return critic.Trajectory(self.question, self.golden_answers, self.log, self.answer, self.supporting)
 
     def append(self, ids: list[int], log_probs: list[float] | None = None) -> None:
         """Sampled tokens come with their log-probs; observation tokens (``log_probs`` None) get mask 0."""
@@ -85,7 +90,7 @@ class SearchGenerationManager:
         self.pad_id = tokenizer.pad_token_id
         self.has_log_probs = True  # whether every turn of the current batch came with rollout log-probs
         c = config.critictor
-        self.critic = critic.build_critic(c) if c.enabled() else None
+        self.critic = critic.build_critic(c, config.trainer.seed) if c.enabled() else None
         # Critiques are drawn per search like the noise: a fixed chance, and a vague-line chance on a curriculum.
         base = config.search.curriculum.base
         self.critique_draw = NoiseSchedule(
@@ -178,6 +183,7 @@ class SearchGenerationManager:
                     question=question,
                     golden_answers=tuple(row_golden_answers(extra, i)),
                     key=f"{source}:{index}:{i % n}",
+                    supporting=row_supporting(extra, i),
                 )
             )
         return rows
@@ -264,7 +270,7 @@ class SearchGenerationManager:
     def _grade(self, rows: list[Trajectory]) -> None:
         """The retrospective critic's verdict on every search that ran, kept on its turn."""
         assert self.critic is not None
-        seen = [critic.Trajectory(t.question, t.golden_answers, t.log, t.answer) for t in rows]
+        seen = [t.reviewed() for t in rows]
         for t, trajectory, verdicts in zip(rows, seen, self.critic.grade(seen), strict=True):
             if verdicts is None:
                 continue  # a failed or unreadable reply: no turn rewards for this row (counted)
@@ -374,15 +380,30 @@ class SearchGenerationManager:
             metrics["critictor/graded_rate"] = len(graded) / max(len(searches), 1)
             metrics["critictor/useful_rate"] = float(np.mean([turn.verdict for turn in graded])) if graded else 0.0
             metrics["critictor/turn_reward_mean"] = float(sum(rewards)) / max(len(rows), 1)
-            labelled = [(turn, t) for t in rows if t.golden_answers for turn in t.log if turn.verdict is not None]
-            if labelled:
-                agree = [
-                    turn.verdict == critic.oracle_useful(turn.documents or [], t.golden_answers) for turn, t in labelled
-                ]
-                metrics["critictor/oracle_agreement"] = float(np.mean(agree))
+            metrics.update(self._agreement_metrics(rows))
         if self.config.critictor.interactive.enable:
             metrics["critictor/critiques_mean"] = len(critiques) / max(len(rows), 1)
             metrics["critictor/vague_rate"] = float(np.mean([turn.vague for turn in critiques])) if critiques else 0.0
+        return metrics
+
+    @staticmethod
+    def _agreement_metrics(rows: list[Trajectory]) -> dict[str, float]:
+        """The verdicts against the path judge's over the graded searches (``critic.agreement``),
+        and how far the answer judge agrees with the path judge on the same searches."""
+        verdicts, path, answer = [], [], []
+        for t in rows:
+            if not t.graded:
+                continue
+            seen = t.reviewed()
+            verdicts += [bool(turn.verdict) for turn in seen.searches()]
+            path += seen.judged("path")
+            answer += seen.judged("answer")
+        metrics = {f"critictor/{k}": float(v) for k, v in critic.agreement(verdicts, path).items() if v is not None}
+        metrics.pop("critictor/turns", None)
+        if path:
+            metrics["critictor/answer_judge_agreement"] = float(
+                np.mean([a == p for a, p in zip(answer, path, strict=True)])
+            )
         return metrics
 
     @staticmethod

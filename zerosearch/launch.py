@@ -78,6 +78,7 @@ KEYS: dict[str, tuple[list[str], Callable[[str], str] | None]] = {
     "RETROSPECTIVE_CRITIC": (["critictor.retrospective.enable"], _flag),
     "INTERACTIVE_CRITIC": (["critictor.interactive.enable"], _flag),
     "CRITIC_BACKEND": (["critictor.backend"], _quoted),
+    "RULE_JUDGE": (["critictor.rule_judge"], _quoted),
     "CRITIC_LLM": (["critictor.model"], _quoted),
     "CRITIC_IP": (["critictor.server_urls"], _critic_servers),
     "TURN_REWARD_COEF": (["critictor.turn_reward_coef"], str),

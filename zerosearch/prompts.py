@@ -1,5 +1,6 @@
 """Every text the agent, the simulation LLM and the parser share: one place to read and change."""
 
+import json
 import re
 from collections.abc import Sequence
 
@@ -128,11 +129,14 @@ def format_critique(text: str) -> str:
 
 _GRADE = (
     "You review a search agent. It answered the question below by searching; judge each of its "
-    "searches by whether the documents it got move it towards the correct answer.\n"
-    "Question: {question}\nCorrect answer: {answers}\n\n{turns}\n"
+    "searches. A search is useful when its documents bring a fact the agent needs on the way to the "
+    "correct answer (an intermediate fact of a multi-hop question counts) that no earlier search "
+    "brought; a search that repeats an earlier one or brings nothing on the way is useless.\n"
+    "Question: {question}\nCorrect answer: {answers}\n{path}\n{turns}\n"
     "Final answer: {final}\n\n"
     "Reply with one line per search, nothing else, exactly in this form:\n{form}"
 )
+_GRADE_PATH = "Facts on the way to it: {facts}\n"
 _GRADE_TURN = 'Search {i}: reasoning "{thought}", query "{query}", documents:\n{documents}'
 _CRITIQUE = (
     "You coach a search agent answering the question: {question}{answers}\n"
@@ -140,7 +144,8 @@ _CRITIQUE = (
     "In one short line, tell it whether these documents help and what to do next."
 )
 # A tuned critic needs no instructions, only the fields it was tuned on.
-_SFT_GRADE = "Question: {question}\nAnswer: {answers}\n{turns}\nVerdicts:"
+_SFT_GRADE = "Question: {question}\nAnswer: {answers}\n{path}{turns}\nVerdicts:"
+_SFT_GRADE_PATH = "Path: {facts}\n"
 _SFT_GRADE_TURN = "Search {i}: {query}\n{documents}"
 _SFT_CRITIQUE = "Question: {question}{answers}\nSearch: {query}\n{documents}\nCritique ({kind}):"
 CRITIC_STYLES = ("prompt", "sft")
@@ -157,25 +162,33 @@ def _check_style(style: str) -> None:
         raise ValueError(f"critic prompt style must be one of {CRITIC_STYLES}, got {style!r}")
 
 
+def format_facts(supporting: Sequence[Sequence[str]]) -> str:
+    """Supporting facts in one line: each fact's phrases joined by " / ", facts by "; "."""
+    return "; ".join(" / ".join(fact) for fact in supporting)
+
+
 def grading_messages(
     question: str,
     golden_answers: Sequence[str],
     searches: Sequence[tuple[str, str, list[str]]],
     final_answer: str | None,
     style: str = "prompt",
+    supporting: Sequence[Sequence[str]] = (),
 ) -> list[dict[str, str]]:
-    """The retrospective critic's request for one trajectory: its question, the gold answers (which
-    the policy never sees) and, per search, (reasoning, query, documents). Style ``prompt`` explains
-    the task to an instruct model; ``sft`` gives a tuned critic only the question, the answers and
-    each query with its documents. Either way the reply is one "Search i: useful|useless | reason"
-    line per search (``parse_verdicts``)."""
+    """The retrospective critic's request for one trajectory: its question, the gold answers and
+    the facts of the gold path where the data has them (privileged: the policy sees neither) and,
+    per search, (reasoning, query, documents). Style ``prompt`` explains the task to an instruct
+    model; ``sft`` gives a tuned critic only the question, the answers, the path and each query with
+    its documents. Either way the reply is one "Search i: useful|useless | reason" line per search
+    (``parse_verdicts``)."""
     _check_style(style)
     if style == "sft":
         turns = "\n".join(
             _SFT_GRADE_TURN.format(i=i + 1, query=query, documents=observation_body(documents))
             for i, (_, query, documents) in enumerate(searches)
         )
-        text = _SFT_GRADE.format(question=question.strip(), answers="; ".join(golden_answers), turns=turns)
+        path = _SFT_GRADE_PATH.format(facts=format_facts(supporting)) if supporting else ""
+        text = _SFT_GRADE.format(question=question.strip(), answers="; ".join(golden_answers), path=path, turns=turns)
         return [{"role": "user", "content": text}]
     turns = "\n".join(
         _GRADE_TURN.format(i=i + 1, thought=thought, query=query, documents=observation_body(documents))
@@ -185,6 +198,7 @@ def grading_messages(
     text = _GRADE.format(
         question=question.strip(),
         answers="; ".join(golden_answers),
+        path=_GRADE_PATH.format(facts=format_facts(supporting)) if supporting else "",
         turns=turns,
         final=final_answer if final_answer is not None else "(none)",
         form=form,
@@ -221,18 +235,65 @@ def critique_messages(
     return [{"role": "user", "content": text}]
 
 
-_VERDICT = re.compile(r"^\s*search\s+(\d+)\s*:\s*(useful|useless)\b\s*(?:\|\s*(.*?))?\s*$", re.IGNORECASE)
+# One verdict line, after markdown emphasis is taken out: "Search 1: useful | reason",
+# "search 1 - Useless.", "1. useful: reason", "- Search #2) not useful"...
+_VERDICT = re.compile(
+    r"^\s*(?:[-+•]\s+)?(?:search|query)?\s*#?\s*(\d+)\s*[:.)\-–—]?\s*(useful|useless|not\s+useful)\b"
+    r"[\s.,;:!|\-–—]*(.*?)\s*$",
+    re.IGNORECASE,
+)
+_EMPHASIS = re.compile(r"[*_`#]+")
+_VERDICT_WORDS = {"useful": True, "useless": False, "not useful": False}
+
+
+def _verdict(word: object) -> bool | None:
+    return _VERDICT_WORDS.get(" ".join(str(word).lower().split()).strip(" ."))
+
+
+def _json_verdicts(text: str) -> list[tuple[int, bool, str]] | None:
+    """Verdicts written as JSON: {"1": "useful", ...}, ["useful", ...], [{"search": 1, "verdict":
+    "useful", "reason": "..."}, ...], or any of these under a "verdicts" key; None if not JSON."""
+    body = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    if not body.startswith(("{", "[")):
+        return None
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and "verdicts" in data:
+        data = data["verdicts"]
+    if isinstance(data, dict):
+        items = [(k, v, "") for k, v in data.items()]
+    elif isinstance(data, list):
+        items = [
+            (v.get("search", i + 1), v.get("verdict"), v.get("reason", "")) if isinstance(v, dict) else (i + 1, v, "")
+            for i, v in enumerate(data)
+        ]
+    else:
+        return None
+    verdicts = []
+    for number, word, reason in items:
+        useful = _verdict(word)
+        if useful is None or not str(number).strip().isdigit():
+            return []  # JSON, but not verdicts: unreadable
+        verdicts.append((int(str(number).strip()), useful, str(reason or "").strip()))
+    return verdicts
 
 
 def parse_verdicts(text: str, searches: int) -> list[tuple[bool, str]] | None:
-    """(useful, reason) for each of ``searches`` searches, from lines "Search i: useful|useless |
-    reason" numbered 1..n in order (other lines are ignored); None when any is missing, repeated or
-    out of order, so a malformed reply gives no turn reward."""
-    verdicts = []
-    for line in text.splitlines():
-        match = _VERDICT.match(line)
-        if match:
-            verdicts.append((int(match.group(1)), match.group(2).lower() == "useful", (match.group(3) or "").strip()))
+    """(useful, reason) for each of ``searches`` searches, numbered 1..n in order. Lines such as
+    "Search i: useful | reason" in any case, with markdown emphasis, "-" or ")" for the colon,
+    "not useful" for useless, or a numbered list; or one JSON object or list. Other lines are
+    ignored. None when any search is missing, repeated or out of order: a reply that cannot be read
+    gives no turn reward (and is counted), never a guess."""
+    verdicts = _json_verdicts(text)
+    if verdicts is None:
+        verdicts = []
+        for line in text.splitlines():
+            match = _VERDICT.match(_EMPHASIS.sub("", line))
+            if match:
+                useful = _verdict(match.group(2))
+                verdicts.append((int(match.group(1)), bool(useful), match.group(3).strip()))
     if [number for number, _, _ in verdicts] != list(range(1, searches + 1)):
         return None
     return [(useful, reason) for _, useful, reason in verdicts]

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from verl.trainer.main_ppo import run_ppo
 from verl.trainer.startup import check_model_folder, expand_files, to_typed
 from zerosearch.config import ZeroSearchConfig, register_schema
-from zerosearch.data.fields import row_golden_answers, row_question
+from zerosearch.data.fields import row_golden_answers, row_question, row_supporting
 from zerosearch.reward import normalize_answer
 from zerosearch.search import SIMULATED_MODES
 from zerosearch.search.google import ZEROSEARCH_KEY_ENV, serpapi_key
@@ -44,7 +44,8 @@ def check_search_keys(config: ZeroSearchConfig) -> None:
 def check_qa_files(key: str, files: list[str], needs_question: bool) -> None:
     """Reads every row of the parquet ``files`` (config ``key``) and refuses the first whose gold
     answers are unusable (missing, not strings, empty, or all empty after normalisation, so that no
-    answer could ever score) or, when ``needs_question``, whose question is missing. Errors name the
+    answer could ever score), whose supporting facts are malformed or, when ``needs_question``,
+    whose question is missing. Errors name the
     file, the row and the column. Rows may use this project's layout or ZeroSearch's."""
     for path in files:
         if not os.path.isfile(path):
@@ -58,6 +59,7 @@ def check_qa_files(key: str, files: list[str], needs_question: bool) -> None:
         for i in range(len(frame)):
             try:
                 answers = row_golden_answers(columns, i)
+                row_supporting(columns, i)
             except ValueError as e:
                 raise ValueError(f"{key}: {path} row {i}: {e}") from None
             if not any(normalize_answer(a) for a in answers):

@@ -64,11 +64,19 @@ def write_run(path, val_em):
 def test_steps_to_target_reads_the_first_validation_step_reaching_it(tmp_path):
     without = write_run(tmp_path / "without", [0.1, 0.2, 0.5, 0.7, 0.8, 0.8])
     with_critic = write_run(tmp_path / "with", [0.1, 0.6, 0.75, 0.8, 0.8, 0.85])
-    after = {"em": 0.8, "f1": 0.8, "searches_per_question": 1.4, "answer_rate": 1.0, "closed_book_em": 0.0}
+    after = {
+        "em": 0.8,
+        "f1": 0.8,
+        "searches_per_question": 1.4,
+        "useless_per_question": 0.2,
+        "answer_rate": 1.0,
+        "closed_book_em": 0.0,
+    }
     config = load_config(["critic.target=0.9"])
-    result = compare_runs(config, {"without": (without, after), "with": (with_critic, after)}, {"agreement": 1.0})
+    result = compare_runs(config, {"without": (without, after), "with": (with_critic, after)}, None)
     assert result["target_em"] == pytest.approx(0.72)  # 90% of the first run's final 0.8
     assert (result["without"]["steps_to_target"], result["with"]["steps_to_target"]) == (4, 2)
-    assert set(result["with"]) == {"em", "f1", "searches_per_question", "answer_rate", "steps_to_target"}
+    keys = {"em", "f1", "searches_per_question", "useless_per_question", "answer_rate", "steps_to_target"}
+    assert set(result["with"]) == keys and result["judge"] == "path"
     assert steps_to_target(without, 0.95) is None
-    assert "| with the critic | 0.800 |" in critic_table(result)
+    assert "| with the critic (path) | 0.800 | 0.800 | 1.40 | 0.20 |" in critic_table(result)

@@ -1,6 +1,6 @@
 import pytest
 
-from zerosearch.eval import resolve_model_path, summarize, to_markdown
+from zerosearch.eval import resolve_model_path, summarize, to_markdown, useless_searches
 
 
 def test_summary_has_per_source_macro_and_micro_rows():
@@ -10,6 +10,7 @@ def test_summary_has_per_source_macro_and_micro_rows():
             "cover_em": [1.0] * 4,
             "f1": [1.0, 0.5, 1.0, 1.0],
             "searches": [1.0, 2.0, 0.0, 1.0],
+            "useless": [0.0, 1.0, 0.0, 0.0],
             "answered": [1.0] * 4,
         },
         "popqa": {
@@ -17,6 +18,7 @@ def test_summary_has_per_source_macro_and_micro_rows():
             "cover_em": [0.0, 1.0],
             "f1": [0.0, 0.5],
             "searches": [3.0, 1.0],
+            "useless": [2.0, 0.0],
             "answered": [1.0, 0.0],
         },
     }
@@ -24,9 +26,30 @@ def test_summary_has_per_source_macro_and_micro_rows():
     assert table["nq"]["em"] == 0.75 and table["nq"]["n"] == 4
     assert table["avg"]["em"] == pytest.approx((0.75 + 0.0) / 2)  # mean of the per-source means
     assert table["all"]["em"] == pytest.approx(3 / 6)  # mean over every question
-    assert table["all"]["searches"] == pytest.approx(8 / 6)
+    assert table["all"]["searches"] == pytest.approx(8 / 6) and table["all"]["useless"] == pytest.approx(3 / 6)
     markdown = to_markdown(table)
     assert markdown.splitlines()[2].startswith("| nq | 4 | 0.750 |") and "| avg |" in markdown
+
+
+def test_useless_searches_are_those_the_path_judge_finds_bringing_nothing_new():
+    def search(documents):
+        return {"kind": "search", "documents": documents}
+
+    bridge, final = "Dalo Press was founded by Bi Ka.", "Bi Ka was born in Tira."
+    record = {
+        "golden_answers": ["Tira"],
+        "supporting": [["Dalo Press", "Bi Ka"], ["Bi Ka", "Tira"]],
+        "turns": [
+            search([bridge]),
+            search([bridge]),  # a repeat
+            search(["Lo Press was founded by Bi Ka."]),  # off the path
+            search([final]),
+            {"kind": "search", "documents": None},  # never ran
+            {"kind": "answer", "documents": None},
+        ],
+    }
+    assert useless_searches(record) == 2
+    assert useless_searches(record | {"supporting": []}) == 3  # without a path, only the answer counts
 
 
 def test_model_path_resolution(tmp_path):

@@ -72,7 +72,8 @@ def test_retrospective_grades_become_turn_rewards(tokenizer, monkeypatch):
     metrics = out.meta_info["metrics"]
     assert metrics["critictor/useful_rate"] == 0.5 and metrics["critictor/graded_rate"] == 1.0
     assert metrics["critictor/turn_reward_mean"] == pytest.approx(0.0)
-    assert metrics["critictor/oracle_agreement"] == 1.0 and metrics["critictor/failures"] == 0
+    assert metrics["critictor/agreement"] == 1.0 and metrics["critictor/kappa"] == 1.0  # the path judge itself
+    assert metrics["critictor/majority_baseline"] == 0.5 and metrics["critictor/failures"] == 0
     # the outcome stays on the last token: the trainer adds the turn rewards to the reward's scores
     out.batch["token_level_scores"] = torch.zeros_like(turns.scores)
     initial_rewards(out)

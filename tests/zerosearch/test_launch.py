@@ -128,12 +128,14 @@ def test_critic_keys_turn_the_critic_on():
             "0.2",
             "CRITIC_BACKEND",
             "rule",
+            "RULE_JUDGE",
+            "shuffled",
         ]
     )
     config = load_config("zerosearch_grpo", overrides)
     c = config.critictor
     assert c.retrospective.enable and not c.interactive.enable
-    assert (c.model, c.turn_reward_coef, c.backend) == ("Qwen2.5-14B-Instruct", 0.2, "rule")
+    assert (c.model, c.turn_reward_coef, c.backend, c.rule_judge) == ("Qwen2.5-14B-Instruct", 0.2, "rule", "shuffled")
     assert c.server_urls == ["http://10.0.0.7:6002/v1", "http://host3:7002/v1"]
     assert config.algorithm.adv_estimator == "grpo_turn"  # the recipe's GRPO takes turn rewards
     config.check("")

@@ -4,7 +4,8 @@
 from typing import TYPE_CHECKING
 
 from zerosearch.critic.critics import CritiqueRequest, LLMCritic, RuleCritic, Trajectory, Verdicts
-from zerosearch.critic.turns import Turn, oracle_useful
+from zerosearch.critic.judges import Fact, agreement
+from zerosearch.critic.turns import Turn
 from zerosearch.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -12,13 +13,14 @@ if TYPE_CHECKING:
 
 Critic = LLMCritic | RuleCritic
 
-__all__ = ["Critic", "CritiqueRequest", "Trajectory", "Turn", "Verdicts", "build_critic", "oracle_useful"]
+__all__ = ["Critic", "CritiqueRequest", "Fact", "Trajectory", "Turn", "Verdicts", "agreement", "build_critic"]
 
 
-def build_critic(config: "CritictorConfig") -> Critic:
-    """The backend named by ``config.backend``; an LLM client is built but connects on first use."""
+def build_critic(config: "CritictorConfig", seed: int = 0) -> Critic:
+    """The backend named by ``config.backend``; an LLM client is built but connects on first use.
+    ``seed`` seeds the shuffled control."""
     if config.backend == "rule":
-        return RuleCritic()
+        return RuleCritic(config.rule_judge, seed)
     from zerosearch.llm import build_chat_llm
 
     retry = RetryPolicy.of(config)

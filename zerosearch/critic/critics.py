@@ -1,13 +1,15 @@
 """Critic backends: an LLM (an OpenAI-compatible server or a model on a Ray actor, through
-``zerosearch.llm``) or ``rule``, a heuristic oracle for ablations and for labelling a critic's
-training data. Both grade every search turn of a trajectory and write one-line critiques."""
+``zerosearch.llm``) or ``rule``, a rule judge (``judges``) for ablations, controls and labelling a
+critic's training data. Both grade every search turn of a trajectory and write one-line critiques."""
 
+import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from zerosearch import prompts
-from zerosearch.critic.turns import Turn, oracle_useful
+from zerosearch.critic.judges import JUDGES, Fact, answer_judge
+from zerosearch.critic.turns import Turn
 from zerosearch.llm import ChatLLM
 
 Verdicts = list[tuple[bool, str]]  # (useful, reason) per search turn, in order
@@ -21,10 +23,16 @@ class Trajectory:
     golden_answers: tuple[str, ...]
     turns: Sequence[Turn]
     final_answer: str | None
+    supporting: tuple[Fact, ...] = ()  # the gold path's facts, where the data has them
 
     def searches(self) -> list[Turn]:
         """The searches that ran (a search on the last turn, or past the budget, never does)."""
         return [turn for turn in self.turns if turn.searched()]
+
+    def judged(self, judge: str = "path") -> list[bool]:
+        """A rule judge's verdict on each search that ran (``judges.JUDGES``)."""
+        documents = [turn.documents or [] for turn in self.searches()]
+        return JUDGES[judge](documents, self.golden_answers, self.supporting)
 
 
 @dataclass(frozen=True)
@@ -36,32 +44,46 @@ class CritiqueRequest:
 
 
 class RuleCritic:
-    """Grades by the oracle; its critiques are fixed lines."""
+    """Grades with a rule judge: ``path`` (the reference), ``answer`` (a gold answer in the
+    documents), or ``shuffled``, the path judge's verdicts permuted over the batch's searches (the
+    same share of useful ones and the same reward scale, no information: a control). Its critiques
+    are fixed lines."""
 
     name = "rule"
+    JUDGES = ("path", "answer", "shuffled")
+    REASONS = {
+        "path": ("brings a fact of the gold path first", "brings no new fact of the gold path"),
+        "answer": ("a gold answer is in the documents", "no gold answer in the documents"),
+        "shuffled": ("shuffled", "shuffled"),
+    }
     CLEAR = {
         True: "The documents state the answer; read it off them.",
         False: "The documents do not hold the answer; search for something else.",
     }
     VAGUE = "Think about whether these documents help."
 
-    def __init__(self) -> None:
+    def __init__(self, judge: str = "path", seed: int = 0) -> None:
+        if judge not in self.JUDGES:
+            raise ValueError(f"rule judge must be one of {self.JUDGES}, got {judge!r}")
+        self.judge = judge
+        self.rng = random.Random(seed)
         self.stats: Counter[str] = Counter()
 
     def grade(self, trajectories: Sequence[Trajectory]) -> list[Verdicts | None]:
         self.stats["requests"] += len(trajectories)
-        return [
-            [
-                (useful, "a gold answer is in the documents" if useful else "no gold answer in the documents")
-                for useful in (oracle_useful(t.documents or [], r.golden_answers) for t in r.searches())
-            ]
-            for r in trajectories
-        ]
+        verdicts = [r.judged("answer" if self.judge == "answer" else "path") for r in trajectories]
+        if self.judge == "shuffled":
+            pooled = [v for row in verdicts for v in row]
+            self.rng.shuffle(pooled)
+            it = iter(pooled)
+            verdicts = [[next(it) for _ in row] for row in verdicts]
+        useful, useless = self.REASONS[self.judge]
+        return [[(v, useful if v else useless) for v in row] for row in verdicts]
 
     def critique(self, requests: Sequence[CritiqueRequest]) -> list[str | None]:
         self.stats["requests"] += len(requests)
         return [
-            self.VAGUE if r.vague else self.CLEAR[oracle_useful(r.turn.documents or [], r.golden_answers or ())]
+            self.VAGUE if r.vague else self.CLEAR[answer_judge([r.turn.documents or []], r.golden_answers or ())[0]]
             for r in requests
         ]
 
@@ -89,6 +111,7 @@ class LLMCritic:
                 [(t.thought(), t.content, t.documents or []) for t in r.searches()],
                 r.final_answer,
                 self.style,
+                r.supporting,
             )
             for r in (trajectories[i] for i in asked)
         ]

@@ -1,10 +1,7 @@
-"""One turn of a search trajectory as the critic sees it, and the rule oracle's verdict on it."""
+"""One turn of a search trajectory as the critic sees it."""
 
 import re
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-
-from zerosearch.reward import cover_exact_match
 
 _THINK = re.compile(r"<think>(.*?)(?:</think>|<search>|<answer>|\Z)", re.DOTALL)
 
@@ -38,9 +35,3 @@ class Turn:
         match = _THINK.search(self.text)
         text = match.group(1) if match else self.text.split("<", 1)[0]
         return " ".join(text.split())
-
-
-def oracle_useful(documents: Sequence[str], golden_answers: Sequence[str]) -> bool:
-    """The rule oracle, a heuristic: a search was useful when a gold answer appears, as whole words
-    after normalisation, in one of its documents."""
-    return any(cover_exact_match(doc, list(golden_answers)) for doc in documents)

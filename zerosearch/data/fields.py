@@ -4,6 +4,9 @@
   (``{"target": [...]}``, a list or a string);
 - ZeroSearch's released dataset: top-level ``question`` and ``golden_answers`` columns.
 
+Multi-hop rows may also carry the facts of their gold reasoning path in ``extra_info.supporting``:
+a list of facts, each a list of phrases that one document must all state (``zerosearch.critic.judges``).
+
 The rollout, the reward and evaluation read rows through these functions only.
 """
 
@@ -76,3 +79,28 @@ def row_question(columns: Mapping, i: int) -> str:
     if "question" in columns and isinstance(columns["question"][i], str):
         return columns["question"][i].strip()
     return ""
+
+
+def row_supporting(columns: Mapping, i: int) -> tuple[tuple[str, ...], ...]:
+    """Row ``i``'s supporting facts (``extra_info.supporting``), each a tuple of phrases; () when the
+    row has none. A fact may be written as one string. Anything else is refused."""
+    info = columns["extra_info"][i] if "extra_info" in columns else None
+    facts = info.get("supporting") if isinstance(info, Mapping) else None
+    if facts is None:
+        return ()
+    if isinstance(facts, str) or not isinstance(facts, np.ndarray | Sequence):
+        raise ValueError(f"extra_info.supporting must be a list of facts, got {facts!r:.200}")
+    parsed = []
+    for fact in facts:
+        phrases = [fact] if isinstance(fact, str) else fact
+        if (
+            not isinstance(phrases, np.ndarray | Sequence)
+            or not all(isinstance(p, str) and p.strip() for p in phrases)
+            or len(phrases) == 0
+        ):
+            raise ValueError(
+                f"extra_info.supporting: each fact must be a non-empty list of non-empty strings (phrases one "
+                f"document states), got {fact!r:.200}"
+            )
+        parsed.append(tuple(p.strip() for p in phrases))
+    return tuple(parsed)

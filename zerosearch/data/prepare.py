@@ -169,7 +169,8 @@ def write_split(examples, split, template, out: Path, instruction: str = POLICY_
                 "prompt": [{"role": "user", "content": text}] if template == "chat" else text,
                 "ability": ABILITY,
                 "reward_model": {"style": "rule", "ground_truth": {"target": ex["answers"]}},
-                "extra_info": {"split": split, "index": index, "question": ex["question"], "id": ex["id"]},
+                "extra_info": {"split": split, "index": index, "question": ex["question"], "id": ex["id"]}
+                | ({"supporting": [list(fact) for fact in ex["supporting"]]} if ex.get("supporting") else {}),
             }
         )
     path = out / f"{split}.parquet"

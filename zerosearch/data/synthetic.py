@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from zerosearch.critic.judges import states
 from zerosearch.data.prepare import TEMPLATES, write_split
 from zerosearch.prompts import (
     POLICY_INSTRUCTION,
@@ -33,7 +34,7 @@ from zerosearch.search.corpus import format_document
 
 PERSON, ORGANISATION, CITY = "person", "organisation", "city"
 ANSWER_TYPES = ("person", "city", "country", "year")
-DATA_SOURCES = {1: "synthetic_1hop", 2: "synthetic_2hop"}
+DATA_SOURCES = {1: "synthetic_1hop", 2: "synthetic_2hop", 3: "synthetic_3hop"}
 
 _PERSON_DOC = "{name} was born in {city} in {year}."
 _ORGANISATION_DOC = "{name} was founded by {founder} in {year}."
@@ -67,21 +68,42 @@ class City:
 
 
 @dataclass(frozen=True)
+class Hop:
+    """One search of a question's gold path."""
+
+    entity: str  # whose document the search should bring
+    query: str  # what a good searcher asks
+    fact: tuple[str, ...]  # what that document states that the path needs: (entity, value)
+
+
+@dataclass(frozen=True)
 class Question:
     id: str
     question: str
     answer: str
     answer_type: str  # one of ANSWER_TYPES
-    hops: int
-    entity: str  # what the question is about; its document answers a one-hop question
-    query: str  # what a good searcher asks first
-    second_entity: str | None = None  # two-hop: the entity the first search leads to; its document answers
-    second_query: str | None = None
+    path: tuple[Hop, ...]  # the gold path: one hop per search; the last hop's document states the answer
+
+    @property
+    def hops(self) -> int:
+        return len(self.path)
+
+    @property
+    def entity(self) -> str:
+        """What the question is about: its first hop's entity."""
+        return self.path[0].entity
+
+    @property
+    def query(self) -> str:
+        return self.path[0].query
 
     def searches(self) -> list[tuple[str, str]]:
         """(entity, query) of each hop in order: what a good searcher looks up."""
-        second = [(self.second_entity, self.second_query)] if self.second_entity and self.second_query else []
-        return [(self.entity, self.query), *second]
+        return [(hop.entity, hop.query) for hop in self.path]
+
+    def supporting(self) -> tuple[tuple[str, ...], ...]:
+        """The facts of the gold path, as ``extra_info.supporting`` holds them."""
+        return tuple(hop.fact for hop in self.path)
 
 
 @dataclass
@@ -284,59 +306,74 @@ def _invent(rng: random.Random, taken: list[str]) -> str:
 
 
 def _questions(people, organisations, cities) -> list[Question]:
+    """One- to three-hop questions; a hop's fact pairs the entity searched with the value its
+    document gives (a name, a place, a year)."""
+
+    def person(name: str, value: str) -> Hop:
+        return Hop(name, f"{name} born", (name, value))
+
+    def organisation(name: str, value: str) -> Hop:
+        return Hop(name, f"{name} founded", (name, value))
+
+    def city(name: str) -> Hop:
+        return Hop(name, f"{name} country", (name, cities[name].country))
+
     questions = []
     for name, p in people.items():
-        query = f"{name} born"
         questions += [
-            Question(f"birth_city/{name}", f"Where was {name} born?", p.city, "city", 1, name, query),
-            Question(f"birth_year/{name}", f"In which year was {name} born?", str(p.year), "year", 1, name, query),
+            Question(f"birth_city/{name}", f"Where was {name} born?", p.city, "city", (person(name, p.city),)),
+            Question(
+                f"birth_year/{name}",
+                f"In which year was {name} born?",
+                str(p.year),
+                "year",
+                (person(name, str(p.year)),),
+            ),
             Question(
                 f"birth_country/{name}",
                 f"In which country was {name} born?",
                 cities[p.city].country,
                 "country",
-                2,
-                name,
-                query,
-                p.city,
-                f"{p.city} country",
+                (person(name, p.city), city(p.city)),
             ),
         ]
     for name, o in organisations.items():
-        query, founder = f"{name} founded", people[o.founder]
+        founder = people[o.founder]
+        by = organisation(name, o.founder)
         questions += [
-            Question(f"founder/{name}", f"Who founded {name}?", o.founder, "person", 1, name, query),
+            Question(f"founder/{name}", f"Who founded {name}?", o.founder, "person", (by,)),
             Question(
-                f"founding_year/{name}", f"In which year was {name} founded?", str(o.year), "year", 1, name, query
+                f"founding_year/{name}",
+                f"In which year was {name} founded?",
+                str(o.year),
+                "year",
+                (organisation(name, str(o.year)),),
             ),
             Question(
                 f"founder_city/{name}",
                 f"Where was the founder of {name} born?",
                 founder.city,
                 "city",
-                2,
-                name,
-                query,
-                o.founder,
-                f"{o.founder} born",
+                (by, person(o.founder, founder.city)),
             ),
             Question(
                 f"founder_year/{name}",
                 f"In which year was the founder of {name} born?",
                 str(founder.year),
                 "year",
-                2,
-                name,
-                query,
-                o.founder,
-                f"{o.founder} born",
+                (by, person(o.founder, str(founder.year))),
+            ),
+            Question(
+                f"founder_country/{name}",
+                f"In which country was the founder of {name} born?",
+                cities[founder.city].country,
+                "country",
+                (by, person(o.founder, founder.city), city(founder.city)),
             ),
         ]
     for name, c in cities.items():
         questions.append(
-            Question(
-                f"country/{name}", f"In which country is {name}?", c.country, "country", 1, name, f"{name} country"
-            )
+            Question(f"country/{name}", f"In which country is {name}?", c.country, "country", (city(name),))
         )
     return questions
 
@@ -353,7 +390,11 @@ def write_world(
     paths = {}
     for split, questions in (("train", world.train_questions), ("test", world.test_questions)):
         examples = [
-            (DATA_SOURCES[q.hops], {"question": q.question, "answers": [q.answer], "id": q.id}) for q in questions
+            (
+                DATA_SOURCES[q.hops],
+                {"question": q.question, "answers": [q.answer], "id": q.id, "supporting": q.supporting()},
+            )
+            for q in questions
         ]
         paths[split] = write_split(examples, split, template, out, instruction)
     corpus = out / "corpus.jsonl"
@@ -396,7 +437,7 @@ def _useful(world: World, q: Question, focus: str, rng: random.Random) -> list[s
 
 def _noisy(world: World, q: Question, focus: str, rng: random.Random) -> list[str]:
     """Related entities other than the question's own, none of whose documents states the answer."""
-    own = {q.entity, q.second_entity}
+    own = {entity for entity, _ in q.searches()}
     return [n for n in _nearby(world, focus, rng) if n not in own and not world.states(n, q.answer)]
 
 
@@ -417,9 +458,9 @@ def simulation_pairs(
     default ``world.tuning_questions()``):
     ``{"prompt": chat messages, "response": "Doc 1: …\nDoc 2: …", "noisy": bool, "answer": str}``.
     A request is for one hop's query. A useful reply shows that hop's document first, then the
-    question's other hop, so it states the answer when it asks for the answering hop or has room for
-    both; a noisy reply never states the answer. ``answering_hop_only`` asks only for the hop whose
-    document states the answer (the only one of a one-hop question, the second of a two-hop one)."""
+    question's other hops, so it states the answer when it asks for the answering hop or has room
+    for it; a noisy reply never states the answer. ``answering_hop_only`` asks only for the hop whose
+    document states the answer (the last of the path)."""
     if topk < 1:
         raise ValueError(f"topk must be at least 1, got {topk}")
     if n_pairs < 1:
@@ -457,18 +498,22 @@ def warm_start_examples(
     decide: bool = True,
     topk: int = 2,
     instruction: str = POLICY_INSTRUCTION,
+    useless_rate: float = 0.0,
 ) -> list[dict]:
     """Supervised turns for the policy, one trajectory per question of ``world.tuning_questions()``
     (the training questions; every question of a practice world): with probability
-    ``search_rate`` it searches (one example per turn, each after the earlier turns and their
-    observations of ``topk`` documents, in ``response_prefix``), otherwise it guesses a value of the
-    right type in one turn.
+    ``search_rate`` it searches its gold path (one example per turn, each after the earlier turns
+    and their observations of ``topk`` documents, in ``response_prefix``), otherwise it guesses a
+    value of the right type in one turn. With probability ``useless_rate`` a searching trajectory
+    also makes one useless search at a random point of its path: the previous query again, or a
+    query about an entity off the path. That is the waste a turn reward can teach away.
 
     With ``decide=False`` the opening words that choose between searching and guessing go into
     ``response_prefix``, untrained: such rows teach how to search (copy names into queries, read
     answers off documents) without moving the policy's choice of whether to."""
-    if not 0 <= search_rate <= 1:
-        raise ValueError(f"search_rate must be between 0 and 1, got {search_rate}")
+    for name, rate in (("search_rate", search_rate), ("useless_rate", useless_rate)):
+        if not 0 <= rate <= 1:
+            raise ValueError(f"{name} must be between 0 and 1, got {rate}")
     if topk < 1:
         raise ValueError(f"topk must be at least 1, got {topk}")
     rng = random.Random(seed)
@@ -476,7 +521,7 @@ def warm_start_examples(
     for q in world.tuning_questions():
         prompt = [{"role": "user", "content": policy_prompt(q.question, instruction)}]
         if rng.random() < search_rate:
-            turns = _searched_turns(world, q, rng, topk)
+            turns = _searched_turns(world, q, rng, topk, useless=rng.random() < useless_rate)
         else:
             guess = rng.choice(world.values(q.answer_type))
             turns = [{"response_prefix": "", "response": f"{GUESS_DECISION}</think><answer> {guess} </answer>"}]
@@ -488,22 +533,51 @@ def warm_start_examples(
     return rows
 
 
-def _searched_turns(world: World, q: Question, rng: random.Random, topk: int) -> list[dict]:
-    hops = q.searches()
-    actions = [f"{SEARCH_DECISION} {q.entity}.</think><search> {q.query} </search>"]
-    if q.hops == 2:
-        actions.append(
-            f"<think>That leads to {q.second_entity}; I need to look it up.</think><search> {q.second_query} </search>"
+_QUERY_SUFFIX = {PERSON: "born", ORGANISATION: "founded", CITY: "country"}
+
+
+def _searched_turns(world: World, q: Question, rng: random.Random, topk: int, useless: bool) -> list[dict]:
+    """The gold path's searches in order, then the answer; with ``useless``, one more search before
+    a random hop: a repeat of the last search, or (before the first, or by a coin) an off-path one."""
+    searches = []  # (reasoning, focus entity, query)
+    for k, hop in enumerate(q.path):
+        opening = (
+            f"{SEARCH_DECISION} {hop.entity}."
+            if k == 0
+            else f"<think>That leads to {hop.entity}; I need to look it up."
         )
-    actions.append(f"<think>The information gives the answer.</think><answer> {q.answer} </answer>")
+        searches.append((opening, hop.entity, hop.query))
+    if useless:
+        k = rng.randrange(len(searches))
+        off_path = _off_path(world, q, rng)
+        if k == 0 or rng.random() < 0.5:
+            if off_path:
+                entity = off_path[0]
+                opening = (
+                    f"{SEARCH_DECISION} {entity}." if k == 0 else f"<think>Maybe {entity} helps; I need to look it up."
+                )
+                searches.insert(k, (opening, entity, f"{entity} {_QUERY_SUFFIX[world.kind(entity)]}"))
+        else:
+            _, entity, query = searches[k - 1]
+            searches.insert(k, (f"<think>I need to look up {entity} again.", entity, query))
     turns, prefix = [], ""
-    for i, action in enumerate(actions):
+    for opening, focus, query in searches:
+        action = f"{opening}</think><search> {query} </search>"
         turns.append({"response_prefix": prefix, "response": action})
-        if i < len(hops):
-            # What a corpus search would return: the searched entity's document, then distractors.
-            focus = hops[i][0]
-            prefix += action + format_observation(_shown(world, [focus, *_noisy(world, q, focus, rng)[: topk - 1]]))
+        # What a corpus search would return: the searched entity's document, then distractors.
+        prefix += action + format_observation(_shown(world, [focus, *_noisy(world, q, focus, rng)[: topk - 1]]))
+    answer = f"<think>The information gives the answer.</think><answer> {q.answer} </answer>"
+    turns.append({"response_prefix": prefix, "response": answer})
     return turns
+
+
+def _off_path(world: World, q: Question, rng: random.Random) -> list[str]:
+    """Entities near the question's first one whose documents state no fact of its path."""
+    return [
+        n
+        for n in _nearby(world, q.entity, rng)
+        if not any(states(world.document(n)["contents"], fact) for fact in q.supporting())
+    ]
 
 
 def write_simulation_pairs(rows: list[dict], path: str) -> str:

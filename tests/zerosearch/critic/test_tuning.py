@@ -1,4 +1,4 @@
-"""A critic's tuning data from recorded trajectories, and its agreement with the oracle."""
+"""A critic's tuning data from recorded trajectories, and its agreement with the path judge."""
 
 import json
 from collections import Counter
@@ -8,7 +8,7 @@ import pytest
 from zerosearch import prompts
 from zerosearch.critic import Trajectory, Turn
 from zerosearch.critic.critics import LLMCritic
-from zerosearch.critic.tuning import oracle_agreement, read_trajectories, tuning_rows
+from zerosearch.critic.tuning import judge_agreement, read_trajectories, tuning_rows
 
 
 def search(query, document):
@@ -25,7 +25,7 @@ HAMLET = Trajectory("Who wrote Hamlet?", ("Shakespeare",), [search("hamlet", "Ha
 GUESS = Trajectory("Who?", ("x",), [Turn(0, 3, "<answer>y</answer>", "answer", "y")], "y")
 
 
-def test_rows_are_the_oracles_verdicts_for_every_trajectory_that_searched():
+def test_rows_are_the_path_judges_verdicts_for_every_trajectory_that_searched():
     rows = tuning_rows([PERU, HAMLET, GUESS, PERU])
     peru = "Search 1: useless\nSearch 2: useful"
     assert [row["response"] for row in rows] == [peru, "Search 1: useful", peru]
@@ -53,13 +53,12 @@ class ScriptedLLM:
 
 
 def test_agreement_counts_unreadable_replies_as_disagreeing():
-    result = oracle_agreement(LLMCritic(ScriptedLLM(), 16, 0.0, 8, style="sft"), [PERU, HAMLET, GUESS])
-    assert result == {
-        "agreement": pytest.approx(1 / 3),  # Peru: one of two right; Hamlet: unreadable
-        "turns": 3,
-        "oracle_useful_share": pytest.approx(2 / 3),
-        "unreadable_rate": 0.5,
-    }
+    result = judge_agreement(LLMCritic(ScriptedLLM(), 16, 0.0, 8, style="sft"), [PERU, HAMLET, GUESS])
+    # Path judge: Peru useless, useful; Hamlet useful. Peru's reply gets one of two right; Hamlet's
+    # does not parse and disagrees.
+    assert result["agreement"] == pytest.approx(1 / 3) and result["turns"] == 3
+    assert result["majority_baseline"] == pytest.approx(2 / 3) and result["unreadable_rate"] == 0.5
+    assert result["useless_recall"] == 0.0 and result["answer_judge_agreement"] == 1.0
 
 
 def test_trajectories_read_from_evaluation_files_and_rollout_dumps(tmp_path):
@@ -72,9 +71,16 @@ def test_trajectories_read_from_evaluation_files_and_rollout_dumps(tmp_path):
     dump = tmp_path / "1.jsonl"
     row = {"prompt": f"user\nQuestion: {PERU.question}\nassistant", "turns": turns, "accepted_answer": "Lima"}
     dump.write_text(json.dumps(row) + "\n")
-    assert read_trajectories(str(dump), {PERU.question: "Lima", "Who?": "x"}) == [PERU]
+    assert read_trajectories(str(dump), {PERU.question: ("Lima", ()), "Who?": ("x", ())}) == [PERU]
     with pytest.raises(ValueError, match=r"1.jsonl, line 1: the prompt holds none"):
-        read_trajectories(str(dump), {"Who?": "x"})
+        read_trajectories(str(dump), {"Who?": ("x", ())})
+    path = (("Peru", "Lima"),)
+    evaluation.write_text(
+        json.dumps({"question": "Q", "golden_answers": ["Lima"], "supporting": [["Peru", "Lima"]], "turns": turns})
+        + "\n"
+    )
+    assert read_trajectories(str(evaluation))[0].supporting == path
+    assert read_trajectories(str(dump), {PERU.question: ("Lima", path)})[0].supporting == path
 
 
 def test_contrast_adds_one_stated_and_one_absent_answer_per_trajectory():

@@ -5,6 +5,8 @@ import pytest
 
 from verl.utils.dataset import RLHFDataset
 from verl.utils.tiny_model import build_tokenizer
+from zerosearch.critic.judges import path_judge, states
+from zerosearch.data.fields import row_supporting
 from zerosearch.data.synthetic import (
     ANSWER_TYPES,
     GUESS_DECISION,
@@ -61,59 +63,42 @@ def test_names_are_unique_and_never_inside_one_another(world):
 
 def test_every_answer_is_stated_where_the_search_leads(world):
     questions = world.train_questions + world.test_questions
-    assert {q.hops for q in questions} == {1, 2} and {q.answer_type for q in questions} == set(ANSWER_TYPES)
+    assert {q.hops for q in questions} == {1, 2, 3} and {q.answer_type for q in questions} == set(ANSWER_TYPES)
     assert len({q.id for q in questions}) == len(questions)
     for q in questions:
-        assert q.entity in world.document(q.entity)["contents"] and q.entity in q.query
-        if q.hops == 1:
-            assert world.states(q.entity, q.answer) and q.second_entity is None
-        else:
-            # the first document names the bridge, whose document states the answer
-            assert world.states(q.entity, q.second_entity) and world.states(q.second_entity, q.answer)
-            assert q.second_entity in q.second_query
+        for k, hop in enumerate(q.path):
+            assert hop.entity in hop.query and hop.fact[0] == hop.entity
+            assert states(world.document(hop.entity)["contents"], hop.fact)  # its document states its fact
+            # each document names the next hop's entity (the bridge); the last one states the answer
+            following = q.path[k + 1].entity if k + 1 < q.hops else q.answer
+            assert hop.fact[1] == following and world.states(hop.entity, following)
+        assert q.supporting() == tuple(hop.fact for hop in q.path)
 
 
 def test_held_out_entities_never_appear_in_training_questions(world):
     assert world.train_questions and world.test_questions
     assert all(q.entity in world.test_entities for q in world.test_questions)
     train_text = " ".join(q.question for q in world.train_questions)
-    train_entities = {q.entity for q in world.train_questions} | {q.second_entity for q in world.train_questions}
+    train_entities = {hop.entity for q in world.train_questions for hop in q.path}
     for q in world.test_questions:
-        assert q.entity not in train_entities and q.entity not in train_text
+        assert not {hop.entity for hop in q.path} & train_entities and q.entity not in train_text
     for kind in ("person", "organisation", "city"):
         held_out = [n for n in world.entities(kind) if n in world.test_entities]
         assert 0 < len(held_out) < len(world.entities(kind))
 
 
-def facts_of(world, q):
-    """The (entity, attribute) facts a question rests on: each hop's fact."""
-    attribute = {
-        "birth_city": "city",
-        "birth_year": "year",
-        "birth_country": "city",
-        "founder": "founder",
-        "founding_year": "year",
-        "founder_city": "founder",
-        "founder_year": "founder",
-        "country": "country",
-    }
-    kind = q.id.split("/")[0]
-    facts = {(q.entity, attribute[kind])}
-    if q.hops == 2:
-        facts.add((q.second_entity, {"birth_country": "country", "founder_city": "city", "founder_year": "year"}[kind]))
-    return facts
-
-
 @pytest.mark.parametrize("seed", [0, 7, 11])
 def test_no_held_out_fact_is_trained_on_directly_or_as_a_hop(seed):
     """Before, 20 of 24 two-hop held-out questions had their second hop asked in training (the
-    country of a city), so one search plus memory answered them."""
+    country of a city), so one search plus memory answered them. No entity of a held-out chain is
+    searched in training."""
     world = build_world(seed=seed)
-    trained = set().union(*(facts_of(world, q) for q in world.train_questions))
-    held_out = set().union(*(facts_of(world, q) for q in world.test_questions))
+    trained = {fact for q in world.train_questions for fact in q.supporting()}
+    held_out = {fact for q in world.test_questions for fact in q.supporting()}
     assert held_out and not held_out & trained
-    two_hop = [q for q in world.test_questions if q.hops == 2]
-    assert len(two_hop) >= 20 and all(q.second_entity in world.test_entities for q in two_hop)
+    for hops, least in ((2, 20), (3, 4)):
+        chains = [q for q in world.test_questions if q.hops == hops]
+        assert len(chains) >= least and all(hop.entity in world.test_entities for q in chains for hop in q.path)
 
 
 @pytest.mark.parametrize("topk", [1, 3])
@@ -156,6 +141,7 @@ def test_files_load_as_trainer_data_and_corpus(tmp_path, world):
         assert row["data_source"] == f"synthetic_{q.hops}hop" and row["index"] == 1
         assert list(row["reward_model"]["ground_truth"]["target"]) == [q.answer]
         assert row["extra_info"]["question"] == q.question and row["extra_info"]["split"] == split
+        assert row_supporting({"extra_info": [row["extra_info"]]}, 0) == q.supporting()  # the gold path's facts
         assert row["raw_prompt"] == tokenizer.apply_chat_template(
             [{"role": "user", "content": policy_prompt(q.question)}], add_generation_prompt=True, tokenize=False
         )
@@ -166,8 +152,7 @@ def test_files_load_as_trainer_data_and_corpus(tmp_path, world):
 def test_bm25_finds_each_hop_first(tmp_path, world):
     path = write_world(world, str(tmp_path))["corpus"]
     questions = world.train_questions + world.test_questions
-    hops = [(q.query, q.entity) for q in questions]
-    hops += [(q.second_query, q.second_entity) for q in questions if q.hops == 2]
+    hops = [(hop.query, hop.entity) for q in questions for hop in q.path]
     hits = BM25Index(load_corpus(path)).search([query for query, _ in hops], 1)
     assert [h[0][0]["title"] for h in hits] == [entity for _, entity in hops]
     q = next(q for q in questions if q.hops == 1)
@@ -202,13 +187,13 @@ def test_one_document_replies_state_the_answer_when_asked_for_the_answering_hop(
     rows = simulation_pairs(world, topk=1, n_pairs=200, seed=0, answering_hop_only=True)
     assert all(len(parse_documents(r["response"], 5)) == 1 for r in rows)
     assert all((r["answer"] in r["response"]) != r["noisy"] for r in rows)
-    two_hop = {q.question: q for q in world.train_questions if q.hops == 2}
+    multi_hop = {q.question: q for q in world.train_questions if q.hops > 1}
     asked = {
         r["prompt"][0]["content"].split("\n")[0]
         for r in rows
-        if not r["noisy"] and r["prompt"][0]["content"].split("\n")[1].removeprefix("Question: ") in two_hop
+        if not r["noisy"] and r["prompt"][0]["content"].split("\n")[1].removeprefix("Question: ") in multi_hop
     }
-    assert asked and asked <= {f"Query: {q.second_query}" for q in two_hop.values()}
+    assert asked and asked <= {f"Query: {q.path[-1].query}" for q in multi_hop.values()}
     # Asked for a two-hop question's first hop, one document shows the entity that leads on.
     first_hops = simulation_pairs(world, topk=1, n_pairs=400, seed=1)
     assert any(r["answer"] not in r["response"] and not r["noisy"] for r in first_hops)
@@ -268,32 +253,55 @@ def test_warm_start_rows_replay_a_corpus_search(tmp_path, world, topk):
             continue
         seen_hops.add(q.hops)
         assert len(group) == q.hops + 1 and last.endswith(f"<answer> {q.answer} </answer>")
-        assert group[0]["response"].endswith(f"<search> {q.query} </search>")
-        for i, entity in enumerate([q.entity, q.second_entity][: q.hops]):
+        for i, hop in enumerate(q.path):
             prefix, action, following = group[i]["response_prefix"], group[i]["response"], group[i + 1]
+            assert action.endswith(f"<search> {hop.query} </search>")
             observation = following["response_prefix"].removeprefix(prefix + action)
             docs = parse_documents(observation.split("<information>")[1].split("</information>")[0], 5)
-            assert len(docs) == topk and docs[0] == format_document(world.document(entity))
+            assert len(docs) == topk and docs[0] == format_document(world.document(hop.entity))
             assert observation == format_observation(docs)
-        if q.hops == 2:
-            assert group[1]["response"].endswith(f"<search> {q.second_query} </search>")
-    assert seen_hops == {1, 2}
+    assert seen_hops == {1, 2, 3}
     frame = pd.read_parquet(write_warm_start(rows, str(tmp_path / "warm.parquet")))
     assert list(frame.columns) == ["prompt", "response_prefix", "response"] and len(frame) == len(rows)
     with pytest.raises(ValueError, match="search_rate"):
         warm_start_examples(world, 1.5, seed=0)
 
 
+def test_warm_start_wastes_searches_that_the_path_judge_calls_useless(world):
+    """With useless_rate, some searching trajectories make one repeated or off-path search; the
+    path judge finds exactly the inserted ones useless, over the documents the rows show."""
+    by_question = {policy_prompt(q.question): q for q in world.train_questions}
+    rows = warm_start_examples(world, 1.0, seed=4, topk=2, useless_rate=0.5)
+    wasted, searches, repeats = 0, 0, 0
+    for group in trajectories(rows):
+        q = by_question[group[0]["prompt"][0]["content"]]
+        observations = [
+            parse_documents(following["response_prefix"].split("<information>")[-1].split("</information>")[0], 5)
+            for following in group[1:]
+        ]
+        verdicts = path_judge(observations, [q.answer], q.supporting())
+        assert len(verdicts) in (q.hops, q.hops + 1) and sum(verdicts) == q.hops  # every hop of the path, once
+        wasted += len(verdicts) - q.hops
+        searches += len(verdicts)
+        queries = [g["response"].split("<search> ")[-1] for g in group[:-1]]
+        repeats += len(queries) != len(set(queries))
+    assert 0.15 < wasted / searches < 0.3 and 0 < repeats < wasted  # both kinds of waste
+    clean = warm_start_examples(world, 1.0, seed=4, topk=2)
+    assert len(clean) == sum(q.hops + 1 for q in world.train_questions)
+    with pytest.raises(ValueError, match="useless_rate"):
+        warm_start_examples(world, 1.0, useless_rate=2)
+
+
 def test_redrawn_facts_keep_names_and_split_but_not_answers(world):
     other = redraw_facts(world, seed=11)
     assert all_names(other) == all_names(world) and other.test_entities == world.test_entities
     assert {q.id for q in other.test_questions} == {q.id for q in world.test_questions}
-    assert not {e for q in other.train_questions for e in (q.entity, q.second_entity)} & world.test_entities
+    assert not {hop.entity for q in other.train_questions for hop in q.path} & world.test_entities
     answers = {q.id: q.answer for q in world.train_questions}
     changed = [q for q in other.train_questions if q.answer != answers.get(q.id, q.answer)]
     assert len(changed) > 0.6 * len(other.train_questions)
     for q in other.train_questions:  # the redrawn documents state the redrawn answers
-        assert other.states(q.second_entity or q.entity, q.answer)
+        assert other.states(q.path[-1].entity, q.answer)
     assert redraw_facts(world, seed=11).documents == other.documents
 
 
