@@ -7,7 +7,11 @@
 
 A dataset NAME comes from ``{source}/{name}/{split}.jsonl`` (or ``.parquet``) when ``source`` is
 a directory, otherwise from the hub with ``datasets.load_dataset(source, name, split=split)``.
-Rows need ``question`` and ``golden_answers`` (a list of strings); ``id`` is kept when present.
+Rows need ``question`` and ``golden_answers`` (a list of strings); ``id`` is kept when present, and
+so are the facts of a multi-hop question's gold path (``extra_info.supporting``, what the critic's
+path judge grades searches by): HotpotQA's and 2WikiMultihopQA's supporting sentences (from
+``supporting_facts`` and the context, or their titles without one), MuSiQue's supporting
+paragraphs (title and that hop's answer), or a ``supporting`` column already in this layout.
 Training rows come from the ``train`` split; test rows from ``test``, or ``dev`` where a dataset
 has no test split. The training file is shuffled, the test file keeps the order given.
 """
@@ -155,7 +159,58 @@ def _example(name, where, i, record) -> dict:
         raise fail(f"'golden_answers' must be a non-empty list of strings, got {record['golden_answers']!r:.200}")
     raw_id = record.get("id")
     missing_id = raw_id is None or (isinstance(raw_id, float) and math.isnan(raw_id))
-    return {"question": question.strip(), "answers": list(answers), "id": "" if missing_id else str(raw_id)}
+    try:
+        supporting = _supporting(record)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise fail(f"its supporting facts cannot be read ({type(e).__name__}: {e})") from None
+    return {
+        "question": question.strip(),
+        "answers": list(answers),
+        "id": "" if missing_id else str(raw_id),
+        "supporting": supporting,
+    }
+
+
+def _listed(value) -> list:
+    return list(value) if isinstance(value, (list, tuple, np.ndarray)) else []
+
+
+def _supporting(record: dict) -> list[list[str]]:
+    """The gold path's facts of a row, each a list of phrases one document states; [] when the row
+    has none. Layouts: ``supporting`` (already facts); ``supporting_facts`` at the top or under
+    ``metadata`` as {"title": [...], "sent_id": [...]} (FlashRAG) or [[title, sent_id], ...]
+    (HotpotQA), with the sentences from ``context`` when it is there; MuSiQue's
+    ``question_decomposition`` with ``paragraphs``."""
+    if record.get("supporting") is not None:
+        return [[str(p) for p in ([fact] if isinstance(fact, str) else fact)] for fact in record["supporting"]]
+    meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    decomposition = _listed(meta.get("question_decomposition", record.get("question_decomposition")))
+    if decomposition:
+        paragraphs = _listed(meta.get("paragraphs", record.get("paragraphs")))
+        by_index = {p["idx"]: p for p in paragraphs}
+        return [
+            [by_index[hop["paragraph_support_idx"]]["title"], str(hop["answer"])]
+            for hop in decomposition
+            if hop.get("paragraph_support_idx") is not None
+        ]
+    facts = meta.get("supporting_facts", record.get("supporting_facts"))
+    if facts is None:
+        return []
+    pairs = zip(facts["title"], facts["sent_id"]) if isinstance(facts, dict) else ((f[0], f[1]) for f in facts)
+    context = meta.get("context", record.get("context"))
+    if isinstance(context, dict):  # FlashRAG: {"title": [...], "sentences": [[...], ...]}
+        sentences = dict(zip(context["title"], (list(s) for s in context["sentences"]), strict=True))
+    elif context is not None:  # HotpotQA: [[title, [sentences]], ...]
+        sentences = {c[0]: list(c[1]) for c in context}
+    else:
+        sentences = {}
+    found = []
+    for title, sent_id in pairs:
+        sentence = sentences[title][int(sent_id)].strip() if int(sent_id) < len(sentences.get(title, [])) else ""
+        fact = [sentence or str(title)]  # a few HotpotQA rows point past their paragraph: the title then
+        if fact not in found:
+            found.append(fact)
+    return found
 
 
 def write_split(examples, split, template, out: Path, instruction: str = POLICY_INSTRUCTION) -> str:

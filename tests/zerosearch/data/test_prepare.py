@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 from verl.utils.dataset import RLHFDataset
 from verl.utils.tiny_model import build_tokenizer
+from zerosearch.data.fields import row_supporting
 from zerosearch.data.prepare import prepare
 from zerosearch.prompts import policy_prompt
 
@@ -199,3 +200,59 @@ def test_file_loads_in_rlhf_dataset(source, tmp_path, template):
         )
     else:
         assert row["raw_prompt"] == text  # a base prompt bypasses the chat template
+
+
+def test_supporting_facts_are_kept_from_each_layout(tmp_path):
+    """HotpotQA as FlashRAG ships it (facts and context under metadata), as HotpotQA ships it
+    (lists at the top), MuSiQue's decomposition, and this project's own layout; a row without facts
+    stays without."""
+    root = tmp_path / "qa"
+    flashrag = {
+        "question": "Where was the director of Blue Film born?",
+        "golden_answers": ["Oslo"],
+        "metadata": {
+            "supporting_facts": {"title": ["Blue Film", "Ann Berg", "Blue Film"], "sent_id": [1, 0, 1]},
+            "context": {
+                "title": ["Blue Film", "Ann Berg"],
+                "sentences": [
+                    ["Blue Film is a film.", " It was directed by Ann Berg."],
+                    ["Ann Berg was born in Oslo."],
+                ],
+            },
+        },
+    }
+    raw = {
+        "question": "Who?",
+        "golden_answers": ["x"],
+        "supporting_facts": [["A", 0], ["B", 5]],  # B's sentence 5 does not exist: its title stands in
+        "context": [["A", ["A is x."]], ["B", ["B."]]],
+    }
+    musique = {
+        "question": "When was the founder of Dalo born?",
+        "golden_answers": ["1850"],
+        "metadata": {
+            "question_decomposition": [
+                {"question": "founder of Dalo", "answer": "Bi Ka", "paragraph_support_idx": 3},
+                {"question": "when was #1 born", "answer": "1850", "paragraph_support_idx": 0},
+            ],
+            "paragraphs": [{"idx": 0, "title": "Bi Ka"}, {"idx": 3, "title": "Dalo"}],
+        },
+    }
+    own = {"question": "Own?", "golden_answers": ["y"], "supporting": [["P", "y"]]}
+    plain = {"question": "Plain?", "golden_answers": ["z"]}
+    write_jsonl(root / "mixed" / "test.jsonl", [flashrag, raw, musique, own, plain])
+    write_jsonl(root / "mixed" / "train.jsonl", [plain])
+    _, test_path = prepare(["mixed"], ["mixed"], str(root), str(tmp_path / "out"))
+    frame = pd.read_parquet(test_path)
+    columns = {"extra_info": frame["extra_info"].to_numpy()}
+    assert [row_supporting(columns, i) for i in range(len(frame))] == [
+        (("It was directed by Ann Berg.",), ("Ann Berg was born in Oslo.",)),  # in order, once each
+        (("A is x.",), ("B",)),
+        (("Dalo", "Bi Ka"), ("Bi Ka", "1850")),
+        (("P", "y"),),
+        (),
+    ]
+    write_jsonl(root / "broken" / "test.jsonl", [{**raw, "supporting_facts": {"title": ["A"]}}])
+    write_jsonl(root / "broken" / "train.jsonl", [plain])
+    with pytest.raises(ValueError, match=r"row 0: its supporting facts cannot be read \(KeyError"):
+        prepare(["broken"], ["broken"], str(root), str(tmp_path / "out2"))
