@@ -196,7 +196,9 @@ def _supporting(record: dict) -> list[list[str]]:
     facts = meta.get("supporting_facts", record.get("supporting_facts"))
     if facts is None:
         return []
-    pairs = zip(facts["title"], facts["sent_id"]) if isinstance(facts, dict) else ((f[0], f[1]) for f in facts)
+    pairs = (
+        zip(facts["title"], facts["sent_id"], strict=True) if isinstance(facts, dict) else ((f[0], f[1]) for f in facts)
+    )
     context = meta.get("context", record.get("context"))
     if isinstance(context, dict):  # FlashRAG: {"title": [...], "sentences": [[...], ...]}
         sentences = dict(zip(context["title"], (list(s) for s in context["sentences"]), strict=True))
