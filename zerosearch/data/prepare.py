@@ -183,7 +183,7 @@ def _supporting(record: dict) -> list[list[str]]:
     ``question_decomposition`` with ``paragraphs``."""
     if record.get("supporting") is not None:
         return [[str(p) for p in ([fact] if isinstance(fact, str) else fact)] for fact in record["supporting"]]
-    meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    meta: dict = record["metadata"] if isinstance(record.get("metadata"), dict) else {}
     decomposition = _listed(meta.get("question_decomposition", record.get("question_decomposition")))
     if decomposition:
         paragraphs = _listed(meta.get("paragraphs", record.get("paragraphs")))
