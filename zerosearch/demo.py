@@ -295,11 +295,13 @@ def assess(config: DemoConfig, model: str, data: dict, out_dir: str) -> dict[str
     }
 
 
-def tune_critic(config: DemoConfig, world: synthetic.World, init: str, rl_dir: str, out: str) -> tuple[str, dict]:
+def tune_critic(
+    config: DemoConfig, world: synthetic.World, init: str, rl_dir: str, out: str, held_out: Sequence[str]
+) -> tuple[str, dict]:
     """Tunes the critic on the path judge's verdicts about the first ``critic.from_steps`` steps'
-    rollouts (training questions only), then measures its agreement with the path judge on the
-    held-out questions' evaluation trajectories, before and after RL. Returns its folder and that
-    agreement."""
+    rollouts of the run in ``rl_dir`` (training questions only), then measures its agreement with
+    the path judge on the held-out questions' evaluation trajectories in the ``held_out`` folders.
+    Returns its folder and that agreement."""
     train_questions = {q.question: (q.answer, q.supporting()) for q in world.train_questions}
     seen = [
         trajectory
@@ -311,13 +313,9 @@ def tune_critic(config: DemoConfig, world: synthetic.World, init: str, rl_dir: s
     pd.DataFrame(rows, columns=["prompt", "response"]).to_parquet(path, index=False)
     print(f"critic tuning: {len(rows)} rows from the {len(seen)} rollouts of steps 1-{config.critic.from_steps}")
     critic = tune(config, config.critic, init, path, os.path.join(out, "critic"), "demo_critic")
-    held_out = [
-        trajectory
-        for name in ("eval_before", "eval_after")
-        for trajectory in read_trajectories(os.path.join(out, name, "trajectories.jsonl"))
-    ]
+    trajectories = [t for folder in held_out for t in read_trajectories(os.path.join(folder, "trajectories.jsonl"))]
     llm = LocalChatLLM(critic)
-    agreement = judge_agreement(LLMCritic(llm, config.critic.max_tokens, 0.0, 1, style="sft"), held_out)
+    agreement = judge_agreement(LLMCritic(llm, config.critic.max_tokens, 0.0, 1, style="sft"), trajectories)
     print(
         f"tuned critic against the path judge on {agreement['turns']} held-out searches: agreement "
         f"{agreement['agreement']:.0%} (always the majority: {agreement['majority_baseline']:.0%}), kappa "
@@ -454,7 +452,8 @@ def run_demo(config: DemoConfig) -> dict:
         critic, agreement = config.critic.judge, None
         if critic == "llm":
             phase("critic tuning")
-            critic, agreement = tune_critic(config, setup.world, setup.initial["critic"], rl_dir, out)
+            held_out = [os.path.join(out, name) for name in ("eval_before", "eval_after")]
+            critic, agreement = tune_critic(config, setup.world, setup.initial["critic"], rl_dir, out, held_out)
             models["critic"] = critic
         phase("RL with the critic")
         critic_dir = os.path.join(out, "rl_critic")

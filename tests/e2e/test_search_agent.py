@@ -75,6 +75,8 @@ def world(tmp_path_factory):
     for name in ("nq", "hotpotqa"):
         (source / name).mkdir(parents=True)
         rows = [{"id": f"{name}{i}", "question": q, "golden_answers": [a]} for i, (q, a) in enumerate(FACTS)]
+        if name == "hotpotqa":  # the gold path: the fact's document (its text names the answer)
+            rows = [row | {"supporting": [[f"Fact {i}", row["golden_answers"][0]]]} for i, row in enumerate(rows)]
         for split in ("train", "test"):
             with open(source / name / f"{split}.jsonl", "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -234,6 +236,66 @@ def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world, cr
     graded = [turn for turn in turns if turn["verdict"] is not None]
     assert graded and all(turn["kind"] == "search" for turn in graded)
     assert sum(r["critictor/graded_rate"] for r in records[1:]) > 0
+
+
+def test_train_grpo_script_with_the_rule_path_judge(world):
+    """The ideal critic as a backend: the path judge grades every search against the rows' supporting
+    facts, and the run logs its verdicts' agreement with them (the judge itself: kappa 1)."""
+    root, policy, _ = world
+    checkpoints = root / "path_judge"
+    run(
+        [
+            "bash",
+            "train_grpo.sh",
+            "NUM_GPUS_PER_NODE",
+            "2",
+            "MODEL_PATH",
+            str(policy),
+            "DATA_PATH",
+            str(root / "data"),
+            "TOTAL_STEPS",
+            "2",
+            "SEARCH_MODE",
+            "corpus",
+            "SEARCH_ENGINE",
+            "corpus",
+            "CORPUS_PATH",
+            str(root / "corpus.jsonl"),
+            "MAX_TURNS",
+            "2",
+            "TOPK",
+            "1",
+            "ROLLOUT",
+            "hf",
+            "RETROSPECTIVE_CRITIC",
+            "true",
+            "CRITIC_BACKEND",
+            "rule",
+            "RULE_JUDGE",
+            "path",
+            "--",
+            "data.train_batch_size=4",
+            "data.max_prompt_length=256",
+            "data.max_response_length=48",
+            "agent.max_obs_length=64",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+            "actor_rollout_ref.rollout.n=4",
+            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+            "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+            "trainer.device=cpu",
+            "trainer.val_before_train=false",
+            "trainer.test_freq=-1",
+            f"trainer.default_local_dir={checkpoints}",
+        ]
+    )
+    records = [json.loads(line) for line in open(checkpoints / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [1, 2]
+    graded = [r for r in records if "critictor/agreement" in r]
+    assert graded, records
+    for r in graded:
+        assert r["critictor/agreement"] == 1.0 and r["critictor/graded_rate"] == 1.0
+        assert 0 <= r["critictor/majority_baseline"] <= 1 and 0 <= r["critictor/answer_judge_agreement"] <= 1
+    assert any(r.get("critictor/kappa") == 1.0 for r in graded)  # useful and useless searches both seen
 
 
 def test_eval_writes_the_table(world):
