@@ -57,7 +57,14 @@ def test_a_small_run_learns_to_search(tmp_path, learning_seed):
 
     summary = json.loads((out / "summary.json").read_text())
     for side in (summary["before"], summary["after"]):
-        assert set(side) == {"em", "f1", "searches_per_question", "answer_rate", "closed_book_em"}
+        assert set(side) == {
+            "em",
+            "f1",
+            "searches_per_question",
+            "useless_per_question",
+            "answer_rate",
+            "closed_book_em",
+        }
         assert all(0 <= side[k] <= 1 for k in ("em", "f1", "answer_rate", "closed_book_em"))
         assert side["searches_per_question"] >= 0
     assert set(summary["simulator"]) == {"useful_answer_rate", "noisy_answer_rate"}

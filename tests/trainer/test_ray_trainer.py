@@ -63,10 +63,10 @@ def test_turn_rewards_of_the_rollout_loop_join_the_rewards_and_reach_the_estimat
     initial_rewards(data)
     torch.testing.assert_close(data.batch["token_level_rewards"], data.batch["token_level_scores"] + turn_scores)
     compute_advantage(data, AlgorithmConfig(adv_estimator="grpo_turn"))
-    # outcome 1 vs 0.5: ±1/sqrt(2); one graded turn per row: 0.25 and -0.25 -> ±1/sqrt(2) on turn 0 only
-    torch.testing.assert_close(
-        data.batch["advantages"][0], torch.tensor([2**0.5, 2**0.5, 0.0, 2**-0.5]), atol=1e-4, rtol=0
-    )
+    # outcome 1 vs 0.5: ±1/sqrt(2) on every sampled token; the raw turn reward (0.25, -0.25) is added
+    # on its own turn 0 only, as nothing later is graded; observation and padding tokens stay 0
+    expected = torch.tensor([[0.25 + 2**-0.5, 0.25 + 2**-0.5, 0.0, 2**-0.5], [-0.25 - 2**-0.5] * 3 + [0.0]])
+    torch.testing.assert_close(data.batch["advantages"], expected, atol=1e-4, rtol=0)
 
 
 class FailingValidation(RuntimeError):
