@@ -24,6 +24,9 @@ SMALL = [
     "simulator.pairs=2000",
     "simulator.eval_pairs=100",  # the simulator check measures 50 useful and 50 noisy requests
     "warm_start.steps=600",
+    # Useless warm-start searches are there for a critic to remove; with no critic here they only slow
+    # learning to search (world seed 0: no search learned in 16 or 30 steps with them, 1.52 per question without)
+    "warm_start.useless_rate=0",
     "rl.steps=16",
     "rl.test_freq=8",
     "rl.batch_size=8",
