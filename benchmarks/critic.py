@@ -92,7 +92,11 @@ def multi_hop(test_path: str) -> str:
 
 
 def em_curve(run_dir: str) -> list[float]:
-    return [em for _, em in read_metrics(os.path.join(run_dir, "metrics.jsonl"))["val/em"]]
+    """Held-out EM at steps 0, 1, ..., T: the curve's index is its step."""
+    points = read_metrics(os.path.join(run_dir, "metrics.jsonl"))["val/em"]
+    if [step for step, _ in points] != list(range(len(points))):
+        raise ValueError(f"{run_dir}: validation must run before training and at every step (rl.test_freq=1)")
+    return [em for _, em in points]
 
 
 def moving_average(values: list[float], width: int = 3) -> list[float]:
@@ -175,7 +179,10 @@ def summarize(per_seed: dict[int, dict[str, dict]], arms: list[str]) -> dict:
                 for s in seeds
                 if per_seed[s][arm]["steps_to_target"] is not None and per_seed[s]["outcome"]["steps_to_target"]
             ]
-            paired["steps_to_target_ratio"] = dict(zip(("mean", "se"), mean_se(ratios), strict=True))
+            # over the seeds where both arms reached the target; n says how many
+            paired["steps_to_target_ratio"] = dict(zip(("mean", "se"), mean_se(ratios), strict=True)) | {
+                "n": len(ratios)
+            }
             out["paired_vs_outcome"][arm] = paired
     return out
 

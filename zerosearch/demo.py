@@ -10,11 +10,12 @@ and the noise curriculum, then evaluation on a real engine.
 5. The warm-started and the RL-trained policy answer the held-out questions with the ``corpus``
    engine: EM, F1, searches per question and answer rate, before and after; and closed-book (every
    search returns nothing), so the EM gained by reading shows apart from what is remembered.
-6. The critic (``critic.enable``): a tiny critic LLM is tuned on the first RL run's early
-   rollouts, each search labelled by the rule oracle, and its agreement with the oracle is measured
-   on held-out trajectories. RL then runs again from the same warm start with the same seeds and
-   steps, with the critic's turn rewards; both runs validate every step, and ``summary.json``
-   compares them (``critic``), with ``plots/critic_em.png`` overlaying their held-out EM.
+6. The critic (``critic.enable``): RL runs again from the same warm start with the same seeds and
+   steps, with turn rewards from the path judge (``critic.judge=path``) or from a tiny critic LLM
+   (``llm``) tuned on the path judge's verdicts about the first run's early rollouts, whose
+   agreement with the path judge is measured on held-out trajectories. Both runs validate every
+   step, and ``summary.json`` compares them (``critic``), with ``plots/critic_em.png`` overlaying
+   their held-out EM.
 
 Everything goes under ``out_dir``: data, models, checkpoints, ``metrics.jsonl``, ``plots/*.png``,
 ``summary.json`` and the tables it prints (``summary.md``); workers' output goes to each run's
@@ -316,11 +317,14 @@ def tune_critic(
     trajectories = [t for folder in held_out for t in read_trajectories(os.path.join(folder, "trajectories.jsonl"))]
     llm = LocalChatLLM(critic)
     agreement = judge_agreement(LLMCritic(llm, config.critic.max_tokens, 0.0, 1, style="sft"), trajectories)
+
+    def share(key: str) -> str:  # None where the held-out trajectories made no search
+        return "n/a" if agreement[key] is None else f"{agreement[key]:.2f}"
+
     print(
         f"tuned critic against the path judge on {agreement['turns']} held-out searches: agreement "
-        f"{agreement['agreement']:.0%} (always the majority: {agreement['majority_baseline']:.0%}), kappa "
-        f"{agreement['kappa']}; the answer judge agrees with the path judge on "
-        f"{agreement['answer_judge_agreement']:.0%}"
+        f"{share('agreement')} (always the majority: {share('majority_baseline')}), kappa {share('kappa')}; "
+        f"the answer judge agrees with the path judge on {share('answer_judge_agreement')}"
     )
     return critic, agreement
 

@@ -401,9 +401,7 @@ class SearchGenerationManager:
         metrics = {f"critictor/{k}": float(v) for k, v in critic.agreement(verdicts, path).items() if v is not None}
         metrics.pop("critictor/turns", None)
         if path:
-            metrics["critictor/answer_judge_agreement"] = float(
-                np.mean([a == p for a, p in zip(answer, path, strict=True)])
-            )
+            metrics["critictor/answer_judge_agreement"] = float(critic.agreement(answer, path)["agreement"])
         return metrics
 
     @staticmethod

@@ -9,9 +9,9 @@ A dataset NAME comes from ``{source}/{name}/{split}.jsonl`` (or ``.parquet``) wh
 a directory, otherwise from the hub with ``datasets.load_dataset(source, name, split=split)``.
 Rows need ``question`` and ``golden_answers`` (a list of strings); ``id`` is kept when present, and
 so are the facts of a multi-hop question's gold path (``extra_info.supporting``, what the critic's
-path judge grades searches by): HotpotQA's and 2WikiMultihopQA's supporting sentences (from
-``supporting_facts`` and the context, or their titles without one), MuSiQue's supporting
-paragraphs (title and that hop's answer), or a ``supporting`` column already in this layout.
+path judge grades searches by): the titles of HotpotQA's and 2WikiMultihopQA's supporting
+paragraphs then the answer, MuSiQue's supporting paragraphs (title and that hop's answer), or a
+``supporting`` column already in this layout.
 Training rows come from the ``train`` split; test rows from ``test``, or ``dev`` where a dataset
 has no test split. The training file is shuffled, the test file keeps the order given.
 """
@@ -160,7 +160,7 @@ def _example(name, where, i, record) -> dict:
     raw_id = record.get("id")
     missing_id = raw_id is None or (isinstance(raw_id, float) and math.isnan(raw_id))
     try:
-        supporting = _supporting(record)
+        supporting = _supporting(record, answers[0])
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise fail(f"its supporting facts cannot be read ({type(e).__name__}: {e})") from None
     return {
@@ -175,12 +175,15 @@ def _listed(value) -> list:
     return list(value) if isinstance(value, (list, tuple, np.ndarray)) else []
 
 
-def _supporting(record: dict) -> list[list[str]]:
+def _supporting(record: dict, answer: str) -> list[list[str]]:
     """The gold path's facts of a row, each a list of phrases one document states; [] when the row
-    has none. Layouts: ``supporting`` (already facts); ``supporting_facts`` at the top or under
-    ``metadata`` as {"title": [...], "sent_id": [...]} (FlashRAG) or [[title, sent_id], ...]
-    (HotpotQA), with the sentences from ``context`` when it is there; MuSiQue's
-    ``question_decomposition`` with ``paragraphs``."""
+    has none. Layouts: ``supporting`` (already facts); MuSiQue's ``question_decomposition`` with
+    ``paragraphs`` (each hop: its paragraph's title and that hop's answer); ``supporting_facts``
+    (HotpotQA, 2WikiMultihopQA: [[title, sent_id], ...], or FlashRAG's {"title": [...], "sent_id":
+    [...]}), at the top or under ``metadata``: each supporting paragraph's title, in order, then
+    ``answer``. Titles, not sentences: a simulated or retrieved document names the entity but
+    seldom repeats a sentence word for word, and the answer fact keeps the last hop's search useful
+    when an earlier document already named its entity."""
     if record.get("supporting") is not None:
         return [[str(p) for p in ([fact] if isinstance(fact, str) else fact)] for fact in record["supporting"]]
     meta: dict = record["metadata"] if isinstance(record.get("metadata"), dict) else {}
@@ -196,23 +199,14 @@ def _supporting(record: dict) -> list[list[str]]:
     facts = meta.get("supporting_facts", record.get("supporting_facts"))
     if facts is None:
         return []
-    pairs = (
-        zip(facts["title"], facts["sent_id"], strict=True) if isinstance(facts, dict) else ((f[0], f[1]) for f in facts)
-    )
-    context = meta.get("context", record.get("context"))
-    if isinstance(context, dict):  # FlashRAG: {"title": [...], "sentences": [[...], ...]}
-        sentences = dict(zip(context["title"], (list(s) for s in context["sentences"]), strict=True))
-    elif context is not None:  # HotpotQA: [[title, [sentences]], ...]
-        sentences = {c[0]: list(c[1]) for c in context}
-    else:
-        sentences = {}
-    found = []
-    for title, sent_id in pairs:
-        sentence = sentences[title][int(sent_id)].strip() if int(sent_id) < len(sentences.get(title, [])) else ""
-        fact = [sentence or str(title)]  # a few HotpotQA rows point past their paragraph: the title then
+    titles = list(facts["title"]) if isinstance(facts, dict) else [f[0] for f in facts]
+    found: list[list[str]] = []
+    for title in titles:
+        # "Blue Film (1999 film)": a document names the film, not Wikipedia's disambiguation
+        fact = [re.sub(r"\s*\([^()]*\)$", "", str(title)).strip() or str(title)]
         if fact not in found:
             found.append(fact)
-    return found
+    return [*found, [answer]] if found and [answer] not in found else found
 
 
 def write_split(examples, split, template, out: Path, instruction: str = POLICY_INSTRUCTION) -> str:

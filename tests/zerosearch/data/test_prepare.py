@@ -205,15 +205,18 @@ def test_file_loads_in_rlhf_dataset(source, tmp_path, template):
 def test_supporting_facts_are_kept_from_each_layout(tmp_path):
     """HotpotQA as FlashRAG ships it (facts and context under metadata), as HotpotQA ships it
     (lists at the top), MuSiQue's decomposition, and this project's own layout; a row without facts
-    stays without."""
+    stays without. HotpotQA's facts are its supporting titles (no disambiguation), then the answer."""
     root = tmp_path / "qa"
     flashrag = {
         "question": "Where was the director of Blue Film born?",
         "golden_answers": ["Oslo"],
         "metadata": {
-            "supporting_facts": {"title": ["Blue Film", "Ann Berg", "Blue Film"], "sent_id": [1, 0, 1]},
+            "supporting_facts": {
+                "title": ["Blue Film (1999 film)", "Ann Berg", "Blue Film (1999 film)"],
+                "sent_id": [1, 0, 1],
+            },
             "context": {
-                "title": ["Blue Film", "Ann Berg"],
+                "title": ["Blue Film (1999 film)", "Ann Berg"],
                 "sentences": [
                     ["Blue Film is a film.", " It was directed by Ann Berg."],
                     ["Ann Berg was born in Oslo."],
@@ -224,7 +227,7 @@ def test_supporting_facts_are_kept_from_each_layout(tmp_path):
     raw = {
         "question": "Who?",
         "golden_answers": ["x"],
-        "supporting_facts": [["A", 0], ["B", 5]],  # B's sentence 5 does not exist: its title stands in
+        "supporting_facts": [["A", 0], ["B", 5]],  # B's sentence 5 does not exist: the title is all it takes
         "context": [["A", ["A is x."]], ["B", ["B."]]],
     }
     musique = {
@@ -246,13 +249,13 @@ def test_supporting_facts_are_kept_from_each_layout(tmp_path):
     frame = pd.read_parquet(test_path)
     columns = {"extra_info": frame["extra_info"].to_numpy()}
     assert [row_supporting(columns, i) for i in range(len(frame))] == [
-        (("It was directed by Ann Berg.",), ("Ann Berg was born in Oslo.",)),  # in order, once each
-        (("A is x.",), ("B",)),
+        (("Blue Film",), ("Ann Berg",), ("Oslo",)),  # in order, once each
+        (("A",), ("B",), ("x",)),
         (("Dalo", "Bi Ka"), ("Bi Ka", "1850")),
         (("P", "y"),),
         (),
     ]
-    write_jsonl(root / "broken" / "test.jsonl", [{**raw, "supporting_facts": {"title": ["A"]}}])
+    write_jsonl(root / "broken" / "test.jsonl", [{**raw, "supporting_facts": {"titles": ["A"]}}])
     write_jsonl(root / "broken" / "train.jsonl", [plain])
     with pytest.raises(ValueError, match=r"row 0: its supporting facts cannot be read \(KeyError"):
         prepare(["broken"], ["broken"], str(root), str(tmp_path / "out2"))
