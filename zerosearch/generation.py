@@ -400,8 +400,9 @@ class SearchGenerationManager:
             answer += seen.judged("answer")
         metrics = {f"critictor/{k}": float(v) for k, v in critic.agreement(verdicts, path).items() if v is not None}
         metrics.pop("critictor/turns", None)
-        if path:
-            metrics["critictor/answer_judge_agreement"] = float(critic.agreement(answer, path)["agreement"])
+        answer_share = critic.agreement(answer, path)["agreement"]  # None without graded searches
+        if answer_share is not None:
+            metrics["critictor/answer_judge_agreement"] = float(answer_share)
         return metrics
 
     @staticmethod
