@@ -12,9 +12,10 @@ held-out two- and three-hop questions:
 - shuffled: the path judge's verdicts permuted over each batch's searches: the same reward scale
   with no information (the control);
 - llm: plus turn rewards from a tiny critic LLM tuned on the path judge's verdicts about the
-  outcome arm's early rollouts;
-- interactive: the outcome reward, and a critique after each search (the rule critic's line;
-  clear or vague on a curriculum) in the policy's context.
+  outcome arm's early rollouts, its agreement with the path judge measured on the held-out
+  evaluations of the arms run before it;
+- interactive: the outcome reward, and a critique after each search (the rule critic's line:
+  whether the documents hold the answer, clear or vague on a curriculum) in the policy's context.
 
 Per arm and seed: the area under the held-out EM curve (mean over steps 0..T), final EM (mean of
 the last 3 validations), steps to target (the first step whose 3-step moving average of held-out
@@ -121,7 +122,8 @@ def run_seed(seed: int, arms: list[str], out: str, extra: list[str]) -> dict[str
         elif arm == "interactive":
             extra_overrides = INTERACTIVE
         elif arm == "llm":
-            held_out = [os.path.join(out, "eval_outcome")]
+            # the held-out evaluations of the arms run so far: searches to measure its agreement on
+            held_out = [os.path.join(out, f"eval_{done}") for done in results]
             critic, agreement = demo.tune_critic(
                 config, setup.world, setup.initial["critic"], os.path.join(out, "outcome"), out, held_out
             )
