@@ -24,6 +24,7 @@ per held-out question; for llm, its agreement with the path judge (kappa). Then 
 difference from outcome, mean ± standard error over seeds.
 
     python benchmarks/critic.py --out runs/critic_bench [--seeds 0 1 2 3 4] [--arms ...] [key=value ...]
+    python benchmarks/critic.py --merge A.json B.json     # seeds or arms run in separate processes
 
 Writes ``--results`` (default benchmarks/results/critic.json) and a PNG of the mean EM curves with
 ±SE bands beside it, and prints the table. Runs resume: a finished arm is not trained again.
@@ -158,14 +159,16 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), se
 
 
+FIGURES = ("auc", "final_em", "steps_to_target", "useless_per_question", "searches_per_question")
+
+
 def summarize(per_seed: dict[int, dict[str, dict]], arms: list[str]) -> dict:
-    """The results file: per arm, each figure per seed (seeds in order), and the paired
-    differences from outcome."""
-    seeds = sorted(per_seed)
-    figures = ("auc", "final_em", "steps_to_target", "useless_per_question", "searches_per_question")
-    out: dict = {"seeds": seeds, "arms": {}, "paired_vs_outcome": {}}
+    """The results file: per arm, each figure per seed (the arm's ``seeds``, in order: every seed
+    unless an arm ran on fewer), and the paired differences from outcome over those seeds."""
+    out: dict = {"seeds": sorted(per_seed), "arms": {}, "paired_vs_outcome": {}}
     for arm in arms:
-        entry = {k: [per_seed[s][arm][k] for s in seeds] for k in figures}
+        seeds = [s for s in sorted(per_seed) if arm in per_seed[s]]
+        entry: dict = {"seeds": seeds} | {k: [per_seed[s][arm][k] for s in seeds] for k in FIGURES}
         entry["curves"] = [per_seed[s][arm]["curve"] for s in seeds]
         if arm == "llm":
             entry["kappa"] = float(np.mean([per_seed[s][arm]["kappa"] or 0.0 for s in seeds]))
@@ -187,6 +190,18 @@ def summarize(per_seed: dict[int, dict[str, dict]], arms: list[str]) -> dict:
             }
             out["paired_vs_outcome"][arm] = paired
     return out
+
+
+def per_seed_of(summary: dict) -> dict[int, dict[str, dict]]:
+    """The per-seed figures back from a results file, to merge runs made apart."""
+    per_seed: dict[int, dict[str, dict]] = {}
+    for arm, entry in summary["arms"].items():
+        for i, seed in enumerate(entry.get("seeds", summary["seeds"])):
+            figures = {k: entry[k][i] for k in FIGURES} | {"curve": entry["curves"][i]}
+            if arm == "llm":
+                figures["kappa"] = entry["kappa_per_seed"][i]
+            per_seed.setdefault(seed, {})[arm] = figures
+    return per_seed
 
 
 def table(summary: dict) -> str:
@@ -242,20 +257,33 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--results", default=os.path.join(HERE, "results", "critic.json"))
+    parser.add_argument(
+        "--merge", nargs="+", metavar="RESULTS", help="train nothing: combine results files of runs made apart"
+    )
     parser.add_argument("overrides", nargs="*", help="demo config overrides for every seed, key=value")
     args = parser.parse_intermixed_args()
-    arms = ["outcome", *[a for a in args.arms if a != "outcome"]]
-    per_seed = {}
-    try:
-        for seed in args.seeds:
-            per_seed[seed] = run_seed(
-                seed, arms, os.path.abspath(os.path.join(args.out, f"seed{seed}")), args.overrides
-            )
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
+    settings = [*SETTINGS, *args.overrides]
+    per_seed: dict[int, dict[str, dict]] = {}
+    if args.merge:
+        for path in args.merge:
+            with open(path) as f:
+                merged = json.load(f)
+            if merged["settings"] != settings:
+                raise SystemExit(f"{path}: its settings differ from these: {merged['settings']} vs {settings}")
+            for seed, arms_of_seed in per_seed_of(merged).items():
+                per_seed.setdefault(seed, {}).update(arms_of_seed)
+        arms = [a for a in ARMS if any(a in per_seed[s] for s in per_seed)]
+    else:
+        arms = ["outcome", *[a for a in args.arms if a != "outcome"]]
+        try:
+            for seed in args.seeds:
+                out = os.path.abspath(os.path.join(args.out, f"seed{seed}"))
+                per_seed[seed] = run_seed(seed, arms, out, args.overrides)
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
     summary = summarize(per_seed, arms)
-    summary["settings"] = [*SETTINGS, *args.overrides]
+    summary["settings"] = settings
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     with open(args.results, "w") as f:
         json.dump(summary, f, indent=1)
