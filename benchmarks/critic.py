@@ -14,8 +14,9 @@ held-out two- and three-hop questions:
 - llm: plus turn rewards from a tiny critic LLM tuned on the path judge's verdicts about the
   outcome arm's early rollouts, its agreement with the path judge measured on the held-out
   evaluations of the arms run before it;
-- interactive: the outcome reward, and a critique after each search (the rule critic's line:
-  whether the documents hold the answer, clear or vague on a curriculum) in the policy's context.
+- interactive: the outcome reward, and a critique after each search in the policy's context (the
+  rule critic's line with the path judge: whether the documents bring a new fact of the gold path,
+  clear or vague on a curriculum).
 
 Per arm and seed: the area under the held-out EM curve (mean over steps 0..T), final EM (mean of
 the last 3 validations), steps to target (the first step whose 3-step moving average of held-out

@@ -259,7 +259,14 @@ class SearchGenerationManager:
         chosen = [t for t, yes in zip(open_rows, self.critique_draw.draw(step, total, keys), strict=True) if yes]
         vague = self.vague_draw.draw(step, total, [f"vague:{t.key}:{turn}" for t in chosen])
         requests = [
-            critic.CritiqueRequest(t.question, t.log[-1], flag, t.golden_answers if interactive.privileged else None)
+            critic.CritiqueRequest(
+                t.question,
+                t.log[-1],
+                flag,
+                t.golden_answers if interactive.privileged else None,
+                t.supporting if interactive.privileged else (),
+                tuple(turn.documents or [] for turn in t.log[:-1] if turn.searched()),
+            )
             for t, flag in zip(chosen, vague, strict=True)
         ]
         for t, flag, line in zip(chosen, vague, self.critic.critique(requests), strict=True):

@@ -112,7 +112,7 @@ def test_critiques_are_observations_with_mask_zero(tokenizer, monkeypatch, vague
     ids, mask = observations(out, 0)
     observed = tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m == 0])
     sampled = tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m == 1])
-    lines = [RuleCritic.VAGUE] * 2 if vague else [RuleCritic.CLEAR[True], RuleCritic.CLEAR[False]]
+    lines = [RuleCritic.VAGUE] * 2 if vague else [RuleCritic.CLEAR["path"][True], RuleCritic.CLEAR["path"][False]]
     for line in lines:
         assert prompts.format_critique(line).strip() in observed
     assert "critique" not in sampled
@@ -122,6 +122,16 @@ def test_critiques_are_observations_with_mask_zero(tokenizer, monkeypatch, vague
     metrics = out.meta_info["metrics"]
     assert metrics["critictor/critiques_mean"] == 1.0 and metrics["critictor/vague_rate"] == vague
     assert "turn_scores" not in out.batch.keys()  # the retrospective critic is off
+
+
+def test_a_repeated_search_is_critiqued_as_bringing_nothing_new(tokenizer, monkeypatch):
+    # the same query twice: the same documents, with the answer in them both times
+    scripts = {"Who wrote Hamlet?": ["<search> William Shakespeare </search>"] * 2 + ["<answer> Shakespeare </answer>"]}
+    config = critic_config(interactive__enable=True, interactive__privileged=True)
+    manager, _ = make_manager(config, tokenizer, scripts, monkeypatch)
+    out = manager.generate_sequences(make_batch(tokenizer, list(scripts), ANSWERS[:1]))
+    records = out.non_tensor_batch["turns"][0]
+    assert [r["critique"] for r in records] == [RuleCritic.CLEAR["path"][True], RuleCritic.CLEAR["path"][False], None]
 
 
 def test_critiques_are_drawn_with_the_configured_probability(tokenizer, monkeypatch):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from zerosearch import prompts
-from zerosearch.critic.judges import JUDGES, Fact, answer_judge
+from zerosearch.critic.judges import JUDGES, Fact
 from zerosearch.critic.turns import Turn
 from zerosearch.llm import ChatLLM
 
@@ -41,13 +41,16 @@ class CritiqueRequest:
     turn: Turn  # a search turn whose documents arrived
     vague: bool  # ask for a deliberately vague line
     golden_answers: tuple[str, ...] | None  # only when critictor.interactive.privileged
+    supporting: tuple[Fact, ...] = ()  # the gold path's facts: privileged too
+    earlier: tuple[Sequence[str], ...] = ()  # the documents of the trajectory's earlier searches
 
 
 class RuleCritic:
     """Grades with a rule judge: ``path`` (the reference), ``answer`` (a gold answer in the
     documents), or ``shuffled``, the path judge's verdicts permuted over the batch's searches (the
     same share of useful ones and the same reward scale, no information: a control). Its critiques
-    are fixed lines."""
+    are fixed lines that say its judge's verdict on the search just made (the path judge's for
+    ``shuffled``: a critique has no batch to permute over)."""
 
     name = "rule"
     JUDGES = ("path", "answer", "shuffled")
@@ -57,8 +60,14 @@ class RuleCritic:
         "shuffled": ("shuffled", "shuffled"),
     }
     CLEAR = {
-        True: "The documents state the answer; read it off them.",
-        False: "The documents do not hold the answer; search for something else.",
+        "path": {
+            True: "These documents bring a new fact on the way to the answer; build on it.",
+            False: "These documents bring nothing new toward the answer; search for something else.",
+        },
+        "answer": {
+            True: "The documents state the answer; read it off them.",
+            False: "The documents do not hold the answer; search for something else.",
+        },
     }
     VAGUE = "Think about whether these documents help."
 
@@ -82,10 +91,13 @@ class RuleCritic:
 
     def critique(self, requests: Sequence[CritiqueRequest]) -> list[str | None]:
         self.stats["requests"] += len(requests)
-        return [
-            self.VAGUE if r.vague else self.CLEAR[answer_judge([r.turn.documents or []], r.golden_answers or ())[0]]
-            for r in requests
-        ]
+        judge = "answer" if self.judge == "answer" else "path"
+        lines: list[str | None] = []
+        for r in requests:
+            searches = [*r.earlier, r.turn.documents or []]  # the path judge needs what came before
+            useful = JUDGES[judge](searches, r.golden_answers or (), r.supporting)[-1]
+            lines.append(self.VAGUE if r.vague else self.CLEAR[judge][useful])
+        return lines
 
 
 class LLMCritic:

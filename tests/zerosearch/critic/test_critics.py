@@ -129,6 +129,32 @@ def test_without_supporting_facts_the_path_is_the_answer():
     assert not judges.states("Shakespeareana is a word.", ("Shakespeare",))  # whole words only
 
 
+def critiques(judge, turns):
+    """The rule critic's line after each search of ``turns``, as the rollout asks for them."""
+    requests = [
+        CritiqueRequest(
+            "Where was the founder of Dalo Press born?",
+            turn,
+            False,
+            ("Tira",),
+            PATH,
+            tuple(t.documents for t in turns[:k]),
+        )
+        for k, turn in enumerate(turns)
+    ]
+    return RuleCritic(judge).critique(requests)
+
+
+def test_the_rule_critique_says_its_judges_verdict_on_the_search_just_made():
+    lines = RuleCritic.CLEAR["path"]
+    assert critiques("path", [BRIDGE, BRIDGE, FINAL]) == [lines[True], lines[False], lines[True]]
+    assert critiques("shuffled", [OFF_PATH, FINAL]) == [lines[False], lines[True]]  # no batch to permute
+    answer = RuleCritic.CLEAR["answer"]
+    assert critiques("answer", [BRIDGE, FINAL, FINAL]) == [answer[False], answer[True], answer[True]]
+    vague = CritiqueRequest("Q?", FINAL, True, ("Tira",), PATH)
+    assert RuleCritic("path").critique([vague]) == [RuleCritic.VAGUE]
+
+
 def test_the_shuffled_control_keeps_the_share_of_useful_verdicts():
     rows = [founder_trajectory(BRIDGE, BRIDGE, FINAL), founder_trajectory(OFF_PATH, FINAL)] * 20
     reference = [v for r in rows for v in r.judged("path")]
