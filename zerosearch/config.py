@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 
 from verl.trainer.config import PPOConfig
+from verl.trainer.core_algos import TURN_REWARD_NORMS
 from verl.utils.config import option
 from zerosearch.prompts import POLICY_INSTRUCTIONS
 from zerosearch.reward import METRICS
@@ -176,6 +177,15 @@ class CritictorConfig:
     temperature: float = option(0.0, "Critic sampling temperature; 0: greedy.", min=0)
     turn_reward_coef: float = option(
         0.1, "Size of one turn reward (TURN_REWARD_COEF); the outcome reward stays on the last token.", min=0
+    )
+    turn_reward_norm: str = option(
+        "none",
+        "How a batch's turn rewards are normalised over the graded searches of each prompt's group before they "
+        "join the advantage: none (as given: turn_reward_coef is a real weight); group_mean (minus the group's "
+        "mean turn reward: a search is rewarded against the group's typical one, so a high share of useless "
+        "searches does not push searching down as a whole); group_z (z-scored: the weight cancels; for "
+        "comparison). critictor/turn_reward_mean is measured before it.",
+        choices=TURN_REWARD_NORMS,
     )
     concurrency: int = option(16, "Critic requests in flight.", min=1)
     timeout_s: float = option(
@@ -368,6 +378,7 @@ class DemoCriticConfig(DemoSFTPhaseConfig):
     )
     turn_reward_coef: float = option(0.1, "critictor.turn_reward_coef of the second run.", min=0)
     penalize_useless: bool = option(True, "critictor.retrospective.penalize_useless of the second run.")
+    turn_reward_norm: str = option("none", "critictor.turn_reward_norm of the second run.", choices=TURN_REWARD_NORMS)
     max_tokens: int = option(32, "New tokens of one grading reply: a line per search.", min=1)
     target: float = option(
         0.9, "steps_to_target: the first step whose held-out EM reaches this share of the first run's final EM.", min=0

@@ -213,6 +213,7 @@ def turn_rewards(config: DemoConfig, critic: str) -> list[str]:
         "critictor.retrospective.enable=true",
         f"critictor.turn_reward_coef={c.turn_reward_coef}",
         f"critictor.retrospective.penalize_useless={c.penalize_useless}",
+        f"critictor.turn_reward_norm={c.turn_reward_norm}",
     ]
     if critic in RuleCritic.JUDGES:
         return overrides + ["critictor.backend=rule", f"critictor.rule_judge={critic}"]

@@ -24,6 +24,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from verl.protocol import DataProto, RolloutSettings
+from verl.trainer.core_algos import normalize_turn_scores
 from verl.trainer.metrics import timer
 from zerosearch import critic, prompts
 from zerosearch.config import CurriculumConfig, ZeroSearchConfig
@@ -285,8 +286,9 @@ class SearchGenerationManager:
             for turn, (useful, reason) in zip(trajectory.searches(), verdicts, strict=True):
                 turn.verdict, turn.reason = useful, reason
 
-    def _turn_tensors(self, rows: list[Trajectory]) -> dict[str, torch.Tensor]:
-        """Each graded search's reward on its last sampled token, and every sampled token's turn."""
+    def _turn_tensors(self, rows: list[Trajectory], uids: np.ndarray | None) -> dict[str, torch.Tensor]:
+        """Each graded search's reward on its last sampled token (normalised over its prompt's group
+        by ``critictor.turn_reward_norm``), and every sampled token's turn."""
         retrospective = self.config.critictor.retrospective
         coef = self.config.critictor.turn_reward_coef
         shape = (len(rows), self.response_budget)
@@ -299,6 +301,7 @@ class SearchGenerationManager:
                     useless = -coef if retrospective.penalize_useless else 0.0
                     scores[i, turn.end - 1] = coef if turn.verdict else useless
                     graded[i, turn.end - 1] = 1
+        scores = normalize_turn_scores(scores, graded, uids, self.config.critictor.turn_reward_norm)
         return {"turn_ids": turn_ids, "turn_scores": scores, "turn_graded": graded}
 
     def _encode(self, text: str) -> list[int]:
@@ -357,7 +360,7 @@ class SearchGenerationManager:
         if self.has_log_probs:
             tensors["rollout_log_probs"] = log_probs
         if any(t.graded for t in rows):
-            tensors.update(self._turn_tensors(rows))
+            tensors.update(self._turn_tensors(rows, batch.non_tensor_batch.get("uid")))
         out = DataProto.from_dict(
             tensors=tensors,
             non_tensors={

@@ -24,6 +24,7 @@ from verl.trainer.core_algos import (
     get_adv_estimator_fn,
     get_kl_controller,
     kl_penalty,
+    normalize_turn_scores,
     register_adv_est,
 )
 
@@ -544,3 +545,32 @@ def test_grpo_turn_subtracts_only_the_group_mean_when_asked():
     # outcome ±0.5; row 0 turn 0: 0.5 + (0.5 - 0.5) = 0.5; row 1 turn 0: -0.5 + 0.5 = 0
     assert adv[0, 0].item() == pytest.approx(0.5, abs=1e-6)
     assert adv[1, 0].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_turn_rewards_normalised_over_each_group_against_hand_computed_values():
+    # group a's graded turns: 0.5, -0.5, 0.5 -> mean 1/6; group b has none
+    centred = torch.zeros(3, 10)
+    centred[0, 2], centred[0, 6], centred[1, 1] = 1 / 3, -2 / 3, 1 / 3
+    same = normalize_turn_scores(TURN_SCORES, TURN_GRADED, TURN_INDEX, "none")
+    assert same is TURN_SCORES
+    torch.testing.assert_close(normalize_turn_scores(TURN_SCORES, TURN_GRADED, TURN_INDEX, "group_mean"), centred)
+    # unbiased std over the three: sqrt((1/9 + 4/9 + 1/9) / 2) = 1/sqrt(3)
+    z = normalize_turn_scores(TURN_SCORES, TURN_GRADED, TURN_INDEX, "group_z")
+    torch.testing.assert_close(z, centred * math.sqrt(3), atol=1e-5, rtol=0)
+    z_of_10x = normalize_turn_scores(10 * TURN_SCORES, TURN_GRADED, TURN_INDEX, "group_z")
+    torch.testing.assert_close(z_of_10x, z)  # λ cancels
+    mean_of_10x = normalize_turn_scores(10 * TURN_SCORES, TURN_GRADED, TURN_INDEX, "group_mean")
+    torch.testing.assert_close(mean_of_10x, 10 * centred)  # λ stays a weight
+
+
+def test_a_unanimous_group_or_a_lone_graded_turn_earns_nothing_once_normalised():
+    unanimous = torch.zeros(3, 10)
+    unanimous[0, 2], unanimous[0, 6], unanimous[1, 1], unanimous[2, 0] = -0.5, -0.5, -0.5, 0.5
+    graded = (unanimous != 0).long()
+    for norm in ("group_mean", "group_z"):
+        normalised = normalize_turn_scores(unanimous, graded, TURN_INDEX, norm)
+        assert (normalised == 0).all(), norm  # every search of a useless; b's one graded turn
+    with pytest.raises(ValueError, match="turn reward norm"):
+        normalize_turn_scores(unanimous, graded, TURN_INDEX, "batch_z")
+    with pytest.raises(ValueError, match="index"):
+        normalize_turn_scores(unanimous, graded, None, "group_mean")

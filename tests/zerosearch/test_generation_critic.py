@@ -92,6 +92,23 @@ def test_useless_searches_cost_nothing_when_not_penalised_and_validation_is_ungr
     assert turn_rewards(out) is None and not any(k.startswith("critictor/") for k in out.meta_info["metrics"])
 
 
+def test_turn_rewards_are_normalised_over_the_prompts_group(tokenizer, monkeypatch):
+    scripts = {**SCRIPTS, "Capital of France?": ["<search> Paris </search>", "<answer> Paris </answer>"]}
+    config = critic_config(retrospective__enable=True, turn_reward_norm="group_mean")
+    manager, _ = make_manager(config, tokenizer, scripts, monkeypatch)
+
+    def graded_scores(uids):
+        batch = make_batch(tokenizer, list(scripts), ANSWERS)
+        batch.non_tensor_batch["uid"][:] = uids
+        out = manager.generate_sequences(batch)
+        scores, graded = out.batch["turn_scores"], out.batch["turn_graded"].bool()
+        return [row[mask].tolist() for row, mask in zip(scores, graded, strict=True)]
+
+    # one group of useful, useless, useful (mean 0.1/3); then each row alone
+    assert graded_scores(["g", "g"]) == [pytest.approx([0.2 / 3, -0.4 / 3]), pytest.approx([0.2 / 3])]
+    assert graded_scores(["g", "h"]) == [pytest.approx([0.1, -0.1]), [0.0]]
+
+
 def observations(out, row):
     span = out.batch["attention_mask"][row, out.batch["prompts"].shape[1] :].bool()
     ids, mask = out.batch["responses"][row][span].tolist(), out.batch["response_mask"][row][span].tolist()

@@ -276,6 +276,53 @@ def compute_rloo_outcome_advantage(
     return advantages, advantages
 
 
+TURN_REWARD_NORMS = ("none", "group_mean", "group_z")
+
+
+@torch.no_grad()
+def normalize_turn_scores(
+    scores: torch.Tensor,
+    graded: torch.Tensor,
+    index: Sequence[Any] | np.ndarray | None,
+    norm: str,
+    epsilon: float = 1e-6,
+) -> torch.Tensor:
+    """Turn rewards normalised over the graded turns of each group (the responses to one prompt).
+
+    With s the graded turns' rewards of group g (every graded turn of every response of g):
+
+        none:       s                                   (the weight is a real weight)
+        group_mean: s - mean_g s                        (a search is rewarded against the group's
+                                                         typical one: the share of useless searches
+                                                         no longer moves searching as a whole)
+        group_z:    (s - mean_g s) / (std_g s + eps)    (unbiased std; the weight cancels)
+
+    A group with one graded turn gets 0 under both; ungraded tokens stay 0.
+
+    Args:
+        scores: [B, T] a graded turn's reward on its last sampled token, 0 elsewhere.
+        graded: [B, T] 1 on those tokens.
+        index: [B] group key per response (the prompt uid); unused with ``none``.
+        norm: one of ``TURN_REWARD_NORMS``.
+
+    Returns:
+        [B, T] the normalised rewards, on the same tokens.
+    """
+    if norm not in TURN_REWARD_NORMS:
+        raise ValueError(f"turn reward norm must be one of {TURN_REWARD_NORMS}, got {norm!r}")
+    if norm == "none":
+        return scores
+    group, num_groups = _group_ids(index, scores)
+    is_graded = graded.bool()
+    count = _group_sum(is_graded.sum(-1).to(scores.dtype), group, num_groups)
+    mean = _group_sum((scores * is_graded).sum(-1), group, num_groups) / count.clamp_min(1)
+    centred = (scores - mean[:, None]) * is_graded
+    if norm == "group_mean":
+        return centred
+    variance = _group_sum((centred**2).sum(-1), group, num_groups) / (count - 1).clamp_min(1)
+    return centred / (variance.sqrt()[:, None] + epsilon)
+
+
 @register_adv_est("grpo_turn")
 @torch.no_grad()
 def compute_grpo_turn_advantage(
