@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["verl", "verl.*", "zerosearch", "zerosearch.*"]),
-    package_data={"verl": ["trainer/config/*.yaml"]},
+    package_data={"verl": ["config/*.yaml"]},
     install_requires=[
         "torch>=2.6",
         "ray[default]>=2.40",

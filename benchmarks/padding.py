@@ -28,10 +28,10 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from verl.config import ActorConfig
 from verl.protocol import DataProto
-from verl.trainer.config import ActorConfig
+from verl.utils.micro_batch import micro_batches, token_slots
 from verl.workers.actor import DataParallelPPOActor
-from verl.workers.micro_batch import micro_batches, token_slots
 
 
 def step_batch(path: str, tokenizer) -> DataProto:

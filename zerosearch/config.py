@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
-from verl.trainer.config import PPOConfig
-from verl.trainer.core_algos import TURN_REWARD_NORMS
+from verl.algos.core_algos import TURN_REWARD_NORMS
+from verl.config import PPOConfig
 from verl.utils.config import option
 from zerosearch.prompts import POLICY_INSTRUCTIONS
 from zerosearch.reward import METRICS

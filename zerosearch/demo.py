@@ -37,8 +37,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
-from verl.trainer.main_sft import load_config as load_sft_config
-from verl.trainer.main_sft import run_sft
+from verl.trainer.run import load_sft_config, run_sft
 from verl.utils.tiny_model import build_tiny_model, build_tokenizer
 from zerosearch.config import DemoConfig, register_demo_schema
 from zerosearch.critic.critics import LLMCritic, RuleCritic

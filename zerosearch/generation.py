@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from verl.algos.core_algos import normalize_turn_scores
 from verl.protocol import DataProto, RolloutSettings
-from verl.trainer.core_algos import normalize_turn_scores
 from verl.trainer.metrics import timer
 from zerosearch import critic, prompts
 from zerosearch.config import CurriculumConfig, ZeroSearchConfig

@@ -27,7 +27,7 @@ import ray
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from verl.trainer.config import RayInitConfig
+from verl.config import RayInitConfig
 from verl.trainer.startup import init_ray
 from zerosearch.retry import DeadlineExceeded, RetryPolicy, redact, retrying, within
 

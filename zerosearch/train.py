@@ -13,7 +13,7 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from verl.trainer.main_ppo import run_ppo
+from verl.trainer.run import run_ppo
 from verl.trainer.startup import check_model_folder, expand_files, to_typed
 from zerosearch.config import ZeroSearchConfig, register_schema
 from zerosearch.data.fields import row_golden_answers, row_question, row_supporting

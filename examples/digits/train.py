@@ -17,7 +17,7 @@ import random
 
 import pandas as pd
 
-from verl.trainer.main_ppo import load_config, run_ppo
+from verl.trainer.run import load_config, run_ppo
 from verl.utils.tiny_model import build_tiny_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))

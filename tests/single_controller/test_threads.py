@@ -10,7 +10,7 @@ from tests.conftest import REPO_ROOT
 PROBE = """
 import json, os, ray, torch
 from verl.single_controller import Dispatch, RayClassWithInitArgs, RayResourcePool, RayWorkerGroup, Worker, register
-from verl.trainer.config import RayInitConfig
+from verl.config import RayInitConfig
 from verl.trainer.startup import init_ray
 
 class Probe(Worker):

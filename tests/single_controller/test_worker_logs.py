@@ -16,7 +16,7 @@ from verl.single_controller import Dispatch, RayClassWithInitArgs, RayResourcePo
 LATE_WORKER = """
 import json, os, subprocess, sys, threading, time
 from verl.single_controller import Dispatch, RayClassWithInitArgs, RayResourcePool, RayWorkerGroup, Worker, register
-from verl.trainer.config import RayInitConfig
+from verl.config import RayInitConfig
 from verl.trainer.startup import init_ray
 
 class Chatty(Worker):

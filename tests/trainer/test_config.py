@@ -5,12 +5,10 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from tests.config_mirror import assert_yaml_mirrors_dataclass
-from verl.trainer.config import PPOConfig
-from verl.trainer.main_ppo import load_config, warn_about_sampling
+from verl.config import PPOConfig
+from verl.trainer.run import load_config, warn_about_sampling
 
-YAML_PATH = os.path.join(
-    os.path.dirname(__import__("verl.trainer.config", fromlist=["x"]).__file__), "ppo_trainer.yaml"
-)
+YAML_PATH = os.path.join(os.path.dirname(__import__("verl.config", fromlist=["x"]).__file__), "ppo_trainer.yaml")
 
 
 def test_yaml_mirrors_the_dataclass_defaults_key_for_key():

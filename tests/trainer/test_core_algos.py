@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from verl.trainer import core_algos
-from verl.trainer.core_algos import (
+from verl.algos import core_algos
+from verl.algos.core_algos import (
     AdaptiveKLController,
     FixedKLController,
     TurnRewards,

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from verl.algos.core_algos import AdaptiveKLController, FixedKLController
+from verl.config import AlgorithmConfig
 from verl.protocol import DataProto
-from verl.trainer.config import AlgorithmConfig
-from verl.trainer.core_algos import AdaptiveKLController, FixedKLController
 from verl.trainer.ray_trainer import apply_kl_penalty, compute_advantage, initial_rewards
 
 MASK = torch.tensor([[1, 1, 0, 1], [1, 1, 1, 0]])  # row 0: an observation token between sampled ones
@@ -75,7 +75,7 @@ class FailingValidation(RuntimeError):
 
 def test_a_step_is_saved_before_it_is_validated(tmp_path):
     """A validation that fails at a step that is also a save step must not lose that step."""
-    from verl.trainer.config import PPOConfig
+    from verl.config import PPOConfig
     from verl.trainer.ray_trainer import RayPPOTrainer
 
     config = PPOConfig()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from verl.config import PPOConfig
 from verl.protocol import DataProto
-from verl.trainer.config import PPOConfig
 from verl.trainer.reward import RuleRewardManager, last_valid_positions
 from verl.utils.tiny_model import build_tokenizer
 

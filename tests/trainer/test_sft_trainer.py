@@ -14,18 +14,20 @@ import torch
 from hydra.errors import ConfigCompositionException
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import verl.trainer.config
+import verl.config
 from tests.config_mirror import assert_yaml_mirrors_dataclass
+from verl.algos.core_algos import agg_loss
+from verl.config.sft import SFTConfig
 from verl.protocol import DataProto
-from verl.trainer.config.sft import SFTConfig
-from verl.trainer.core_algos import agg_loss
 from verl.trainer.data_loader import ResumableBatches
-from verl.trainer.main_sft import load_config, load_datasets, run_sft
+from verl.trainer.run import load_sft_config as load_config
+from verl.trainer.run import load_sft_datasets as load_datasets
+from verl.trainer.run import run_sft
 from verl.utils.fsdp_utils import build_optimizer
 from verl.utils.tiny_model import build_tiny_model
 from verl.workers.sft_worker import next_token_nll, train_on_batch
 
-YAML_PATH = os.path.join(os.path.dirname(verl.trainer.config.__file__), "sft_trainer.yaml")
+YAML_PATH = os.path.join(os.path.dirname(verl.config.__file__), "sft_trainer.yaml")
 
 # Answers of different lengths, so the two ranks hold different numbers of loss tokens.
 QA = [

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import ray
 
-from verl.trainer.main_ppo import load_config, run_ppo
+from verl.trainer.run import load_config, run_ppo
 from verl.utils.tiny_model import build_tiny_model
 
 
@@ -86,7 +86,7 @@ def test_validation_never_drops_a_row(setup):
     data.truncation says, or stops the run naming the file and row."""
     from transformers import AutoTokenizer
 
-    from verl.trainer.main_ppo import load_datasets
+    from verl.trainer.run import load_datasets
 
     root, model = setup
     rows = [{"prompt": [{"role": "user", "content": text}], "data_source": "toy"} for text in ("short", "word " * 60)]

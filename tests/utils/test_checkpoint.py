@@ -50,7 +50,7 @@ RESHARD = """
 import os, socket, sys, torch, torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForCausalLM
-from verl.trainer.config import ActorConfig
+from verl.config import ActorConfig
 from verl.utils.checkpoint import load_checkpoint, save_checkpoint
 from verl.utils.fsdp_utils import build_optimizer, full_weights, shard_model
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import REPO_ROOT
-from verl.trainer.config import PPOConfig
-from verl.trainer.config.sft import SFTConfig
+from verl.config import PPOConfig
+from verl.config.sft import SFTConfig
 from verl.utils.config import check_config_tree, leaf_fields, option
 from verl.utils.config_docs import main as config_docs
 from verl.utils.config_docs import render_table

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from verl.config import ActorConfig, RefConfig
 from verl.protocol import DataProto, RolloutSettings
-from verl.trainer.config import ActorConfig, RefConfig
 from verl.utils.tiny_model import build_tiny_model
 from verl.workers.actor import DataParallelPPOActor
 

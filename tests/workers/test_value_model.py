@@ -6,7 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from tests.workers.test_actor import make_batch
-from verl.trainer.config import CriticConfig
+from verl.config import CriticConfig
 from verl.utils.tiny_model import build_tiny_model
 from verl.workers.critic import DataParallelPPOCritic
 from verl.workers.fsdp_workers import load_value_model

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from verl.trainer.config import RolloutConfig
+from verl.config import RolloutConfig
 from verl.utils.tiny_model import build_tiny_model
 from verl.workers.rollout.base import SamplingParams
 from verl.workers.rollout.vllm_rollout import VLLMRollout, check_servable

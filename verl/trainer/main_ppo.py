@@ -1,114 +1,15 @@
-"""Entry point: ``python -m verl.trainer.main_ppo key=value ...`` (Hydra, config ppo_trainer.yaml)."""
-
-import logging
-import os
+"""``python -m verl.trainer.main_ppo key=value ...``: PPO from the command line (Hydra, config
+``verl/config/ppo_trainer.yaml``). The library entry is ``verl.trainer.run.run_ppo``."""
 
 import hydra
-import torch
-from omegaconf import DictConfig, OmegaConf
-from transformers import PreTrainedTokenizerBase
+from omegaconf import DictConfig
 
-from verl.trainer.config import PPOConfig, register_schema
-from verl.trainer.ray_trainer import RayPPOTrainer, WorkerClasses
-from verl.trainer.startup import (
-    absolute_run_dirs,
-    check_model_folder,
-    describe_data,
-    expand_files,
-    init_ray,
-    open_tokenizer,
-    resolve_device,
-    to_typed,
-)
-from verl.utils.dataset import RLHFDataset
-from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
-from verl.workers.rollout.vllm_rollout import check_servable
-
-register_schema()
-logger = logging.getLogger(__name__)
+from verl.config import PPOConfig
+from verl.trainer.run import run_ppo
+from verl.trainer.startup import to_typed
 
 
-def load_config(overrides: list[str] | None = None) -> PPOConfig:
-    """The typed, checked config after applying Hydra overrides (for scripts and tests)."""
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module("verl.trainer.config", version_base=None):
-        return to_typed(compose("ppo_trainer", overrides=overrides or []), PPOConfig)
-
-
-def warn_about_sampling(config: PPOConfig) -> None:
-    rollout = config.actor_rollout_ref.rollout
-    if rollout.do_sample and (rollout.top_k > 0 or rollout.top_p < 1):
-        logger.warning(
-            "actor_rollout_ref.rollout.top_k=%s / top_p=%s: the rollout samples from a filtered "
-            "distribution but the actor scores the unfiltered one, so the PPO ratio and the KL compare "
-            "different policies; rollout/log_prob_diff_mean shows by how much",
-            rollout.top_k,
-            rollout.top_p,
-        )
-
-
-def load_tokenizer(config: PPOConfig) -> PreTrainedTokenizerBase:
-    model = config.actor_rollout_ref.model
-    return open_tokenizer(model.path, model.trust_remote_code, "actor_rollout_ref.model.path")
-
-
-def load_datasets(config: PPOConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[RLHFDataset, RLHFDataset | None]:
-    data = config.data
-    train = RLHFDataset(
-        expand_files(data.train_files),
-        tokenizer,
-        prompt_key=data.prompt_key,
-        max_prompt_length=data.max_prompt_length,
-        filter_overlong_prompts=data.filter_overlong_prompts,
-        truncation=data.truncation,
-    )
-    if not data.val_files:
-        return train, None
-    # Validation scores every row: an overlong prompt is cut as configured, or stops the run.
-    val = RLHFDataset(
-        expand_files(data.val_files),
-        tokenizer,
-        prompt_key=data.prompt_key,
-        max_prompt_length=data.max_prompt_length,
-        filter_overlong_prompts=False,
-        truncation=data.truncation,
-    )
-    return train, val
-
-
-def check_rollout_engine(config: PPOConfig) -> None:
-    model = config.actor_rollout_ref.model
-    if config.actor_rollout_ref.rollout.name == "vllm":
-        device = config.trainer.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        check_servable(os.path.expanduser(model.path), model.trust_remote_code, device)
-
-
-def run_ppo(config: PPOConfig) -> RayPPOTrainer | None:
-    """Prepares data and model from a checked config, starts the workers and trains. With
-    ``trainer.dry_run`` it stops after the checks, printing the config and the data (None)."""
-    warn_about_sampling(config)
-    absolute_run_dirs(config.trainer)
-    tokenizer = load_tokenizer(config)
-    check_model_folder(config.actor_rollout_ref.model.path, "actor_rollout_ref.model.path")
-    if config.critic.model.path:
-        check_model_folder(config.critic.model.path, "critic.model.path")
-    check_rollout_engine(config)
-    train, val = load_datasets(config, tokenizer)
-    if config.trainer.dry_run:
-        print(OmegaConf.to_yaml(OmegaConf.structured(config)))
-        print(describe_data({"data.train_files": train, "data.val_files": val}, config.data.max_prompt_length))
-        print("dry run: every check passed; no worker was started")
-        return None
-    init_ray(config.ray_init)
-    workers = WorkerClasses(actor_rollout_ref=ActorRolloutRefWorker, critic=CriticWorker)
-    trainer = RayPPOTrainer(config, tokenizer, train, val, workers, device=resolve_device(config.trainer))
-    trainer.init_workers()
-    trainer.fit()
-    return trainer
-
-
-@hydra.main(config_path="config", config_name="ppo_trainer", version_base=None)
+@hydra.main(config_path="pkg://verl.config", config_name="ppo_trainer", version_base=None)
 def main(cfg: DictConfig) -> None:
     run_ppo(to_typed(cfg, PPOConfig))
 

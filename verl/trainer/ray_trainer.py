@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from verl.algos import core_algos
+from verl.config import AlgorithmConfig, PPOConfig
 from verl.protocol import DataProto, RolloutSettings
 from verl.single_controller import (
     RayClassWithInitArgs,
@@ -23,8 +25,6 @@ from verl.single_controller import (
     create_colocated_worker_cls,
 )
 from verl.single_controller.worker import Worker
-from verl.trainer import core_algos
-from verl.trainer.config import AlgorithmConfig, PPOConfig
 from verl.trainer.data_loader import ResumableBatches, validation_batches
 from verl.trainer.generation import GenerationManager
 from verl.trainer.metrics import (
@@ -39,9 +39,9 @@ from verl.trainer.reward import RewardManager
 from verl.trainer.startup import worker_log_dir
 from verl.utils.checkpoint import checkpoint_dir, load_first, mark_latest, resume_dirs, rng_state, set_rng_state
 from verl.utils.import_utils import load_object
+from verl.utils.micro_batch import balanced_order
 from verl.utils.torch_functional import masked_mean
 from verl.utils.tracking import Tracking, plain_config
-from verl.workers.micro_batch import balanced_order
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ import os
 import torch
 from tqdm import tqdm
 
+from verl.config.sft import SFTConfig
 from verl.single_controller import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup, Worker
-from verl.trainer.config.sft import SFTConfig
 from verl.trainer.data_loader import ResumableBatches, validation_batches
 from verl.trainer.metrics import timer
 from verl.trainer.startup import worker_log_dir

@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
-from verl.trainer.config import RayInitConfig, RunConfig, TrainerConfig
+from verl.config import RayInitConfig, RunConfig, TrainerConfig
 from verl.utils.config import check_config_tree
 
 T = TypeVar("T")

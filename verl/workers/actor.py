@@ -4,11 +4,10 @@ from typing import Any
 
 import torch
 
+from verl.algos import core_algos
+from verl.config import ActorConfig, RefConfig
 from verl.protocol import DataProto, RolloutSettings
-from verl.trainer import core_algos
-from verl.trainer.config import ActorConfig, RefConfig
-from verl.utils.torch_functional import logprobs_and_entropy, logprobs_from_logits
-from verl.workers.micro_batch import (
+from verl.utils.micro_batch import (
     loss_denominator,
     micro_batches,
     micro_weight,
@@ -20,6 +19,7 @@ from verl.workers.micro_batch import (
     unpack,
     unsort,
 )
+from verl.utils.torch_functional import logprobs_and_entropy, logprobs_from_logits
 
 
 def response_logits(model, data: DataProto, response_length: int) -> torch.Tensor:

@@ -4,10 +4,10 @@ from typing import Any
 
 import torch
 
+from verl.algos import core_algos
+from verl.config import CriticConfig
 from verl.protocol import DataProto
-from verl.trainer import core_algos
-from verl.trainer.config import CriticConfig
-from verl.workers.micro_batch import (
+from verl.utils.micro_batch import (
     loss_denominator,
     micro_batches,
     micro_weight,

@@ -10,9 +10,9 @@ import torch
 import torch.distributed as dist
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
+from verl.config import PPOConfig, RefConfig, RolloutConfig, ValKwargs
 from verl.protocol import DataProto, RolloutSettings
 from verl.single_controller import Dispatch, Worker, register
-from verl.trainer.config import PPOConfig, RefConfig, RolloutConfig, ValKwargs
 from verl.utils.checkpoint import load_checkpoint, save_checkpoint
 from verl.utils.fsdp_utils import (
     DTYPES,

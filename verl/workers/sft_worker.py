@@ -6,15 +6,15 @@ import torch
 import torch.distributed as dist
 from transformers import AutoTokenizer
 
+from verl.algos.core_algos import agg_loss
+from verl.config.sft import SFTConfig
 from verl.protocol import DataProto
 from verl.single_controller import Dispatch, Worker, register
-from verl.trainer.config.sft import SFTConfig
-from verl.trainer.core_algos import agg_loss
 from verl.utils.checkpoint import load_checkpoint, save_checkpoint
 from verl.utils.fsdp_utils import build_optimizer, move_optimizer_state, moves_optimizer, shard_model
+from verl.utils.micro_batch import loss_denominator, micro_weight, optimizer_step
 from verl.utils.torch_functional import logprobs_from_logits
 from verl.workers.fsdp_workers import load_causal_lm
-from verl.workers.micro_batch import loss_denominator, micro_weight, optimizer_step
 
 
 def next_token_nll(

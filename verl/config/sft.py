@@ -9,7 +9,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from verl.trainer.config import ModelConfig, OptimConfig, RayInitConfig, RunConfig, TrainableFSDPConfig
+from verl.config import ModelConfig, OptimConfig, RayInitConfig, RunConfig, TrainableFSDPConfig
 from verl.utils.config import option
 from verl.utils.sft_dataset import TRUNCATIONS
 

@@ -3,7 +3,7 @@
 import torch
 
 from verl.protocol import DataProto
-from verl.workers.micro_batch import balanced_order, micro_batches, split_into, token_budget_groups, unsort
+from verl.utils.micro_batch import balanced_order, micro_batches, split_into, token_budget_groups, unsort
 
 
 def test_token_budget_groups_hold_at_most_the_budget_and_every_row_once():

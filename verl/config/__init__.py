@@ -12,7 +12,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from verl.trainer.core_algos import ADV_ESTIMATOR_REGISTRY, KL_PENALTY_TYPES, LOSS_AGG_MODES
+from verl.algos.core_algos import ADV_ESTIMATOR_REGISTRY, KL_PENALTY_TYPES, LOSS_AGG_MODES
 from verl.utils.config import option
 from verl.utils.dataset import TRUNCATIONS
 from verl.utils.fsdp_utils import DTYPES

@@ -17,15 +17,12 @@ critic values (None without a critic), ``turns`` the turn-level rewards of multi
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from verl.utils.torch_functional import entropy_from_logits, masked_mean, masked_sum, masked_whiten
-
-if TYPE_CHECKING:  # the config module validates names against this one's registries
-    from verl.trainer.config import KLControlConfig
 
 AdvantageEstimator = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -573,7 +570,17 @@ class AdaptiveKLController:
         self.value *= 1.0 + error * n_steps / self.horizon
 
 
-def get_kl_controller(kl_ctrl: "KLControlConfig") -> FixedKLController | AdaptiveKLController:
+class KLControlSettings(Protocol):
+    """What a KL controller is built from (``verl.config.KLControlConfig`` has these fields: the
+    config imports this module to check names against its registries, never the other way)."""
+
+    type: str
+    kl_coef: float
+    target_kl: float
+    horizon: int
+
+
+def get_kl_controller(kl_ctrl: KLControlSettings) -> FixedKLController | AdaptiveKLController:
     """Build a KL controller from ``algorithm.kl_ctrl``."""
     if kl_ctrl.type == "fixed":
         return FixedKLController(kl_coef=kl_ctrl.kl_coef)
