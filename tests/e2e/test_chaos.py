@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from tests.e2e.test_search_agent import run, world  # noqa: F401  (world is a fixture)
+from tests.e2e.test_search_agent import train_grpo, world  # noqa: F401  (world is a fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -104,39 +104,25 @@ class ChaosServer:
 
 
 def test_training_survives_a_chaotic_simulation_server(world):  # noqa: F811
-    root, policy, _ = world
+    root, _, _ = world
     checkpoints = root / "checkpoints_chaos"
     server = ChaosServer()
     try:
-        run(
+        train_grpo(
+            world,
+            checkpoints,
+            {
+                "TOTAL_STEPS": "2",
+                "SEARCH_MODE": "simulate_prompt",
+                "SIMULATION_LLM": "sim",
+                "IP": f"127.0.0.1:{server.port}",
+                "SEARCH_ENGINE": "corpus",
+                "MAX_TURNS": str(MAX_TURNS),
+                "TOPK": "2",
+                "LOGGER": "file",
+                "EXPERIMENT_NAME": "chaos",
+            },
             [
-                "bash",
-                "train_grpo.sh",
-                "NUM_GPUS_PER_NODE",
-                "2",
-                "MODEL_PATH",
-                str(policy),
-                "DATA_PATH",
-                str(root / "data"),
-                "TOTAL_STEPS",
-                "2",
-                "SEARCH_MODE",
-                "simulate_prompt",
-                "SIMULATION_LLM",
-                "sim",
-                "IP",
-                f"127.0.0.1:{server.port}",
-                "SEARCH_ENGINE",
-                "corpus",
-                "MAX_TURNS",
-                str(MAX_TURNS),
-                "TOPK",
-                "2",
-                "LOGGER",
-                "file",
-                "EXPERIMENT_NAME",
-                "chaos",
-                "--",
                 f"search.corpus_path={root / 'corpus.jsonl'}",
                 "search.cache=none",  # every search reaches the server
                 f"search.timeout_s={TIMEOUT_S}",
@@ -144,19 +130,10 @@ def test_training_survives_a_chaotic_simulation_server(world):  # noqa: F811
                 f"search.backoff_s={BACKOFF_S}",
                 "search.batch_timeout_s=null",
                 "search.simulator.max_tokens=24",
-                "data.train_batch_size=4",
-                "data.max_prompt_length=256",
-                "data.max_response_length=48",
-                "agent.max_obs_length=64",
-                "actor_rollout_ref.actor.ppo_mini_batch_size=4",
                 "actor_rollout_ref.rollout.n=4",
-                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
-                "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-                "trainer.device=cpu",
                 "trainer.val_before_train=false",
                 "trainer.test_freq=-1",
-                f"trainer.default_local_dir={checkpoints}",
-            ]
+            ],
         )
     finally:
         server.close()

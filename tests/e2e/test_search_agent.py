@@ -119,51 +119,59 @@ def run(args, timeout=600):
     return proc
 
 
+# Every tiny train_grpo.sh run: 4 prompts of at most 256 tokens, 48 new tokens per turn, one
+# optimizer step per batch, on two CPU workers.
+TINY_RUN = [
+    "data.train_batch_size=4",
+    "data.max_prompt_length=256",
+    "data.max_response_length=48",
+    "agent.max_obs_length=64",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+    "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+    "trainer.device=cpu",
+]
+
+
+def train_grpo(world, checkpoints, keys: dict, overrides=(), timeout=600):
+    """``bash train_grpo.sh`` on the tiny world's policy and data with the front door's ``keys``
+    (KEY value), then ``TINY_RUN``, checkpoints (and metrics.jsonl) in ``checkpoints``, and
+    ``overrides`` (key=value)."""
+    root, policy, _ = world
+    args = ["bash", "train_grpo.sh", "NUM_GPUS_PER_NODE", "2", "MODEL_PATH", str(policy)]
+    args += ["DATA_PATH", str(root / "data")]
+    for key, value in keys.items():
+        args += [key, str(value)]
+    args += ["--", *TINY_RUN, f"trainer.default_local_dir={checkpoints}", *overrides]
+    return run(args, timeout)
+
+
 def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world, critic):
     """Both roles of the critic LLM are on, in-process: it grades every search and comments after it."""
     from transformers import AutoTokenizer
 
     root, policy, simulator = world
     rollouts, checkpoints = root / "rollouts", root / "checkpoints"
-    run(
+    train_grpo(
+        world,
+        checkpoints,
+        {
+            "TOTAL_STEPS": "2",
+            "SEARCH_MODE": "simulate_prompt",
+            "SIMULATION_LLM": str(simulator),
+            "START_THRESHOLD": "0.2",
+            "END_THRESHOLD": "0.6",
+            "SEARCH_ENGINE": "corpus",
+            "MAX_TURNS": "2",
+            "TOPK": "2",
+            "LOGGER": "console,file",
+            "EXPERIMENT_NAME": "tiny_agent",
+            "RETROSPECTIVE_CRITIC": "true",
+            "INTERACTIVE_CRITIC": "true",
+            "CRITIC_BACKEND": "in_process",
+            "CRITIC_LLM": str(critic),
+        },
         [
-            "bash",
-            "train_grpo.sh",
-            "NUM_GPUS_PER_NODE",
-            "2",
-            "MODEL_PATH",
-            str(policy),
-            "DATA_PATH",
-            str(root / "data"),
-            "TOTAL_STEPS",
-            "2",
-            "SEARCH_MODE",
-            "simulate_prompt",
-            "SIMULATION_LLM",
-            str(simulator),
-            "START_THRESHOLD",
-            "0.2",
-            "END_THRESHOLD",
-            "0.6",
-            "SEARCH_ENGINE",
-            "corpus",
-            "MAX_TURNS",
-            "2",
-            "TOPK",
-            "2",
-            "LOGGER",
-            "console,file",
-            "EXPERIMENT_NAME",
-            "tiny_agent",
-            "RETROSPECTIVE_CRITIC",
-            "true",
-            "INTERACTIVE_CRITIC",
-            "true",
-            "CRITIC_BACKEND",
-            "in_process",
-            "CRITIC_LLM",
-            str(critic),
-            "--",
             "critictor.style=sft",
             "critictor.max_tokens=16",
             "critictor.interactive.max_tokens=8",
@@ -171,21 +179,12 @@ def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world, cr
             "search.simulator.in_process=true",
             "search.simulator.max_tokens=24",
             f"search.corpus_path={root / 'corpus.jsonl'}",
-            "data.train_batch_size=4",
             "data.val_batch_size=8",
-            "data.max_prompt_length=256",
-            "data.max_response_length=48",
-            "agent.max_obs_length=64",
-            "actor_rollout_ref.actor.ppo_mini_batch_size=4",
             "actor_rollout_ref.rollout.n=2",
-            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
-            "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-            "trainer.device=cpu",
             "trainer.test_freq=2",
             f"trainer.rollout_data_dir={rollouts}",
-            f"trainer.default_local_dir={checkpoints}",
             "search.max_retries=0",
-        ]
+        ],
     )
     records = [json.loads(line) for line in open(checkpoints / "metrics.jsonl")]
     assert [r["step"] for r in records] == [0, 1, 2]
@@ -241,52 +240,28 @@ def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world, cr
 def test_train_grpo_script_with_the_rule_path_judge(world):
     """The ideal critic as a backend: the path judge grades every search against the rows' supporting
     facts, and the run logs its verdicts' agreement with them (the judge itself: kappa 1)."""
-    root, policy, _ = world
+    root, _, _ = world
     checkpoints = root / "path_judge"
-    run(
+    train_grpo(
+        world,
+        checkpoints,
+        {
+            "TOTAL_STEPS": "2",
+            "SEARCH_MODE": "corpus",
+            "SEARCH_ENGINE": "corpus",
+            "CORPUS_PATH": str(root / "corpus.jsonl"),
+            "MAX_TURNS": "2",
+            "TOPK": "1",
+            "ROLLOUT": "hf",
+            "RETROSPECTIVE_CRITIC": "true",
+            "CRITIC_BACKEND": "rule",
+            "RULE_JUDGE": "path",
+        },
         [
-            "bash",
-            "train_grpo.sh",
-            "NUM_GPUS_PER_NODE",
-            "2",
-            "MODEL_PATH",
-            str(policy),
-            "DATA_PATH",
-            str(root / "data"),
-            "TOTAL_STEPS",
-            "2",
-            "SEARCH_MODE",
-            "corpus",
-            "SEARCH_ENGINE",
-            "corpus",
-            "CORPUS_PATH",
-            str(root / "corpus.jsonl"),
-            "MAX_TURNS",
-            "2",
-            "TOPK",
-            "1",
-            "ROLLOUT",
-            "hf",
-            "RETROSPECTIVE_CRITIC",
-            "true",
-            "CRITIC_BACKEND",
-            "rule",
-            "RULE_JUDGE",
-            "path",
-            "--",
-            "data.train_batch_size=4",
-            "data.max_prompt_length=256",
-            "data.max_response_length=48",
-            "agent.max_obs_length=64",
-            "actor_rollout_ref.actor.ppo_mini_batch_size=4",
             "actor_rollout_ref.rollout.n=4",
-            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
-            "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-            "trainer.device=cpu",
             "trainer.val_before_train=false",
             "trainer.test_freq=-1",
-            f"trainer.default_local_dir={checkpoints}",
-        ]
+        ],
     )
     records = [json.loads(line) for line in open(checkpoints / "metrics.jsonl")]
     assert [r["step"] for r in records] == [1, 2]
@@ -456,47 +431,29 @@ def test_training_against_a_real_vllm_server(world, vllm_simulator, mode, steps)
     """The policy rolls out on vLLM in the workers; its searches go to the simulation LLM on a vLLM
     server, and the critic LLM on the same server grades them. Every useful simulator request and
     every grading request carries its own row's question with that question's gold answer."""
-    root, policy, _ = world
+    root, _, _ = world
     checkpoints = root / f"checkpoints_{mode}"
     proxy = vllm_simulator
     proxy.bodies.clear()
-    run(
+    train_grpo(
+        world,
+        checkpoints,
+        {
+            "TOTAL_STEPS": str(steps),
+            "SEARCH_MODE": mode,
+            "SIMULATION_LLM": "sim",
+            "IP": f"127.0.0.1:{proxy.port}",
+            "SEARCH_ENGINE": "corpus",
+            "MAX_TURNS": "2",
+            "TOPK": "2",
+            "LOGGER": "file",
+            "ROLLOUT": "vllm",
+            "EXPERIMENT_NAME": f"served_{mode}",
+            "RETROSPECTIVE_CRITIC": "true",
+            "CRITIC_LLM": "sim",
+            "CRITIC_IP": f"127.0.0.1:{proxy.port}",
+        },
         [
-            "bash",
-            "train_grpo.sh",
-            "NUM_GPUS_PER_NODE",
-            "2",
-            "MODEL_PATH",
-            str(policy),
-            "DATA_PATH",
-            str(root / "data"),
-            "TOTAL_STEPS",
-            str(steps),
-            "SEARCH_MODE",
-            mode,
-            "SIMULATION_LLM",
-            "sim",
-            "IP",
-            f"127.0.0.1:{proxy.port}",
-            "SEARCH_ENGINE",
-            "corpus",
-            "MAX_TURNS",
-            "2",
-            "TOPK",
-            "2",
-            "LOGGER",
-            "file",
-            "ROLLOUT",
-            "vllm",
-            "EXPERIMENT_NAME",
-            f"served_{mode}",
-            "RETROSPECTIVE_CRITIC",
-            "true",
-            "CRITIC_LLM",
-            "sim",
-            "CRITIC_IP",
-            f"127.0.0.1:{proxy.port}",
-            "--",
             "critictor.style=sft",
             "critictor.max_tokens=16",
             "critictor.max_retries=1",
@@ -506,19 +463,10 @@ def test_training_against_a_real_vllm_server(world, vllm_simulator, mode, steps)
             "search.max_retries=1",
             "search.backoff_s=0.1",
             "search.timeout_s=30",
-            "data.train_batch_size=4",
-            "data.max_prompt_length=256",
-            "data.max_response_length=48",
-            "agent.max_obs_length=64",
-            "actor_rollout_ref.actor.ppo_mini_batch_size=4",
             "actor_rollout_ref.rollout.n=2",
-            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
-            "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-            "trainer.device=cpu",
             "trainer.val_before_train=false",
             "trainer.test_freq=-1",
-            f"trainer.default_local_dir={checkpoints}",
-        ]
+        ],
     )
     records = [json.loads(line) for line in open(checkpoints / "metrics.jsonl")]
     assert [r["step"] for r in records] == list(range(1, steps + 1))
