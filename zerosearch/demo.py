@@ -39,10 +39,10 @@ from transformers import AutoTokenizer
 
 from verl.trainer.run import load_sft_config, run_sft
 from verl.utils.tiny_model import build_tiny_model, build_tokenizer
-from zerosearch.config import DemoConfig, register_demo_schema
 from zerosearch.critic.critics import LLMCritic, RuleCritic
 from zerosearch.critic.tuning import judge_agreement, read_trajectories, tuning_rows
 from zerosearch.data import synthetic
+from zerosearch.demo_config import DemoConfig, register_demo_schema
 from zerosearch.eval import evaluate, resolve_model_path
 from zerosearch.llm import ChatModelActor, LocalChatLLM
 from zerosearch.plot import plot_run, plot_runs, read_metrics

@@ -11,7 +11,8 @@ from verl.config.sft import SFTConfig
 from verl.utils.config import check_config_tree, leaf_fields, option
 from verl.utils.config_docs import main as config_docs
 from verl.utils.config_docs import render_table
-from zerosearch.config import DemoConfig, ZeroSearchConfig
+from zerosearch.config import ZeroSearchConfig
+from zerosearch.demo_config import DemoConfig
 
 
 @pytest.mark.parametrize("schema", [PPOConfig, SFTConfig, ZeroSearchConfig, DemoConfig])

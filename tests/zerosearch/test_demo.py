@@ -5,9 +5,9 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from tests.config_mirror import assert_yaml_mirrors_dataclass
-from zerosearch.config import DemoConfig
 from zerosearch.data.synthetic import GUESS_DECISION, SEARCH_DECISION, build_world
 from zerosearch.demo import compare_runs, critic_table, load_config, redrawn, steps_to_target, to_table, warm_start_rows
+from zerosearch.demo_config import DemoConfig
 from zerosearch.train import CONFIG_DIR
 
 
