@@ -4,7 +4,6 @@ reply without choices, and a reply trickled a byte a second. Training completes;
 costs one attempt, counted; and the time spent waiting on searches stays within what the retry
 policy's deadlines allow."""
 
-import http.server
 import json
 import socket
 import struct
@@ -14,6 +13,7 @@ from collections import Counter
 import pytest
 
 from tests.e2e.test_search_agent import train_grpo, world  # noqa: F401  (world is a fixture)
+from tests.loopback import LoopbackServer, read_body, respond
 
 pytestmark = pytest.mark.e2e
 
@@ -29,78 +29,44 @@ def completion(content: str | None) -> bytes:
     return json.dumps(reply).encode()
 
 
-class ChaosServer:
+class ChaosServer(LoopbackServer):
     """OpenAI-compatible chat completions on loopback: requests 0, 3 and 6 of every 10 are faults,
     taking the kinds of FAULTS in turn; the others get two documents."""
 
     def __init__(self):
         self.served: Counter[str] = Counter()
-        self.stop = threading.Event()
-        lock, server = threading.Lock(), self
+        self.lock = threading.Lock()
+        super().__init__(self.answer)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with lock:
-                    k = sum(server.served.values())
-                    kind = FAULTS[(k // 10 * 3 + (k % 10) // 3) % len(FAULTS)] if k % 10 in (0, 3, 6) else "ok"
-                    server.served[kind] += 1
-                if kind in ("500", "429"):
-                    return self.reply(int(kind), b'{"error": {"message": "scripted"}}')
-                if kind == "hang":
-                    server.stop.wait(120)
-                    return None
-                if kind == "reset":  # close with RST instead of FIN
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    self.connection.close()
-                    return None
-                if kind == "bad_json":
-                    return self.reply(200, b'{"id": "c", "choices": [')
-                if kind == "no_choices":
-                    return self.reply(200, completion(None))
-                body = completion("Doc 1: The answer is in this page.\nDoc 2: Another page about it.")
-                if kind == "ok":
-                    return self.reply(200, body)
-                self.reply(200, body, send=False)  # trickle: headers now, then the body a byte a second
-                for byte in body:
-                    if server.stop.wait(1.0):
-                        return None
-                    self.wfile.write(bytes([byte]))
-                    self.wfile.flush()
+    def answer(self, handler):
+        json.loads(read_body(handler))
+        with self.lock:
+            k = sum(self.served.values())
+            kind = FAULTS[(k // 10 * 3 + (k % 10) // 3) % len(FAULTS)] if k % 10 in (0, 3, 6) else "ok"
+            self.served[kind] += 1
+        if kind in ("500", "429"):
+            return respond(handler, int(kind), b'{"error": {"message": "scripted"}}')
+        if kind == "hang":
+            self.stopping.wait(120)
+            return None
+        if kind == "reset":  # close with RST instead of FIN
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            handler.connection.close()
+            return None
+        if kind == "bad_json":
+            return respond(handler, 200, b'{"id": "c", "choices": [')
+        if kind == "no_choices":
+            return respond(handler, 200, completion(None))
+        body = completion("Doc 1: The answer is in this page.\nDoc 2: Another page about it.")
+        if kind == "ok":
+            return respond(handler, 200, body)
+        respond(handler, 200, body, send_body=False)  # trickle: headers now, then the body a byte a second
+        for byte in body:
+            if self.stopping.wait(1.0):
                 return None
-
-            def reply(self, status: int, body: bytes, send: bool = True):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if send:
-                    self.wfile.write(body)
-
-            def handle(self):
-                try:
-                    super().handle()
-                except (OSError, ValueError):  # the client gave up on a hang or a trickle, or we reset
-                    pass
-
-            def finish(self):
-                try:
-                    super().finish()
-                except (OSError, ValueError):
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+        return None
 
 
 def test_training_survives_a_chaotic_simulation_server(world):  # noqa: F811

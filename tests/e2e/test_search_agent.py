@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.loopback import LoopbackServer, read_body, respond
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.e2e
 
@@ -309,37 +311,22 @@ def test_eval_writes_the_table(world):
     assert len((out / "trajectories.jsonl").read_text().splitlines()) == 8
 
 
-class RecordingProxy:
+class RecordingProxy(LoopbackServer):
     """Forwards the trainer's requests to the vLLM server and keeps their JSON bodies, so the test
     sees exactly what each simulated search asked for."""
 
     def __init__(self, upstream: str):
-        import http.server
-        import threading
+        self.upstream, self.bodies = upstream, []
+        super().__init__(self.forward)
 
+    def forward(self, handler):
         import httpx
 
-        bodies = self.bodies = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                bodies.append(json.loads(body))
-                reply = httpx.post(
-                    upstream + self.path, content=body, headers={"Content-Type": "application/json"}, timeout=60
-                )
-                self.send_response(reply.status_code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply.content)))
-                self.end_headers()
-                self.wfile.write(reply.content)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        body = read_body(handler)
+        self.bodies.append(json.loads(body))
+        headers = {"Content-Type": "application/json"}
+        reply = httpx.post(self.upstream + handler.path, content=body, headers=headers, timeout=60)
+        respond(handler, reply.status_code, reply.content)
 
 
 def free_port() -> int:

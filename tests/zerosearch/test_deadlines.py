@@ -3,13 +3,12 @@ trickled a byte at a time is cut off at the attempt deadline, a batch never outl
 deadline whatever the retries, and a server that keeps failing is skipped while another answers."""
 
 import json
-import threading
 import time
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.loopback import LoopbackServer, read_body, respond
 from zerosearch.llm import ServerChatLLM
 from zerosearch.retry import DeadlineExceeded, RetryPolicy, within
 from zerosearch.search.base import SearchRequest
@@ -23,38 +22,19 @@ def trickle_server(body: bytes, seconds_per_byte: float):
     """Answers every POST at once with its headers, then sends ``body`` one byte at a time: each
     read returns quickly, so a client's per-read timeout never fires."""
     hits: list[str] = []
-    stop = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            hits.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            for i in range(len(body)):
-                if stop.wait(seconds_per_byte):
-                    return
-                try:
-                    self.wfile.write(body[i : i + 1])
-                    self.wfile.flush()
-                except OSError:  # the client gave up
-                    return
+    def trickle(handler):
+        read_body(handler)
+        hits.append(handler.path)
+        respond(handler, 200, body, send_body=False)
+        for i in range(len(body)):
+            if server.stopping.wait(seconds_per_byte):
+                return
+            handler.wfile.write(body[i : i + 1])
+            handler.wfile.flush()
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
-    finally:
-        stop.set()
-        httpd.shutdown()
-        httpd.server_close()
+    with LoopbackServer(trickle) as server:
+        yield server.url, hits
 
 
 CHAT_REPLY = json.dumps(

@@ -5,12 +5,12 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import uvicorn
 
 from tests.conftest import REPO_ROOT
+from tests.loopback import LoopbackServer, read_body, respond
 from zerosearch.search.base import RetryPolicy, SearchRequest
 from zerosearch.search.corpus import BM25Index
 from zerosearch.search.wiki import WikiSearch, parse_retrieve_response
@@ -59,24 +59,12 @@ def failing_server(status: int):
     """Answers every POST with ``status`` and counts the attempts."""
     hits = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            hits.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def fail(handler):
+        hits.append(read_body(handler))
+        respond(handler, status)
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/retrieve", hits
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with LoopbackServer(fail) as server:
+        yield f"{server.url}/retrieve", hits
 
 
 def requests_for(*queries):
