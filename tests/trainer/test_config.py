@@ -100,11 +100,16 @@ def test_sampling_filters_are_warned_about(caplog):
     assert "rollout/log_prob_diff_mean" in caplog.text and "top_k=5" in caplog.text
 
 
-def test_the_defaults_compose_into_a_valid_run():
-    load_config()
-    load_config(
+def test_the_defaults_compose_into_the_dataclass_defaults():
+    expected = PPOConfig()
+    trainer = expected.trainer
+    trainer.default_local_dir = f"checkpoints/{trainer.project_name}/{trainer.experiment_name}"  # resolved
+    assert load_config() == expected
+    small = load_config(
         ["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8", "trainer.n_gpus_per_node=2"]
     )
+    assert small.data.train_batch_size == small.actor_rollout_ref.actor.ppo_mini_batch_size == 8
+    assert small.trainer.n_gpus_per_node == 2
 
 
 # The overrides of verl's examples/grpo_trainer/run_qwen2-7b.sh, as the shell passes them.

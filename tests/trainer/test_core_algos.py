@@ -12,7 +12,6 @@ from verl.algos.core_algos import (
     FixedKLController,
     TurnRewards,
     agg_loss,
-    compute_entropy_loss,
     compute_gae_advantage_return,
     compute_grpo_outcome_advantage,
     compute_grpo_turn_advantage,
@@ -27,6 +26,7 @@ from verl.algos.core_algos import (
     normalize_turn_scores,
     register_adv_est,
 )
+from verl.utils.torch_functional import entropy_from_logits
 
 # rows with observation tokens (zeros) between generated tokens, plus trailing padding
 MIXED_MASK = torch.tensor(
@@ -438,8 +438,8 @@ def test_value_loss_clipping_by_hand():
 def test_entropy_loss_by_hand():
     logits = torch.tensor([[[0.0, 0.0], [0.0, math.log(3.0)], [5.0, -5.0]]])
     mask = torch.tensor([[1, 1, 0]])
-    # (ln 2 + 0.562335) / 2, masked third token ignored
-    assert compute_entropy_loss(logits, mask).item() == pytest.approx(0.627741, abs=1e-6)
+    # (ln 2 + 0.562335) / 2, masked third token ignored: the entropy the actor aggregates
+    assert agg_loss(entropy_from_logits(logits), mask, "token-mean").item() == pytest.approx(0.627741, abs=1e-6)
 
 
 # ---------------------------------------------------------------- KL controllers

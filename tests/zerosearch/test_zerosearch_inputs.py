@@ -107,10 +107,15 @@ def test_zerosearch_key_variable_is_accepted(monkeypatch):
     check_search_keys(config)
 
 
-def test_zerosearch_dataset_layout_passes_the_row_checks(zerosearch_dir):
-    check_qa_files(
-        "data.train_files", [str(zerosearch_dir / "ZeroSearch_dataset" / "train.parquet")], needs_question=True
-    )
+def test_zerosearch_dataset_layout_passes_the_row_checks(zerosearch_dir, tmp_path):
+    path = zerosearch_dir / "ZeroSearch_dataset" / "train.parquet"
+    check_qa_files("data.train_files", [str(path)], needs_question=True)
+    # the question is read from ZeroSearch's own column: without it, the row is named
+    frame = pd.read_parquet(path)
+    frame.loc[5, "question"] = ""
+    frame.to_parquet(tmp_path / "train.parquet")
+    with pytest.raises(ValueError, match="row 5: no question"):
+        check_qa_files("data.train_files", [str(tmp_path / "train.parquet")], needs_question=True)
 
 
 def test_numbers_as_gold_answers_are_named(tmp_path):

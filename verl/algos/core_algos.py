@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from verl.utils.torch_functional import entropy_from_logits, masked_mean, masked_sum, masked_whiten
+from verl.utils.torch_functional import masked_mean, masked_sum, masked_whiten
 
 AdvantageEstimator = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -528,22 +528,6 @@ def compute_value_loss(
     vf_loss = 0.5 * agg_loss(torch.maximum(unclipped, clipped), response_mask, loss_agg_mode)
     vf_clipfrac = masked_mean((clipped > unclipped).float(), response_mask)
     return vf_loss, vf_clipfrac
-
-
-def compute_entropy_loss(
-    logits: torch.Tensor, response_mask: torch.Tensor, loss_agg_mode: str = "token-mean"
-) -> torch.Tensor:
-    """Aggregated entropy of the policy.
-
-    Args:
-        logits: [B, T, V].
-        response_mask: [B, T].
-        loss_agg_mode: see ``agg_loss``.
-
-    Returns:
-        Scalar.
-    """
-    return agg_loss(entropy_from_logits(logits), response_mask, loss_agg_mode)
 
 
 class FixedKLController:
