@@ -131,7 +131,9 @@ class InteractiveCriticConfig:
     vague_end: float = option(
         0.5, "The same at the last step; it rises as the noise curriculum does (search.curriculum.base).", min=0
     )
-    privileged: bool = option(False, "Tell the interactive critic the gold answers; off, it never sees them.")
+    privileged: bool = option(
+        False, "Tell the interactive critic the gold answers and the gold path's facts; off, it sees neither."
+    )
     max_tokens: int = option(48, "New tokens of one critique.", min=1)
 
     def check(self, key: str) -> None:

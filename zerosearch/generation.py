@@ -266,7 +266,7 @@ class SearchGenerationManager:
                 flag,
                 t.golden_answers if interactive.privileged else None,
                 t.supporting if interactive.privileged else (),
-                tuple(turn.documents or [] for turn in t.log[:-1] if turn.searched()),
+                tuple(before.documents or [] for before in t.log[:-1] if before.searched()),
             )
             for t, flag in zip(chosen, vague, strict=True)
         ]

@@ -563,6 +563,16 @@ def test_turn_rewards_normalised_over_each_group_against_hand_computed_values():
     torch.testing.assert_close(mean_of_10x, 10 * centred)  # λ stays a weight
 
 
+def test_a_graded_turn_that_earned_zero_counts_in_its_groups_mean():
+    # penalize_useless=false: a useless search is graded with reward 0; group a: 0.5, 0, 0.5 -> mean 1/3
+    scores = torch.zeros(3, 10)
+    scores[0, 2], scores[1, 1] = 0.5, 0.5
+    graded = TURN_GRADED.clone()  # (0, 6) stays graded with its reward 0
+    expected = torch.zeros(3, 10)
+    expected[0, 2], expected[0, 6], expected[1, 1] = 1 / 6, -1 / 3, 1 / 6
+    torch.testing.assert_close(normalize_turn_scores(scores, graded, TURN_INDEX, "group_mean"), expected)
+
+
 def test_a_unanimous_group_or_a_lone_graded_turn_earns_nothing_once_normalised():
     unanimous = torch.zeros(3, 10)
     unanimous[0, 2], unanimous[0, 6], unanimous[1, 1], unanimous[2, 0] = -0.5, -0.5, -0.5, 0.5

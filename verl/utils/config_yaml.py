@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="report stale files instead of rewriting them")
     args = parser.parse_args(argv)
     if args.check:
-        for path in stale(args.paths):
+        outdated = stale(args.paths)
+        for path in outdated:
             print(f"{path}: stale; run make configs")
-        return 1 if stale(args.paths) else 0
+        return 1 if outdated else 0
     for path in args.paths:
         with open(path, encoding="utf-8") as f:
             text = render(f.read(), path)
