@@ -24,8 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from verl.protocol import DataProto, RolloutSettings
 from verl.trainer.data_loader import validation_batches
 from verl.utils.dataset import RLHFDataset
-from verl.workers.fsdp_workers import generate_batch
-from verl.workers.rollout.base import BaseRollout, SamplingParams
+from verl.workers.rollout.base import BaseRollout, SamplingParams, generate_batch
 from verl.workers.rollout.hf_rollout import HFRollout
 from verl.workers.rollout.vllm_rollout import VLLMRollout, check_servable
 from zerosearch.config import ZeroSearchConfig

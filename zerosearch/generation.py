@@ -91,7 +91,7 @@ class SearchGenerationManager:
         self.pad_id = tokenizer.pad_token_id
         self.has_log_probs = True  # whether every turn of the current batch came with rollout log-probs
         c = config.critictor
-        self.critic = critic.build_critic(c, config.trainer.seed) if c.enabled() else None
+        self.critictor = critic.build_critic(c, config.trainer.seed) if c.enabled() else None
         # Critiques are drawn per search like the noise: a fixed chance, and a vague-line chance on a curriculum.
         base = config.search.curriculum.base
         self.critique_draw = NoiseSchedule(
@@ -117,10 +117,10 @@ class SearchGenerationManager:
         step, total = settings.step, max(settings.total_steps, 1)
         backend = self.eval_backend if validate else self.train_backend
         use_noise = not validate and self.config.search.mode in SIMULATED_MODES
-        use_critic = None if validate else self.critic
+        use_critic = None if validate else self.critictor
         critiques = use_critic is not None and self.config.critictor.interactive.enable
         before = dict(backend.stats)
-        critic_before = dict(self.critic.stats) if self.critic else {}
+        critic_before = dict(self.critictor.stats) if self.critictor else {}
         self.has_log_probs = True
         rows = self._trajectories(batch, n, needs_question=use_noise or use_critic is not None)
         noisy_draws: list[bool] = []
@@ -253,7 +253,7 @@ class SearchGenerationManager:
     # ---- the critic ----------------------------------------------------------------------------
     def _critique(self, searched: list[Trajectory], step: int, total: int, turn: int) -> None:
         """One line of feedback after some searches' documents, appended like them (mask 0)."""
-        assert self.critic is not None
+        assert self.critictor is not None
         interactive = self.config.critictor.interactive
         open_rows = [t for t in searched if not t.done]
         keys = [f"critique:{t.key}:{turn}" for t in open_rows]  # apart from the noise draws' keys
@@ -270,16 +270,16 @@ class SearchGenerationManager:
             )
             for t, flag in zip(chosen, vague, strict=True)
         ]
-        for t, flag, line in zip(chosen, vague, self.critic.critique(requests), strict=True):
+        for t, flag, line in zip(chosen, vague, self.critictor.critique(requests), strict=True):
             if line is not None:
                 t.log[-1].critique, t.log[-1].vague = line, flag
                 self._observe(t, self._encode(prompts.format_critique(line)))
 
     def _grade(self, rows: list[Trajectory]) -> None:
         """The retrospective critic's verdict on every search that ran, kept on its turn."""
-        assert self.critic is not None
+        assert self.critictor is not None
         seen = [t.reviewed() for t in rows]
-        for t, trajectory, verdicts in zip(rows, seen, self.critic.grade(seen), strict=True):
+        for t, trajectory, verdicts in zip(rows, seen, self.critictor.grade(seen), strict=True):
             if verdicts is None:
                 continue  # a failed or unreadable reply: no turn rewards for this row (counted)
             t.graded = True
@@ -374,14 +374,14 @@ class SearchGenerationManager:
         return out.union(DataProto.from_dict(non_tensors=dict(batch.non_tensor_batch)))
 
     def _critic_metrics(self, rows: list[Trajectory], before: dict) -> dict[str, float]:
-        assert self.critic is not None
+        assert self.critictor is not None
         searches = [turn for t in rows for turn in t.log if turn.searched()]
         graded = [turn for turn in searches if turn.verdict is not None]
         critiques = [turn for turn in searches if turn.critique is not None]
         metrics = {
-            "critictor/failures": float(self.critic.stats.get("failures", 0) - before.get("failures", 0)),
-            "critictor/retries": float(self.critic.stats.get("retries", 0) - before.get("retries", 0)),
-            "critictor/timeouts": float(self.critic.stats.get("timeouts", 0) - before.get("timeouts", 0)),
+            "critictor/failures": float(self.critictor.stats.get("failures", 0) - before.get("failures", 0)),
+            "critictor/retries": float(self.critictor.stats.get("retries", 0) - before.get("retries", 0)),
+            "critictor/timeouts": float(self.critictor.stats.get("timeouts", 0) - before.get("timeouts", 0)),
         }
         if self.config.critictor.retrospective.enable:
             coef = self.config.critictor.turn_reward_coef

@@ -246,7 +246,7 @@ def test_rows_without_a_prompt_are_not_generated_for(tiny):
     """A multi-turn loop sends its finished rows empty, so that rows keep their worker: they get
     empty responses, and the other rows what they would get alone."""
     from verl.protocol import DataProto
-    from verl.workers.fsdp_workers import generate_batch
+    from verl.workers.rollout.base import generate_batch
 
     model, tok = tiny
     rows = [tok.encode("Who wrote Hamlet?"), [], tok.encode("Water")]

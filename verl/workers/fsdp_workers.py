@@ -24,7 +24,7 @@ from verl.utils.fsdp_utils import (
 )
 from verl.workers.actor import DataParallelPPOActor
 from verl.workers.critic import DataParallelPPOCritic
-from verl.workers.rollout.base import BaseRollout, GenerationResult, SamplingParams
+from verl.workers.rollout.base import BaseRollout, SamplingParams, generate_batch
 from verl.workers.rollout.hf_rollout import HFRollout, rollout_copy
 from verl.workers.rollout.vllm_rollout import VLLMRollout
 
@@ -58,51 +58,6 @@ def average_metrics(metrics: dict[str, list[float]]) -> dict[str, float]:
     local = torch.tensor([float(np.mean(metrics[k])) for k in keys], dtype=torch.float64)
     dist.all_reduce(local)
     return dict(zip(keys, (local / dist.get_world_size()).tolist(), strict=True))
-
-
-def build_sequences(prompts: DataProto, results, n: int, response_length: int, pad_id: int) -> DataProto:
-    """Packs rollout results next to their (left-padded) prompts, right-padding the responses."""
-    prompt_ids = prompts.batch["input_ids"].repeat_interleave(n, dim=0)
-    prompt_mask = prompts.batch["attention_mask"].repeat_interleave(n, dim=0)
-    rows = len(results)
-    responses = torch.full((rows, response_length), pad_id, dtype=torch.long)
-    response_mask = torch.zeros((rows, response_length), dtype=torch.long)
-    rollout_log_probs = torch.zeros((rows, response_length), dtype=torch.float32)
-    for i, result in enumerate(results):
-        k = len(result.token_ids)
-        responses[i, :k] = torch.tensor(result.token_ids, dtype=torch.long)
-        response_mask[i, :k] = 1
-        rollout_log_probs[i, :k] = torch.tensor(result.logprobs, dtype=torch.float32)
-    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
-    out = DataProto.from_dict(
-        tensors={
-            "prompts": prompt_ids,
-            "responses": responses,
-            "response_mask": response_mask,
-            "input_ids": torch.cat([prompt_ids, responses], dim=1),
-            "attention_mask": attention_mask,
-            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
-            "rollout_log_probs": rollout_log_probs,
-        },
-        non_tensors={"finish_reason": np.array([r.finish_reason for r in results], dtype=object)},
-        meta_info=dict(prompts.meta_info),
-    )
-    extra = {k: v for k, v in prompts.non_tensor_batch.items()}
-    if extra:
-        out = out.union(DataProto.from_dict(non_tensors=extra).repeat(n, interleave=True))
-    return out
-
-
-def generate_batch(rollout, prompts: DataProto, params: SamplingParams) -> DataProto:
-    """Runs a rollout engine on a left-padded prompt batch and packs the results. A row without a
-    prompt token is not generated for and gets an empty response: a multi-turn loop sends its
-    finished rows that way, so every row stays on the worker whose engine cached its context."""
-    mask = prompts.batch["attention_mask"].bool()
-    rows = [row[m].tolist() for row, m in zip(prompts.batch["input_ids"], mask, strict=True)]
-    generated = iter(rollout.generate([row for row in rows if row], params))
-    nothing = GenerationResult(token_ids=[], logprobs=[], finish_reason="stop")
-    results = [next(generated) if row else nothing for row in rows for _ in range(params.n)]
-    return build_sequences(prompts, results, params.n, params.max_new_tokens, rollout.pad_id)
 
 
 class ActorRolloutRefWorker(Worker):
