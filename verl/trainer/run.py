@@ -5,6 +5,7 @@ search agent, its evaluation and demo, the examples, the tests) imports from her
 
 import logging
 import os
+from typing import TypeVar
 
 import torch
 from omegaconf import OmegaConf
@@ -33,14 +34,20 @@ from verl.workers.sft_worker import SFTWorker
 register_schema()
 register_sft_schema()
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-def load_config(overrides: list[str] | None = None) -> PPOConfig:
-    """The typed, checked config after applying Hydra overrides (for scripts and tests)."""
+def _compose(config_name: str, schema: type[T], overrides: list[str] | None) -> T:
+    """The typed, checked config ``config_name`` of verl/config after applying Hydra overrides."""
     from hydra import compose, initialize_config_module
 
     with initialize_config_module("verl.config", version_base=None):
-        return to_typed(compose("ppo_trainer", overrides=overrides or []), PPOConfig)
+        return to_typed(compose(config_name, overrides=overrides or []), schema)
+
+
+def load_config(overrides: list[str] | None = None) -> PPOConfig:
+    """The typed, checked PPO config after applying Hydra overrides (for scripts and tests)."""
+    return _compose("ppo_trainer", PPOConfig, overrides)
 
 
 def warn_about_sampling(config: PPOConfig) -> None:
@@ -116,11 +123,8 @@ def run_ppo(config: PPOConfig) -> RayPPOTrainer | None:
 
 
 def load_sft_config(overrides: list[str] | None = None) -> SFTConfig:
-    """The typed, checked config after applying Hydra overrides (for scripts and tests)."""
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module("verl.config", version_base=None):
-        return to_typed(compose("sft_trainer", overrides=overrides or []), SFTConfig)
+    """The typed, checked SFT config after applying Hydra overrides (for scripts and tests)."""
+    return _compose("sft_trainer", SFTConfig, overrides)
 
 
 def load_sft_datasets(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[SFTDataset, SFTDataset | None]:

@@ -78,9 +78,14 @@ class RuleCritic:
         self.rng = random.Random(seed)
         self.stats: Counter[str] = Counter()
 
+    @property
+    def verdict_judge(self) -> str:
+        """The judge whose verdicts it gives: ``shuffled`` permutes the path judge's."""
+        return "answer" if self.judge == "answer" else "path"
+
     def grade(self, trajectories: Sequence[Trajectory]) -> list[Verdicts | None]:
         self.stats["requests"] += len(trajectories)
-        verdicts = [r.judged("answer" if self.judge == "answer" else "path") for r in trajectories]
+        verdicts = [r.judged(self.verdict_judge) for r in trajectories]
         if self.judge == "shuffled":
             pooled = [v for row in verdicts for v in row]
             self.rng.shuffle(pooled)
@@ -91,7 +96,7 @@ class RuleCritic:
 
     def critique(self, requests: Sequence[CritiqueRequest]) -> list[str | None]:
         self.stats["requests"] += len(requests)
-        judge = "answer" if self.judge == "answer" else "path"
+        judge = self.verdict_judge
         lines: list[str | None] = []
         for r in requests:
             searches = [*r.earlier, r.turn.documents or []]  # the path judge needs what came before
