@@ -12,6 +12,7 @@ from hydra.core.config_store import ConfigStore
 from verl.algos.core_algos import TURN_REWARD_NORMS
 from verl.config import PPOConfig
 from verl.utils.config import option
+from zerosearch.retry import RetryConfig
 from zerosearch.reward import METRICS
 from zerosearch.search import BACKENDS, EVAL_ENGINES, SIMULATED_MODES
 
@@ -20,23 +21,38 @@ RECIPES = ("zerosearch_grpo", "zerosearch_reinforce", "zerosearch_ppo")
 
 
 @dataclass
-class SimulatorConfig:
-    server_urls: list[str] = option(
-        ["http://127.0.0.1:6001/v1"], "OpenAI-compatible chat-completions endpoints (sglang, vLLM), used in turn (IP)."
-    )
-    model: str = option("Qwen2.5-3B-Instruct", "Served model name (SIMULATION_LLM), or a local folder when in_process.")
-    in_process: bool = option(False, "Host `model` with transformers on a Ray actor (CPU machines, tests).")
+class EndpointConfig:
+    """An OpenAI-compatible chat model, served (vLLM, sglang) or hosted in process: the search
+    simulator and the critic LLM each nest one, and set their own defaults below."""
+
+    server_urls: list[str] = option([], "Chat-completions endpoints, used in turn.")
+    model: str = option("", "Served model name, or a local folder when hosted in process.")
     api_key_env: str | None = option(
         None, "Environment variable holding the servers' API key; null: no key.", nullable=True
     )
-    max_tokens: int = option(256, "New tokens per simulated search.", min=1)
-    temperature: float = option(0.0, "Simulator sampling temperature; 0: greedy.", min=0)
+    max_tokens: int = option(256, "New tokens of one reply.", min=1)
+    temperature: float = option(0.0, "Sampling temperature; 0: greedy.", min=0)
+
+
+@dataclass
+class SimulatorConfig(EndpointConfig):
+    server_urls: list[str] = option(
+        ["http://127.0.0.1:6001/v1"],
+        "OpenAI-compatible chat-completions endpoints (sglang, vLLM) of the simulation LLM, used in turn.",
+        key="IP",
+    )
+    model: str = option(
+        "Qwen2.5-3B-Instruct", "Served model name, or a local folder when in_process.", key="SIMULATION_LLM"
+    )
+    in_process: bool = option(False, "Host `model` with transformers on a Ray actor (CPU machines, tests).")
 
 
 @dataclass
 class CurriculumConfig:
-    start_threshold: float = option(0.0, "Noise probability at the first step (START_THRESHOLD), in [0, 1].", min=0)
-    end_threshold: float = option(0.5, "Noise probability at the last step (END_THRESHOLD), in [0, 1].", min=0)
+    start_threshold: float = option(
+        0.0, "Noise probability at the first step, in [0, 1].", min=0, key="START_THRESHOLD"
+    )
+    end_threshold: float = option(0.5, "Noise probability at the last step, in [0, 1].", min=0, key="END_THRESHOLD")
     base: float = option(4.0, "b in p = p_s + (b^(i/m) - 1)/(b - 1) * (p_e - p_s); > 1 rises slowly then fast.")
 
     def check(self, key: str) -> None:
@@ -51,50 +67,32 @@ class CurriculumConfig:
 class SearchConfig:
     mode: str = option(
         "simulate_prompt",
-        "Training search (SEARCH_MODE): simulate_prompt, simulate_sft, google, wiki, corpus or none.",
+        "Training search: simulate_prompt, simulate_sft, google, wiki, corpus or none.",
         choices=BACKENDS,
+        key="SEARCH_MODE",
     )
     engine: str = option(
         "corpus",
-        "Validation and evaluation search (SEARCH_ENGINE): google, wiki, corpus, or none (no documents: closed book).",
+        "Validation and evaluation search: google, wiki, corpus, or none (no documents: closed book).",
         choices=EVAL_ENGINES,
+        key="SEARCH_ENGINE",
     )
-    topk: int = option(5, "Documents per search (TOPK).", min=1)
+    topk: int = option(5, "Documents per search.", min=1, key="TOPK")
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
-    retriever_url: str = option("http://127.0.0.1:8000/retrieve", "`wiki`: a Search-R1-style retrieval server.")
+    retriever_url: str = option(
+        "http://127.0.0.1:8000/retrieve", "`wiki`: a Search-R1-style retrieval server.", key="RETRIEVER_URL"
+    )
     corpus_path: str | None = option(
-        None, '`corpus`: JSONL with "contents" (or "title" and "text") per line.', nullable=True
+        None,
+        '`corpus`: JSONL with "contents" (or "title" and "text") per line.',
+        nullable=True,
+        key="CORPUS_PATH",
     )
     google_api_key_env: str = option(
         "SERPAPI_API_KEY", "`google`: environment variable holding the SerpAPI key; SER_API_KEY is read when unset."
     )
-    concurrency: int = option(16, "Search requests in flight per batch.", min=1)
-    timeout_s: float = option(
-        60.0,
-        "Seconds one attempt at a request to a server (simulator, retriever, SerpAPI) may take, first byte sent "
-        "to last byte read; then it is retried. The in-process simulator and the corpus have no deadline.",
-        min=0,
-    )
-    batch_timeout_s: float | None = option(
-        300.0,
-        "Seconds one batch of server requests may take, retries included: no attempt starts or is waited for "
-        "past it, and unfinished requests return no documents and are counted. null: no batch deadline.",
-        nullable=True,
-        min=0,
-    )
-    max_retries: int = option(
-        3, "Retries after the first attempt; then the request returns no documents and is counted.", min=0
-    )
-    backoff_s: float = option(1.0, "Seconds before the first retry, doubled for each next one.", min=0)
-    cooldown_after: int = option(
-        3, "Simulator servers: one that failed this many attempts in a row is skipped for cooldown_s.", min=1
-    )
-    cooldown_s: float = option(
-        30.0,
-        "Seconds a failing server is skipped while the others carry the load (all skipped: the soonest back).",
-        min=0,
-    )
+    retry: RetryConfig = field(default_factory=RetryConfig)
     cache: str = option(
         "auto", "Result cache: auto (disk for google, memory otherwise), memory, disk or none.", choices=CACHE_MODES
     )
@@ -103,7 +101,7 @@ class SearchConfig:
 
 @dataclass
 class AgentConfig:
-    max_turns: int = option(5, "Searches per trajectory before the final answer-only turn (MAX_TURNS).", min=0)
+    max_turns: int = option(5, "Searches per trajectory before the final answer-only turn.", min=0, key="MAX_TURNS")
     max_obs_length: int = option(512, "Tokens of one observation; longer ones are cut, keeping the closing tag.", min=1)
     reward_metric: str = option("f1", "The training reward: em, cover_em or f1.", choices=tuple(METRICS))
 
@@ -114,6 +112,7 @@ class RetrospectiveCriticConfig:
         False,
         "After each training rollout, grade every search turn with the gold answers in hand; a useful one "
         "earns +critictor.turn_reward_coef on its last sampled token.",
+        key="RETROSPECTIVE_CRITIC",
     )
     penalize_useless: bool = option(True, "A search graded useless earns -turn_reward_coef; false: 0.")
 
@@ -125,8 +124,11 @@ class InteractiveCriticConfig:
         "During training rollouts, after a search's documents, append one line of the critic's feedback "
         "as <critique> ... </critique> (an observation: mask 0). Prepare data with --critiques so the "
         "instruction mentions it.",
+        key="INTERACTIVE_CRITIC",
     )
-    probability: float = option(1.0, "Chance that a search gets a critique, drawn per search (seeded).", min=0)
+    probability: float = option(
+        1.0, "Chance that a search gets a critique, drawn per search (seeded).", min=0, key="CRITIQUE_PROBABILITY"
+    )
     vague_start: float = option(0.0, "Chance that a critique is deliberately vague at the first step.", min=0)
     vague_end: float = option(
         0.5, "The same at the last step; it rises as the noise curriculum does (search.curriculum.base).", min=0
@@ -143,7 +145,7 @@ class InteractiveCriticConfig:
 
 
 @dataclass
-class CritictorConfig:
+class CritictorConfig(EndpointConfig):
     """The critic LLM that reviews the policy's searches (not the PPO value model, `critic`)."""
 
     backend: str = option(
@@ -152,6 +154,7 @@ class CritictorConfig:
         "with transformers on a Ray actor (CPU, tests); rule: a rule judge (critictor.rule_judge), for "
         "ablations and controls.",
         choices=("server", "in_process", "rule"),
+        key="CRITIC_BACKEND",
     )
     rule_judge: str = option(
         "path",
@@ -160,24 +163,25 @@ class CritictorConfig:
         "is in its documents (marks bridge hops useless); shuffled: the path judge's verdicts permuted over "
         "the batch's searches, a control with the same reward scale and no information.",
         choices=("path", "answer", "shuffled"),
+        key="RULE_JUDGE",
     )
     server_urls: list[str] = option(
-        ["http://127.0.0.1:6002/v1"], "Chat-completions endpoints of the critic, used in turn (CRITIC_IP)."
+        ["http://127.0.0.1:6002/v1"], "Chat-completions endpoints of the critic, used in turn.", key="CRITIC_IP"
     )
-    model: str = option("Qwen2.5-7B-Instruct", "Served model name (CRITIC_LLM), or a local folder when in_process.")
+    model: str = option(
+        "Qwen2.5-7B-Instruct", "Served model name, or a local folder when in_process.", key="CRITIC_LLM"
+    )
     style: str = option(
         "prompt",
         "Request format: prompt (instructions, for an instruct model) or sft (the bare fields a tuned critic "
         "learned, as the demo's does).",
         choices=("prompt", "sft"),
     )
-    api_key_env: str | None = option(
-        None, "Environment variable holding the servers' API key; null: no key.", nullable=True
-    )
-    max_tokens: int = option(256, "New tokens of one grading reply (one line per search).", min=1)
-    temperature: float = option(0.0, "Critic sampling temperature; 0: greedy.", min=0)
     turn_reward_coef: float = option(
-        0.1, "Size of one turn reward (TURN_REWARD_COEF); the outcome reward stays on the last token.", min=0
+        0.1,
+        "Size of one turn reward; the outcome reward stays on the last token.",
+        min=0,
+        key="TURN_REWARD_COEF",
     )
     turn_reward_norm: str = option(
         "none",
@@ -188,27 +192,7 @@ class CritictorConfig:
         "comparison). critictor/turn_reward_mean is measured before it.",
         choices=TURN_REWARD_NORMS,
     )
-    concurrency: int = option(16, "Critic requests in flight.", min=1)
-    timeout_s: float = option(
-        60.0, "Seconds one attempt at a critic request may take, first byte sent to last byte read.", min=0
-    )
-    batch_timeout_s: float | None = option(
-        300.0,
-        "Seconds one batch of critic requests may take, retries included; unfinished ones give no verdicts. "
-        "null: no batch deadline.",
-        nullable=True,
-        min=0,
-    )
-    max_retries: int = option(
-        3, "Retries after the first attempt (an unreadable reply is retried too); then no reward, counted.", min=0
-    )
-    backoff_s: float = option(1.0, "Seconds before the first retry, doubled for each next one.", min=0)
-    cooldown_after: int = option(
-        3, "A critic server that failed this many attempts in a row is skipped for cooldown_s.", min=1
-    )
-    cooldown_s: float = option(
-        30.0, "Seconds a failing critic server is skipped while the others carry the load.", min=0
-    )
+    retry: RetryConfig = field(default_factory=RetryConfig)
     retrospective: RetrospectiveCriticConfig = field(default_factory=RetrospectiveCriticConfig)
     interactive: InteractiveCriticConfig = field(default_factory=InteractiveCriticConfig)
 

@@ -3,12 +3,18 @@
 Each KEY maps onto a config key; a KEY not given keeps the recipe's value from ``configs/``.
 """
 
+import functools
+import operator
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from typing import Any
 
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
+
+from verl.utils.config import leaf_fields
+from verl.utils.config_docs import value_text
 
 USAGE = "usage: train_{algo}.sh [KEY VALUE]... [-- hydra.override=value ...]"
 
@@ -23,7 +29,7 @@ def _quoted(value: str) -> str:
 
 
 def _path(value: str) -> str:
-    """Local paths become absolute: Ray workers may run in another directory or on another node."""
+    """a path; a local one is made absolute, since Ray workers may run in another directory or node."""
     local = os.path.expanduser(value)
     return _quoted(os.path.abspath(local) if os.path.exists(local) else value)
 
@@ -33,13 +39,13 @@ def _list(value: str) -> str:
 
 
 def _servers(value: str) -> str:
-    """IP (or several, comma-separated; host or host:port) of the simulation servers."""
+    """a host or host:port, or several comma-separated (used in turn), each written http://HOST:6001/v1."""
     hosts = [h.strip() for h in value.split(",") if h.strip()]
     return "[" + ",".join(f"http://{h if ':' in h else h + ':6001'}/v1" for h in hosts) + "]"
 
 
 def _critic_servers(value: str) -> str:
-    """IP of the critic servers, like IP; the critic's port defaults to 6002."""
+    """as for IP, with port 6002 where none is given."""
     hosts = [h.strip() for h in value.split(",") if h.strip()]
     return _servers(",".join(h if ":" in h else h + ":6002" for h in hosts))
 
@@ -52,57 +58,63 @@ def _flag(value: str) -> str:
     return flag
 
 
-# KEY -> (config keys it sets, how its value is written into them)
-KEYS: dict[str, tuple[list[str], Callable[[str], str] | None]] = {
-    "NUM_GPUS_PER_NODE": (["trainer.n_gpus_per_node"], str),
-    "NNODES": (["trainer.nnodes"], str),
-    "MODEL_PATH": (["actor_rollout_ref.model.path"], _path),
-    "DATA_PATH": (["data.train_files", "data.val_files"], None),  # DIR/train.parquet and DIR/test.parquet, below
-    "TOTAL_STEPS": (["trainer.total_training_steps"], str),
-    "IP": (["search.simulator.server_urls"], _servers),
-    "SEARCH_MODE": (["search.mode"], _quoted),
-    # A served model name stays a name even when a folder of that name is here (ZeroSearch's download
-    # step makes one); an in-process simulator resolves its path itself.
-    "SIMULATION_LLM": (["search.simulator.model"], _quoted),
-    "START_THRESHOLD": (["search.curriculum.start_threshold"], str),
-    "END_THRESHOLD": (["search.curriculum.end_threshold"], str),
-    "SEARCH_ENGINE": (["search.engine"], _quoted),
-    "MAX_TURNS": (["agent.max_turns"], str),
-    "TOPK": (["search.topk"], str),
-    "EXPERIMENT_NAME": (["trainer.experiment_name"], _quoted),
-    "LOGGER": (["trainer.logger"], _list),
-    "CORPUS_PATH": (["search.corpus_path"], _path),
-    "RETRIEVER_URL": (["search.retriever_url"], _quoted),
-    "ROLLOUT": (["actor_rollout_ref.rollout.name"], _quoted),
-    # the critic LLM (the Critictor)
-    "RETROSPECTIVE_CRITIC": (["critictor.retrospective.enable"], _flag),
-    "INTERACTIVE_CRITIC": (["critictor.interactive.enable"], _flag),
-    "CRITIC_BACKEND": (["critictor.backend"], _quoted),
-    "RULE_JUDGE": (["critictor.rule_judge"], _quoted),
-    "CRITIC_LLM": (["critictor.model"], _quoted),
-    "CRITIC_IP": (["critictor.server_urls"], _critic_servers),
-    "TURN_REWARD_COEF": (["critictor.turn_reward_coef"], str),
-    "CRITIQUE_PROBABILITY": (["critictor.interactive.probability"], str),
-    "DRY_RUN": (["trainer.dry_run"], _flag),
+# How a KEY's value is written into its config keys, where its field's type does not say.
+WRITERS: dict[str, Callable[[str], str]] = {
+    "MODEL_PATH": _path,
+    "CORPUS_PATH": _path,
+    "IP": _servers,
+    "CRITIC_IP": _critic_servers,
 }
+# DATA_PATH is a folder; each of its config keys takes one file in it.
+DATA_FILES = {"data.train_files": "train.parquet", "data.val_files": "test.parquet"}
 
 
-# Evaluation (scripts/eval.sh): KEY -> an argument of zerosearch.eval, or a config key.
-EVAL_KEYS: dict[str, str] = {
+@functools.cache
+def training_keys() -> dict[str, list[tuple[str, Any]]]:
+    """KEY -> (config key, default) of every field declared with ``key=KEY``, in the config's order."""
+    from zerosearch.config import ZeroSearchConfig
+
+    keys: dict[str, list[tuple[str, Any]]] = {}
+    for dotted, f, default in leaf_fields(ZeroSearchConfig):
+        if f.metadata.get("key"):
+            keys.setdefault(f.metadata["key"], []).append((dotted, default))
+    return keys
+
+
+def _written(key: str, target: str, default: Any, value: str) -> str:
+    """``value`` of ``key`` as the Hydra literal of its config key ``target``."""
+    if key == "DATA_PATH":
+        return _quoted(os.path.join(os.path.abspath(os.path.expanduser(value)), DATA_FILES[target]))
+    if key in WRITERS:
+        return WRITERS[key](value)
+    if isinstance(default, bool):
+        return _flag(value)
+    if isinstance(default, list):
+        return _list(value)
+    return _quoted(value) if isinstance(default, str) else value
+
+
+def overrides_of(pairs: dict[str, str]) -> list[str]:
+    """{KEY: VALUE} -> the Hydra overrides of the config keys each KEY sets."""
+    return [
+        f"{target}={_written(key, target, default, value)}"
+        for key, value in pairs.items()
+        for target, default in training_keys()[key]
+    ]
+
+
+# Evaluation (scripts/eval.sh): KEY -> an argument of zerosearch.eval; its other keys are training keys.
+EVAL_ARGUMENTS = {
     "MODEL_PATH": "--model",
     "DATA_PATH": "--data",  # a test parquet, or a folder holding test.parquet
     "SEARCH_ENGINE": "--engine",
     "OUT_DIR": "--out",
     "BATCH_SIZE": "--batch-size",
-    "MAX_TURNS": "agent.max_turns",
-    "TOPK": "search.topk",
-    "CORPUS_PATH": "search.corpus_path",
-    "RETRIEVER_URL": "search.retriever_url",
-    "ROLLOUT": "actor_rollout_ref.rollout.name",
 }
+EVAL_CONFIG_KEYS = ("MAX_TURNS", "TOPK", "CORPUS_PATH", "RETRIEVER_URL", "ROLLOUT")
 
 
-def split_key_values(args: list[str], valid: dict) -> tuple[dict[str, str], list[str]]:
+def split_key_values(args: list[str], valid: Collection[str]) -> tuple[dict[str, str], list[str]]:
     """``KEY VALUE ... -- overrides`` -> ({KEY: VALUE}, overrides); raises UsageError naming the
     offending argument."""
     if "--" in args:
@@ -127,48 +139,54 @@ def split_key_values(args: list[str], valid: dict) -> tuple[dict[str, str], list
 
 def parse_key_values(args: list[str]) -> tuple[list[str], list[str]]:
     """Training KEY VALUE arguments -> (Hydra overrides, pass-through overrides)."""
-    pairs, passthrough = split_key_values(args, KEYS)
-    overrides = []
-    for key, value in pairs.items():
-        if key == "DATA_PATH":
-            base = os.path.abspath(os.path.expanduser(value))
-            overrides += [
-                f"data.train_files={_quoted(os.path.join(base, 'train.parquet'))}",
-                f"data.val_files={_quoted(os.path.join(base, 'test.parquet'))}",
-            ]
-        else:
-            targets, write = KEYS[key]
-            assert write is not None  # only DATA_PATH, handled above, has no writer
-            overrides += [f"{target}={write(value)}" for target in targets]
-    return overrides, passthrough
+    pairs, passthrough = split_key_values(args, training_keys())
+    return overrides_of(pairs), passthrough
 
 
 def eval_arguments(args: list[str]) -> list[str]:
     """Evaluation KEY VALUE arguments -> the command line of ``python -m zerosearch.eval``."""
-    pairs, passthrough = split_key_values(args, EVAL_KEYS)
+    pairs, passthrough = split_key_values(args, [*EVAL_ARGUMENTS, *EVAL_CONFIG_KEYS])
     for required in ("MODEL_PATH", "DATA_PATH", "OUT_DIR"):
         if required not in pairs:
             raise UsageError(f"key {required} is required")
     if os.path.isdir(pairs["DATA_PATH"]):
         pairs["DATA_PATH"] = os.path.join(pairs["DATA_PATH"], "test.parquet")
-    flags = [
-        part for key, value in pairs.items() if EVAL_KEYS[key].startswith("--") for part in (EVAL_KEYS[key], value)
-    ]
-    overrides = [
-        f"{EVAL_KEYS[key]}={_quoted(value) if key in ('CORPUS_PATH', 'RETRIEVER_URL') else value}"
-        for key, value in pairs.items()
-        if not EVAL_KEYS[key].startswith("--")
-    ]
+    flags = [part for key, value in pairs.items() if key in EVAL_ARGUMENTS for part in (EVAL_ARGUMENTS[key], value)]
+    overrides = overrides_of({key: value for key, value in pairs.items() if key in EVAL_CONFIG_KEYS})
     return flags + overrides + passthrough
 
 
 def describe_keys(config) -> str:
     """The valid keys with the config key each sets and the recipe's current value."""
+    structured = OmegaConf.structured(config)
     lines = []
-    for key, (targets, _) in KEYS.items():
-        values = ", ".join(f"{t}={OmegaConf.select(OmegaConf.structured(config), t)}" for t in targets)
-        lines.append(f"  {key:<18} {values}")
+    for key, targets in training_keys().items():
+        values = ", ".join(f"{t}={OmegaConf.select(structured, t)}" for t, _ in targets)
+        lines.append(f"  {key:<22} {values}")
     return "\n".join(lines)
+
+
+def key_table(recipe: str) -> str:
+    """README's table of the training keys: what each sets, its field's help, and ``recipe``'s value."""
+    from zerosearch.config import ZeroSearchConfig
+    from zerosearch.train import load_config
+
+    config = load_config(recipe)
+    helps = {dotted: f.metadata["help"] for dotted, f, _ in leaf_fields(ZeroSearchConfig)}
+    lines = [f"| KEY | sets | meaning | `{recipe}` |", "|---|---|---|---|"]
+    for key, targets in training_keys().items():
+        how = (
+            WRITERS[key].__doc__
+            if key in WRITERS
+            else "a folder holding train.parquet and test.parquet"
+            if key == "DATA_PATH"
+            else ""
+        )
+        meaning = " ".join(part for part in (helps[targets[0][0]], how and f"Value: {how}") if part)
+        sets = ", ".join(f"`{target}`" for target, _ in targets)
+        value = ", ".join(f"`{value_text(operator.attrgetter(target)(config))}`" for target, _ in targets)
+        lines.append(f"| `{key}` | {sets} | {meaning.replace('|', chr(92) + '|')} | {value} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as e:
             print(
                 f"eval.sh: {e}\nusage: eval.sh MODEL_PATH m DATA_PATH d OUT_DIR o [KEY VALUE]... [-- overrides]\n"
-                f"valid keys: {' '.join(EVAL_KEYS)}",
+                f"valid keys: {' '.join([*EVAL_ARGUMENTS, *EVAL_CONFIG_KEYS])}",
                 file=sys.stderr,
             )
             return 2

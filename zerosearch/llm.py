@@ -20,8 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ray
 import torch
@@ -29,7 +28,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from verl.config import RayInitConfig
 from verl.trainer.startup import init_ray
-from zerosearch.retry import DeadlineExceeded, RetryPolicy, redact, retrying, within
+from zerosearch.retry import DeadlineExceeded, RetryConfig, redact, retrying, within
+
+if TYPE_CHECKING:
+    from zerosearch.config import EndpointConfig
 
 logger = logging.getLogger(__name__)
 Conversation = list[dict[str, str]]
@@ -67,8 +69,7 @@ class ServerChatLLM:
         server_urls: Sequence[str],
         model: str,
         api_key: str = "EMPTY",
-        timeout_s: float = 60.0,
-        retry: RetryPolicy | None = None,
+        retry: RetryConfig | None = None,
     ):
         import openai
 
@@ -76,12 +77,13 @@ class ServerChatLLM:
             raise ValueError("a chat LLM server needs at least one URL")
         self.model = model
         self._secret = "" if api_key == "EMPTY" else api_key
-        self.retry = replace(retry or RetryPolicy(), timeout_s=timeout_s)
+        self.retry = retry or RetryConfig()
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
-        # The client's own retries are off: the RetryPolicy alone bounds the attempts.
+        # The client's own retries are off: the RetryConfig alone bounds the attempts.
         self._clients = [
-            openai.OpenAI(base_url=url, api_key=api_key, timeout=timeout_s, max_retries=0) for url in server_urls
+            openai.OpenAI(base_url=url, api_key=api_key, timeout=self.retry.timeout_s, max_retries=0)
+            for url in server_urls
         ]
         self._turn = 0
         self._failures_in_a_row = [0] * len(server_urls)
@@ -193,9 +195,9 @@ class LocalChatLLM:
 
     actor_class: type = ChatModelActor
 
-    def __init__(self, model_path: str, retry: RetryPolicy | None = None):
+    def __init__(self, model_path: str, retry: RetryConfig | None = None):
         self.model_path = model_path
-        self.retry = retry or RetryPolicy()
+        self.retry = (retry or RetryConfig()).without_deadlines()
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._actor: Any = None
@@ -235,17 +237,10 @@ class LocalChatLLM:
         return [reply if check is None or check(reply) else None for reply, check in zip(replies, checks, strict=True)]
 
 
-def build_chat_llm(
-    server_urls: Sequence[str],
-    model: str,
-    in_process: bool,
-    api_key_env: str | None,
-    timeout_s: float,
-    retry: RetryPolicy,
-) -> ChatLLM:
-    """``in_process``: ``model`` is a local folder hosted on a Ray actor; otherwise the served model
-    name on ``server_urls``, with the key (if any) read from ``$api_key_env``."""
+def build_chat_llm(endpoint: "EndpointConfig", in_process: bool, retry: RetryConfig) -> ChatLLM:
+    """``in_process``: the endpoint's ``model`` is a local folder hosted on a Ray actor; otherwise the
+    served model name on its ``server_urls``, with the key (if any) read from ``$api_key_env``."""
     if in_process:
-        return LocalChatLLM(os.path.abspath(os.path.expanduser(model)), retry)
-    api_key = os.environ.get(api_key_env, "") if api_key_env else ""
-    return ServerChatLLM(list(server_urls), model, api_key=api_key or "EMPTY", timeout_s=timeout_s, retry=retry)
+        return LocalChatLLM(os.path.abspath(os.path.expanduser(endpoint.model)), retry)
+    api_key = os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else ""
+    return ServerChatLLM(list(endpoint.server_urls), endpoint.model, api_key=api_key or "EMPTY", retry=retry)

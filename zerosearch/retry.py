@@ -14,8 +14,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+
+from verl.utils.config import option
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,14 +33,44 @@ def redact(message: str, secret: str = "") -> str:
 
 
 @dataclass
-class RetryPolicy:
-    concurrency: int = 16  # requests in flight
-    max_retries: int = 3  # attempts after the first
-    backoff_s: float = 1.0  # delay before the first retry, doubled for each next one
-    timeout_s: float | None = None  # deadline of one attempt; None: none (in-process models, the corpus)
-    batch_timeout_s: float | None = None  # deadline of a whole batch, retries included; None: none
-    cooldown_after: int = 3  # consecutive failures after which a server is skipped ...
-    cooldown_s: float = 30.0  # ... for this many seconds, while the other servers carry the load
+class RetryConfig:
+    """How every call to one kind of server is bounded; nested as ``search.retry`` and
+    ``critictor.retry``. Local work (an in-process model, the corpus) runs ``without_deadlines``."""
+
+    concurrency: int = option(16, "Requests in flight per batch.", min=1)
+    timeout_s: float | None = option(
+        60.0,
+        "Seconds one attempt at a request to a server may take, first byte sent to last byte read; then it is "
+        "retried. In-process models and the corpus have no deadline.",
+        nullable=True,
+        min=0,
+    )
+    batch_timeout_s: float | None = option(
+        300.0,
+        "Seconds one batch of requests may take, retries included: no attempt starts or is waited for past it, "
+        "and unfinished requests give nothing (no documents, no verdicts) and are counted. null: no batch deadline.",
+        nullable=True,
+        min=0,
+    )
+    max_retries: int = option(
+        3,
+        "Retries after the first attempt (a reply the caller cannot read is retried too); then the request "
+        "gives nothing and is counted.",
+        min=0,
+    )
+    backoff_s: float = option(1.0, "Seconds before the first retry, doubled for each next one.", min=0)
+    cooldown_after: int = option(
+        3, "With several servers, one that failed this many attempts in a row is skipped for cooldown_s.", min=1
+    )
+    cooldown_s: float = option(
+        30.0,
+        "Seconds a failing server is skipped while the others carry the load (all skipped: the soonest back).",
+        min=0,
+    )
+
+    def without_deadlines(self) -> "RetryConfig":
+        """The same bounds on retries, no deadline: for work done here, which cannot hang on a peer."""
+        return replace(self, timeout_s=None, batch_timeout_s=None)
 
     def batch_deadline(self) -> float:
         """The ``time.monotonic()`` past which a batch started now waits for nothing."""
@@ -47,18 +79,6 @@ class RetryPolicy:
     def attempt_seconds(self, deadline: float) -> float:
         """How long an attempt starting now may take: its own deadline or the batch's, the sooner."""
         return min(math.inf if self.timeout_s is None else self.timeout_s, deadline - time.monotonic())
-
-    @classmethod
-    def of(cls, config: Any) -> "RetryPolicy":
-        """The policy a config group sets (search or critictor: both name these keys alike)."""
-        return cls(
-            concurrency=config.concurrency,
-            max_retries=config.max_retries,
-            backoff_s=config.backoff_s,
-            batch_timeout_s=config.batch_timeout_s,
-            cooldown_after=config.cooldown_after,
-            cooldown_s=config.cooldown_s,
-        )
 
 
 class DeadlineExceeded(TimeoutError):
@@ -93,7 +113,7 @@ def within(call: Callable[[], T], seconds: float) -> T:
 
 def retrying(
     attempt: Callable[[], T],
-    retry: RetryPolicy,
+    retry: RetryConfig,
     stats: Counter[str],
     lock: threading.Lock,
     what: str,

@@ -91,10 +91,10 @@ def test_training_survives_a_chaotic_simulation_server(world):  # noqa: F811
             [
                 f"search.corpus_path={root / 'corpus.jsonl'}",
                 "search.cache=none",  # every search reaches the server
-                f"search.timeout_s={TIMEOUT_S}",
-                f"search.max_retries={MAX_RETRIES}",
-                f"search.backoff_s={BACKOFF_S}",
-                "search.batch_timeout_s=null",
+                f"search.retry.timeout_s={TIMEOUT_S}",
+                f"search.retry.max_retries={MAX_RETRIES}",
+                f"search.retry.backoff_s={BACKOFF_S}",
+                "search.retry.batch_timeout_s=null",
                 "search.simulator.max_tokens=24",
                 "actor_rollout_ref.rollout.n=4",
                 "trainer.val_before_train=false",

@@ -180,7 +180,11 @@ def test_llm_critic_requests_carry_their_own_rows_and_failures_give_no_reward(to
     }
     del scripts["Capital of France?"]
     config = critic_config(
-        retrospective__enable=True, backend="server", server_urls=[server.url], max_retries=1, backoff_s=0.01
+        retrospective__enable=True,
+        backend="server",
+        server_urls=[server.url],
+        retry__max_retries=1,
+        retry__backoff_s=0.01,
     )
     manager, _ = make_manager(config, tokenizer, scripts, monkeypatch)
     out = manager.generate_sequences(make_batch(tokenizer, list(scripts), ["William Shakespeare", "Nile"]))

@@ -27,7 +27,7 @@ def test_only_searching_rows_query_the_simulator_each_with_its_own_question_and_
     config.search.simulator.server_urls = [server.url]
     config.search.engine = "wiki"  # built for validation, never contacted here
     config.search.curriculum.start_threshold = config.search.curriculum.end_threshold = 0.0  # useful documents
-    config.search.max_retries, config.search.backoff_s = 0, 0.01
+    config.search.retry.max_retries, config.search.retry.backoff_s = 0, 0.01
     manager = SearchGenerationManager(config, ScriptedWorkerGroup(tokenizer, SCRIPTS), tokenizer)
     out = manager.generate_sequences(make_batch(tokenizer, list(SCRIPTS), ANSWERS))
     assert len(server.bodies) == 2
@@ -57,7 +57,7 @@ def test_retries_and_the_time_spent_waiting_are_logged(chat_server):
     config = make_config()
     config.search.simulator.server_urls = [server.url]
     config.search.engine = "wiki"
-    config.search.max_retries, config.search.backoff_s = 2, 0.05
+    config.search.retry.max_retries, config.search.retry.backoff_s = 2, 0.05
     manager = SearchGenerationManager(config, ScriptedWorkerGroup(tokenizer, SCRIPTS), tokenizer)
     metrics = manager.generate_sequences(make_batch(tokenizer, list(SCRIPTS), ANSWERS)).meta_info["metrics"]
     assert metrics["search/failures"] == 2 and metrics["search/retries"] == 2 * 2

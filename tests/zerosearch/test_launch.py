@@ -148,3 +148,23 @@ def test_turn_rewards_need_an_estimator_that_keeps_turns():
         load_config("zerosearch_grpo", ["algorithm.adv_estimator=grpo", "critictor.retrospective.enable=true"])
     for estimator in ("gae", "reinforce"):
         load_config("zerosearch_grpo", [f"algorithm.adv_estimator={estimator}", "critictor.retrospective.enable=true"])
+
+
+def test_every_key_comes_from_a_field_that_declares_it():
+    from verl.utils.config import leaf_fields
+    from zerosearch.config import ZeroSearchConfig
+    from zerosearch.launch import training_keys
+
+    declared = {f.metadata["key"]: dotted for dotted, f, _ in leaf_fields(ZeroSearchConfig) if f.metadata.get("key")}
+    keys = training_keys()
+    assert set(keys) == set(declared)
+    assert [t for t, _ in keys["DATA_PATH"]] == ["data.train_files", "data.val_files"]
+    assert [t for t, _ in keys["CRITIC_IP"]] == ["critictor.server_urls"]
+    # a key's config value is written by its field's type: a flag, a list, a quoted string, a number
+    overrides, _ = parse_key_values(["DRY_RUN", "1", "LOGGER", "console", "ROLLOUT", "hf", "TOPK", "4"])
+    assert overrides == [
+        "trainer.dry_run=true",
+        "trainer.logger=[console]",
+        "actor_rollout_ref.rollout.name='hf'",
+        "search.topk=4",
+    ]

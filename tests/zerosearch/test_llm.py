@@ -7,7 +7,7 @@ import pytest
 from verl.utils.tiny_model import build_tiny_model
 from zerosearch.llm import ChatModelActor, LocalChatLLM
 from zerosearch.prompts import parse_documents
-from zerosearch.retry import RetryPolicy
+from zerosearch.retry import RetryConfig
 from zerosearch.search.base import SearchRequest
 from zerosearch.search.simulate import SimulatedSearch, request_messages
 
@@ -67,7 +67,7 @@ class ScriptedLLM(LocalChatLLM):
 
 @pytest.fixture(scope="module")
 def scripted(ray_local):
-    llm = ScriptedLLM("unused", retry=RetryPolicy(max_retries=2, backoff_s=0.01))
+    llm = ScriptedLLM("unused", retry=RetryConfig(max_retries=2, backoff_s=0.01))
     backend = SimulatedSearch(llm, "sft", topk=2)
 
     def run(requests):

@@ -28,9 +28,12 @@ def adv_estimators() -> list[str]:
 
 @dataclass
 class DataConfig:
-    train_files: Any = option("~/data/train.parquet", "Training parquet file, or a list of them.")
+    train_files: Any = option("~/data/train.parquet", "Training parquet file, or a list of them.", key="DATA_PATH")
     val_files: Any = option(
-        "~/data/test.parquet", "Validation parquet file or list; null: no validation.", nullable=True
+        "~/data/test.parquet",
+        "Validation parquet file or list; null: no validation.",
+        nullable=True,
+        key="DATA_PATH",
     )
     prompt_key: str = option("prompt", "Column holding the chat messages (or a plain prompt string).")
     max_prompt_length: int = option(512, "Prompt budget in tokens; prompts are left-padded to it.", min=1)
@@ -63,7 +66,9 @@ def require_packed_sequences(key: str) -> None:
 
 @dataclass
 class ModelConfig:
-    path: str = option("~/models/Qwen2.5-0.5B", "Model folder or Hugging Face hub id (from_pretrained).")
+    path: str = option(
+        "~/models/Qwen2.5-0.5B", "Model folder or Hugging Face hub id (from_pretrained).", key="MODEL_PATH"
+    )
     trust_remote_code: bool = option(False, "Let transformers run the model's own code.")
     enable_gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
 
@@ -199,6 +204,7 @@ class RolloutConfig:
         "Rollout engine: vllm (an in-process vLLM engine beside the actor, weights synced in memory; the "
         "production rollout) or hf (transformers generate).",
         choices=("hf", "vllm"),
+        key="ROLLOUT",
     )
     n: int = option(1, "Responses sampled per prompt (GRPO's group size).", min=1)
     temperature: float = option(1.0, "Sampling temperature; the actor scores at the same temperature.", min=0)
@@ -382,11 +388,17 @@ class RunConfig:
     device: str | None = option(
         None, "cpu or cuda; null: cuda when the Ray cluster has GPUs.", choices=("cpu", "cuda"), nullable=True
     )
-    nnodes: int = option(1, "Nodes of the Ray cluster to use.", min=1)
-    n_gpus_per_node: int = option(8, "Worker processes per node: one per GPU, or per CPU slot on CPU.", min=1)
+    nnodes: int = option(1, "Nodes of the Ray cluster to use.", min=1, key="NNODES")
+    n_gpus_per_node: int = option(
+        8, "Worker processes per node: one per GPU, or per CPU slot on CPU.", min=1, key="NUM_GPUS_PER_NODE"
+    )
     total_epochs: int = option(1, "Passes over the training set (unless total_training_steps is set).", min=1)
     total_training_steps: int | None = option(
-        None, "Run length in steps; null: total_epochs over the training set.", min=1, nullable=True
+        None,
+        "Run length in steps; null: total_epochs over the training set.",
+        min=1,
+        nullable=True,
+        key="TOTAL_STEPS",
     )
     test_freq: int = option(
         -1,
@@ -410,9 +422,10 @@ class RunConfig:
         "Metric loggers, any of: console, file (<default_local_dir>/metrics.jsonl, what a program reads a "
         "run's metrics from), wandb (offline without WANDB_API_KEY), tensorboard.",
         choices=BACKENDS,
+        key="LOGGER",
     )
     project_name: str = option("criticsearch", "Project name for the loggers and the checkpoint folder.")
-    experiment_name: str = option("ppo", "Run name for the loggers and the checkpoint folder.")
+    experiment_name: str = option("ppo", "Run name for the loggers and the checkpoint folder.", key="EXPERIMENT_NAME")
     seed: int = option(42, "Seed of model initialisation, sampling and the driver's draws.")
 
     def check(self, key: str) -> None:
@@ -439,7 +452,8 @@ class TrainerConfig(RunConfig):
     dry_run: bool = option(
         False,
         "Run every check made before workers start (config, every data row, model folders, search settings), "
-        "print the resolved config and a summary of the data, and exit without starting a worker (DRY_RUN).",
+        "print the resolved config and a summary of the data, and exit without starting a worker.",
+        key="DRY_RUN",
     )
 
 

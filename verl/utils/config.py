@@ -16,12 +16,19 @@ Choices = Sequence[str] | Callable[[], Sequence[str]]
 
 
 def option(
-    default: Any, help: str, *, choices: Choices | None = None, min: float | None = None, nullable: bool = False
+    default: Any,
+    help: str,
+    *,
+    choices: Choices | None = None,
+    min: float | None = None,
+    nullable: bool = False,
+    key: str | None = None,
 ) -> Any:
     """A documented dataclass field. ``choices``: the values a string key takes (or a function
     returning them, for names held in a registry); ``min``: the smallest value a number may take;
-    ``nullable``: None passes those checks (an optional value left unset)."""
-    metadata = {"help": help, "choices": choices, "min": min, "nullable": nullable}
+    ``nullable``: None passes those checks (an optional value left unset); ``key``: the KEY of the
+    shell front doors (``train_grpo.sh KEY VALUE``) that sets it, their only source."""
+    metadata = {"help": help, "choices": choices, "min": min, "nullable": nullable, "key": key}
     if isinstance(default, list | dict):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

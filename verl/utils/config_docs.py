@@ -4,7 +4,9 @@
     python -m verl.utils.config_docs README.md --check  # exit 1 if any table is stale
 
 A table lives between ``<!-- config-table module:Schema section -->`` and ``<!-- end config-table -->``;
-``section`` is a top-level key of the schema (``data``, ``trainer``, ...) or ``all``.
+``section`` is a top-level key of the schema (``data``, ``trainer``, ...) or ``all``. Where
+``module:name`` is a function rather than a schema, the table is ``name(section)``: a front door's
+key table, say, written from the fields that declare a ``key``.
 """
 
 import argparse
@@ -18,13 +20,13 @@ from verl.utils.config import choices_of, leaf_fields
 TABLE = re.compile(r"(<!-- config-table (\S+):(\S+) (\S+) -->\n)(.*?)(<!-- end config-table -->)", re.DOTALL)
 
 
-def _value(value: Any) -> str:
+def value_text(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
+        return "[" + ", ".join(value_text(v) for v in value) + "]"
     return str(value)
 
 
@@ -39,15 +41,15 @@ def render_table(schema: type, section: str) -> str:
         if choices and not all(str(c) in text for c in choices):
             text += f" One of: {', '.join(map(str, choices))}."
         escaped = text.replace("|", "\\|")
-        lines.append(f"| `{key}` | `{_value(default)}` | {escaped} |")
+        lines.append(f"| `{key}` | `{value_text(default)}` | {escaped} |")
     return "\n".join(lines) + "\n"
 
 
 def render_document(text: str) -> str:
     def table(match: re.Match[str]) -> str:
         opening, module, name, section, _, closing = match.groups()
-        schema = getattr(importlib.import_module(module), name)
-        return opening + render_table(schema, section) + closing
+        target = getattr(importlib.import_module(module), name)
+        return opening + (render_table(target, section) if isinstance(target, type) else target(section)) + closing
 
     return TABLE.sub(table, text)
 

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 from zerosearch.critic.critics import CritiqueRequest, LLMCritic, RuleCritic, Trajectory, Verdicts
 from zerosearch.critic.judges import Fact, agreement
 from zerosearch.critic.turns import Turn
-from zerosearch.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from zerosearch.config import CritictorConfig
@@ -23,8 +22,5 @@ def build_critic(config: "CritictorConfig", seed: int = 0) -> Critic:
         return RuleCritic(config.rule_judge, seed)
     from zerosearch.llm import build_chat_llm
 
-    retry = RetryPolicy.of(config)
-    llm = build_chat_llm(
-        config.server_urls, config.model, config.backend == "in_process", config.api_key_env, config.timeout_s, retry
-    )
+    llm = build_chat_llm(config, config.backend == "in_process", config.retry)
     return LLMCritic(llm, config.max_tokens, config.temperature, config.interactive.max_tokens, config.style)

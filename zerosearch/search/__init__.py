@@ -1,10 +1,9 @@
 """Search backends by name, each wrapped in a result cache as configured."""
 
 import os
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from zerosearch.search.base import NoSearch, RetryPolicy, SearchBackend, SearchRequest, SearchResult
+from zerosearch.search.base import NoSearch, RetryConfig, SearchBackend, SearchRequest, SearchResult
 from zerosearch.search.cache import CachedSearch, SearchCache
 
 if TYPE_CHECKING:  # the config module lists this package's backends
@@ -20,32 +19,29 @@ BACKENDS = SIMULATED_MODES + EVAL_ENGINES
 def build_backend(name: str, config: "SearchConfig") -> SearchBackend:
     """``config`` is a SearchConfig. Backends import their client libraries lazily."""
     backend: SearchBackend
-    retry = RetryPolicy.of(config)
+    retry = config.retry
     if name in SIMULATED_MODES:
         from zerosearch.llm import build_chat_llm
         from zerosearch.search.simulate import SimulatedSearch
 
         sim = config.simulator
-        llm = build_chat_llm(sim.server_urls, sim.model, sim.in_process, sim.api_key_env, config.timeout_s, retry)
+        llm = build_chat_llm(sim, sim.in_process, retry)
         style = "prompt" if name == "simulate_prompt" else "sft"
         backend = SimulatedSearch(llm, style, config.topk, max_tokens=sim.max_tokens, temperature=sim.temperature)
     elif name == "google":
         from zerosearch.search.google import GoogleSearch
 
-        backend = GoogleSearch(config.topk, config.google_api_key_env, config.timeout_s, retry)
+        backend = GoogleSearch(config.topk, config.google_api_key_env, retry)
     elif name == "wiki":
         from zerosearch.search.wiki import WikiSearch
 
-        backend = WikiSearch(config.retriever_url, config.topk, config.timeout_s, retry)
+        backend = WikiSearch(config.retriever_url, config.topk, retry)
     elif name == "corpus":
         from zerosearch.search.corpus import CorpusSearch
 
         if not config.corpus_path:
             raise ValueError("search.corpus_path is not set: the `corpus` backend needs a JSONL corpus")
-        # a local index needs no deadline
-        backend = CorpusSearch(
-            os.path.expanduser(config.corpus_path), config.topk, replace(retry, batch_timeout_s=None)
-        )
+        backend = CorpusSearch(os.path.expanduser(config.corpus_path), config.topk, retry.without_deadlines())
     elif name == CLOSED_BOOK:
         return NoSearch(config.topk)
     else:
@@ -69,7 +65,7 @@ __all__ = [
     "EVAL_ENGINES",
     "REAL_ENGINES",
     "SIMULATED_MODES",
-    "RetryPolicy",
+    "RetryConfig",
     "SearchBackend",
     "SearchRequest",
     "SearchResult",

@@ -11,7 +11,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from zerosearch.retry import RetryPolicy, retrying, within
+from zerosearch.retry import RetryConfig, retrying, within
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,9 @@ class SearchBackend:
 
     name = "base"
 
-    def __init__(self, topk: int, retry: RetryPolicy | None = None):
+    def __init__(self, topk: int, retry: RetryConfig | None = None):
         self.topk = topk
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryConfig().without_deadlines()
         self.stats: Counter = Counter()  # requests, failures, retries
         self._stats_lock = threading.Lock()  # retries are counted from worker threads
 

@@ -10,7 +10,7 @@ import os
 
 import bm25s
 
-from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest, SearchResult
+from zerosearch.search.base import RetryConfig, SearchBackend, SearchRequest, SearchResult
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class CorpusSearch(SearchBackend):
 
     name = "corpus"
 
-    def __init__(self, corpus_path_or_index, topk: int, retry: RetryPolicy | None = None):
+    def __init__(self, corpus_path_or_index, topk: int, retry: RetryConfig | None = None):
         super().__init__(topk, retry)
         if isinstance(corpus_path_or_index, BM25Index):
             self.index = corpus_path_or_index

@@ -5,10 +5,9 @@ the request URL, which its errors quote, so errors are re-raised with the key sc
 """
 
 import os
-from dataclasses import replace
 
 from zerosearch.retry import redact
-from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest
+from zerosearch.search.base import RetryConfig, SearchBackend, SearchRequest
 
 # ZeroSearch's scripts read the key from this variable; it is accepted when the configured one is unset.
 ZEROSEARCH_KEY_ENV = "SER_API_KEY"
@@ -53,12 +52,11 @@ class GoogleSearch(SearchBackend):
         self,
         topk: int,
         api_key_env: str = "SERPAPI_API_KEY",
-        timeout_s: float = 60.0,
-        retry: RetryPolicy | None = None,
+        retry: RetryConfig | None = None,
         client=None,
     ):
         """``client``: anything with SerpAPI's ``search(params) -> dict``; by default a ``serpapi.Client``."""
-        super().__init__(topk, replace(retry or RetryPolicy(), timeout_s=timeout_s))
+        super().__init__(topk, retry or RetryConfig())
         self._secret = ""
         if client is None:
             self._secret = serpapi_key(api_key_env)
@@ -73,7 +71,7 @@ class GoogleSearch(SearchBackend):
                 raise ImportError(
                     "the `google` search backend needs the serpapi package: pip install criticsearch[search]"
                 ) from None
-            client = serpapi.Client(api_key=self._secret, timeout=timeout_s)
+            client = serpapi.Client(api_key=self._secret, timeout=self.retry.timeout_s)
         self._client = client
 
     def _search_one(self, request: SearchRequest) -> list[str]:

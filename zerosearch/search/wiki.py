@@ -4,11 +4,9 @@ Works with ``scripts/retrieval_server.py`` and with Search-R1's own BM25/dense s
 batch goes in one request, and results with or without scores are understood.
 """
 
-from dataclasses import replace
-
 import httpx
 
-from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest, SearchResult
+from zerosearch.search.base import RetryConfig, SearchBackend, SearchRequest, SearchResult
 from zerosearch.search.corpus import format_document
 
 
@@ -31,11 +29,11 @@ def _document(hit) -> dict:
 class WikiSearch(SearchBackend):
     name = "wiki"
 
-    def __init__(self, url: str, topk: int, timeout_s: float = 60.0, retry: RetryPolicy | None = None):
-        super().__init__(topk, replace(retry or RetryPolicy(), timeout_s=timeout_s))
+    def __init__(self, url: str, topk: int, retry: RetryConfig | None = None):
+        super().__init__(topk, retry or RetryConfig())
         self.url = url
         # the server sits on the cluster network: proxies from the environment would only intercept it
-        self._client = httpx.Client(timeout=timeout_s, trust_env=False)
+        self._client = httpx.Client(timeout=self.retry.timeout_s, trust_env=False)
 
     def _post(self, queries: list[str]) -> list[list[str]]:
         response = self._client.post(self.url, json={"queries": queries, "topk": self.topk, "return_scores": True})

@@ -3,6 +3,7 @@ chat server on loopback that scripts well-formed, malformed, failing and late re
 
 import re
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -10,9 +11,9 @@ from zerosearch import prompts
 from zerosearch.critic import CritiqueRequest, Trajectory, Turn, judges
 from zerosearch.critic.critics import LLMCritic, RuleCritic
 from zerosearch.llm import ServerChatLLM
-from zerosearch.retry import RetryPolicy
+from zerosearch.retry import RetryConfig
 
-FAST_RETRY = RetryPolicy(concurrency=4, max_retries=1, backoff_s=0.01)
+FAST_RETRY = RetryConfig(concurrency=4, max_retries=1, backoff_s=0.01)
 
 
 def search(query, documents, thought="I should look it up"):
@@ -209,7 +210,7 @@ def scripted_critic(prompt: str):
 
 def test_llm_critic_grades_each_row_with_its_own_data_and_survives_bad_replies(chat_server):
     server = chat_server(scripted_critic)
-    llm = ServerChatLLM([server.url], "critic-model", timeout_s=0.5, retry=FAST_RETRY)
+    llm = ServerChatLLM([server.url], "critic-model", retry=replace(FAST_RETRY, timeout_s=0.5))
     critic = LLMCritic(llm, max_tokens=64, temperature=0.0, critique_tokens=16)
     slow = trajectory("Is the slow row graded?", ["yes"], search("slow", ["doc"]))
 

@@ -3,7 +3,7 @@
 import json
 import logging
 
-from zerosearch.search.base import RetryPolicy, SearchBackend, SearchRequest
+from zerosearch.search.base import RetryConfig, SearchBackend, SearchRequest
 from zerosearch.search.cache import CachedSearch, SearchCache, cache_key
 
 
@@ -13,7 +13,7 @@ class CountingBackend(SearchBackend):
     name = "counting"
 
     def __init__(self, topk: int = 2):
-        super().__init__(topk, RetryPolicy(concurrency=2, max_retries=1, backoff_s=0.0))
+        super().__init__(topk, RetryConfig(concurrency=2, max_retries=1, backoff_s=0.0))
         self.queries: list[str] = []
 
     def _search_one(self, request):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from zerosearch.search.base import RetryPolicy, SearchRequest
+from zerosearch.search.base import RetryConfig, SearchRequest
 from zerosearch.search.corpus import BM25Index, CorpusSearch, format_document, load_corpus
 
 DOCS = [
@@ -88,7 +88,7 @@ def test_save_load_round_trip(corpus_path, tmp_path):
 
 def test_corpus_search_batch_keeps_request_order(corpus_path, tmp_path):
     queries = ["Nile Egypt", "", "Everest mountain", "Paris France", "Amazon discharge"]
-    backend = CorpusSearch(corpus_path, topk=1, retry=RetryPolicy(max_retries=0))
+    backend = CorpusSearch(corpus_path, topk=1, retry=RetryConfig(max_retries=0))
     results = backend.search([SearchRequest(query=q) for q in queries])
     assert [r.documents for r in results] == [
         ["(Title: Nile) The Nile is a major river flowing north through Egypt."],

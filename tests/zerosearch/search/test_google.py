@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from zerosearch.search.base import RetryPolicy, SearchRequest
+from zerosearch.search.base import RetryConfig, SearchRequest
 from zerosearch.search.google import GoogleSearch
 
 SECRET = "0123456789abcdef-not-a-real-key"
@@ -32,7 +32,7 @@ class FakeClient:
 
 def backend_with(responses, topk=3, max_retries=0):
     client = FakeClient(responses)
-    return GoogleSearch(topk, retry=RetryPolicy(max_retries=max_retries, backoff_s=0.01), client=client), client
+    return GoogleSearch(topk, retry=RetryConfig(max_retries=max_retries, backoff_s=0.01), client=client), client
 
 
 def test_organic_results_formatted_up_to_topk():
@@ -81,14 +81,14 @@ def test_missing_key_names_the_variable_only(monkeypatch):
 
 def test_real_client_gets_key_and_timeout(monkeypatch):
     monkeypatch.setenv("MY_SERP_KEY", SECRET)
-    backend = GoogleSearch(3, api_key_env="MY_SERP_KEY", timeout_s=7.5)
+    backend = GoogleSearch(3, api_key_env="MY_SERP_KEY", retry=RetryConfig(timeout_s=7.5))
     assert backend._client.api_key == SECRET and backend._client.timeout == 7.5
     assert SECRET not in repr(backend) and SECRET not in repr(backend._client)
 
 
 def test_failures_retried_then_counted_without_leaking_the_key(monkeypatch, caplog):
     monkeypatch.setenv("MY_SERP_KEY", SECRET)
-    backend = GoogleSearch(3, api_key_env="MY_SERP_KEY", retry=RetryPolicy(max_retries=2, backoff_s=0.01))
+    backend = GoogleSearch(3, api_key_env="MY_SERP_KEY", retry=RetryConfig(max_retries=2, backoff_s=0.01))
     error = RuntimeError(f"401 Client Error for url: https://serpapi.com/search?q=x&api_key={SECRET}&num=3")
     backend._client = FakeClient([error])
     with caplog.at_level(logging.DEBUG):

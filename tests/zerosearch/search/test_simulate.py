@@ -2,11 +2,12 @@
 
 import re
 import time
+from dataclasses import replace
 
 import pytest
 
 from zerosearch.llm import ServerChatLLM
-from zerosearch.retry import RetryPolicy
+from zerosearch.retry import RetryConfig
 from zerosearch.search.base import SearchRequest
 from zerosearch.search.simulate import SimulatedSearch
 
@@ -32,7 +33,7 @@ def start_server(chat_server):
     return lambda **kwargs: chat_server(simulator(**kwargs))
 
 
-FAST_RETRY = RetryPolicy(concurrency=4, max_retries=2, backoff_s=0.01)
+FAST_RETRY = RetryConfig(concurrency=4, max_retries=2, backoff_s=0.01)
 
 ROWS = [  # (query, question, answers, noisy); no answer or question appears in another row's query
     ("tallest peak asia", "Which mountain is the highest on Earth?", ("Everest",), False),
@@ -87,7 +88,9 @@ def test_requests_rotate_over_servers(start_server):
 @pytest.mark.parametrize("mode", ["slow", "error", "blank"])
 def test_failing_server_is_retried_then_fails(start_server, mode):
     server = start_server(mode=mode, sleep_s=1.5)
-    backend = SimulatedSearch(ServerChatLLM([server.url], "m", timeout_s=0.3, retry=FAST_RETRY), "prompt", topk=2)
+    backend = SimulatedSearch(
+        ServerChatLLM([server.url], "m", retry=replace(FAST_RETRY, timeout_s=0.3)), "prompt", topk=2
+    )
 
     start = time.monotonic()
     results = backend.search([SearchRequest("anything", "q?", ("a",))])
@@ -101,7 +104,7 @@ def test_failing_server_is_retried_then_fails(start_server, mode):
 
 def test_retry_moves_to_the_next_server(start_server):
     dead, alive = start_server(mode="error"), start_server()
-    llm = ServerChatLLM([dead.url, alive.url], "m", retry=RetryPolicy(concurrency=1, max_retries=1, backoff_s=0.01))
+    llm = ServerChatLLM([dead.url, alive.url], "m", retry=RetryConfig(concurrency=1, max_retries=1, backoff_s=0.01))
     backend = SimulatedSearch(llm, "prompt", topk=2)
 
     results = backend.search([SearchRequest("first")])
@@ -120,7 +123,7 @@ def test_bad_configuration_fails_at_construction():
 def test_a_key_the_server_quotes_back_never_reaches_the_log(chat_server, caplog):
     key = "sk-live-0123456789abcdef"
     server = chat_server(lambda prompt: ("status", 401, f"Incorrect API key provided: {key}. Bearer {key}"))
-    llm = ServerChatLLM([server.url], "m", api_key=key, retry=RetryPolicy(max_retries=1, backoff_s=0.01))
+    llm = ServerChatLLM([server.url], "m", api_key=key, retry=RetryConfig(max_retries=1, backoff_s=0.01))
     backend = SimulatedSearch(llm, "prompt", topk=2)
 
     [result] = backend.search([SearchRequest("anything", "q?", ("a",))])

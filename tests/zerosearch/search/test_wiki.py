@@ -11,7 +11,7 @@ import uvicorn
 
 from tests.conftest import REPO_ROOT
 from tests.loopback import LoopbackServer, read_body, respond
-from zerosearch.search.base import RetryPolicy, SearchRequest
+from zerosearch.search.base import RetryConfig, SearchRequest
 from zerosearch.search.corpus import BM25Index
 from zerosearch.search.wiki import WikiSearch, parse_retrieve_response
 
@@ -87,7 +87,7 @@ def test_server_response_shapes(server_url):
 
 
 def test_wiki_search_returns_documents_in_order(server_url):
-    backend = WikiSearch(server_url, topk=2, timeout_s=10, retry=RetryPolicy(max_retries=0))
+    backend = WikiSearch(server_url, topk=2, retry=RetryConfig(timeout_s=10, max_retries=0))
     results = backend.search(requests_for("Nile Egypt", "capital of France", "zzqx"))
     assert [r.documents[:1] for r in results] == [
         ["(Title: Nile) The Nile river flows north through Egypt."],
@@ -100,7 +100,7 @@ def test_wiki_search_returns_documents_in_order(server_url):
 
 def test_server_error_is_retried_then_the_batch_fails(server_url):
     with failing_server(500) as (url, hits):
-        backend = WikiSearch(url, topk=3, timeout_s=5, retry=RetryPolicy(max_retries=2, backoff_s=0.01))
+        backend = WikiSearch(url, topk=3, retry=RetryConfig(timeout_s=5, max_retries=2, backoff_s=0.01))
         started = time.monotonic()
         results = backend.search(requests_for("a", "b", "c"))
     assert time.monotonic() - started < 5
@@ -115,7 +115,7 @@ def test_closed_port_fails_quickly():
     port = sock.getsockname()[1]
     sock.close()  # bound then closed: nothing listens there
     backend = WikiSearch(
-        f"http://127.0.0.1:{port}/retrieve", topk=3, timeout_s=5, retry=RetryPolicy(max_retries=3, backoff_s=0.01)
+        f"http://127.0.0.1:{port}/retrieve", topk=3, retry=RetryConfig(timeout_s=5, max_retries=3, backoff_s=0.01)
     )
     started = time.monotonic()
     results = backend.search(requests_for("a", "b"))
