@@ -63,10 +63,10 @@ SETTINGS = [
     "rl.batch_size=8",
     "rl.n=5",
     "rl.test_freq=1",
-    "critic.enable=true",  # rollouts are dumped: the llm arm's critic is tuned on them
+    "critictor.enable=true",  # rollouts are dumped: the llm arm's critic is tuned on them
     # A turn reward half the size of one standard deviation of the outcome term, chosen before any run
     # (a small simulation of the estimator put it there); the demo's own 0.1 is a tenth of it.
-    "critic.turn_reward_coef=0.5",
+    "critictor.turn_reward_coef=0.5",
 ]
 INTERACTIVE = [
     "critictor.interactive.enable=true",
@@ -81,7 +81,7 @@ def seed_overrides(seed: int) -> list[str]:
         f"world.seed={seed}",
         f"simulator.model.seed={10 * seed + 1}",
         f"warm_start.model.seed={10 * seed}",
-        f"critic.model.seed={10 * seed + 2}",
+        f"critictor.model.seed={10 * seed + 2}",
         f"rl.overrides=['trainer.seed={seed}']",
     ]
 

@@ -10,8 +10,8 @@ and the noise curriculum, then evaluation on a real engine.
 5. The warm-started and the RL-trained policy answer the held-out questions with the ``corpus``
    engine: EM, F1, searches per question and answer rate, before and after; and closed-book (every
    search returns nothing), so the EM gained by reading shows apart from what is remembered.
-6. The critic (``critic.enable``): RL runs again from the same warm start with the same seeds and
-   steps, with turn rewards from the path judge (``critic.judge=path``) or from a tiny critic LLM
+6. The critic (``critictor.enable``): RL runs again from the same warm start with the same seeds and
+   steps, with turn rewards from the path judge (``critictor.judge=path``) or from a tiny critic LLM
    (``llm``) tuned on the path judge's verdicts about the first run's early rollouts, whose
    agreement with the path judge is measured on held-out trajectories. Both runs validate every
    step, and ``summary.json`` compares them (``critic``), with ``plots/critic_em.png`` overlaying
@@ -116,7 +116,7 @@ def build_models(config: DemoConfig, world: synthetic.World, out: str) -> dict[s
     models = (
         ("simulator", config.simulator.model),
         ("policy", config.warm_start.model),
-        ("critic", config.critic.model),
+        ("critic", config.critictor.model),
     )
     for name, model in models:
         # DemoModelConfig's fields are build_tiny_model's keyword arguments.
@@ -207,7 +207,7 @@ def search_overrides(config: DemoConfig, data: dict) -> list[str]:
 def turn_rewards(config: DemoConfig, critic: str) -> list[str]:
     """The overrides that give an RL run the retrospective critic's turn rewards: ``critic`` is a
     rule judge (path, answer, shuffled) or a tuned critic LLM's folder."""
-    c = config.critic
+    c = config.critictor
     overrides = [
         "critictor.retrospective.enable=true",
         f"critictor.turn_reward_coef={c.turn_reward_coef}",
@@ -264,7 +264,7 @@ def reinforce(
         *search_overrides(config, data),
         *rl.overrides,
     ]
-    if config.critic.enable:
+    if config.critictor.enable:
         overrides.append(f"trainer.rollout_data_dir={os.path.join(run_dir, 'rollouts')}")
     trainer = train(load_train_config(rl.recipe, [*overrides, *extra]))
     trainer.shutdown()
@@ -299,24 +299,24 @@ def assess(config: DemoConfig, model: str, data: dict, out_dir: str) -> dict[str
 def tune_critic(
     config: DemoConfig, world: synthetic.World, init: str, rl_dir: str, out: str, held_out: Sequence[str]
 ) -> tuple[str, dict]:
-    """Tunes the critic on the path judge's verdicts about the first ``critic.from_steps`` steps'
+    """Tunes the critic on the path judge's verdicts about the first ``critictor.from_steps`` steps'
     rollouts of the run in ``rl_dir`` (training questions only), then measures its agreement with
     the path judge on the held-out questions' evaluation trajectories in the ``held_out`` folders.
     Returns its folder and that agreement."""
     train_questions = {q.question: (q.answer, q.supporting()) for q in world.train_questions}
     seen = [
         trajectory
-        for step in range(1, config.critic.from_steps + 1)
+        for step in range(1, config.critictor.from_steps + 1)
         for trajectory in read_trajectories(os.path.join(rl_dir, "rollouts", f"{step}.jsonl"), train_questions)
     ]
-    rows = tuning_rows(seen, contrast=config.critic.contrast, seed=world.seed)
+    rows = tuning_rows(seen, contrast=config.critictor.contrast, seed=world.seed)
     path = os.path.join(out, "data", "critic_tuning.parquet")
     pd.DataFrame(rows, columns=["prompt", "response"]).to_parquet(path, index=False)
-    print(f"critic tuning: {len(rows)} rows from the {len(seen)} rollouts of steps 1-{config.critic.from_steps}")
-    critic = tune(config, config.critic, init, path, os.path.join(out, "critic"), "demo_critic")
+    print(f"critic tuning: {len(rows)} rows from the {len(seen)} rollouts of steps 1-{config.critictor.from_steps}")
+    critic = tune(config, config.critictor, init, path, os.path.join(out, "critic"), "demo_critic")
     trajectories = [t for folder in held_out for t in read_trajectories(os.path.join(folder, "trajectories.jsonl"))]
     llm = LocalChatLLM(critic)
-    agreement = judge_agreement(LLMCritic(llm, config.critic.max_tokens, 0.0, 1, style="sft"), trajectories)
+    agreement = judge_agreement(LLMCritic(llm, config.critictor.max_tokens, 0.0, 1, style="sft"), trajectories)
 
     def share(key: str) -> str:  # None where the held-out trajectories made no search
         return "n/a" if agreement[key] is None else f"{agreement[key]:.2f}"
@@ -340,13 +340,13 @@ def compare_runs(config: DemoConfig, runs: dict[str, tuple[str, dict]], agreemen
     """``runs``: "without"/"with" -> (run folder, held-out metrics after RL); ``agreement``: a
     tuned critic's agreement with the path judge (None for the path judge itself)."""
     final = read_metrics(os.path.join(runs["without"][0], "metrics.jsonl"))["val/em"][-1][1]
-    target = config.critic.target * final
+    target = config.critictor.target * final
     keys = ("em", "f1", "searches_per_question", "useless_per_question", "answer_rate")
     sides = {
         name: {k: after[k] for k in keys} | {"steps_to_target": steps_to_target(run_dir, target)}
         for name, (run_dir, after) in runs.items()
     }
-    return {"judge": config.critic.judge, "agreement": agreement, "target_em": target, **sides}
+    return {"judge": config.critictor.judge, "agreement": agreement, "target_em": target, **sides}
 
 
 def critic_table(critic: dict) -> str:
@@ -452,8 +452,8 @@ def run_demo(config: DemoConfig) -> dict:
     plots = plot_run(rl_dir, os.path.join(out, "plots"))
     models = {"simulator": simulator, "warm_start": policy, "rl": trained}
     comparison = None
-    if config.critic.enable:
-        critic, agreement = config.critic.judge, None
+    if config.critictor.enable:
+        critic, agreement = config.critictor.judge, None
         if critic == "llm":
             phase("critic tuning")
             held_out = [os.path.join(out, name) for name in ("eval_before", "eval_after")]
@@ -467,7 +467,7 @@ def run_demo(config: DemoConfig) -> dict:
         comparison = compare_runs(config, {"without": (rl_dir, after), "with": (critic_dir, after_critic)}, agreement)
         plots.append(
             plot_runs(
-                {"without the critic": rl_dir, f"with the critic ({config.critic.judge})": critic_dir},
+                {"without the critic": rl_dir, f"with the critic ({config.critictor.judge})": critic_dir},
                 "val/em",
                 os.path.join(out, "plots", "critic_em.png"),
                 "Held-out exact match, RL without and with the critic",

@@ -96,7 +96,7 @@ class DemoRLConfig:
 
 
 @dataclass
-class DemoCriticConfig(DemoSFTPhaseConfig):
+class DemoCritictorConfig(DemoSFTPhaseConfig):
     enable: bool = option(
         True,
         "Run RL a second time from the same warm start with the critic's turn rewards, and compare the two.",
@@ -143,8 +143,8 @@ class DemoConfig:
     )
     warm_start: DemoWarmStartConfig = field(default_factory=lambda: DemoWarmStartConfig(steps=1000))
     rl: DemoRLConfig = field(default_factory=DemoRLConfig)
-    critic: DemoCriticConfig = field(
-        default_factory=lambda: DemoCriticConfig(model=DemoModelConfig(seed=2), steps=300, lr=3e-3)
+    critictor: DemoCritictorConfig = field(
+        default_factory=lambda: DemoCritictorConfig(model=DemoModelConfig(seed=2), steps=300, lr=3e-3)
     )
 
 

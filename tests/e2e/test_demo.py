@@ -31,7 +31,7 @@ SMALL = [
     "rl.test_freq=8",
     "rl.batch_size=8",
     "rl.n=5",
-    "critic.enable=false",  # the critic comparison doubles RL: its parts are tested on their own
+    "critictor.enable=false",  # the critic comparison doubles RL: its parts are tested on their own
 ]
 RL_STEPS = 16
 

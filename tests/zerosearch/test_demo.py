@@ -72,7 +72,7 @@ def test_steps_to_target_reads_the_first_validation_step_reaching_it(tmp_path):
         "answer_rate": 1.0,
         "closed_book_em": 0.0,
     }
-    config = load_config(["critic.target=0.9"])
+    config = load_config(["critictor.target=0.9"])
     result = compare_runs(config, {"without": (without, after), "with": (with_critic, after)}, None)
     assert result["target_em"] == pytest.approx(0.72)  # 90% of the first run's final 0.8
     assert (result["without"]["steps_to_target"], result["with"]["steps_to_target"]) == (4, 2)
