@@ -41,7 +41,7 @@ from verl.trainer.run import load_sft_config, run_sft
 from verl.utils.tiny_model import build_tiny_model, build_tokenizer
 from zerosearch.critic.critics import LLMCritic, RuleCritic
 from zerosearch.critic.tuning import judge_agreement, read_trajectories, tuning_rows
-from zerosearch.data import synthetic
+from zerosearch.data import synthetic, synthetic_tuning
 from zerosearch.demo_config import DemoConfig, register_demo_schema
 from zerosearch.eval import evaluate, resolve_model_path
 from zerosearch.llm import ChatModelActor, LocalChatLLM
@@ -73,7 +73,7 @@ def world_texts(config: DemoConfig, world: synthetic.World) -> list[str]:
     questions = world.train_questions + world.test_questions
     texts = [d["contents"] for d in world.documents]
     texts += [policy_prompt(q.question, instruction(config)) for q in questions]
-    texts += [row["response"] for row in synthetic.warm_start_examples(world, search_rate=1.0)]
+    texts += [row["response"] for row in synthetic_tuning.warm_start_examples(world, search_rate=1.0)]
     texts += [
         simulator_messages(q.query, q.question, [q.answer], noisy, config.topk, "sft")[0]["content"]
         for q in questions
@@ -90,11 +90,11 @@ def warm_start_rows(config: DemoConfig, world: synthetic.World) -> list[dict]:
     of the facts can replace) without teaching to search more."""
     topk, text = config.topk, instruction(config)
     useless = config.warm_start.useless_rate
-    rows = synthetic.warm_start_examples(
+    rows = synthetic_tuning.warm_start_examples(
         world, config.warm_start.search_rate, seed=world.seed, topk=topk, instruction=text, useless_rate=useless
     )
     for k, practice in enumerate(redrawn(world, config.warm_start.search_practice)):
-        rows += synthetic.warm_start_examples(
+        rows += synthetic_tuning.warm_start_examples(
             practice, 1.0, seed=world.seed + 1 + k, decide=False, topk=topk, instruction=text, useless_rate=useless
         )
     return rows
@@ -105,7 +105,9 @@ def simulation_rows(config: DemoConfig, world: synthetic.World) -> list[dict]:
     of it with other facts."""
     worlds = [world, *redrawn(world, config.simulator.redrawn_worlds)]
     share = -(-config.simulator.pairs // len(worlds))
-    rows = [row for k, w in enumerate(worlds) for row in synthetic.simulation_pairs(w, config.topk, share, seed=k)]
+    rows = [
+        row for k, w in enumerate(worlds) for row in synthetic_tuning.simulation_pairs(w, config.topk, share, seed=k)
+    ]
     return rows[: config.simulator.pairs]
 
 
@@ -157,7 +159,7 @@ def simulator_answer_rates(model_path: str, world: synthetic.World, config: Demo
     """How often the tuned simulator's documents state the gold answer, asked for useful and for
     noisy results, on requests about held-out questions it was never tuned on: each for the hop
     whose document states the answer."""
-    pairs = synthetic.simulation_pairs(
+    pairs = synthetic_tuning.simulation_pairs(
         world,
         config.topk,
         config.simulator.eval_pairs,
@@ -404,10 +406,10 @@ def prepare(config: DemoConfig, out: str, phase: Callable[[str], None]) -> Setup
     data: dict[str, Any] = dict(
         synthetic.write_world(world, os.path.join(out, "data"), instruction=instruction(config))
     )
-    pairs_path = synthetic.write_simulation_pairs(
+    pairs_path = synthetic_tuning.write_simulation_pairs(
         simulation_rows(config, world), os.path.join(out, "data", "simulation_pairs.parquet")
     )
-    warm_path = synthetic.write_warm_start(
+    warm_path = synthetic_tuning.write_warm_start(
         warm_start_rows(config, world), os.path.join(out, "data", "warm_start.parquet")
     )
     initial = build_models(config, world, out)

@@ -5,7 +5,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from verl.utils import config_yaml
-from zerosearch.data.synthetic import GUESS_DECISION, SEARCH_DECISION, build_world
+from zerosearch.data.synthetic import build_world
+from zerosearch.data.synthetic_tuning import GUESS_DECISION, SEARCH_DECISION
 from zerosearch.demo import compare_runs, critic_table, load_config, redrawn, steps_to_target, to_table, warm_start_rows
 from zerosearch.demo_config import DemoConfig
 from zerosearch.train import CONFIG_DIR

@@ -7,18 +7,14 @@ from verl.utils.dataset import RLHFDataset
 from verl.utils.tiny_model import build_tokenizer
 from zerosearch.critic.judges import path_judge, states
 from zerosearch.data.fields import row_supporting
-from zerosearch.data.synthetic import (
-    ANSWER_TYPES,
+from zerosearch.data.synthetic import ANSWER_TYPES, build_world, main, redraw_facts, write_world
+from zerosearch.data.synthetic_tuning import (
     GUESS_DECISION,
     SEARCH_DECISION,
-    build_world,
-    main,
-    redraw_facts,
     simulation_pairs,
     warm_start_examples,
     write_simulation_pairs,
     write_warm_start,
-    write_world,
 )
 from zerosearch.prompts import format_observation, parse_documents, policy_prompt
 from zerosearch.search.base import SearchRequest
