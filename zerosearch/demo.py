@@ -20,6 +20,9 @@ and the noise curriculum, then evaluation on a real engine.
 Everything goes under ``out_dir``: data, models, checkpoints, ``metrics.jsonl``, ``plots/*.png``,
 ``summary.json`` and the tables it prints (``summary.md``); workers' output goes to each run's
 ``logs/``.
+
+Over 400 lines on purpose: this is one pipeline, its phases short functions in the order above;
+split across files, a reader would chase a single run from module to module.
 """
 
 import dataclasses

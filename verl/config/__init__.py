@@ -4,6 +4,9 @@
 fails when it is stale); Hydra validates every override against them, so an unknown key stops the run and names it.
 Each leaf carries its help (README's key tables are rendered from it), and ``check_config_tree``
 refuses bad values when the config is composed, naming the key.
+
+Over 400 lines on purpose: one small dataclass per section, in the order of ``ppo_trainer.yaml``,
+so every key of the engine, its default, help and checks are found in one file.
 """
 
 import os
