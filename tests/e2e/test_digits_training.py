@@ -105,16 +105,17 @@ def test_grpo_learns_with_the_vllm_rollout(tmp_path, train):
     assert "val/digits/score" in records[0] and "val/digits/score" in steps[-1]
 
 
-def test_bypass_mode_takes_the_rollouts_log_probs_as_the_old_ones(tmp_path, train):
-    """Two mini-batches per step would need the old-log-prob pass; in bypass mode the rollout's
-    log-probs stand in for it, and the mismatch is measured on the update's first mini-batch."""
+def test_old_log_probs_from_the_rollout_skip_the_old_log_prob_pass(tmp_path, train):
+    """Two mini-batches per step would need the old-log-prob pass; with algorithm.old_log_prob=
+    from_rollout (verl's bypass_mode) the rollout's log-probs stand in for it, and the mismatch is
+    measured on the update's first mini-batch."""
     records = train(
         tmp_path,
         "grpo",
         "trainer.total_training_steps=3",
         "trainer.val_before_train=false",
         "actor_rollout_ref.actor.ppo_mini_batch_size=8",
-        "algorithm.rollout_correction.bypass_mode=true",
+        "algorithm.old_log_prob=from_rollout",
     )
     assert [r["step"] for r in records] == [1, 2, 3]
     for r in records:

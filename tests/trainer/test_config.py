@@ -65,6 +65,9 @@ def test_wrong_type_is_refused_with_its_name():
         (["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=0"], "ppo_micro_batch_size_per_gpu"),
         (["trainer.resume_mode=resume_path", "trainer.resume_from_path=/nowhere/global_step_3"], "resume_from_path"),
         (["algorithm.rollout_correction.bypass_mode=true", "actor_rollout_ref.rollout.top_p=0.9"], "bypass_mode"),
+        (["algorithm.old_log_prob=from_rollout", "actor_rollout_ref.rollout.top_k=5"], "old_log_prob=from_rollout"),
+        (["algorithm.old_log_prob=reuse"], "algorithm.old_log_prob"),
+        (["actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov"], "actor.policy_loss.loss_mode"),
     ],
 )
 def test_composing_the_config_names_the_offending_key(overrides, message):

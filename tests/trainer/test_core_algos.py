@@ -22,9 +22,11 @@ from verl.algos.core_algos import (
     compute_value_loss,
     get_adv_estimator_fn,
     get_kl_controller,
+    get_policy_loss_fn,
     kl_penalty,
     normalize_turn_scores,
     register_adv_est,
+    register_policy_loss,
 )
 from verl.utils.torch_functional import entropy_from_logits
 
@@ -112,6 +114,24 @@ def test_register_adv_est_adds_and_rejects_a_clashing_name(monkeypatch):
     assert get_adv_estimator_fn("custom") is custom
     with pytest.raises(ValueError, match="'grpo' is already registered"):
         register_adv_est("grpo")(custom)
+
+
+def test_policy_losses_are_registered_by_name(monkeypatch):
+    """vanilla (verl's name) is the clipped surrogate; an unknown name lists the known ones; a name
+    is taken once."""
+    assert get_policy_loss_fn("vanilla") is compute_policy_loss
+    with pytest.raises(ValueError, match=r"unknown policy loss 'clip_cov'; known policy losses: \[.*'vanilla'"):
+        get_policy_loss_fn("clip_cov")
+    monkeypatch.setattr(core_algos, "POLICY_LOSS_REGISTRY", dict(core_algos.POLICY_LOSS_REGISTRY))
+
+    @register_policy_loss("custom")
+    def custom(old_log_prob, log_prob, advantages, response_mask, **_):
+        return compute_policy_loss(old_log_prob, log_prob, advantages, response_mask, cliprange=0.1)
+
+    assert get_policy_loss_fn("custom") is custom
+    assert register_policy_loss("custom")(custom) is custom  # the same function again is no clash
+    with pytest.raises(ValueError, match="'vanilla' is already registered"):
+        register_policy_loss("vanilla")(custom)
 
 
 # ---------------------------------------------------------------- GAE

@@ -1,4 +1,7 @@
-"""The driver's own computations, without workers: the in-reward KL penalty and advantages."""
+"""The driver's own computations, without workers: the in-reward KL penalty, advantages and where
+the old log-probs come from."""
+
+import re
 
 import numpy as np
 import pytest
@@ -7,7 +10,8 @@ import torch
 from verl.algos.core_algos import AdaptiveKLController, FixedKLController
 from verl.config import AlgorithmConfig
 from verl.protocol import DataProto
-from verl.trainer.ray_trainer import apply_kl_penalty, compute_advantage, initial_rewards
+from verl.trainer.ray_trainer import apply_kl_penalty, compute_advantage, initial_rewards, old_log_prob_source
+from verl.trainer.run import load_config
 
 MASK = torch.tensor([[1, 1, 0, 1], [1, 1, 1, 0]])  # row 0: an observation token between sampled ones
 
@@ -71,6 +75,78 @@ def test_turn_rewards_of_the_rollout_loop_join_the_rewards_and_reach_the_estimat
 
 class FailingValidation(RuntimeError):
     pass
+
+
+# one mini-batch of 8 prompts (rollout.n=1): the update is on-policy unless something else says not
+ON_POLICY = ["data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8", "trainer.n_gpus_per_node=2"]
+
+
+@pytest.mark.parametrize("choice", ["auto", "recompute", "from_update", "from_rollout"])
+def test_an_on_policy_step_takes_the_old_log_probs_where_the_choice_says(choice):
+    config = load_config([*ON_POLICY, f"algorithm.old_log_prob={choice}"])
+    expected = "from_update" if choice == "auto" else choice
+    assert old_log_prob_source(config, rows=8, step=1) == expected
+
+
+@pytest.mark.parametrize(
+    "overrides, rows, step",
+    [
+        ([], 9, 1),  # more responses than one mini-batch
+        (["actor_rollout_ref.actor.ppo_epochs=2"], 8, 1),
+        (["algorithm.use_kl_in_reward=true"], 8, 1),
+        (["trainer.critic_warmup=2"], 8, 2),  # the actor does not update yet
+    ],
+)
+def test_auto_recomputes_the_old_log_probs_when_the_update_is_off_policy(overrides, rows, step):
+    for choice in ("auto", "recompute"):
+        config = load_config([*ON_POLICY, *overrides, f"algorithm.old_log_prob={choice}"])
+        assert old_log_prob_source(config, rows, step) == "recompute"
+    config = load_config([*ON_POLICY, *overrides, "algorithm.old_log_prob=from_rollout"])
+    assert old_log_prob_source(config, rows, step) == "from_rollout"
+
+
+def test_auto_takes_the_update_pass_once_the_critic_warm_up_is_over():
+    config = load_config([*ON_POLICY, "trainer.critic_warmup=2"])
+    assert [old_log_prob_source(config, 8, step) for step in (1, 2, 3)] == ["recompute", "recompute", "from_update"]
+
+
+@pytest.mark.parametrize(
+    "override, reason",
+    [
+        (
+            "data.train_batch_size=16",
+            "16 responses make several mini-batches of actor_rollout_ref.actor.ppo_mini_batch_size=8",
+        ),
+        ("actor_rollout_ref.actor.ppo_epochs=2", "actor_rollout_ref.actor.ppo_epochs=2"),
+        ("algorithm.use_kl_in_reward=true", "algorithm.use_kl_in_reward=true"),
+        ("trainer.critic_warmup=1", "trainer.critic_warmup=1"),
+    ],
+)
+def test_from_update_is_refused_when_the_config_makes_the_update_off_policy(override, reason):
+    overrides = [*ON_POLICY, override, "algorithm.old_log_prob=from_update"]
+    with pytest.raises(
+        ValueError, match=rf"algorithm.old_log_prob=from_update .*{re.escape(reason)}.*old_log_prob=auto"
+    ):
+        load_config(overrides)
+
+
+def test_from_update_in_a_step_that_is_not_on_policy_is_an_error_not_a_recompute():
+    config = load_config([*ON_POLICY, "algorithm.old_log_prob=from_update"])
+    with pytest.raises(
+        ValueError, match=r"algorithm.old_log_prob=from_update .* but in step 3, 9 responses make several"
+    ):
+        old_log_prob_source(config, rows=9, step=3)
+
+
+def test_verl_bypass_mode_means_the_old_log_probs_come_from_the_rollout():
+    bypass = "algorithm.rollout_correction.bypass_mode=true"
+    for choice in ("auto", "from_rollout"):
+        config = load_config([*ON_POLICY, bypass, f"algorithm.old_log_prob={choice}"])
+        assert old_log_prob_source(config, rows=8, step=1) == "from_rollout"  # on-policy or not
+        assert old_log_prob_source(config, rows=9, step=1) == "from_rollout"
+    for choice in ("recompute", "from_update"):
+        with pytest.raises(ValueError, match=f"bypass_mode=true .* contradicts algorithm.old_log_prob={choice}"):
+            load_config([*ON_POLICY, bypass, f"algorithm.old_log_prob={choice}"])
 
 
 def test_a_step_is_saved_before_it_is_validated(tmp_path):

@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from verl.config import ActorConfig, RefConfig
+from verl.algos import core_algos
+from verl.config import ActorConfig, PolicyLossConfig, RefConfig
 from verl.protocol import DataProto, RolloutSettings
 from verl.utils.tiny_model import build_tiny_model
 from verl.workers.actor import DataParallelPPOActor
@@ -168,7 +169,7 @@ def test_an_on_policy_update_takes_the_old_log_probs_from_its_own_forward_pass(m
         torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
     )
     before = copy.deepcopy(model.state_dict())
-    _, computed = actor.update_policy(on_policy, mini_batch_size=5, temperature=1.0)
+    _, computed = actor.update_policy(on_policy, mini_batch_size=5, temperature=1.0, report_first_pass=True)
     assert_same_update(given, {k: v - before[k] for k, v in model.state_dict().items()})
     attended = data.batch["attention_mask"][:, -6:].bool()
     torch.testing.assert_close(computed.batch["old_log_probs"][attended], old[attended], rtol=0, atol=1e-5)
@@ -180,8 +181,9 @@ def test_an_on_policy_update_takes_the_old_log_probs_from_its_own_forward_pass(m
 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_the_first_pass_is_reported_for_the_first_mini_batch_only(model_path, shuffle):
-    """Asked to (bypass mode), an update with given old log-probs returns the log-probs its first
-    mini-batch computed before any optimizer step: the policy's own, where it measured them."""
+    """Asked to (old log-probs from the rollout), an update with given old log-probs returns the
+    log-probs its first mini-batch computed before any optimizer step: the policy's own, where it
+    measured them."""
     data = make_batch(5)
     data.meta_info["rollout"] = RolloutSettings(step=3)
     model = AutoModelForCausalLM.from_pretrained(model_path)
@@ -189,7 +191,6 @@ def test_the_first_pass_is_reported_for_the_first_mini_batch_only(model_path, sh
         data, micro_batch_size=5, temperature=1.0, with_entropy=True
     )
     data.batch["old_log_probs"] = own + 0.1  # stand-ins, as the rollout's would be
-    data.meta_info["report_first_pass"] = True
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     actor = DataParallelPPOActor(
         ActorConfig(ppo_micro_batch_size_per_gpu=2, ppo_epochs=2, shuffle=shuffle),
@@ -197,7 +198,7 @@ def test_the_first_pass_is_reported_for_the_first_mini_batch_only(model_path, sh
         optimizer,
         torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
     )
-    _, first = actor.update_policy(data, mini_batch_size=2, temperature=1.0)
+    _, first = actor.update_policy(data, mini_batch_size=2, temperature=1.0, report_first_pass=True)
     measured = first.batch["measured"]
     assert int(measured.sum()) == 2  # the first mini-batch's rows
     if not shuffle:
@@ -206,5 +207,26 @@ def test_the_first_pass_is_reported_for_the_first_mini_batch_only(model_path, sh
     torch.testing.assert_close(first.batch["old_log_probs"][attended], own[attended], rtol=0, atol=1e-5)
     torch.testing.assert_close(first.batch["entropys"][attended], entropy[attended], rtol=0, atol=1e-5)
     assert (first.batch["old_log_probs"][~measured] == 0).all()
-    del data.meta_info["report_first_pass"]
     assert actor.update_policy(data, mini_batch_size=2, temperature=1.0)[1] is None
+
+
+def test_the_update_uses_the_policy_loss_the_config_names(model_path, monkeypatch):
+    """A loss registered by name and chosen by actor.policy_loss.loss_mode is the one the update
+    calls, once per micro-batch, with the actor's clip settings."""
+    monkeypatch.setattr(core_algos, "POLICY_LOSS_REGISTRY", dict(core_algos.POLICY_LOSS_REGISTRY))
+    calls = []
+
+    @core_algos.register_policy_loss("constant")
+    def constant(old_log_prob, log_prob, advantages, response_mask, **settings):
+        calls.append(settings)
+        zero = torch.zeros(())
+        return (log_prob * 0).sum() + 7.0, zero, zero, zero
+
+    data = make_batch(5)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    config = ActorConfig(ppo_micro_batch_size_per_gpu=2, clip_ratio_c=4.0, policy_loss=PolicyLossConfig("constant"))
+    actor = DataParallelPPOActor(config, model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
+    metrics, _ = actor.update_policy(data, mini_batch_size=5, temperature=1.0)
+    assert metrics["actor/pg_loss"] == [7.0, 7.0, 7.0]  # 2 + 2 + 1 rows
+    assert [c["clip_ratio_c"] for c in calls] == [4.0] * 3

@@ -13,6 +13,11 @@ norm_adv_by_std_in_grpo=...)``, and takes the keywords it needs (``**_`` absorbs
 ``index`` is the [B] group key of each response (its prompt's uid), ``values`` the [B, T]
 critic values (None without a critic), ``turns`` the turn-level rewards of multi-turn responses
 (``TurnRewards``; None without them), which are also part of ``token_level_rewards``.
+
+Every registered policy loss is called the same way too, ``fn(old_log_prob, log_prob, advantages,
+response_mask, cliprange=..., cliprange_low=..., cliprange_high=..., clip_ratio_c=...,
+loss_agg_mode=...)`` (all [B, T] tensors; a loss that needs fewer keywords absorbs the rest with
+``**_``), and returns ``(pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower)``, scalars.
 """
 
 from collections.abc import Callable, Sequence
@@ -25,6 +30,7 @@ import torch
 from verl.utils.torch_functional import masked_mean, masked_sum, masked_whiten
 
 AdvantageEstimator = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+PolicyLoss = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -437,6 +443,29 @@ def agg_loss(loss_mat: torch.Tensor, loss_mask: torch.Tensor, loss_agg_mode: str
     return masked_mean(per_row, loss_mask.bool().any(dim=-1))
 
 
+POLICY_LOSS_REGISTRY: dict[str, PolicyLoss] = {}
+
+
+def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
+    """Decorator that makes a policy loss reachable by ``name`` (``actor.policy_loss.loss_mode``)."""
+
+    def decorator(fn: PolicyLoss) -> PolicyLoss:
+        if POLICY_LOSS_REGISTRY.get(name, fn) is not fn:
+            raise ValueError(f"policy loss {name!r} is already registered")
+        POLICY_LOSS_REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_policy_loss_fn(name: str) -> PolicyLoss:
+    """Return the policy loss registered as ``name``."""
+    if name not in POLICY_LOSS_REGISTRY:
+        raise ValueError(f"unknown policy loss {name!r}; known policy losses: {sorted(POLICY_LOSS_REGISTRY)}")
+    return POLICY_LOSS_REGISTRY[name]
+
+
+@register_policy_loss("vanilla")
 def compute_policy_loss(
     old_log_prob: torch.Tensor,
     log_prob: torch.Tensor,

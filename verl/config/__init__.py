@@ -15,7 +15,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from verl.algos.core_algos import ADV_ESTIMATOR_REGISTRY, KL_PENALTY_TYPES, LOSS_AGG_MODES
+from verl.algos.core_algos import ADV_ESTIMATOR_REGISTRY, KL_PENALTY_TYPES, LOSS_AGG_MODES, POLICY_LOSS_REGISTRY
 from verl.utils.config import option
 from verl.utils.dataset import TRUNCATIONS
 from verl.utils.fsdp_utils import DTYPES
@@ -27,6 +27,14 @@ DTYPE_NAMES = tuple(DTYPES)
 def adv_estimators() -> list[str]:
     """Registered names, read when checked so that plug-in estimators count."""
     return sorted(ADV_ESTIMATOR_REGISTRY)
+
+
+def policy_losses() -> list[str]:
+    """Registered names, read when checked so that plug-in losses count."""
+    return sorted(POLICY_LOSS_REGISTRY)
+
+
+OLD_LOG_PROB_SOURCES = ("auto", "recompute", "from_update", "from_rollout")
 
 
 @dataclass
@@ -128,6 +136,16 @@ class TrainableFSDPConfig(FSDPConfig):
 
 
 @dataclass
+class PolicyLossConfig:
+    loss_mode: str = option(
+        "vanilla",
+        "The policy loss, by its registered name: vanilla (the PPO clipped surrogate with clip_ratio_low/high "
+        "and the dual clip clip_ratio_c), or any name registered with core_algos.register_policy_loss.",
+        choices=policy_losses,
+    )
+
+
+@dataclass
 class ActorConfig:
     ppo_mini_batch_size: int = option(256, "Prompts per optimizer step (times rollout.n responses).", min=1)
     ppo_micro_batch_size_per_gpu: int = option(
@@ -160,6 +178,7 @@ class ActorConfig:
         "seq-mean-token-mean (over responses).",
         choices=LOSS_AGG_MODES,
     )
+    policy_loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
     entropy_coeff: float = option(0.0, "Entropy bonus weight; 0: none.")
     use_kl_loss: bool = option(False, "Add kl_loss_coef times KL(actor||ref) to the policy loss (GRPO style).")
     kl_loss_coef: float = option(0.001, "Weight of the KL loss term.", min=0)
@@ -361,9 +380,8 @@ class KLControlConfig:
 class RolloutCorrectionConfig:
     bypass_mode: bool = option(
         False,
-        "Take the rollout's log-probs (rollout_log_probs) as the old log-probs and skip the old-log-prob "
-        "pass: the PPO ratio is then against the policy that sampled. rollout/log_prob_diff_* compares them "
-        "with the actor's own, from the first mini-batch of the update.",
+        "verl's name for algorithm.old_log_prob=from_rollout: true means that choice (old_log_prob must then be "
+        "auto or from_rollout).",
     )
 
 
@@ -381,7 +399,29 @@ class AlgorithmConfig:
     use_kl_in_reward: bool = option(False, "Subtract kl_ctrl's coefficient times KL(actor||ref) from the reward.")
     kl_penalty: str = option("kl", "KL estimator of the in-reward penalty (as kl_loss_type).", choices=KL_PENALTY_TYPES)
     kl_ctrl: KLControlConfig = field(default_factory=KLControlConfig)
+    old_log_prob: str = option(
+        "auto",
+        "Where the PPO ratio's old log-probs come from. recompute: a forward pass of the actor before the "
+        "update (timing_s/old_log_prob). from_update: the update's own first forward pass, saving that pass; "
+        "the update must be on-policy: one epoch (actor.ppo_epochs=1) over one mini-batch (data.train_batch_size "
+        "<= actor.ppo_mini_batch_size), no use_kl_in_reward, trainer.critic_warmup=0. from_rollout: the "
+        "rollout's log-probs (rollout_log_probs), so the ratio is against the policy that sampled; "
+        "rollout/log_prob_diff_* compares them with the actor's own, from the update's first mini-batch. "
+        "auto: from_update in a step whose update is on-policy, else recompute.",
+        choices=OLD_LOG_PROB_SOURCES,
+    )
     rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
+
+    def check(self, key: str) -> None:
+        if self.rollout_correction.bypass_mode and self.old_log_prob not in ("auto", "from_rollout"):
+            raise ValueError(
+                f"{key}.rollout_correction.bypass_mode=true (verl's name for {key}.old_log_prob=from_rollout) "
+                f"contradicts {key}.old_log_prob={self.old_log_prob}: set only one of them"
+            )
+
+    def old_log_prob_choice(self) -> str:
+        """``old_log_prob``, with verl's ``rollout_correction.bypass_mode=true`` read as from_rollout."""
+        return "from_rollout" if self.rollout_correction.bypass_mode else self.old_log_prob
 
 
 @dataclass
@@ -524,17 +564,48 @@ class PPOConfig:
                 f"critic.ppo_mini_batch_size={critic_mini // rollout.n} must divide data.train_batch_size and, "
                 f"times rollout.n, split evenly over {world} workers"
             )
-        if self.algorithm.rollout_correction.bypass_mode and (rollout.top_k > 0 or rollout.top_p < 1):
+        old_log_prob = self.algorithm.old_log_prob_choice()
+        if old_log_prob == "from_rollout" and (rollout.top_k > 0 or rollout.top_p < 1):
             raise ValueError(
-                "algorithm.rollout_correction.bypass_mode takes the rollout's log-probs as the old ones, but "
-                f"actor_rollout_ref.rollout.top_k={rollout.top_k} / top_p={rollout.top_p} filter the distribution "
-                "they come from, which the actor does not: turn the filters off or bypass_mode off"
+                "algorithm.old_log_prob=from_rollout (verl: algorithm.rollout_correction.bypass_mode=true) takes "
+                f"the rollout's log-probs as the old ones, but actor_rollout_ref.rollout.top_k={rollout.top_k} / "
+                f"top_p={rollout.top_p} filter the distribution they come from, which the actor does not: turn the "
+                "filters off or choose another algorithm.old_log_prob"
+            )
+        off_policy = self.off_policy_reasons(data.train_batch_size * rollout.n, step=1)
+        if old_log_prob == "from_update" and off_policy:
+            raise ValueError(
+                "algorithm.old_log_prob=from_update takes the old log-probs from the update's first forward pass, "
+                f"which needs an on-policy update, but {'; '.join(off_policy)}: use algorithm.old_log_prob=auto "
+                "(from_update in the steps that allow it, else recompute) or recompute"
             )
         if self.algorithm.adv_estimator in ("grpo", "grpo_turn", "rloo") and rollout.n < 2:
             raise ValueError(
                 f"algorithm.adv_estimator={self.algorithm.adv_estimator} compares responses to the same "
                 "prompt: set actor_rollout_ref.rollout.n >= 2"
             )
+
+    def off_policy_reasons(self, rows: int, step: int) -> list[str]:
+        """Why the actor's update at ``step`` over ``rows`` responses is not on-policy, none when it is.
+        On-policy: one epoch over one mini-batch, so the old log-probs are the policy's own before its
+        step, and nothing needs them before the update (a KL penalty in the reward) or keeps the actor
+        from updating (the critic's warm-up)."""
+        actor, n = self.actor_rollout_ref.actor, self.actor_rollout_ref.rollout.n
+        reasons = []
+        if actor.ppo_epochs != 1:
+            reasons.append(f"actor_rollout_ref.actor.ppo_epochs={actor.ppo_epochs} makes several epochs")
+        if rows > actor.ppo_mini_batch_size * n:
+            reasons.append(
+                f"{rows} responses make several mini-batches of actor_rollout_ref.actor.ppo_mini_batch_size="
+                f"{actor.ppo_mini_batch_size} (×rollout.n={n})"
+            )
+        if self.algorithm.use_kl_in_reward:
+            reasons.append("algorithm.use_kl_in_reward=true needs them before the update")
+        if step <= self.trainer.critic_warmup:
+            reasons.append(
+                f"step {step} is within trainer.critic_warmup={self.trainer.critic_warmup}, with no actor update"
+            )
+        return reasons
 
 
 def register_schema() -> None:

@@ -75,12 +75,33 @@ def balance_batch(data: DataProto, ranks: int) -> None:
         data.batch, data.non_tensor_batch = reordered.batch, reordered.non_tensor_batch
 
 
+def old_log_prob_source(cfg: PPOConfig, rows: int, step: int) -> str:
+    """Where the old log-probs of ``step``, a batch of ``rows`` responses, come from: recompute (the
+    actor's separate pass), from_update (the update's first forward pass, when the update is
+    on-policy) or from_rollout (the rollout's log-probs), as ``algorithm.old_log_prob`` chooses (auto:
+    from_update when on-policy, else recompute). from_update in a step that is not on-policy is an
+    error, never a silent recompute."""
+    choice = cfg.algorithm.old_log_prob_choice()
+    if choice in ("recompute", "from_rollout"):
+        return choice
+    off_policy = cfg.off_policy_reasons(rows, step)
+    if choice == "auto":
+        return "recompute" if off_policy else "from_update"
+    if off_policy:
+        raise ValueError(
+            f"algorithm.old_log_prob=from_update needs an on-policy update, but in step {step}, "
+            f"{'; '.join(off_policy)}: use algorithm.old_log_prob=auto (from_update in the steps that allow it, "
+            "else recompute) or recompute"
+        )
+    return choice
+
+
 def rollout_log_probs(data: DataProto) -> torch.Tensor:
-    """The log-probs the rollout sampled with, as bypass mode's old log-probs."""
+    """The log-probs the rollout sampled with, as the old log-probs (algorithm.old_log_prob=from_rollout)."""
     if "rollout_log_probs" not in data.batch.keys():
         raise ValueError(
-            "algorithm.rollout_correction.bypass_mode=true needs the rollout's log-probs (rollout_log_probs), "
-            "and this rollout returned none: set bypass_mode=false"
+            "algorithm.old_log_prob=from_rollout (or rollout_correction.bypass_mode=true) needs the rollout's "
+            "log-probs (rollout_log_probs), and this rollout returned none: choose another algorithm.old_log_prob"
         )
     return data.batch["rollout_log_probs"].clone()
 
@@ -189,20 +210,6 @@ class RayPPOTrainer:
         self.resource_pool.release()
 
     # ---- one step ------------------------------------------------------------------------------
-    def update_is_on_policy(self, rows: int) -> bool:
-        """Whether the actor's update is one epoch over one mini-batch, so the old log-probs are the
-        current policy's and come from the update's own forward pass, saving a separate pass. Not
-        when something needs them before the update (a KL penalty in the reward) or the actor is
-        still waiting for the critic's warm-up."""
-        cfg = self.config
-        actor = cfg.actor_rollout_ref.actor
-        return (
-            actor.ppo_epochs == 1
-            and rows <= actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n
-            and not cfg.algorithm.use_kl_in_reward
-            and self.global_steps > cfg.trainer.critic_warmup
-        )
-
     def _generate(self, batch: DataProto, validate: bool) -> DataProto:
         gen_batch = batch.select(
             batch_keys=["input_ids", "attention_mask", "position_ids"],
@@ -237,14 +244,14 @@ class RayPPOTrainer:
             with timer("reward", timing):
                 extra = self._compute_reward(batch)
             metrics.update(reward_extra_metrics("reward", extra))
-            bypass = cfg.algorithm.rollout_correction.bypass_mode
-            reuse_update_pass = not bypass and self.update_is_on_policy(len(batch))
-            if bypass:
-                batch.batch["old_log_probs"] = rollout_log_probs(batch)
-                batch.meta_info["report_first_pass"] = True  # for the mismatch metrics
-            elif not reuse_update_pass:
+            old_log_prob = old_log_prob_source(cfg, len(batch), self.global_steps)
+            if old_log_prob == "recompute":
                 with timer("old_log_prob", timing):
                     batch = batch.union(self.actor_rollout_wg.compute_log_prob(batch))
+            elif old_log_prob == "from_rollout":
+                batch.batch["old_log_probs"] = rollout_log_probs(batch)
+            # The update's first pass: the old log-probs themselves, or the actor's own beside the rollout's.
+            batch.meta_info["report_first_pass"] = old_log_prob != "recompute"
             if self.use_ref:
                 with timer("ref", timing):
                     batch = batch.union(self.ref_wg.compute_ref_log_prob(batch))
@@ -263,13 +270,13 @@ class RayPPOTrainer:
                 with timer("update_actor", timing):
                     updated = self.actor_rollout_wg.update_actor(batch)
                 metrics.update(updated.meta_info.pop("metrics"))
-                if reuse_update_pass:  # the old log-probs the update's own forward pass computed
+                if old_log_prob == "from_update":
                     batch = batch.union(updated.select(batch_keys=["old_log_probs", "entropys"]))
-                if bypass:
+                elif old_log_prob == "from_rollout":
                     metrics.update(first_pass_metrics(batch, updated))
                 with timer("sync_weights", timing):
                     self.actor_rollout_wg.sync_rollout_weights()
-            if not bypass:
+            if old_log_prob != "from_rollout":
                 metrics.update(compute_rollout_log_prob_metrics(batch))
             if cfg.trainer.rollout_data_dir:
                 with timer("dump_rollouts", timing):

@@ -105,23 +105,24 @@ class DataParallelPPOActor:
         return unsort(log_probs, order), (unsort(entropies, order) if with_entropy else None)
 
     def update_policy(
-        self, data: DataProto, mini_batch_size: int, temperature: float
+        self, data: DataProto, mini_batch_size: int, temperature: float, report_first_pass: bool = False
     ) -> tuple[dict[str, list[float]], DataProto | None]:
         """PPO epochs over mini-batches; one optimizer step per mini-batch.
 
         Without ``old_log_probs`` in ``data`` the update must be on-policy (one epoch, one
         mini-batch): the old log-probs are then the current policy's own, taken from the update's
-        forward pass instead of a separate one. The log-probs and entropies of that first pass
-        (the first mini-batch of the first epoch: the policy before any step) are returned in batch
-        order, with ``measured`` marking their rows (all rows when on-policy), when on-policy or when
-        ``data.meta_info["report_first_pass"]`` asks (to compare the rollout's log-probs with them)."""
+        forward pass instead of a separate one. With ``report_first_pass`` the log-probs and
+        entropies of that first pass (the first mini-batch of the first epoch: the policy before any
+        step) are returned in batch order, with ``measured`` marking their rows (all rows when
+        on-policy): the old log-probs the update computed, or the actor's own to compare the
+        rollout's with; else None."""
         cfg, optimizer, scheduler = self.config, self.optimizer, self.lr_scheduler
         if not isinstance(cfg, ActorConfig) or optimizer is None:
             raise TypeError("a frozen reference policy (RefConfig, no optimizer) is never updated")
         on_policy = "old_log_probs" not in data.batch.keys()
         if on_policy and (cfg.ppo_epochs != 1 or len(data) > mini_batch_size):
             raise ValueError("old_log_probs can be left out only for one epoch over one mini-batch")
-        report = on_policy or bool(data.meta_info.get("report_first_pass", False))
+        policy_loss = core_algos.get_policy_loss_fn(cfg.policy_loss.loss_mode)
         self.model.train()
         metrics: dict[str, list[float]] = {}
         keys = ["responses", "input_ids", "attention_mask", "position_ids", "response_mask", "advantages"]
@@ -145,10 +146,10 @@ class DataParallelPPOActor:
                     micro = mini[rows].to(self.device)
                     real_tokens += int(micro.batch["attention_mask"].sum())
                     slots += token_slots(micro, width, self.remove_padding)
-                    step, log_prob, entropy = self._micro_step(cfg, micro, temperature, denominator)
+                    step, log_prob, entropy = self._micro_step(cfg, policy_loss, micro, temperature, denominator)
                     for k, v in step.items():
                         metrics.setdefault(k, []).append(v)
-                    if report and epoch == 0 and start == 0:  # no optimizer step yet
+                    if report_first_pass and epoch == 0 and start == 0:  # no optimizer step yet
                         kept["old_log_probs"].append(pad_right(log_prob, width).cpu())
                         kept["entropys"].append(pad_right(entropy, width).cpu())
                         kept["rows"].append(positions[start + rows])
@@ -156,7 +157,7 @@ class DataParallelPPOActor:
         metrics["actor/lr"] = [scheduler.get_last_lr()[0]]
         metrics["actor/padding_fraction"] = [1 - real_tokens / max(slots, 1)]  # of the positions computed
         scheduler.step()  # the schedule counts training steps, not mini-batches
-        if not report:
+        if not report_first_pass:
             return metrics, None
         measured = torch.cat(kept["rows"])
         tensors = {"measured": torch.zeros(len(data), dtype=torch.bool).index_fill_(0, measured, True)}
@@ -166,7 +167,12 @@ class DataParallelPPOActor:
         return metrics, DataProto.from_dict(tensors=tensors)
 
     def _micro_step(
-        self, cfg: ActorConfig, micro: DataProto, temperature: float, denominator: float
+        self,
+        cfg: ActorConfig,
+        policy_loss: core_algos.PolicyLoss,
+        micro: DataProto,
+        temperature: float,
+        denominator: float,
     ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
         """Accumulates one micro-batch's gradient; returns its metrics, and its log-probs and
         entropies (detached, the kept response columns)."""
@@ -179,7 +185,7 @@ class DataParallelPPOActor:
         mask = b["response_mask"].float()
         # on-policy: the old policy is this one, so the ratio is exactly 1 with the gradient of log π
         old_log_prob = micro.batch["old_log_probs"][:, :kept] if "old_log_probs" in micro.batch.keys() else None
-        pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower = core_algos.compute_policy_loss(
+        pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower = policy_loss(
             old_log_prob=log_prob.detach() if old_log_prob is None else old_log_prob,
             log_prob=log_prob,
             advantages=b["advantages"],

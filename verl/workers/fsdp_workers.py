@@ -187,12 +187,16 @@ class ActorRolloutRefWorker(Worker):
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def update_actor(self, data: DataProto) -> DataProto:
-        """The PPO update; without old_log_probs in ``data`` (an on-policy update) it also returns
-        the old log-probs and entropies its forward pass computed."""
+        """The PPO update; with ``data.meta_info["report_first_pass"]`` it also returns the log-probs
+        and entropies of its first forward pass (the old log-probs of an on-policy update, which
+        leaves old_log_probs out of ``data``)."""
         cfg = self.config.actor_rollout_ref
         mini_batch_size = cfg.actor.ppo_mini_batch_size * cfg.rollout.n // self.world_size
+        report_first_pass = bool(data.meta_info.get("report_first_pass"))
         self._place_optimizer("cuda")
-        metrics, computed = self.actor.update_policy(data, mini_batch_size, cfg.rollout.temperature)
+        metrics, computed = self.actor.update_policy(
+            data, mini_batch_size, cfg.rollout.temperature, report_first_pass=report_first_pass
+        )
         self._place_optimizer("cpu")
         out = computed if computed is not None else DataProto()
         out.meta_info["metrics"] = average_metrics(metrics)
