@@ -31,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from verl.config import ActorConfig
 from verl.protocol import DataProto
 from verl.utils.micro_batch import micro_batches, token_slots
+from verl.utils.torch_functional import position_ids
 from verl.workers.actor import DataParallelPPOActor
 
 
@@ -65,7 +66,7 @@ def update_seconds(model_path: str, data: DataProto, micro: int, max_tokens: int
         tensors={
             "input_ids": ids,
             "attention_mask": mask,
-            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
+            "position_ids": position_ids(mask),
             "responses": ids[:, -width:],
             "response_mask": mask[:, -width:],
             "advantages": torch.randn(mask.shape[0], width),

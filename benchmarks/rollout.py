@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from verl.protocol import DataProto, RolloutSettings
 from verl.utils.tiny_model import build_tiny_model
+from verl.utils.torch_functional import left_pad, position_ids
 from zerosearch import prompts
 from zerosearch.eval import LocalRollout, build_engine
 from zerosearch.generation import SearchGenerationManager
@@ -46,15 +47,13 @@ def text_corpus() -> list[str]:
 
 
 def make_batch(tokenizer, n_prompts: int, width: int = 96) -> DataProto:
-    ids = torch.full((n_prompts, width), tokenizer.pad_token_id)
-    mask = torch.zeros((n_prompts, width), dtype=torch.long)
-    for i in range(n_prompts):
-        row = tokenizer.encode(prompts.policy_prompt(f"Who founded company number {i}?"), add_special_tokens=False)
-        row = row[-width:]
-        ids[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
+    rows = [
+        tokenizer.encode(prompts.policy_prompt(f"Who founded company number {i}?"), add_special_tokens=False)[-width:]
+        for i in range(n_prompts)
+    ]
+    ids, mask = left_pad(rows, tokenizer.pad_token_id, width)
     return DataProto.from_dict(
-        tensors={"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)},
+        tensors={"input_ids": ids, "attention_mask": mask, "position_ids": position_ids(mask)},
         non_tensors={
             "reward_model": [{"ground_truth": ["x"]}] * n_prompts,
             "extra_info": [{"question": f"q{i}", "index": i} for i in range(n_prompts)],
@@ -120,14 +119,10 @@ def pure_step(manager: SearchGenerationManager, rollout: DataProto) -> tuple[flo
         prompts_ids[i][prompt_mask[i].bool()].tolist() + rollout.batch["responses"][i][observed[i]].tolist()
         for i in range(len(rollout))
     ]
-    width = max(len(c) for c in contexts)
-    ids = torch.full((len(contexts), width), manager.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(contexts), width), dtype=torch.long)
-    for i, c in enumerate(contexts):
-        ids[i, width - len(c) :], mask[i, width - len(c) :] = torch.tensor(c), 1
+    ids, mask = left_pad(contexts, manager.pad_id)
     per_row = max(round(int(rollout.batch["response_mask"].sum()) / len(rollout)), 1)
     request = DataProto.from_dict(
-        tensors={"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)},
+        tensors={"input_ids": ids, "attention_mask": mask, "position_ids": position_ids(mask)},
         meta_info={"rollout": RolloutSettings(step=1, total_steps=2, n=1, max_new_tokens=per_row, stop=[])},
     )
     forget(manager)

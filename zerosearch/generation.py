@@ -26,6 +26,8 @@ from transformers import PreTrainedTokenizerBase
 from verl.algos.core_algos import normalize_turn_scores
 from verl.protocol import DataProto, RolloutSettings
 from verl.trainer.metrics import timer
+from verl.utils.batch_schema import Key, sequence_tensors
+from verl.utils.torch_functional import left_pad, position_ids, right_pad
 from zerosearch import critic, prompts
 from zerosearch.config import CurriculumConfig, ZeroSearchConfig
 from zerosearch.curriculum import NoiseSchedule
@@ -164,7 +166,7 @@ class SearchGenerationManager:
         return out
 
     def _trajectories(self, batch: DataProto, n: int, needs_question: bool) -> list[Trajectory]:
-        ids, mask = batch.batch["input_ids"], batch.batch["attention_mask"].bool()
+        ids, mask = batch.batch[Key.INPUT_IDS], batch.batch[Key.ATTENTION_MASK].bool()
         extra = batch.non_tensor_batch
         rows = []
         for i in range(len(batch)):
@@ -197,18 +199,12 @@ class SearchGenerationManager:
         from turn to turn, where the engine kept its context's KV cache."""
         active = [not t.done for t in rows]
         contexts = [t.prompt + t.response if a else [] for t, a in zip(rows, active, strict=True)]
-        width = max(len(c) for c in contexts)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, c in enumerate(contexts):
-            if c:
-                input_ids[i, width - len(c) :] = torch.tensor(c, dtype=torch.long)
-                attention_mask[i, width - len(c) :] = 1
+        input_ids, attention_mask = left_pad(contexts, self.pad_id)
         request = DataProto.from_dict(
             tensors={
-                "input_ids": input_ids,
-                "attention_mask": attention_mask,
-                "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+                Key.INPUT_IDS: input_ids,
+                Key.ATTENTION_MASK: attention_mask,
+                Key.POSITION_IDS: position_ids(attention_mask),
             },
             # One sample per row (the rows are already repeated), a turn's tokens, stop at an action.
             meta_info={
@@ -218,12 +214,13 @@ class SearchGenerationManager:
             },
         )
         out = self.wg.generate_sequences(request)
-        if "rollout_log_probs" not in out.batch.keys():
+        if Key.ROLLOUT_LOG_PROBS not in out.batch.keys():
             self.has_log_probs = False
-        log_probs = out.batch["rollout_log_probs"] if self.has_log_probs else torch.zeros(out.batch["responses"].shape)
+        responses = out.batch[Key.RESPONSES]
+        log_probs = out.batch[Key.ROLLOUT_LOG_PROBS] if self.has_log_probs else torch.zeros(responses.shape)
         queries = []
         for t, was_active, response, response_mask, logp in zip(
-            rows, active, out.batch["responses"], out.batch["response_mask"].bool(), log_probs, strict=True
+            rows, active, responses, out.batch[Key.RESPONSE_MASK].bool(), log_probs, strict=True
         ):
             if not was_active:
                 continue
@@ -302,7 +299,7 @@ class SearchGenerationManager:
                     scores[i, turn.end - 1] = coef if turn.verdict else useless
                     graded[i, turn.end - 1] = 1
         scores = normalize_turn_scores(scores, graded, uids, self.config.critictor.turn_reward_norm)
-        return {"turn_ids": turn_ids, "turn_scores": scores, "turn_graded": graded}
+        return {Key.TURN_IDS: turn_ids, Key.TURN_SCORES: scores, Key.TURN_GRADED: graded}
 
     def _encode(self, text: str) -> list[int]:
         """Observation text as plain tokens: a document that spells a special token (``<|im_end|>``)
@@ -336,29 +333,17 @@ class SearchGenerationManager:
 
     # ---- packing -----------------------------------------------------------------------------
     def _to_dataproto(self, batch: DataProto, rows: list[Trajectory]) -> DataProto:
-        prompts_ids = batch.batch["input_ids"]
-        prompt_mask = batch.batch["attention_mask"]
-        responses = torch.full((len(rows), self.response_budget), self.pad_id, dtype=torch.long)
-        response_mask = torch.zeros((len(rows), self.response_budget), dtype=torch.long)
-        response_span = torch.zeros((len(rows), self.response_budget), dtype=torch.long)
-        log_probs = torch.zeros((len(rows), self.response_budget), dtype=torch.float32)
-        for i, t in enumerate(rows):
-            k = len(t.response)
-            responses[i, :k] = torch.tensor(t.response, dtype=torch.long)
-            response_mask[i, :k] = torch.tensor(t.mask, dtype=torch.long)
-            log_probs[i, :k] = torch.tensor(t.log_probs, dtype=torch.float32)
-            response_span[i, :k] = 1  # observations are part of the context the policy attends to
-        attention_mask = torch.cat([prompt_mask, response_span], dim=1)
-        tensors = {
-            "prompts": prompts_ids,
-            "responses": responses,
-            "response_mask": response_mask,
-            "input_ids": torch.cat([prompts_ids, responses], dim=1),
-            "attention_mask": attention_mask,
-            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
-        }
+        width = self.response_budget
+        tensors = sequence_tensors(
+            batch.batch[Key.INPUT_IDS],
+            batch.batch[Key.ATTENTION_MASK],
+            right_pad([t.response for t in rows], width, self.pad_id, torch.long),
+            right_pad([t.mask for t in rows], width, 0, torch.long),
+            # observations are part of the context the policy attends to
+            right_pad([[1] * len(t.response) for t in rows], width, 0, torch.long),
+        )
         if self.has_log_probs:
-            tensors["rollout_log_probs"] = log_probs
+            tensors[Key.ROLLOUT_LOG_PROBS] = right_pad([t.log_probs for t in rows], width, 0.0, torch.float32)
         if any(t.graded for t in rows):
             tensors.update(self._turn_tensors(rows, batch.non_tensor_batch.get("uid")))
         out = DataProto.from_dict(

@@ -5,12 +5,15 @@ import torch
 
 from verl.utils.torch_functional import (
     entropy_from_logits,
+    left_pad,
     logprobs_and_entropy,
     logprobs_from_logits,
     masked_mean,
     masked_sum,
     masked_var,
     masked_whiten,
+    position_ids,
+    right_pad,
 )
 
 VALUES = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
@@ -126,3 +129,25 @@ def test_logprobs_and_entropy_match_the_separate_functions(dtype):
     assert log_probs.dtype == entropy.dtype == torch.float32
     torch.testing.assert_close(log_probs, logprobs_from_logits(logits, labels), rtol=0, atol=1e-5)
     torch.testing.assert_close(entropy, entropy_from_logits(logits.float()), rtol=0, atol=1e-5)
+
+
+def test_left_pad_aligns_the_last_tokens_and_masks_the_padding():
+    ids, mask = left_pad([[5, 6, 7], [8], []], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+    assert ids.dtype == mask.dtype == torch.long
+    ids, mask = left_pad([[5, 6]], pad_id=9, width=4)
+    assert ids.tolist() == [[9, 9, 5, 6]] and mask.tolist() == [[0, 0, 1, 1]]
+
+
+def test_right_pad_starts_every_row_in_column_zero():
+    values = right_pad([[-0.5, -1.0], [], [-2.0]], width=3, fill=0.0, dtype=torch.float32)
+    assert values.tolist() == [[-0.5, -1.0, 0.0], [0.0, 0.0, 0.0], [-2.0, 0.0, 0.0]]
+    assert values.dtype == torch.float32
+    assert right_pad([[4, 5]], width=3, fill=7, dtype=torch.long).tolist() == [[4, 5, 7]]
+
+
+def test_position_ids_count_attended_tokens_from_zero():
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
+    assert position_ids(mask).tolist() == [[0, 0, 0, 1, 2, 2], [0, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]]
+    assert position_ids(torch.tensor([0, 1, 1])).tolist() == [0, 0, 1]  # one row

@@ -263,3 +263,19 @@ def test_rows_without_a_prompt_are_not_generated_for(tiny):
     alone = HFRollout(model, tok).generate([rows[0], rows[2]], params)
     for i, result in zip([0, 1, 4, 5], alone, strict=True):
         assert out.batch["responses"][i][out.batch["response_mask"][i].bool()].tolist() == result.token_ids
+
+
+def test_generate_batch_returns_the_batch_schemas_rollout_layout(tiny):
+    from verl.protocol import DataProto
+    from verl.utils.batch_schema import Key, Stage, check_batch
+    from verl.utils.torch_functional import left_pad
+    from verl.workers.rollout.base import generate_batch
+
+    model, tok = tiny
+    ids, mask = left_pad([tok.encode("Who wrote Hamlet?"), tok.encode("Water")], tok.pad_token_id)
+    batch = DataProto.from_dict(tensors={Key.INPUT_IDS: ids, Key.ATTENTION_MASK: mask})
+    check_batch(batch, Stage.PROMPT)
+    torch.manual_seed(0)
+    out = generate_batch(HFRollout(model, tok), batch, SamplingParams(max_new_tokens=5, n=2))
+    check_batch(out, Stage.ROLLOUT)
+    assert out.batch[Key.RESPONSES].shape == (4, 5) and Key.ROLLOUT_LOG_PROBS in out.batch.keys()

@@ -301,3 +301,18 @@ def test_documents_that_spell_special_tokens_stay_plain_text(tokenizer, monkeypa
     observed = [i for i, m in zip(ids, mask, strict=True) if m == 0 and i != tokenizer.pad_token_id]
     assert not set(observed) & set(tokenizer.all_special_ids)  # no turn boundary, no eos
     assert forged in tokenizer.decode(observed)
+
+
+def test_the_multi_turn_batch_follows_the_batch_schema(tokenizer, monkeypatch):
+    from verl.utils.batch_schema import Stage, check_batch
+
+    scripts = {
+        "Who wrote Hamlet?": ["<search> hamlet author </search>", "<answer> Shakespeare </answer>"],
+        "Capital of France?": ["no action here", "<answer> Paris </answer>"],
+    }
+    manager, _ = make_manager(make_config(), tokenizer, scripts, monkeypatch)
+    batch = make_batch(tokenizer, list(scripts), ["Shakespeare", "Paris"])
+    check_batch(batch, Stage.PROMPT)
+    out = manager.generate_sequences(batch)
+    check_batch(out, Stage.ROLLOUT)  # observations attended to, not trained on
+    assert out.batch["response_mask"].sum() < out.batch["attention_mask"][:, 200:].sum()

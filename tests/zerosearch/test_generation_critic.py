@@ -195,3 +195,12 @@ def test_llm_critic_requests_carry_their_own_rows_and_failures_give_no_reward(to
     metrics = out.meta_info["metrics"]
     assert metrics["critictor/failures"] == 1 and metrics["critictor/retries"] == 1
     assert metrics["critictor/graded_rate"] == pytest.approx(2 / 3)
+
+
+def test_a_graded_batch_follows_the_batch_schema(tokenizer, monkeypatch):
+    from verl.utils.batch_schema import Key, Stage, check_batch
+
+    manager, _ = make_manager(critic_config(retrospective__enable=True), tokenizer, SCRIPTS, monkeypatch)
+    out = manager.generate_sequences(make_batch(tokenizer, list(SCRIPTS), ANSWERS))
+    check_batch(out, Stage.ROLLOUT)  # the turn tensors' dtypes and shapes included
+    assert {Key.TURN_IDS, Key.TURN_SCORES, Key.TURN_GRADED} <= set(out.batch.keys())

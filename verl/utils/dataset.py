@@ -16,11 +16,14 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from verl.utils.batch_schema import Key
+from verl.utils.torch_functional import left_pad, position_ids
+
 logger = logging.getLogger(__name__)
 
 OPTIONAL_DICT_COLUMNS = ("reward_model", "extra_info")
 # Fields the dataset itself produces; a parquet column of the same name is not carried.
-OWN_FIELDS = ("input_ids", "attention_mask", "position_ids", "raw_prompt", "index")
+OWN_FIELDS = (Key.INPUT_IDS, Key.ATTENTION_MASK, Key.POSITION_IDS, "raw_prompt", "index")
 TRUNCATIONS = ("error", "left", "right")
 TOKENIZE_CHUNK = 1000
 
@@ -134,17 +137,14 @@ class RLHFDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
         ids = row["prompt_ids"]
-        pad = self.max_prompt_length - len(ids)
-        input_ids = torch.tensor([self.tokenizer.pad_token_id] * pad + ids, dtype=torch.long)
-        attention_mask = torch.tensor([0] * pad + [1] * len(ids), dtype=torch.long)
-        position_ids = (attention_mask.cumsum(0) - 1).clamp(min=0)
+        [input_ids], [attention_mask] = left_pad([ids], self.tokenizer.pad_token_id, self.max_prompt_length)
         # Parquet fills a struct key that other rows have with None.
         index = row["extra_info"].get("index")
         return {
             **{k: v for k, v in row.items() if k != "prompt_ids"},
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "position_ids": position_ids,
+            Key.INPUT_IDS: input_ids,
+            Key.ATTENTION_MASK: attention_mask,
+            Key.POSITION_IDS: position_ids(attention_mask),
             "index": int(index) if index is not None else i,
         }
 

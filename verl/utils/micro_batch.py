@@ -5,18 +5,19 @@ import torch
 import torch.distributed as dist
 
 from verl.protocol import DataProto
+from verl.utils.batch_schema import Key
 
 
 def trim_padding(data: DataProto, response_length: int) -> tuple[dict, int]:
     """Drops the columns that are padding in every row of a micro-batch (left of the prompts, right
     of the responses), returning model inputs and the number of response columns kept."""
-    mask = data.batch["attention_mask"]
+    mask = data.batch[Key.ATTENTION_MASK]
     prompt_width = mask.shape[1] - response_length
     used = mask.any(dim=0).nonzero().flatten()
     start = min(int(used[0]), prompt_width - 1) if len(used) else prompt_width - 1
     kept_response = max(int(used[-1]) + 1 - prompt_width, 1) if len(used) else 1
     end = prompt_width + kept_response
-    inputs = {k: data.batch[k][:, start:end] for k in ("input_ids", "attention_mask", "position_ids")}
+    inputs = {k: data.batch[k][:, start:end] for k in (Key.INPUT_IDS, Key.ATTENTION_MASK, Key.POSITION_IDS)}
     return inputs, kept_response
 
 
@@ -24,9 +25,9 @@ def token_slots(data: DataProto, response_length: int, remove_padding: bool) -> 
     """Token positions the model runs on for a micro-batch: its real tokens when packed, else its
     rows times the width left after trimming the columns that are padding in every row."""
     if remove_padding:
-        return int(data.batch["attention_mask"].sum())
+        return int(data.batch[Key.ATTENTION_MASK].sum())
     inputs, _ = trim_padding(data, response_length)
-    return inputs["input_ids"].numel()
+    return inputs[Key.INPUT_IDS].numel()
 
 
 def pack_rows(data: DataProto, response_length: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
@@ -34,7 +35,7 @@ def pack_rows(data: DataProto, response_length: int) -> tuple[dict, torch.Tensor
     then attends within each sequence only), for padding-free compute. Also returns the packed
     indices of the positions that predict each response token, and the [B, R] mask of where those
     predictions belong in the padded layout."""
-    mask = data.batch["attention_mask"].bool()
+    mask = data.batch[Key.ATTENTION_MASK].bool()
     prompt_width = mask.shape[1] - response_length
     packed_index = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
     packed_index[mask] = torch.arange(int(mask.sum()), device=mask.device)
@@ -43,7 +44,7 @@ def pack_rows(data: DataProto, response_length: int) -> tuple[dict, torch.Tensor
     predictors = packed_index[:, prompt_width - 1 : -1][response_real]
     if (predictors < 0).any():
         raise ValueError("padding-free compute needs left-padded prompts and right-padded, contiguous responses")
-    inputs = {k: data.batch[k][mask].unsqueeze(0) for k in ("input_ids", "position_ids")}
+    inputs = {k: data.batch[k][mask].unsqueeze(0) for k in (Key.INPUT_IDS, Key.POSITION_IDS)}
     return inputs, predictors, response_real
 
 
@@ -86,7 +87,7 @@ def micro_batches(data: DataProto, micro_batch_size: int, max_token_len: int | N
     rows = len(data)
     if max_token_len is None:
         return list(torch.arange(rows).split(micro_batch_size))
-    lengths = data.batch["attention_mask"].sum(-1).tolist()
+    lengths = data.batch[Key.ATTENTION_MASK].sum(-1).tolist()
     groups = token_budget_groups(lengths, max_token_len)
     count = torch.tensor(len(groups))
     if dist.is_initialized():

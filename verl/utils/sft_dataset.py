@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from verl.utils.dataset import render_prompt
+from verl.utils.torch_functional import position_ids
 
 PREFIX_COLUMN = "response_prefix"
 MESSAGES_COLUMN = "messages"
@@ -149,7 +150,7 @@ class SFTDataset(Dataset):
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+            "position_ids": position_ids(attention_mask),
             "loss_mask": loss_mask,
         }
 

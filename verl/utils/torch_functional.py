@@ -1,9 +1,11 @@
-"""Masked reductions and log-probability helpers over padded token tensors.
+"""Masked reductions and log-probability helpers over padded token tensors, and the padding itself.
 
 Masks are read as booleans: a position takes part when its mask entry is
 non-zero. Values at masked-out positions never reach a result, even when they
 are inf or NaN.
 """
+
+from collections.abc import Sequence
 
 import torch
 
@@ -151,3 +153,45 @@ def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     if logits.dim() == 1:
         return _gathered_logprobs(logits.float(), labels)
     return torch.stack([_gathered_logprobs(z.float(), y) for z, y in zip(logits, labels, strict=True)])
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows left-padded, so that every row's last token sits in the last column.
+
+    Args:
+        rows: B token-id rows of any lengths (an empty row is all padding).
+        pad_id: id written into the padding.
+        width: columns of the result; None: the longest row's length.
+
+    Returns:
+        ([B, width] int64 ids, [B, width] int64 attention mask: 1 on the rows' tokens).
+    """
+    width = max((len(r) for r in rows), default=0) if width is None else width
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def right_pad(rows: Sequence[Sequence[float]], width: int, fill: float, dtype: torch.dtype) -> torch.Tensor:
+    """Rows of values right-padded with ``fill`` to a [B, width] tensor of ``dtype`` (each row's
+    first value in column 0), e.g. responses, their masks and their log-probs."""
+    out = torch.full((len(rows), width), fill, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=dtype)
+    return out
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over the attended tokens along the last dimension, from 0 at each row's
+    first one; padding before it gets 0 and padding after it the last position.
+
+    Args:
+        attention_mask: [..., T], 1 on attended tokens.
+
+    Returns:
+        [..., T] int64 positions.
+    """
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)

@@ -7,6 +7,7 @@ import torch
 from verl.algos import core_algos
 from verl.config import CriticConfig
 from verl.protocol import DataProto
+from verl.utils.batch_schema import Key
 from verl.utils.micro_batch import (
     loss_denominator,
     micro_batches,
@@ -52,14 +53,14 @@ class DataParallelPPOCritic:
     @torch.no_grad()
     def compute_values(self, data: DataProto) -> torch.Tensor:
         self.model.eval()
-        width = data.batch["responses"].shape[1]
+        width = data.batch[Key.RESPONSES].shape[1]
         cfg = self.config
         order = micro_batches(data, cfg.ppo_micro_batch_size_per_gpu, cfg.token_budget(forward_only=True))
         values = []
         for rows in order:
             micro = data[rows].to(self.device)
             values.append(pad_right(response_values(self.model, micro, width, self.remove_padding), width).cpu())
-        return unsort(values, order) * data.batch["response_mask"].float()
+        return unsort(values, order) * data.batch[Key.RESPONSE_MASK].float()
 
     def update_critic(self, data: DataProto, mini_batch_size: int) -> dict[str, list[float]]:
         cfg = self.config
@@ -67,28 +68,30 @@ class DataParallelPPOCritic:
         metrics: dict[str, list[float]] = {}
         data = data.select(
             batch_keys=[
-                "responses",
-                "input_ids",
-                "attention_mask",
-                "position_ids",
-                "response_mask",
-                "values",
-                "returns",
+                Key.RESPONSES,
+                Key.INPUT_IDS,
+                Key.ATTENTION_MASK,
+                Key.POSITION_IDS,
+                Key.RESPONSE_MASK,
+                Key.VALUES,
+                Key.RETURNS,
             ]
         )
         for _ in range(cfg.ppo_epochs):
             for mini in data.split(mini_batch_size):
                 self.optimizer.zero_grad()
-                denominator = loss_denominator(mini.batch["response_mask"], cfg.loss_agg_mode)
+                denominator = loss_denominator(mini.batch[Key.RESPONSE_MASK], cfg.loss_agg_mode)
                 for rows in micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.token_budget()):
                     micro = mini[rows].to(self.device)
-                    vpreds = response_values(self.model, micro, micro.batch["responses"].shape[1], self.remove_padding)
+                    vpreds = response_values(
+                        self.model, micro, micro.batch[Key.RESPONSES].shape[1], self.remove_padding
+                    )
                     kept = vpreds.shape[1]
-                    mask = micro.batch["response_mask"][:, :kept].float()
+                    mask = micro.batch[Key.RESPONSE_MASK][:, :kept].float()
                     vf_loss, vf_clipfrac = core_algos.compute_value_loss(
                         vpreds=vpreds,
-                        returns=micro.batch["returns"][:, :kept],
-                        values=micro.batch["values"][:, :kept],
+                        returns=micro.batch[Key.RETURNS][:, :kept],
+                        values=micro.batch[Key.VALUES][:, :kept],
                         response_mask=mask,
                         cliprange_value=cfg.cliprange_value,
                         loss_agg_mode=cfg.loss_agg_mode,

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from verl.protocol import DataProto
+from verl.utils.batch_schema import Key, sequence_tensors
+from verl.utils.torch_functional import right_pad
 
 
 @dataclass
@@ -56,28 +58,15 @@ class BaseRollout(ABC):
 
 def build_sequences(prompts: DataProto, results, n: int, response_length: int, pad_id: int) -> DataProto:
     """Packs rollout results next to their (left-padded) prompts, right-padding the responses."""
-    prompt_ids = prompts.batch["input_ids"].repeat_interleave(n, dim=0)
-    prompt_mask = prompts.batch["attention_mask"].repeat_interleave(n, dim=0)
-    rows = len(results)
-    responses = torch.full((rows, response_length), pad_id, dtype=torch.long)
-    response_mask = torch.zeros((rows, response_length), dtype=torch.long)
-    rollout_log_probs = torch.zeros((rows, response_length), dtype=torch.float32)
-    for i, result in enumerate(results):
-        k = len(result.token_ids)
-        responses[i, :k] = torch.tensor(result.token_ids, dtype=torch.long)
-        response_mask[i, :k] = 1
-        rollout_log_probs[i, :k] = torch.tensor(result.logprobs, dtype=torch.float32)
-    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
+    prompt_ids = prompts.batch[Key.INPUT_IDS].repeat_interleave(n, dim=0)
+    prompt_mask = prompts.batch[Key.ATTENTION_MASK].repeat_interleave(n, dim=0)
+    sampled = [r.token_ids for r in results]
+    responses = right_pad(sampled, response_length, pad_id, torch.long)
+    response_mask = right_pad([[1] * len(ids) for ids in sampled], response_length, 0, torch.long)
+    tensors = sequence_tensors(prompt_ids, prompt_mask, responses, response_mask)
+    tensors[Key.ROLLOUT_LOG_PROBS] = right_pad([r.logprobs for r in results], response_length, 0.0, torch.float32)
     out = DataProto.from_dict(
-        tensors={
-            "prompts": prompt_ids,
-            "responses": responses,
-            "response_mask": response_mask,
-            "input_ids": torch.cat([prompt_ids, responses], dim=1),
-            "attention_mask": attention_mask,
-            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
-            "rollout_log_probs": rollout_log_probs,
-        },
+        tensors=tensors,
         non_tensors={"finish_reason": np.array([r.finish_reason for r in results], dtype=object)},
         meta_info=dict(prompts.meta_info),
     )
@@ -91,8 +80,8 @@ def generate_batch(rollout, prompts: DataProto, params: SamplingParams) -> DataP
     """Runs a rollout engine on a left-padded prompt batch and packs the results. A row without a
     prompt token is not generated for and gets an empty response: a multi-turn loop sends its
     finished rows that way, so every row stays on the worker whose engine cached its context."""
-    mask = prompts.batch["attention_mask"].bool()
-    rows = [row[m].tolist() for row, m in zip(prompts.batch["input_ids"], mask, strict=True)]
+    mask = prompts.batch[Key.ATTENTION_MASK].bool()
+    rows = [row[m].tolist() for row, m in zip(prompts.batch[Key.INPUT_IDS], mask, strict=True)]
     generated = iter(rollout.generate([row for row in rows if row], params))
     nothing = GenerationResult(token_ids=[], logprobs=[], finish_reason="stop")
     results = [next(generated) if row else nothing for row in rows for _ in range(params.n)]

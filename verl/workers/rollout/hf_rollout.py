@@ -26,6 +26,7 @@ from transformers import (
 )
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList, StopStringCriteria
 
+from verl.utils.torch_functional import left_pad
 from verl.workers.rollout.base import BaseRollout, GenerationResult, SamplingParams
 
 
@@ -95,17 +96,6 @@ class _KeptCache:
                 return None
             found.append(i)
         return found
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows left-padded to the longest: (ids, attention mask)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):  # left padding keeps every row's last token aligned
-        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r) :] = 1
-    return ids, mask
 
 
 def rollout_copy(model: PreTrainedModel, device: str, dtype: torch.dtype) -> PreTrainedModel:
