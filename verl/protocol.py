@@ -11,6 +11,9 @@ A ``DataProto`` holds B rows split over three places:
 Operations that produce rows from existing rows (indexing, ``chunk``, ``split``,
 ``repeat``, ``concat``) hand the same ``meta_info`` dict to the result rather
 than a copy.
+
+Over 400 lines on purpose: one class, ``DataProto``, and the operations the trainer and workers
+use on it (select, union, index, chunk, concat, repeat, padding), which share its invariants.
 """
 
 from __future__ import annotations

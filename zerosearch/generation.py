@@ -12,6 +12,9 @@ reward as ``accepted_answer``, so the reward scores exactly what the rollout acc
 With the critic LLM on (``critictor``), training rollouts may get a one-line critique after a
 search's documents (an observation like them), and once every row is done the critic grades each
 search; the grades become turn rewards (``turn_scores``, ``turn_graded``, ``turn_ids``).
+
+Over 400 lines on purpose: each stage of a turn (generate, parse, search, critique, grade) works
+on the same per-row record (``Trajectory``) and reads best beside the others.
 """
 
 import dataclasses

@@ -18,6 +18,9 @@ Every registered policy loss is called the same way too, ``fn(old_log_prob, log_
 response_mask, cliprange=..., cliprange_low=..., cliprange_high=..., clip_ratio_c=...,
 loss_agg_mode=...)`` (all [B, T] tensors; a loss that needs fewer keywords absorbs the rest with
 ``**_``), and returns ``(pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower)``, scalars.
+
+Over 400 lines on purpose: the method's math stays in one place (estimators, losses, KL), each
+function checked against hand-computed values in tests; trainer and workers only call it.
 """
 
 from collections.abc import Callable, Sequence

@@ -4,7 +4,6 @@ The entry point hands it the worker classes (``WorkerClasses``); the rollout loo
 are plug-ins named in the config (``GenerationManager``, ``RewardManager``).
 """
 
-import json
 import os
 import uuid
 from collections import defaultdict
@@ -36,10 +35,11 @@ from verl.trainer.metrics import (
     timer,
 )
 from verl.trainer.reward import RewardManager
+from verl.trainer.rollout_dump import dump_rollouts
 from verl.trainer.startup import worker_log_dir
 from verl.utils.checkpoint import checkpoint_dir, load_first, mark_latest, resume_dirs, rng_state, set_rng_state
 from verl.utils.import_utils import load_object
-from verl.utils.micro_batch import balanced_order
+from verl.utils.micro_batch import balance_batch
 from verl.utils.torch_functional import masked_mean
 from verl.utils.tracking import Tracking, plain_config
 
@@ -64,15 +64,6 @@ def apply_kl_penalty(
     metrics = {"critic/kl": current_kl, "critic/kl_coef": kl_ctrl.value}
     kl_ctrl.update(current_kl=current_kl, n_steps=len(data))
     return metrics
-
-
-def balance_batch(data: DataProto, ranks: int) -> None:
-    """Reorders the rows in place so that each data-parallel rank's share carries about as many
-    tokens as the others' (verl's trainer.balance_batch)."""
-    order = balanced_order(data.batch["attention_mask"].sum(-1).tolist(), ranks)
-    if order != sorted(order):
-        reordered = data[torch.tensor(order)]
-        data.batch, data.non_tensor_batch = reordered.batch, reordered.non_tensor_batch
 
 
 def old_log_prob_source(cfg: PPOConfig, rows: int, step: int) -> str:
@@ -280,36 +271,11 @@ class RayPPOTrainer:
                 metrics.update(compute_rollout_log_prob_metrics(batch))
             if cfg.trainer.rollout_data_dir:
                 with timer("dump_rollouts", timing):
-                    self._dump_rollouts(batch, extra, cfg.trainer.rollout_data_dir)
+                    dump_rollouts(batch, extra, self.tokenizer, self.global_steps, cfg.trainer.rollout_data_dir)
         metrics.update(compute_data_metrics(batch, self.use_critic))
         metrics.update({f"timing_s/{k}": v for k, v in timing.items()})
         metrics.update(compute_throughput_metrics(batch, timing["step"], self.resource_pool.world_size))
         return metrics
-
-    def _dump_rollouts(self, batch: DataProto, extra: dict[str, np.ndarray], out_dir: str) -> None:
-        os.makedirs(out_dir, exist_ok=True)
-        path = os.path.join(out_dir, f"{self.global_steps}.jsonl")
-        b = batch.batch
-        prompt_width = b["prompts"].shape[1]
-        with open(path, "w") as f:
-            for i in range(len(batch)):
-                prompt_ids = b["prompts"][i][b["attention_mask"][i, :prompt_width].bool()]
-                span = b["attention_mask"][i, prompt_width:].bool()
-                response_ids = b["responses"][i][span]
-                row = {
-                    "step": self.global_steps,
-                    "uid": batch.non_tensor_batch["uid"][i],
-                    "data_source": batch.non_tensor_batch["data_source"][i],
-                    "prompt": self.tokenizer.decode(prompt_ids),
-                    "response": self.tokenizer.decode(response_ids),
-                    "response_ids": response_ids.tolist(),
-                    "response_mask": b["response_mask"][i][span].tolist(),
-                    "reward": b["token_level_scores"][i].sum().item(),
-                    **{k: _jsonable(v[i]) for k, v in extra.items()},
-                    # what the rollout loop asks to keep, e.g. its record of every turn
-                    **{k: _jsonable(batch.non_tensor_batch[k][i]) for k in batch.meta_info.get("dump_keys", ())},
-                }
-                f.write(json.dumps(row) + "\n")
 
     # ---- validation ----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
@@ -411,9 +377,3 @@ class RayPPOTrainer:
             progress.update(1)
         progress.close()
         logger.finish()
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else str(value)

@@ -6,8 +6,12 @@ so a policy scores only by searching.
         [--countries 5] [--test-fraction 0.2] [--template chat|base]
 
 Besides the trainer's files (``train.parquet``, ``test.parquet``, ``corpus.jsonl``) the world yields
-tuning pairs for the simulation LLM and supervised warm-start turns for the policy, and copies of
-itself with redrawn facts (``redraw_facts``) to practise on.
+copies of itself with redrawn facts (``redraw_facts``) to practise on, and
+(``zerosearch.data.synthetic_tuning``) tuning pairs for the simulation LLM and supervised
+warm-start turns for the policy.
+
+Over 400 lines on purpose: entities, invented names, questions and the files written from them
+are one generator drawing from one seeded random stream, in the order it draws.
 """
 
 import argparse

@@ -1,0 +1,300 @@
+"""The workers' sections: the policy model and its actor, reference and rollout (``actor_rollout_ref``),
+and the value model (``critic``)."""
+
+from dataclasses import dataclass, field
+
+from verl.algos.core_algos import KL_PENALTY_TYPES, LOSS_AGG_MODES, POLICY_LOSS_REGISTRY
+from verl.utils.config import option
+from verl.utils.fsdp_utils import DTYPES
+
+DTYPE_NAMES = tuple(DTYPES)
+
+
+def policy_losses() -> list[str]:
+    """Registered names, read when checked so that plug-in losses count."""
+    return sorted(POLICY_LOSS_REGISTRY)
+
+
+def require_packed_sequences(key: str) -> None:
+    """Packed rows need a transformers that confines attention to each sequence by its position ids
+    (5.x does); older releases would let sequences attend to each other without an error."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        raise ValueError(f"{key}=true needs transformers 5 or newer (found {transformers.__version__})")
+
+
+@dataclass
+class ModelConfig:
+    path: str = option(
+        "~/models/Qwen2.5-0.5B", "Model folder or Hugging Face hub id (from_pretrained).", key="MODEL_PATH"
+    )
+    trust_remote_code: bool = option(False, "Let transformers run the model's own code.")
+    enable_gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
+
+
+@dataclass
+class PolicyModelConfig(ModelConfig):
+    use_remove_padding: bool = option(
+        False,
+        "Padding-free compute: each micro-batch's real tokens run as one packed row, positions restarting at "
+        "each sequence, which transformers reads as separate sequences (with sdpa: a block-diagonal mask). "
+        "Results come back in the padded layout.",
+    )
+
+    def check(self, key: str) -> None:
+        if self.use_remove_padding:
+            require_packed_sequences(f"{key}.use_remove_padding")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = option(1e-6, "AdamW learning rate.", min=0)
+    weight_decay: float = option(0.01, "AdamW weight decay.", min=0)
+    betas: list[float] = option([0.9, 0.999], "AdamW betas.")
+    lr_warmup_steps: int = option(-1, "Warm-up steps; -1: lr_warmup_steps_ratio of the total.")
+    lr_warmup_steps_ratio: float = option(0.0, "Warm-up as a share of the training steps (when lr_warmup_steps=-1).")
+    warmup_style: str = option(
+        "constant", "Schedule after warm-up: constant, or cosine decay to min_lr_ratio.", choices=("constant", "cosine")
+    )
+    min_lr_ratio: float = option(0.0, "Cosine only: the final lr as a share of lr.", min=0)
+    total_training_steps: int = option(-1, "Set by the trainer from the run length; leave at -1.")
+
+
+@dataclass
+class MixedPrecisionConfig:
+    param_dtype: str = option(
+        "bf16", "GPU compute dtype; parameters stay fp32. CPU runs compute in fp32.", choices=DTYPE_NAMES
+    )
+    reduce_dtype: str = option("fp32", "GPU gradient-reduction dtype.", choices=DTYPE_NAMES)
+
+
+@dataclass
+class FSDPConfig:
+    param_offload: bool = option(False, "GPU runs: keep parameters (and gradients) on CPU (FSDP2 CPUOffloadPolicy).")
+    mixed_precision: MixedPrecisionConfig = field(default_factory=MixedPrecisionConfig)
+
+
+@dataclass
+class TrainableFSDPConfig(FSDPConfig):
+    optimizer_offload: bool = option(
+        False,
+        "GPU runs: keep the optimizer state on CPU between updates. With param_offload it is on CPU "
+        "anyway and this changes nothing.",
+    )
+
+
+@dataclass
+class PolicyLossConfig:
+    loss_mode: str = option(
+        "vanilla",
+        "The policy loss, by its registered name: vanilla (the PPO clipped surrogate with clip_ratio_low/high "
+        "and the dual clip clip_ratio_c), or any name registered with core_algos.register_policy_loss.",
+        choices=policy_losses,
+    )
+
+
+@dataclass
+class ActorConfig:
+    ppo_mini_batch_size: int = option(256, "Prompts per optimizer step (times rollout.n responses).", min=1)
+    ppo_micro_batch_size_per_gpu: int = option(
+        4,
+        "Responses per forward/backward on one worker; gradients accumulate exactly, a short last "
+        "micro-batch weighted by its share.",
+        min=1,
+    )
+    use_dynamic_bsz: bool = option(
+        False,
+        "Micro-batches by token count (ppo_max_token_len_per_gpu) instead of ppo_micro_batch_size_per_gpu: "
+        "rows of similar length packed together, so short and long trajectories waste little padding. "
+        "Gradients accumulate exactly either way.",
+    )
+    ppo_max_token_len_per_gpu: int = option(
+        16384,
+        "With use_dynamic_bsz: real tokens (prompt + response) per micro-batch on one worker. Without "
+        "use_remove_padding a micro-batch still computes rows × its longest row, padding included.",
+        min=1,
+    )
+    ppo_epochs: int = option(1, "Passes over each batch.", min=1)
+    shuffle: bool = option(False, "Shuffle responses between epochs (seeded by step and epoch).")
+    clip_ratio: float = option(0.2, "PPO clip range of the importance ratio.", min=0)
+    clip_ratio_low: float | None = option(None, "Lower clip range; null: clip_ratio.", min=0, nullable=True)
+    clip_ratio_high: float | None = option(None, "Upper clip range; null: clip_ratio.", min=0, nullable=True)
+    clip_ratio_c: float = option(3.0, "Dual-clip bound for negative advantages; must exceed 1.")
+    loss_agg_mode: str = option(
+        "token-mean",
+        "How token losses become one: token-mean (over all valid tokens), seq-mean-token-sum or "
+        "seq-mean-token-mean (over responses).",
+        choices=LOSS_AGG_MODES,
+    )
+    policy_loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    entropy_coeff: float = option(0.0, "Entropy bonus weight; 0: none.")
+    use_kl_loss: bool = option(False, "Add kl_loss_coef times KL(actor||ref) to the policy loss (GRPO style).")
+    kl_loss_coef: float = option(0.001, "Weight of the KL loss term.", min=0)
+    kl_loss_type: str = option(
+        "low_var_kl", "KL estimator: kl/k1, abs, mse/k2, low_var_kl/k3.", choices=KL_PENALTY_TYPES
+    )
+    grad_clip: float = option(1.0, "Max global gradient norm.", min=0)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    fsdp_config: TrainableFSDPConfig = field(default_factory=TrainableFSDPConfig)
+
+    def check(self, key: str) -> None:
+        if self.clip_ratio_c <= 1:
+            raise ValueError(f"{key}.clip_ratio_c={self.clip_ratio_c} must be greater than 1")
+
+    def token_budget(self) -> int | None:
+        """Real tokens per update micro-batch when they are packed by count, else None (by rows)."""
+        return self.ppo_max_token_len_per_gpu if self.use_dynamic_bsz else None
+
+
+@dataclass
+class RefConfig:
+    log_prob_micro_batch_size_per_gpu: int = option(8, "Responses per reference forward pass on one worker.", min=1)
+    log_prob_use_dynamic_bsz: bool | None = option(
+        None, "Reference passes in micro-batches by token count; null: as actor.use_dynamic_bsz.", nullable=True
+    )
+    log_prob_max_token_len_per_gpu: int | None = option(
+        None, "Tokens per reference micro-batch; null: actor.ppo_max_token_len_per_gpu.", min=1, nullable=True
+    )
+    fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
+
+
+@dataclass
+class ValKwargs:
+    do_sample: bool = option(False, "Sample in validation; false: greedy.")
+    temperature: float = option(0.0, "Validation sampling temperature (with do_sample).", min=0)
+    top_p: float = option(1.0, "Validation nucleus sampling (with do_sample).", min=0)
+    top_k: int = option(-1, "Validation top-k (with do_sample); -1: off.")
+    n: int = option(1, "Responses per validation prompt.", min=1)
+
+
+@dataclass
+class RolloutConfig:
+    name: str = option(
+        "hf",
+        "Rollout engine: vllm (an in-process vLLM engine beside the actor, weights synced in memory; the "
+        "production rollout) or hf (transformers generate).",
+        choices=("hf", "vllm"),
+        key="ROLLOUT",
+    )
+    n: int = option(1, "Responses sampled per prompt (GRPO's group size).", min=1)
+    temperature: float = option(1.0, "Sampling temperature; the actor scores at the same temperature.", min=0)
+    top_p: float = option(
+        1.0,
+        "Nucleus sampling. Below 1 the rollout samples a filtered distribution the actor does not score "
+        "(see rollout/log_prob_diff_*); a warning says so at start-up.",
+        min=0,
+    )
+    top_k: int = option(-1, "Top-k sampling; -1: off. Like top_p, the actor scores without it.")
+    do_sample: bool = option(True, "Sample; false: greedy.")
+    stop: list[str] = option([], "Stop strings; kept in the response.")
+    log_prob_micro_batch_size_per_gpu: int = option(8, "Responses per old-log-prob forward pass on one worker.", min=1)
+    log_prob_use_dynamic_bsz: bool | None = option(
+        None, "Old-log-prob passes in micro-batches by token count; null: as actor.use_dynamic_bsz.", nullable=True
+    )
+    log_prob_max_token_len_per_gpu: int | None = option(
+        None, "Tokens per old-log-prob micro-batch; null: actor.ppo_max_token_len_per_gpu.", min=1, nullable=True
+    )
+    dtype: str | None = option(
+        None,
+        "vllm: the engine's dtype (bfloat16, float16, float32); null: the actor's compute dtype "
+        "(fsdp_config.mixed_precision.param_dtype on GPU, float32 on CPU), so both score alike.",
+        choices=("bfloat16", "float16", "float32"),
+        nullable=True,
+    )
+    gpu_memory_utilization: float = option(
+        0.5,
+        "vllm on GPU: share of GPU memory the engine may take (weights and KV cache). On CPU the KV cache "
+        "is sized to what the rollout can hold: max_num_seqs sequences of max_model_len tokens.",
+        min=0,
+    )
+    tensor_model_parallel_size: int = option(
+        1, "vllm: GPUs one engine spans. Only 1 is supported: each rank runs its own engine.", min=1
+    )
+    enforce_eager: bool = option(True, "vllm: no CUDA graphs (eager mode); needed on CPU.")
+    free_cache_engine: bool = option(
+        True,
+        "vllm on GPU: sleep while the actor trains (KV cache freed, weights offloaded) and wake before the "
+        "weight sync. vLLM has no sleep mode on CPU: there it is a no-op, said once.",
+    )
+    max_num_batched_tokens: int = option(8192, "vllm: tokens scheduled per engine step.", min=1)
+    max_num_seqs: int = option(256, "vllm: sequences decoded together.", min=1)
+    enable_chunked_prefill: bool = option(True, "vllm: split long prefills across engine steps.")
+    max_model_len: int | None = option(
+        None,
+        "vllm: longest prompt + response the engine accepts; null: the longest the trainer can produce "
+        "(data.max_prompt_length plus the response width, every turn and observation of a multi-turn agent).",
+        min=1,
+        nullable=True,
+    )
+    load_format: str = option(
+        "dummy",
+        "vllm: how the engine gets its first weights: dummy (random, then the actor's are synced in memory "
+        "before the first rollout; dummy_dtensor is the same), or auto/safetensors/pt from model.path.",
+        choices=("dummy", "dummy_dtensor", "auto", "safetensors", "pt"),
+    )
+    val_kwargs: ValKwargs = field(default_factory=ValKwargs)
+    generation_manager: str = option(
+        "verl.trainer.generation:SingleTurnGenerationManager",
+        "module:Class building the rollout loop the trainer calls (a GenerationManager).",
+    )
+
+    def check(self, key: str) -> None:
+        if self.tensor_model_parallel_size != 1:
+            raise ValueError(
+                f"{key}.tensor_model_parallel_size={self.tensor_model_parallel_size}: an engine spanning several "
+                "GPUs is not supported yet; each rank runs its own engine (set 1)"
+            )
+
+
+@dataclass
+class ActorRolloutRefConfig:
+    model: PolicyModelConfig = field(default_factory=PolicyModelConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    ref: RefConfig = field(default_factory=RefConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+
+@dataclass
+class CriticModelConfig:
+    path: str | None = option(None, "Value model folder or hub id; null: the actor's model path.", nullable=True)
+    trust_remote_code: bool = option(False, "Let transformers run the model's own code.")
+    enable_gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
+    use_remove_padding: bool = option(False, "As actor_rollout_ref.model.use_remove_padding, for the value model.")
+
+    def check(self, key: str) -> None:
+        if self.use_remove_padding:
+            require_packed_sequences(f"{key}.use_remove_padding")
+
+
+@dataclass
+class CriticConfig:
+    model: CriticModelConfig = field(default_factory=CriticModelConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
+    ppo_mini_batch_size: int | None = option(
+        None, "Prompts per critic optimizer step; null: the actor's.", min=1, nullable=True
+    )
+    ppo_micro_batch_size_per_gpu: int = option(4, "Responses per critic forward/backward on one worker.", min=1)
+    use_dynamic_bsz: bool = option(False, "As actor.use_dynamic_bsz, for the critic's passes.")
+    ppo_max_token_len_per_gpu: int = option(
+        32768, "With use_dynamic_bsz: tokens per critic forward/backward on one worker.", min=1
+    )
+    forward_max_token_len_per_gpu: int | None = option(
+        None, "Tokens per value-only forward; null: ppo_max_token_len_per_gpu.", min=1, nullable=True
+    )
+    ppo_epochs: int = option(1, "Critic passes over each batch.", min=1)
+    cliprange_value: float = option(0.5, "How far a new value may move from the rollout-time value.", min=0)
+    loss_agg_mode: str = option("token-mean", "As actor.loss_agg_mode, for the value loss.", choices=LOSS_AGG_MODES)
+    grad_clip: float = option(1.0, "Max global gradient norm.", min=0)
+    fsdp_config: TrainableFSDPConfig = field(default_factory=TrainableFSDPConfig)
+
+    def token_budget(self, forward_only: bool = False) -> int | None:
+        """Real tokens per micro-batch (of the update, or of a value-only pass) when they are packed
+        by count, else None (by rows)."""
+        if not self.use_dynamic_bsz:
+            return None
+        return (
+            (self.forward_max_token_len_per_gpu or self.ppo_max_token_len_per_gpu)
+            if forward_only
+            else self.ppo_max_token_len_per_gpu
+        )
