@@ -25,7 +25,7 @@ function checked against hand-computed values in tests; trainer and workers only
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -48,26 +48,36 @@ class TurnRewards:
     turn_ids: torch.Tensor
 
 
+Fn = TypeVar("Fn", bound=Callable[..., Any])
 ADV_ESTIMATOR_REGISTRY: dict[str, AdvantageEstimator] = {}
 
 
-def register_adv_est(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
-    """Decorator that makes an advantage estimator reachable by ``name``."""
+def _registering(registry: dict[str, Fn], what: str, name: str) -> Callable[[Fn], Fn]:
+    """A decorator adding a function to ``registry`` as ``name``; a name taken by another is refused."""
 
-    def decorator(fn: AdvantageEstimator) -> AdvantageEstimator:
-        if ADV_ESTIMATOR_REGISTRY.get(name, fn) is not fn:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADV_ESTIMATOR_REGISTRY[name] = fn
+    def decorator(fn: Fn) -> Fn:
+        if registry.get(name, fn) is not fn:
+            raise ValueError(f"{what} {name!r} is already registered")
+        registry[name] = fn
         return fn
 
     return decorator
 
 
+def _registered(registry: dict[str, Fn], what: str, plural: str, name: str) -> Fn:
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; known {plural}: {sorted(registry)}")
+    return registry[name]
+
+
+def register_adv_est(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
+    """Decorator that makes an advantage estimator reachable by ``name``."""
+    return _registering(ADV_ESTIMATOR_REGISTRY, "advantage estimator", name)
+
+
 def get_adv_estimator_fn(name: str) -> AdvantageEstimator:
     """Return the advantage estimator registered as ``name``."""
-    if name not in ADV_ESTIMATOR_REGISTRY:
-        raise ValueError(f"unknown advantage estimator {name!r}; known estimators: {sorted(ADV_ESTIMATOR_REGISTRY)}")
-    return ADV_ESTIMATOR_REGISTRY[name]
+    return _registered(ADV_ESTIMATOR_REGISTRY, "advantage estimator", "estimators", name)
 
 
 def _zero_masked(values: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
@@ -451,21 +461,12 @@ POLICY_LOSS_REGISTRY: dict[str, PolicyLoss] = {}
 
 def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
     """Decorator that makes a policy loss reachable by ``name`` (``actor.policy_loss.loss_mode``)."""
-
-    def decorator(fn: PolicyLoss) -> PolicyLoss:
-        if POLICY_LOSS_REGISTRY.get(name, fn) is not fn:
-            raise ValueError(f"policy loss {name!r} is already registered")
-        POLICY_LOSS_REGISTRY[name] = fn
-        return fn
-
-    return decorator
+    return _registering(POLICY_LOSS_REGISTRY, "policy loss", name)
 
 
 def get_policy_loss_fn(name: str) -> PolicyLoss:
     """Return the policy loss registered as ``name``."""
-    if name not in POLICY_LOSS_REGISTRY:
-        raise ValueError(f"unknown policy loss {name!r}; known policy losses: {sorted(POLICY_LOSS_REGISTRY)}")
-    return POLICY_LOSS_REGISTRY[name]
+    return _registered(POLICY_LOSS_REGISTRY, "policy loss", "policy losses", name)
 
 
 @register_policy_loss("vanilla")
