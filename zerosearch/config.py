@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 
 from verl.algos.core_algos import TURN_REWARD_NORMS
 from verl.config import PPOConfig
-from verl.utils.config import option
+from verl.utils.config import ConfigSection, option
 from zerosearch.retry import RetryConfig
 from zerosearch.reward import METRICS
 from zerosearch.search import BACKENDS, EVAL_ENGINES, SIMULATED_MODES
@@ -21,7 +21,7 @@ RECIPES = ("zerosearch_grpo", "zerosearch_reinforce", "zerosearch_ppo")
 
 
 @dataclass
-class EndpointConfig:
+class EndpointConfig(ConfigSection):
     """An OpenAI-compatible chat model, served (vLLM, sglang) or hosted in process: the search
     simulator and the critic LLM each nest one, and set their own defaults below."""
 
@@ -48,7 +48,7 @@ class SimulatorConfig(EndpointConfig):
 
 
 @dataclass
-class CurriculumConfig:
+class CurriculumConfig(ConfigSection):
     start_threshold: float = option(
         0.0, "Noise probability at the first step, in [0, 1].", min=0, key="START_THRESHOLD"
     )
@@ -64,7 +64,7 @@ class CurriculumConfig:
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(ConfigSection):
     mode: str = option(
         "simulate_prompt",
         "Training search: simulate_prompt, simulate_sft, google, wiki, corpus or none.",
@@ -100,14 +100,14 @@ class SearchConfig:
 
 
 @dataclass
-class AgentConfig:
+class AgentConfig(ConfigSection):
     max_turns: int = option(5, "Searches per trajectory before the final answer-only turn.", min=0, key="MAX_TURNS")
     max_obs_length: int = option(512, "Tokens of one observation; longer ones are cut, keeping the closing tag.", min=1)
     reward_metric: str = option("f1", "The training reward: em, cover_em or f1.", choices=tuple(METRICS))
 
 
 @dataclass
-class RetrospectiveCriticConfig:
+class RetrospectiveCriticConfig(ConfigSection):
     enable: bool = option(
         False,
         "After each training rollout, grade every search turn with the gold answers in hand; a useful one "
@@ -118,7 +118,7 @@ class RetrospectiveCriticConfig:
 
 
 @dataclass
-class InteractiveCriticConfig:
+class InteractiveCriticConfig(ConfigSection):
     enable: bool = option(
         False,
         "During training rollouts, after a search's documents, append one line of the critic's feedback "

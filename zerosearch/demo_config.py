@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 
 from verl.algos.core_algos import TURN_REWARD_NORMS
-from verl.utils.config import option
+from verl.utils.config import ConfigSection, option
 from zerosearch.config import RECIPES
 from zerosearch.prompts import POLICY_INSTRUCTIONS
 
 
 @dataclass
-class DemoWorldConfig:
+class DemoWorldConfig(ConfigSection):
     seed: int = option(0, "Seed of names and facts.")
     people: int = option(60, "People in the invented world.", min=2)
     orgs: int = option(30, "Organisations in the invented world.", min=2)
@@ -24,7 +24,7 @@ class DemoWorldConfig:
 
 
 @dataclass
-class DemoModelConfig:
+class DemoModelConfig(ConfigSection):
     """A randomly initialised Qwen2-architecture causal LM."""
 
     hidden_size: int = option(128, "Hidden size of the Qwen2-architecture model.", min=1)
@@ -37,7 +37,7 @@ class DemoModelConfig:
 
 
 @dataclass
-class DemoSFTPhaseConfig:
+class DemoSFTPhaseConfig(ConfigSection):
     model: DemoModelConfig = field(default_factory=DemoModelConfig)
     steps: int = option(300, "Optimizer steps of main_sft in this phase.", min=1)
     batch_size: int = option(16, "Training rows per optimizer step.", min=1)
@@ -76,7 +76,7 @@ class DemoWarmStartConfig(DemoSFTPhaseConfig):
 
 
 @dataclass
-class DemoRLConfig:
+class DemoRLConfig(ConfigSection):
     recipe: str = option("zerosearch_grpo", "A recipe under configs/.", choices=RECIPES)
     steps: int = option(30, "RL training steps.", min=1)
     batch_size: int = option(16, "Questions per step.", min=1)
@@ -128,7 +128,7 @@ class DemoCritictorConfig(DemoSFTPhaseConfig):
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(ConfigSection):
     out_dir: str = option("runs/demo", "Everything goes here; a second run into it resumes finished phases.")
     workers: int = option(2, "Training processes (trainer.n_gpus_per_node).", min=1)
     topk: int = option(1, "Documents per search, simulated and real.", min=1)

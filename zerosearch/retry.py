@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from verl.utils.config import option
+from verl.utils.config import ConfigSection, option
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,7 +33,7 @@ def redact(message: str, secret: str = "") -> str:
 
 
 @dataclass
-class RetryConfig:
+class RetryConfig(ConfigSection):
     """How every call to one kind of server is bounded; nested as ``search.retry`` and
     ``critictor.retry``. Local work (an in-process model, the corpus) runs ``without_deadlines``."""
 

@@ -42,6 +42,7 @@ from verl.config.workers import (
     policy_losses,
     require_packed_sequences,
 )
+from verl.utils.config import ConfigSection
 
 __all__ = [
     "DTYPE_NAMES",
@@ -78,7 +79,7 @@ __all__ = [
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(ConfigSection):
     data: DataConfig = field(default_factory=DataConfig)
     actor_rollout_ref: ActorRolloutRefConfig = field(default_factory=ActorRolloutRefConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 
 from verl.algos.core_algos import ADV_ESTIMATOR_REGISTRY, KL_PENALTY_TYPES
-from verl.utils.config import option
+from verl.utils.config import ConfigSection, option
 
 
 def adv_estimators() -> list[str]:
@@ -15,7 +15,7 @@ OLD_LOG_PROB_SOURCES = ("auto", "recompute", "from_update", "from_rollout")
 
 
 @dataclass
-class RewardModelConfig:
+class RewardModelConfig(ConfigSection):
     reward_manager: str = option(
         "verl.trainer.reward:RuleRewardManager",
         "module:Class turning a batch into token-level scores (a RewardManager); the default scores each "
@@ -24,13 +24,13 @@ class RewardModelConfig:
 
 
 @dataclass
-class CustomRewardFunctionConfig:
+class CustomRewardFunctionConfig(ConfigSection):
     path: str | None = option(None, "A .py file or importable module defining the reward function.", nullable=True)
     name: str = option("compute_score", "The function: (data_source, solution_str, ground_truth, extra_info).")
 
 
 @dataclass
-class KLControlConfig:
+class KLControlConfig(ConfigSection):
     type: str = option(
         "fixed", "In-reward KL coefficient: fixed, or adaptive towards target_kl.", choices=("fixed", "adaptive")
     )
@@ -40,7 +40,7 @@ class KLControlConfig:
 
 
 @dataclass
-class RolloutCorrectionConfig:
+class RolloutCorrectionConfig(ConfigSection):
     bypass_mode: bool = option(
         False,
         "verl's name for algorithm.old_log_prob=from_rollout: true means that choice (old_log_prob must then be "
@@ -49,7 +49,7 @@ class RolloutCorrectionConfig:
 
 
 @dataclass
-class AlgorithmConfig:
+class AlgorithmConfig(ConfigSection):
     adv_estimator: str = option(
         "gae",
         "Advantage estimator: gae (PPO with a value critic), grpo, grpo_turn (GRPO plus turn rewards, e.g. "

@@ -3,12 +3,12 @@
 from dataclasses import dataclass
 from typing import Any
 
-from verl.utils.config import option
+from verl.utils.config import ConfigSection, option
 from verl.utils.dataset import TRUNCATIONS
 
 
 @dataclass
-class DataConfig:
+class DataConfig(ConfigSection):
     train_files: Any = option("~/data/train.parquet", "Training parquet file, or a list of them.", key="DATA_PATH")
     val_files: Any = option(
         "~/data/test.parquet",

@@ -10,12 +10,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from verl.config import ModelConfig, OptimConfig, RayInitConfig, RunConfig, TrainableFSDPConfig
-from verl.utils.config import option
+from verl.utils.config import ConfigSection, option
 from verl.utils.sft_dataset import TRUNCATIONS
 
 
 @dataclass
-class SFTDataConfig:
+class SFTDataConfig(ConfigSection):
     train_files: Any = option("~/data/sft_train.parquet", "Training parquet file, or a list of them.")
     val_files: Any = option(None, "Validation parquet file or list; null: no validation.", nullable=True)
     prompt_key: str = option("prompt", "Column of the prompt: chat messages (templated) or a plain string.")
@@ -44,7 +44,7 @@ class SFTTrainerConfig(RunConfig):
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(ConfigSection):
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: SFTOptimConfig = field(default_factory=SFTOptimConfig)

@@ -3,12 +3,12 @@
 import os
 from dataclasses import dataclass
 
-from verl.utils.config import option
+from verl.utils.config import ConfigSection, option
 from verl.utils.tracking import BACKENDS
 
 
 @dataclass
-class RunConfig:
+class RunConfig(ConfigSection):
     """What the PPO and SFT trainers share: where workers run, how long, checkpoints and loggers."""
 
     device: str | None = option(
@@ -84,7 +84,7 @@ class TrainerConfig(RunConfig):
 
 
 @dataclass
-class RayInitConfig:
+class RayInitConfig(ConfigSection):
     address: str | None = option(
         None,
         "null: start a private local Ray addressed as 127.0.0.1 (it still listens on every interface, "

@@ -4,7 +4,7 @@ and the value model (``critic``)."""
 from dataclasses import dataclass, field
 
 from verl.algos.core_algos import KL_PENALTY_TYPES, LOSS_AGG_MODES, POLICY_LOSS_REGISTRY
-from verl.utils.config import option
+from verl.utils.config import ConfigSection, option
 from verl.utils.fsdp_utils import DTYPES
 
 DTYPE_NAMES = tuple(DTYPES)
@@ -25,7 +25,7 @@ def require_packed_sequences(key: str) -> None:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ConfigSection):
     path: str = option(
         "~/models/Qwen2.5-0.5B", "Model folder or Hugging Face hub id (from_pretrained).", key="MODEL_PATH"
     )
@@ -48,7 +48,7 @@ class PolicyModelConfig(ModelConfig):
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(ConfigSection):
     lr: float = option(1e-6, "AdamW learning rate.", min=0)
     weight_decay: float = option(0.01, "AdamW weight decay.", min=0)
     betas: list[float] = option([0.9, 0.999], "AdamW betas.")
@@ -62,7 +62,7 @@ class OptimConfig:
 
 
 @dataclass
-class MixedPrecisionConfig:
+class MixedPrecisionConfig(ConfigSection):
     param_dtype: str = option(
         "bf16", "GPU compute dtype; parameters stay fp32. CPU runs compute in fp32.", choices=DTYPE_NAMES
     )
@@ -70,7 +70,7 @@ class MixedPrecisionConfig:
 
 
 @dataclass
-class FSDPConfig:
+class FSDPConfig(ConfigSection):
     param_offload: bool = option(False, "GPU runs: keep parameters (and gradients) on CPU (FSDP2 CPUOffloadPolicy).")
     mixed_precision: MixedPrecisionConfig = field(default_factory=MixedPrecisionConfig)
 
@@ -85,7 +85,7 @@ class TrainableFSDPConfig(FSDPConfig):
 
 
 @dataclass
-class PolicyLossConfig:
+class PolicyLossConfig(ConfigSection):
     loss_mode: str = option(
         "vanilla",
         "The policy loss, by its registered name: vanilla (the PPO clipped surrogate with clip_ratio_low/high "
@@ -95,7 +95,7 @@ class PolicyLossConfig:
 
 
 @dataclass
-class ActorConfig:
+class ActorConfig(ConfigSection):
     ppo_mini_batch_size: int = option(256, "Prompts per optimizer step (times rollout.n responses).", min=1)
     ppo_micro_batch_size_per_gpu: int = option(
         4,
@@ -148,7 +148,7 @@ class ActorConfig:
 
 
 @dataclass
-class RefConfig:
+class RefConfig(ConfigSection):
     log_prob_micro_batch_size_per_gpu: int = option(8, "Responses per reference forward pass on one worker.", min=1)
     log_prob_use_dynamic_bsz: bool | None = option(
         None, "Reference passes in micro-batches by token count; null: as actor.use_dynamic_bsz.", nullable=True
@@ -160,7 +160,7 @@ class RefConfig:
 
 
 @dataclass
-class ValKwargs:
+class ValKwargs(ConfigSection):
     do_sample: bool = option(False, "Sample in validation; false: greedy.")
     temperature: float = option(0.0, "Validation sampling temperature (with do_sample).", min=0)
     top_p: float = option(1.0, "Validation nucleus sampling (with do_sample).", min=0)
@@ -169,7 +169,7 @@ class ValKwargs:
 
 
 @dataclass
-class RolloutConfig:
+class RolloutConfig(ConfigSection):
     name: str = option(
         "hf",
         "Rollout engine: vllm (an in-process vLLM engine beside the actor, weights synced in memory; the "
@@ -248,7 +248,7 @@ class RolloutConfig:
 
 
 @dataclass
-class ActorRolloutRefConfig:
+class ActorRolloutRefConfig(ConfigSection):
     model: PolicyModelConfig = field(default_factory=PolicyModelConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
     ref: RefConfig = field(default_factory=RefConfig)
@@ -256,7 +256,7 @@ class ActorRolloutRefConfig:
 
 
 @dataclass
-class CriticModelConfig:
+class CriticModelConfig(ConfigSection):
     path: str | None = option(None, "Value model folder or hub id; null: the actor's model path.", nullable=True)
     trust_remote_code: bool = option(False, "Let transformers run the model's own code.")
     enable_gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
@@ -268,7 +268,7 @@ class CriticModelConfig:
 
 
 @dataclass
-class CriticConfig:
+class CriticConfig(ConfigSection):
     model: CriticModelConfig = field(default_factory=CriticModelConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
     ppo_mini_batch_size: int | None = option(

@@ -3,6 +3,7 @@ data and models, start the workers and train; ``load_config`` / ``load_sft_confi
 Hydra overrides. ``main_ppo`` and ``main_sft`` are their command lines; every other caller (the
 search agent, its evaluation and demo, the examples, the tests) imports from here."""
 
+import copy
 import logging
 import os
 from typing import TypeVar
@@ -25,6 +26,7 @@ from verl.trainer.startup import (
     resolve_device,
     to_typed,
 )
+from verl.utils.config import freeze
 from verl.utils.dataset import RLHFDataset
 from verl.utils.sft_dataset import SFTDataset
 from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
@@ -100,7 +102,9 @@ def check_rollout_engine(config: PPOConfig) -> None:
 
 def run_ppo(config: PPOConfig) -> RayPPOTrainer | None:
     """Prepares data and model from a checked config, starts the workers and trains. With
-    ``trainer.dry_run`` it stops after the checks, printing the config and the data (None)."""
+    ``trainer.dry_run`` it stops after the checks, printing the config and the data (None). The run
+    works on its own copy of ``config``, frozen before any worker starts."""
+    config = copy.deepcopy(config)
     warn_about_sampling(config)
     absolute_run_dirs(config.trainer)
     tokenizer = load_tokenizer(config)
@@ -117,6 +121,7 @@ def run_ppo(config: PPOConfig) -> RayPPOTrainer | None:
     init_ray(config.ray_init)
     workers = WorkerClasses(actor_rollout_ref=ActorRolloutRefWorker, critic=CriticWorker)
     trainer = RayPPOTrainer(config, tokenizer, train, val, workers, device=resolve_device(config.trainer))
+    freeze(config)  # the trainer has set what it derives (the run's length)
     trainer.init_workers()
     trainer.fit()
     return trainer
@@ -144,11 +149,14 @@ def load_sft_datasets(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> 
 
 
 def run_sft(config: SFTConfig) -> RaySFTTrainer:
-    """Prepares the data from a checked config, starts the workers and trains."""
+    """Prepares the data from a checked config, starts the workers and trains, on a copy of
+    ``config`` frozen before any worker starts."""
+    config = copy.deepcopy(config)
     absolute_run_dirs(config.trainer)
     tokenizer = open_tokenizer(config.model.path, config.model.trust_remote_code, "model.path")
     train, val = load_sft_datasets(config, tokenizer)
     trainer = RaySFTTrainer(config, train, val)  # refuses a batch larger than the training set before Ray starts
+    freeze(config)
     init_ray(config.ray_init)
     trainer.init_workers(SFTWorker, resolve_device(config.trainer))
     trainer.fit()

@@ -15,6 +15,28 @@ from typing import Any
 Choices = Sequence[str] | Callable[[], Sequence[str]]
 
 
+class ConfigSection:
+    """Base of the config dataclasses. A run works on a ``frozen`` copy of its config: once the run
+    is set up, no part of it (driver, worker, plug-in) can change a setting the others have read."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_frozen", False):
+            raise dataclasses.FrozenInstanceError(
+                f"{type(self).__name__}.{name}: the run's config is frozen once the run is set up; "
+                "change it before (an override, or the config passed in)"
+            )
+        object.__setattr__(self, name, value)
+
+
+def freeze(config: ConfigSection) -> None:
+    """Makes a config tree read-only, in place (``dataclasses.replace`` still makes changed copies)."""
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        if isinstance(value, ConfigSection):
+            freeze(value)
+    object.__setattr__(config, "_frozen", True)
+
+
 def option(
     default: Any,
     help: str,
