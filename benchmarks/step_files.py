@@ -5,7 +5,7 @@
 runs COMMAND (a training run, e.g. the e2e test that calls ``train_grpo.sh`` with both critic
 roles on) with a profiler in every Python process it starts, Ray workers included (they inherit
 ``PYTHONPATH``, where a ``sitecustomize`` module installs the profiler). Each process notes, per
-project file, the tenths of a second in which a function of that file was entered or left; the
+project file, the hundredths of a second in which a function of that file was entered or left; the
 driver notes when ``RayPPOTrainer.train_step`` number ``--step`` began and ended. The files with
 an entry or exit inside that window are the files the step crosses; they are printed by folder,
 with their count. Tests and this script are not counted.
@@ -52,7 +52,7 @@ def _profile(frame, event, arg):
     if not _project(path):
         return
     now = time.monotonic()
-    _seen.setdefault(os.path.relpath(path, _ROOT), set()).add(int(now * 10))
+    _seen.setdefault(os.path.relpath(path, _ROOT), set()).add(int(now * 100))
     if frame.f_code.co_name == "train_step" and path.endswith("ray_trainer.py"):
         _steps.append((event, now))
     if now - _last[0] > 1.0 or frame.f_code.co_name == "train_step":
@@ -76,8 +76,8 @@ def step_window(notes: list[dict], step: int) -> tuple[float, float]:
 
 
 def crossed(notes: list[dict], start: float, end: float) -> set[str]:
-    first, last = int(start * 10), int(end * 10)
-    return {path for note in notes for path, tenths in note["files"].items() if any(first <= t <= last for t in tenths)}
+    first, last = int(start * 100), int(end * 100)
+    return {path for note in notes for path, ticks in note["files"].items() if any(first <= t <= last for t in ticks)}
 
 
 def main() -> None:
