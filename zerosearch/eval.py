@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from verl.protocol import DataProto, RolloutSettings
 from verl.trainer.data_loader import validation_batches
+from verl.utils.batch_schema import Key
 from verl.utils.dataset import RLHFDataset
 from verl.workers.rollout.base import BaseRollout, SamplingParams, generate_batch
 from verl.workers.rollout.hf_rollout import HFRollout
@@ -201,9 +202,9 @@ def useless_searches(record: dict) -> int:
 
 
 def _trajectory(out: DataProto, i: int, tokenizer) -> dict:
-    prompt_width = out.batch["prompts"].shape[1]
-    prompt = out.batch["prompts"][i][out.batch["attention_mask"][i, :prompt_width].bool()]
-    response = out.batch["responses"][i][out.batch["attention_mask"][i, prompt_width:].bool()]
+    prompt_width = out.batch[Key.PROMPTS].shape[1]
+    prompt = out.batch[Key.PROMPTS][i][out.batch[Key.ATTENTION_MASK][i, :prompt_width].bool()]
+    response = out.batch[Key.RESPONSES][i][out.batch[Key.ATTENTION_MASK][i, prompt_width:].bool()]
     columns = out.non_tensor_batch
     return {
         "data_source": columns["data_source"][i],

@@ -20,6 +20,7 @@ import torch
 
 from verl.protocol import DataProto
 from verl.trainer.reward import last_valid_positions
+from verl.utils.batch_schema import Key
 from zerosearch.data.fields import row_golden_answers
 
 if TYPE_CHECKING:  # the config module lists this module's metrics
@@ -112,7 +113,7 @@ class QARewardManager:
                 "'accepted_answer'; use actor_rollout_ref.rollout.generation_manager="
                 "zerosearch.generation:SearchGenerationManager"
             )
-        response_mask = data.batch["response_mask"]
+        response_mask = data.batch[Key.RESPONSE_MASK]
         scores = torch.zeros(response_mask.shape, dtype=torch.float32)
         last = last_valid_positions(response_mask)
         rows = []

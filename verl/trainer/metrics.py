@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from verl.protocol import DataProto
+from verl.utils.batch_schema import Key
 from verl.utils.torch_functional import masked_mean
 
 
@@ -31,27 +32,27 @@ def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
 
 def compute_data_metrics(batch: DataProto, use_critic: bool) -> dict[str, float]:
     b = batch.batch
-    response_mask = b["response_mask"].float()
-    prompt_width = b["prompts"].shape[1]
-    prompt_length = b["attention_mask"][:, :prompt_width].sum(-1)
+    response_mask = b[Key.RESPONSE_MASK].float()
+    prompt_width = b[Key.PROMPTS].shape[1]
+    prompt_length = b[Key.ATTENTION_MASK][:, :prompt_width].sum(-1)
     # Whole response span (sampled tokens and any observations) as it occupies the context.
-    response_length = b["attention_mask"][:, prompt_width:].sum(-1)
+    response_length = b[Key.ATTENTION_MASK][:, prompt_width:].sum(-1)
     valid = response_mask.bool()
     metrics = {
-        **_stats("reward/score", b["token_level_scores"].sum(-1)),
-        **_stats("reward/reward", b["token_level_rewards"].sum(-1)),
-        **_stats("critic/advantages", b["advantages"][valid]),
-        **_stats("critic/returns", b["returns"][valid]),
+        **_stats("reward/score", b[Key.TOKEN_LEVEL_SCORES].sum(-1)),
+        **_stats("reward/reward", b[Key.TOKEN_LEVEL_REWARDS].sum(-1)),
+        **_stats("critic/advantages", b[Key.ADVANTAGES][valid]),
+        **_stats("critic/returns", b[Key.RETURNS][valid]),
         **_stats("response_length", response_length),
         **_stats("prompt_length", prompt_length),
-        "response_length/clip_ratio": (response_length >= b["responses"].shape[1]).float().mean().item(),
+        "response_length/clip_ratio": (response_length >= b[Key.RESPONSES].shape[1]).float().mean().item(),
         "response_length/sampled_tokens_mean": response_mask.sum(-1).mean().item(),
     }
-    if "entropys" in b.keys():
-        metrics["actor/entropy"] = masked_mean(b["entropys"], response_mask).item()
+    if Key.ENTROPYS in b.keys():
+        metrics["actor/entropy"] = masked_mean(b[Key.ENTROPYS], response_mask).item()
     if use_critic:
-        values = b["values"][valid]
-        returns = b["returns"][valid]
+        values = b[Key.VALUES][valid]
+        returns = b[Key.RETURNS][valid]
         metrics.update(_stats("critic/values", values))
         if returns.numel() > 1:
             metrics["critic/vf_explained_var"] = (1 - (returns - values).var() / (returns.var() + 1e-5)).item()
@@ -63,21 +64,21 @@ def compute_rollout_log_prob_metrics(batch: DataProto) -> dict[str, float]:
     tokens: 0 up to numerics when both see one distribution; large when the rollout filtered
     (top-k/top-p, which the actor does not apply) or its weights or precision differ."""
     b = batch.batch
-    if "rollout_log_probs" not in b.keys():
+    if Key.ROLLOUT_LOG_PROBS not in b.keys():
         return {}
-    return _log_prob_gap(b["rollout_log_probs"], b["old_log_probs"], b["response_mask"].bool())
+    return _log_prob_gap(b[Key.ROLLOUT_LOG_PROBS], b[Key.OLD_LOG_PROBS], b[Key.RESPONSE_MASK].bool())
 
 
 def first_pass_metrics(batch: DataProto, first_pass: DataProto) -> dict[str, float]:
     """With the rollout's log-probs standing in for the old ones (bypass mode), the same comparison
     against the actor's own log-probs where the update measured them before its first step (the
     rows of its first mini-batch, ``measured``), and the policy's entropy there."""
-    mask = batch.batch["response_mask"].bool() & first_pass.batch["measured"].bool()[:, None]
+    mask = batch.batch[Key.RESPONSE_MASK].bool() & first_pass.batch[Key.MEASURED].bool()[:, None]
     if not mask.any():
         return {}
     return {
-        **_log_prob_gap(batch.batch["rollout_log_probs"], first_pass.batch["old_log_probs"], mask),
-        "actor/entropy": masked_mean(first_pass.batch["entropys"], mask).item(),
+        **_log_prob_gap(batch.batch[Key.ROLLOUT_LOG_PROBS], first_pass.batch[Key.OLD_LOG_PROBS], mask),
+        "actor/entropy": masked_mean(first_pass.batch[Key.ENTROPYS], mask).item(),
     }
 
 
@@ -89,7 +90,7 @@ def _log_prob_gap(rollout: torch.Tensor, actor: torch.Tensor, mask: torch.Tensor
 
 
 def compute_throughput_metrics(batch: DataProto, step_seconds: float, world_size: int) -> dict[str, float]:
-    tokens = batch.batch["attention_mask"].sum().item()
+    tokens = batch.batch[Key.ATTENTION_MASK].sum().item()
     return {
         "perf/total_num_tokens": tokens,
         "perf/time_per_step": step_seconds,

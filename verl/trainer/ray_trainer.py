@@ -37,6 +37,7 @@ from verl.trainer.metrics import (
 from verl.trainer.reward import RewardManager
 from verl.trainer.rollout_dump import dump_rollouts
 from verl.trainer.startup import worker_log_dir
+from verl.utils.batch_schema import Key
 from verl.utils.checkpoint import checkpoint_dir, load_first, mark_latest, resume_dirs, rng_state, set_rng_state
 from verl.utils.import_utils import load_object
 from verl.utils.micro_batch import balance_batch
@@ -57,9 +58,9 @@ def apply_kl_penalty(
     data: DataProto, kl_ctrl: core_algos.FixedKLController | core_algos.AdaptiveKLController, kl_penalty: str
 ) -> dict[str, float]:
     """Subtracts β·KL(actor‖ref) from ``token_level_rewards`` on sampled tokens."""
-    mask = data.batch["response_mask"].float()
-    kld = core_algos.kl_penalty(data.batch["old_log_probs"], data.batch["ref_log_prob"], kl_penalty) * mask
-    data.batch["token_level_rewards"] = data.batch["token_level_rewards"] - kl_ctrl.value * kld
+    mask = data.batch[Key.RESPONSE_MASK].float()
+    kld = core_algos.kl_penalty(data.batch[Key.OLD_LOG_PROBS], data.batch[Key.REF_LOG_PROB], kl_penalty) * mask
+    data.batch[Key.TOKEN_LEVEL_REWARDS] = data.batch[Key.TOKEN_LEVEL_REWARDS] - kl_ctrl.value * kld
     current_kl = masked_mean(kld, mask, axis=-1).mean().item()
     metrics = {"critic/kl": current_kl, "critic/kl_coef": kl_ctrl.value}
     kl_ctrl.update(current_kl=current_kl, n_steps=len(data))
@@ -89,44 +90,44 @@ def old_log_prob_source(cfg: PPOConfig, rows: int, step: int) -> str:
 
 def rollout_log_probs(data: DataProto) -> torch.Tensor:
     """The log-probs the rollout sampled with, as the old log-probs (algorithm.old_log_prob=from_rollout)."""
-    if "rollout_log_probs" not in data.batch.keys():
+    if Key.ROLLOUT_LOG_PROBS not in data.batch.keys():
         raise ValueError(
             "algorithm.old_log_prob=from_rollout (or rollout_correction.bypass_mode=true) needs the rollout's "
             "log-probs (rollout_log_probs), and this rollout returned none: choose another algorithm.old_log_prob"
         )
-    return data.batch["rollout_log_probs"].clone()
+    return data.batch[Key.ROLLOUT_LOG_PROBS].clone()
 
 
 def turn_rewards(data: DataProto) -> core_algos.TurnRewards | None:
     """The turn rewards a rollout loop put in the batch (``turn_scores``, ``turn_graded``,
     ``turn_ids``), or None."""
-    if "turn_scores" not in data.batch.keys():
+    if Key.TURN_SCORES not in data.batch.keys():
         return None
     b = data.batch
-    return core_algos.TurnRewards(scores=b["turn_scores"], graded=b["turn_graded"], turn_ids=b["turn_ids"])
+    return core_algos.TurnRewards(scores=b[Key.TURN_SCORES], graded=b[Key.TURN_GRADED], turn_ids=b[Key.TURN_IDS])
 
 
 def initial_rewards(data: DataProto) -> None:
     """token_level_rewards = the reward manager's scores plus any turn rewards of the rollout loop."""
     turns = turn_rewards(data)
-    scores = data.batch["token_level_scores"]
-    data.batch["token_level_rewards"] = scores if turns is None else scores + turns.scores
+    scores = data.batch[Key.TOKEN_LEVEL_SCORES]
+    data.batch[Key.TOKEN_LEVEL_REWARDS] = scores if turns is None else scores + turns.scores
 
 
 def compute_advantage(data: DataProto, algorithm: AlgorithmConfig) -> None:
     """Fills ``advantages`` and ``returns`` with the configured estimator."""
     estimator = core_algos.get_adv_estimator_fn(algorithm.adv_estimator)
     advantages, returns = estimator(
-        data.batch["token_level_rewards"],
-        data.batch["response_mask"].float(),
+        data.batch[Key.TOKEN_LEVEL_REWARDS],
+        data.batch[Key.RESPONSE_MASK].float(),
         index=data.non_tensor_batch.get("uid"),
-        values=data.batch["values"] if "values" in data.batch.keys() else None,
+        values=data.batch[Key.VALUES] if Key.VALUES in data.batch.keys() else None,
         turns=turn_rewards(data),
         gamma=algorithm.gamma,
         lam=algorithm.lam,
         norm_adv_by_std_in_grpo=algorithm.norm_adv_by_std_in_grpo,
     )
-    data.batch["advantages"], data.batch["returns"] = advantages, returns
+    data.batch[Key.ADVANTAGES], data.batch[Key.RETURNS] = advantages, returns
 
 
 class RayPPOTrainer:
@@ -203,7 +204,7 @@ class RayPPOTrainer:
     # ---- one step ------------------------------------------------------------------------------
     def _generate(self, batch: DataProto, validate: bool) -> DataProto:
         gen_batch = batch.select(
-            batch_keys=["input_ids", "attention_mask", "position_ids"],
+            batch_keys=[Key.INPUT_IDS, Key.ATTENTION_MASK, Key.POSITION_IDS],
             non_tensor_batch_keys=list(batch.non_tensor_batch),
         )
         gen_batch.meta_info = {
@@ -217,7 +218,7 @@ class RayPPOTrainer:
 
     def _compute_reward(self, batch: DataProto) -> dict[str, np.ndarray]:
         scores, extra = self.reward_fn(batch)
-        batch.batch["token_level_scores"] = scores
+        batch.batch[Key.TOKEN_LEVEL_SCORES] = scores
         return extra
 
     def train_step(self, batch: DataProto) -> dict[str, float]:
@@ -240,7 +241,7 @@ class RayPPOTrainer:
                 with timer("old_log_prob", timing):
                     batch = batch.union(self.actor_rollout_wg.compute_log_prob(batch))
             elif old_log_prob == "from_rollout":
-                batch.batch["old_log_probs"] = rollout_log_probs(batch)
+                batch.batch[Key.OLD_LOG_PROBS] = rollout_log_probs(batch)
             # The update's first pass: the old log-probs themselves, or the actor's own beside the rollout's.
             batch.meta_info["report_first_pass"] = old_log_prob != "recompute"
             if self.use_ref:
@@ -262,7 +263,7 @@ class RayPPOTrainer:
                     updated = self.actor_rollout_wg.update_actor(batch)
                 metrics.update(updated.meta_info.pop("metrics"))
                 if old_log_prob == "from_update":
-                    batch = batch.union(updated.select(batch_keys=["old_log_probs", "entropys"]))
+                    batch = batch.union(updated.select(batch_keys=[Key.OLD_LOG_PROBS, Key.ENTROPYS]))
                 elif old_log_prob == "from_rollout":
                     metrics.update(first_pass_metrics(batch, updated))
                 with timer("sync_weights", timing):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from verl.protocol import DataProto
+from verl.utils.batch_schema import Key
 from verl.utils.import_utils import load_function_from
 
 
@@ -46,11 +47,11 @@ class RuleRewardManager:
         self.tokenizer = tokenizer
 
     def __call__(self, data: DataProto) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-        responses = data.batch["responses"]
-        response_mask = data.batch["response_mask"]
-        prompt_width = data.batch["prompts"].shape[1]
+        responses = data.batch[Key.RESPONSES]
+        response_mask = data.batch[Key.RESPONSE_MASK]
+        prompt_width = data.batch[Key.PROMPTS].shape[1]
         # Text of the whole response, observations included (attention mask), as the task sees it.
-        response_attention = data.batch["attention_mask"][:, prompt_width:].bool()
+        response_attention = data.batch[Key.ATTENTION_MASK][:, prompt_width:].bool()
         scores = torch.zeros(responses.shape, dtype=torch.float32)
         last = last_valid_positions(response_mask)
         extra: dict[str, list] = {}

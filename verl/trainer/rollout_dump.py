@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from verl.protocol import DataProto
+from verl.utils.batch_schema import Key
 
 
 def dump_rollouts(batch: DataProto, extra: dict[str, np.ndarray], tokenizer: Any, step: int, out_dir: str) -> None:
@@ -15,12 +16,12 @@ def dump_rollouts(batch: DataProto, extra: dict[str, np.ndarray], tokenizer: Any
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{step}.jsonl")
     b = batch.batch
-    prompt_width = b["prompts"].shape[1]
+    prompt_width = b[Key.PROMPTS].shape[1]
     with open(path, "w") as f:
         for i in range(len(batch)):
-            prompt_ids = b["prompts"][i][b["attention_mask"][i, :prompt_width].bool()]
-            span = b["attention_mask"][i, prompt_width:].bool()
-            response_ids = b["responses"][i][span]
+            prompt_ids = b[Key.PROMPTS][i][b[Key.ATTENTION_MASK][i, :prompt_width].bool()]
+            span = b[Key.ATTENTION_MASK][i, prompt_width:].bool()
+            response_ids = b[Key.RESPONSES][i][span]
             row = {
                 "step": step,
                 "uid": batch.non_tensor_batch["uid"][i],
@@ -28,8 +29,8 @@ def dump_rollouts(batch: DataProto, extra: dict[str, np.ndarray], tokenizer: Any
                 "prompt": tokenizer.decode(prompt_ids),
                 "response": tokenizer.decode(response_ids),
                 "response_ids": response_ids.tolist(),
-                "response_mask": b["response_mask"][i][span].tolist(),
-                "reward": b["token_level_scores"][i].sum().item(),
+                "response_mask": b[Key.RESPONSE_MASK][i][span].tolist(),
+                "reward": b[Key.TOKEN_LEVEL_SCORES][i].sum().item(),
                 **{k: _jsonable(v[i]) for k, v in extra.items()},
                 # what the rollout loop asks to keep, e.g. its record of every turn
                 **{k: _jsonable(batch.non_tensor_batch[k][i]) for k in batch.meta_info.get("dump_keys", ())},

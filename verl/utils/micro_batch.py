@@ -152,7 +152,7 @@ def optimizer_step(model, optimizer, max_norm: float) -> float:
 def balance_batch(data: DataProto, ranks: int) -> None:
     """Reorders the rows in place so that each data-parallel rank's share carries about as many
     tokens as the others' (verl's trainer.balance_batch)."""
-    order = balanced_order(data.batch["attention_mask"].sum(-1).tolist(), ranks)
+    order = balanced_order(data.batch[Key.ATTENTION_MASK].sum(-1).tolist(), ranks)
     if order != sorted(order):
         reordered = data[torch.tensor(order)]
         data.batch, data.non_tensor_batch = reordered.batch, reordered.non_tensor_batch

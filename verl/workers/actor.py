@@ -7,6 +7,7 @@ import torch
 from verl.algos import core_algos
 from verl.config import ActorConfig, RefConfig
 from verl.protocol import DataProto, RolloutSettings
+from verl.utils.batch_schema import Key
 from verl.utils.micro_batch import (
     loss_denominator,
     micro_batches,
@@ -40,7 +41,7 @@ def response_log_probs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and entropies) of the response tokens, [B, kept response columns] each, zero where
     there is no token. ``remove_padding`` runs the model on the real tokens only, packed in one row."""
-    responses = data.batch["responses"]
+    responses = data.batch[Key.RESPONSES]
     if remove_padding:
         inputs, predictors, real = pack_rows(data, responses.shape[1])
         logits = model(**inputs, use_cache=False, logits_to_keep=predictors).logits[0]
@@ -91,7 +92,7 @@ class DataParallelPPOActor:
         """Returns log-probs [B, R] of the response tokens (and their entropies), in micro-batches of
         ``micro_batch_size`` rows or, with ``max_token_len``, of that many tokens."""
         self.model.eval()
-        width = data.batch["responses"].shape[1]
+        width = data.batch[Key.RESPONSES].shape[1]
         order = micro_batches(data, micro_batch_size, max_token_len)
         log_probs, entropies = [], []
         for rows in order:
@@ -119,19 +120,19 @@ class DataParallelPPOActor:
         cfg, optimizer, scheduler = self.config, self.optimizer, self.lr_scheduler
         if not isinstance(cfg, ActorConfig) or optimizer is None:
             raise TypeError("a frozen reference policy (RefConfig, no optimizer) is never updated")
-        on_policy = "old_log_probs" not in data.batch.keys()
+        on_policy = Key.OLD_LOG_PROBS not in data.batch.keys()
         if on_policy and (cfg.ppo_epochs != 1 or len(data) > mini_batch_size):
             raise ValueError("old_log_probs can be left out only for one epoch over one mini-batch")
         policy_loss = core_algos.get_policy_loss_fn(cfg.policy_loss.loss_mode)
         self.model.train()
         metrics: dict[str, list[float]] = {}
-        keys = ["responses", "input_ids", "attention_mask", "position_ids", "response_mask", "advantages"]
-        keys += [] if on_policy else ["old_log_probs"]
-        keys += ["ref_log_prob"] if cfg.use_kl_loss else []
+        keys = [Key.RESPONSES, Key.INPUT_IDS, Key.ATTENTION_MASK, Key.POSITION_IDS, Key.RESPONSE_MASK, Key.ADVANTAGES]
+        keys += [] if on_policy else [Key.OLD_LOG_PROBS]
+        keys += [Key.REF_LOG_PROB] if cfg.use_kl_loss else []
         data = data.select(batch_keys=keys)
-        width = data.batch["responses"].shape[1]
+        width = data.batch[Key.RESPONSES].shape[1]
         positions = torch.arange(len(data))
-        kept: dict[str, list[torch.Tensor]] = {"old_log_probs": [], "entropys": [], "rows": []}
+        kept: dict[str, list[torch.Tensor]] = {Key.OLD_LOG_PROBS: [], Key.ENTROPYS: [], "rows": []}
         real_tokens = slots = 0
         for epoch in range(cfg.ppo_epochs):
             if cfg.shuffle:  # a different order every step and epoch, reproducible on resume
@@ -141,17 +142,17 @@ class DataParallelPPOActor:
             for start in range(0, len(data), mini_batch_size):
                 mini = data[start : start + mini_batch_size]
                 optimizer.zero_grad()
-                denominator = loss_denominator(mini.batch["response_mask"], cfg.loss_agg_mode)
+                denominator = loss_denominator(mini.batch[Key.RESPONSE_MASK], cfg.loss_agg_mode)
                 for rows in micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.token_budget()):
                     micro = mini[rows].to(self.device)
-                    real_tokens += int(micro.batch["attention_mask"].sum())
+                    real_tokens += int(micro.batch[Key.ATTENTION_MASK].sum())
                     slots += token_slots(micro, width, self.remove_padding)
                     step, log_prob, entropy = self._micro_step(cfg, policy_loss, micro, temperature, denominator)
                     for k, v in step.items():
                         metrics.setdefault(k, []).append(v)
                     if report_first_pass and epoch == 0 and start == 0:  # no optimizer step yet
-                        kept["old_log_probs"].append(pad_right(log_prob, width).cpu())
-                        kept["entropys"].append(pad_right(entropy, width).cpu())
+                        kept[Key.OLD_LOG_PROBS].append(pad_right(log_prob, width).cpu())
+                        kept[Key.ENTROPYS].append(pad_right(entropy, width).cpu())
                         kept["rows"].append(positions[start + rows])
                 metrics.setdefault("actor/grad_norm", []).append(optimizer_step(self.model, optimizer, cfg.grad_clip))
         metrics["actor/lr"] = [scheduler.get_last_lr()[0]]
@@ -160,8 +161,8 @@ class DataParallelPPOActor:
         if not report_first_pass:
             return metrics, None
         measured = torch.cat(kept["rows"])
-        tensors = {"measured": torch.zeros(len(data), dtype=torch.bool).index_fill_(0, measured, True)}
-        for k in ("old_log_probs", "entropys"):
+        tensors = {Key.MEASURED: torch.zeros(len(data), dtype=torch.bool).index_fill_(0, measured, True)}
+        for k in (Key.OLD_LOG_PROBS, Key.ENTROPYS):
             tensors[k] = torch.zeros((len(data), width), dtype=kept[k][0].dtype)
             tensors[k][measured] = torch.cat(kept[k])
         return metrics, DataProto.from_dict(tensors=tensors)
@@ -181,14 +182,14 @@ class DataParallelPPOActor:
         )
         assert entropy is not None  # with_entropy is on by default
         kept = log_prob.shape[1]
-        b = {k: micro.batch[k][:, :kept] for k in ("response_mask", "advantages")}
-        mask = b["response_mask"].float()
+        b = {k: micro.batch[k][:, :kept] for k in (Key.RESPONSE_MASK, Key.ADVANTAGES)}
+        mask = b[Key.RESPONSE_MASK].float()
         # on-policy: the old policy is this one, so the ratio is exactly 1 with the gradient of log π
-        old_log_prob = micro.batch["old_log_probs"][:, :kept] if "old_log_probs" in micro.batch.keys() else None
+        old_log_prob = micro.batch[Key.OLD_LOG_PROBS][:, :kept] if Key.OLD_LOG_PROBS in micro.batch.keys() else None
         pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower = policy_loss(
             old_log_prob=log_prob.detach() if old_log_prob is None else old_log_prob,
             log_prob=log_prob,
-            advantages=b["advantages"],
+            advantages=b[Key.ADVANTAGES],
             response_mask=mask,
             cliprange=cfg.clip_ratio,
             cliprange_low=cfg.clip_ratio_low,
@@ -208,7 +209,7 @@ class DataParallelPPOActor:
             loss = loss - cfg.entropy_coeff * entropy_loss
             out["actor/entropy_loss"] = entropy_loss.item()
         if cfg.use_kl_loss:
-            kl = core_algos.kl_penalty(log_prob, micro.batch["ref_log_prob"][:, :kept], cfg.kl_loss_type)
+            kl = core_algos.kl_penalty(log_prob, micro.batch[Key.REF_LOG_PROB][:, :kept], cfg.kl_loss_type)
             kl_loss = core_algos.agg_loss(kl, mask, cfg.loss_agg_mode)
             loss = loss + cfg.kl_loss_coef * kl_loss  # a penalty: added, never subtracted
             out["actor/kl_loss"] = kl_loss.item()

@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClas
 from verl.config import PPOConfig, RefConfig, RolloutConfig, ValKwargs
 from verl.protocol import DataProto, RolloutSettings
 from verl.single_controller import Dispatch, Worker, register
+from verl.utils.batch_schema import Key
 from verl.utils.checkpoint import load_checkpoint, save_checkpoint
 from verl.utils.fsdp_utils import (
     DTYPES,
@@ -166,7 +167,7 @@ class ActorRolloutRefWorker(Worker):
             max_token_len=self._log_prob_token_budget(cfg.rollout),
         )
         assert entropys is not None  # asked for with_entropy
-        return DataProto.from_dict(tensors={"old_log_probs": log_probs, "entropys": entropys})
+        return DataProto.from_dict(tensors={Key.OLD_LOG_PROBS: log_probs, Key.ENTROPYS: entropys})
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_ref_log_prob(self, data: DataProto) -> DataProto:
@@ -177,7 +178,7 @@ class ActorRolloutRefWorker(Worker):
             cfg.rollout.temperature,
             max_token_len=self._log_prob_token_budget(cfg.ref),
         )
-        return DataProto.from_dict(tensors={"ref_log_prob": log_probs})
+        return DataProto.from_dict(tensors={Key.REF_LOG_PROB: log_probs})
 
     def _log_prob_token_budget(self, cfg: RolloutConfig | RefConfig) -> int | None:
         """Tokens per log-prob micro-batch when they are packed by token count, else None."""
@@ -240,7 +241,7 @@ class CriticWorker(Worker):
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_values(self, data: DataProto) -> DataProto:
-        return DataProto.from_dict(tensors={"values": self.critic.compute_values(data)})
+        return DataProto.from_dict(tensors={Key.VALUES: self.critic.compute_values(data)})
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def update_critic(self, data: DataProto) -> DataProto:
