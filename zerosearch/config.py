@@ -248,5 +248,27 @@ class ZeroSearchConfig(PPOConfig):
             )
 
 
+@dataclass
+class EvalArguments(ConfigSection):
+    """The arguments of ``python -m zerosearch.eval`` (``--model``, ``--batch-size``, ...); the rest of an
+    evaluation's settings are keys of the training config, given as overrides."""
+
+    model: str = option("", "Model folder or trainer checkpoint global_step_N.", key="MODEL_PATH")
+    data: list[str] = option(
+        [], "A test parquet file (repeat for several; eval.sh takes a folder for its test.parquet).", key="DATA_PATH"
+    )
+    engine: str = option(
+        "corpus",
+        "The search the policy uses; none: every search returns no documents (closed book).",
+        choices=EVAL_ENGINES,
+        key="SEARCH_ENGINE",
+    )
+    out: str = option("", "Output folder.", key="OUT_DIR")
+    batch_size: int = option(64, "Questions per rollout batch.", min=1, key="BATCH_SIZE")
+    device: str | None = option(
+        None, "cpu or cuda; null: cuda when there is one.", choices=("cpu", "cuda"), nullable=True
+    )
+
+
 def register_schema() -> None:
     ConfigStore.instance().store(name="zerosearch_schema", node=ZeroSearchConfig)

@@ -24,16 +24,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from verl.protocol import DataProto, RolloutSettings
 from verl.trainer.data_loader import validation_batches
 from verl.utils.batch_schema import Key
+from verl.utils.config import choices_of
 from verl.utils.dataset import RLHFDataset
 from verl.workers.rollout.base import BaseRollout, SamplingParams, generate_batch
 from verl.workers.rollout.hf_rollout import HFRollout
 from verl.workers.rollout.vllm_rollout import VLLMRollout, check_servable
-from zerosearch.config import ZeroSearchConfig
+from zerosearch.config import EvalArguments, ZeroSearchConfig
 from zerosearch.critic.judges import path_judge
 from zerosearch.data.fields import row_golden_answers, row_question, row_supporting
 from zerosearch.generation import SearchGenerationManager
 from zerosearch.reward import QARewardManager
-from zerosearch.search import EVAL_ENGINES
 from zerosearch.train import load_config
 
 ROW_METRICS = ("em", "cover_em", "f1", "searches", "useless", "answered")
@@ -220,17 +220,17 @@ def _trajectory(out: DataProto, i: int, tokenizer) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model folder or trainer checkpoint global_step_N")
-    parser.add_argument("--data", required=True, action="append", help="a test parquet file (repeat for several)")
-    parser.add_argument(
-        "--engine",
-        default="corpus",
-        choices=EVAL_ENGINES,
-        help="the search the policy uses; none: every search returns no documents (closed book)",
-    )
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    for f in dataclasses.fields(EvalArguments):
+        required = f.default is dataclasses.MISSING or f.default == ""  # a list's factory, or an empty name
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            required=required,
+            action="append" if f.type == list[str] else "store",
+            type=int if f.type is int else str,
+            default=None if required else f.default,
+            choices=choices_of(f),
+            help=f.metadata["help"],
+        )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the zerosearch config")
     args = parser.parse_args()
     evaluate(args.model, args.data, args.engine, args.out, args.overrides, args.batch_size, args.device)

@@ -3,6 +3,7 @@
 Each KEY maps onto a config key; a KEY not given keeps the recipe's value from ``configs/``.
 """
 
+import dataclasses
 import functools
 import operator
 import os
@@ -15,6 +16,7 @@ from omegaconf import OmegaConf
 
 from verl.utils.config import leaf_fields
 from verl.utils.config_docs import value_text
+from zerosearch.config import EvalArguments, ZeroSearchConfig
 
 USAGE = "usage: train_{algo}.sh [KEY VALUE]... [-- hydra.override=value ...]"
 
@@ -72,8 +74,6 @@ DATA_FILES = {"data.train_files": "train.parquet", "data.val_files": "test.parqu
 @functools.cache
 def training_keys() -> dict[str, list[tuple[str, Any]]]:
     """KEY -> (config key, default) of every field declared with ``key=KEY``, in the config's order."""
-    from zerosearch.config import ZeroSearchConfig
-
     keys: dict[str, list[tuple[str, Any]]] = {}
     for dotted, f, default in leaf_fields(ZeroSearchConfig):
         if f.metadata.get("key"):
@@ -103,13 +103,10 @@ def overrides_of(pairs: dict[str, str]) -> list[str]:
     ]
 
 
-# Evaluation (scripts/eval.sh): KEY -> an argument of zerosearch.eval; its other keys are training keys.
+# Evaluation (scripts/eval.sh): KEY -> an argument of zerosearch.eval, from its field's key=; its
+# other keys are these training keys.
 EVAL_ARGUMENTS = {
-    "MODEL_PATH": "--model",
-    "DATA_PATH": "--data",  # a test parquet, or a folder holding test.parquet
-    "SEARCH_ENGINE": "--engine",
-    "OUT_DIR": "--out",
-    "BATCH_SIZE": "--batch-size",
+    f.metadata["key"]: "--" + f.name.replace("_", "-") for f in dataclasses.fields(EvalArguments) if f.metadata["key"]
 }
 EVAL_CONFIG_KEYS = ("MAX_TURNS", "TOPK", "CORPUS_PATH", "RETRIEVER_URL", "ROLLOUT")
 
@@ -168,7 +165,6 @@ def describe_keys(config) -> str:
 
 def key_table(recipe: str) -> str:
     """README's table of the training keys: what each sets, its field's help, and ``recipe``'s value."""
-    from zerosearch.config import ZeroSearchConfig
     from zerosearch.train import load_config
 
     config = load_config(recipe)

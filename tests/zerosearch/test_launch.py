@@ -168,3 +168,14 @@ def test_every_key_comes_from_a_field_that_declares_it():
         "actor_rollout_ref.rollout.name='hf'",
         "search.topk=4",
     ]
+
+
+def test_eval_keys_come_from_the_evaluation_arguments_fields():
+    import dataclasses
+
+    from zerosearch.config import EvalArguments
+    from zerosearch.launch import EVAL_ARGUMENTS
+
+    declared = {f.metadata["key"]: f.name for f in dataclasses.fields(EvalArguments) if f.metadata["key"]}
+    assert EVAL_ARGUMENTS == {key: "--" + name.replace("_", "-") for key, name in declared.items()}
+    assert EVAL_ARGUMENTS["BATCH_SIZE"] == "--batch-size" and EVAL_ARGUMENTS["SEARCH_ENGINE"] == "--engine"
