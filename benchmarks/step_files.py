@@ -5,10 +5,10 @@
 runs COMMAND (a training run, e.g. the e2e test that calls ``train_grpo.sh`` with both critic
 roles on) with a profiler in every Python process it starts, Ray workers included (they inherit
 ``PYTHONPATH``, where a ``sitecustomize`` module installs the profiler). Each process notes, per
-project file, the hundredths of a second in which a function of that file was entered or left; the
+function of a project file, the hundredths of a second in which it was entered or left; the
 driver notes when ``RayPPOTrainer.train_step`` number ``--step`` began and ended. The files with
-an entry or exit inside that window are the files the step crosses; they are printed by folder,
-with their count. Tests and this script are not counted.
+an entry or exit inside that window are the files the step crosses; they are printed with their
+count and, for each, the functions seen. Tests and this script are not counted.
 """
 
 import argparse
@@ -52,7 +52,7 @@ def _profile(frame, event, arg):
     if not _project(path):
         return
     now = time.monotonic()
-    _seen.setdefault(os.path.relpath(path, _ROOT), set()).add(int(now * 100))
+    _seen.setdefault(os.path.relpath(path, _ROOT) + ":" + frame.f_code.co_name, set()).add(int(now * 100))
     if frame.f_code.co_name == "train_step" and path.endswith("ray_trainer.py"):
         _steps.append((event, now))
     if now - _last[0] > 1.0 or frame.f_code.co_name == "train_step":
@@ -75,9 +75,18 @@ def step_window(notes: list[dict], step: int) -> tuple[float, float]:
     raise SystemExit(f"no process ran train_step {step} times: was the command a training run of that many steps?")
 
 
-def crossed(notes: list[dict], start: float, end: float) -> set[str]:
-    first, last = int(start * 100), int(end * 100)
-    return {path for note in notes for path, ticks in note["files"].items() if any(first <= t <= last for t in ticks)}
+def crossed(notes: list[dict], start: float, end: float) -> dict[str, set[str]]:
+    """Project file -> the names of its functions entered or left between ``start`` and ``end``.
+    The hundredths holding the two ends are left out: what ran just before or after the step
+    (fetching its batch, saving the checkpoint after it) shares them."""
+    first, last = int(start * 100) + 1, int(end * 100) - 1
+    files: dict[str, set[str]] = defaultdict(set)
+    for note in notes:
+        for place, ticks in note["files"].items():
+            if any(first <= t <= last for t in ticks):
+                path, _, function = place.rpartition(":")
+                files[path].add(function)
+    return files
 
 
 def main() -> None:
@@ -101,13 +110,10 @@ def main() -> None:
                 with open(os.path.join(out, name)) as f:
                     notes.append(json.load(f))
     start, end = step_window(notes, args.step)
-    files = sorted(crossed(notes, start, end))
-    by_folder: dict[str, list[str]] = defaultdict(list)
-    for path in files:
-        by_folder[os.path.dirname(path)].append(os.path.basename(path))
+    files = crossed(notes, start, end)
     print(f"train_step {args.step} ({end - start:.1f} s) crosses {len(files)} project files:")
-    for folder, names in sorted(by_folder.items()):
-        print(f"  {folder}/: {', '.join(names)}")
+    for path, functions in sorted(files.items()):
+        print(f"  {path}: {', '.join(sorted(functions))}")
 
 
 if __name__ == "__main__":

@@ -199,6 +199,13 @@ class CritictorConfig(EndpointConfig):
     def enabled(self) -> bool:
         return self.retrospective.enable or self.interactive.enable
 
+    def turn_reward(self, useful: bool) -> float:
+        """A graded search's reward: +turn_reward_coef when useful; when not, -turn_reward_coef, or 0
+        with retrospective.penalize_useless=false."""
+        if useful:
+            return self.turn_reward_coef
+        return -self.turn_reward_coef if self.retrospective.penalize_useless else 0.0
+
     def check(self, key: str) -> None:
         if self.enabled() and self.backend == "server" and not self.server_urls:
             raise ValueError(f"{key}.server_urls (CRITIC_IP) is empty: the critic needs a server")

@@ -289,8 +289,6 @@ class SearchGenerationManager:
     def _turn_tensors(self, rows: list[Trajectory], uids: np.ndarray | None) -> dict[str, torch.Tensor]:
         """Each graded search's reward on its last sampled token (normalised over its prompt's group
         by ``critictor.turn_reward_norm``), and every sampled token's turn."""
-        retrospective = self.config.critictor.retrospective
-        coef = self.config.critictor.turn_reward_coef
         shape = (len(rows), self.response_budget)
         turn_ids = torch.full(shape, -1, dtype=torch.long)
         scores, graded = torch.zeros(shape, dtype=torch.float32), torch.zeros(shape, dtype=torch.long)
@@ -298,8 +296,7 @@ class SearchGenerationManager:
             for k, turn in enumerate(t.log):
                 turn_ids[i, turn.start : turn.end] = k
                 if turn.verdict is not None and turn.end > turn.start:
-                    useless = -coef if retrospective.penalize_useless else 0.0
-                    scores[i, turn.end - 1] = coef if turn.verdict else useless
+                    scores[i, turn.end - 1] = self.config.critictor.turn_reward(turn.verdict)
                     graded[i, turn.end - 1] = 1
         scores = normalize_turn_scores(scores, graded, uids, self.config.critictor.turn_reward_norm)
         return {Key.TURN_IDS: turn_ids, Key.TURN_SCORES: scores, Key.TURN_GRADED: graded}
@@ -372,9 +369,7 @@ class SearchGenerationManager:
             "critictor/timeouts": float(self.critictor.stats.get("timeouts", 0) - before.get("timeouts", 0)),
         }
         if self.config.critictor.retrospective.enable:
-            coef = self.config.critictor.turn_reward_coef
-            useless = -coef if self.config.critictor.retrospective.penalize_useless else 0.0
-            rewards = [coef if turn.verdict else useless for turn in graded]
+            rewards = [self.config.critictor.turn_reward(bool(turn.verdict)) for turn in graded]
             metrics["critictor/graded_rate"] = len(graded) / max(len(searches), 1)
             metrics["critictor/useful_rate"] = float(np.mean([turn.verdict for turn in graded])) if graded else 0.0
             metrics["critictor/turn_reward_mean"] = float(sum(rewards)) / max(len(rows), 1)
