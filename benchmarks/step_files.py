@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Installed in every Python process of the run. It stays small and writes its notes every second,
 # since Ray may kill a worker without running its exit handlers.
 PROFILER = """
-import json, os, sys, threading, time
+import atexit, json, os, sys, threading, time
 
 _ROOT = {root!r}
 _OUT = {out!r}
@@ -61,6 +61,7 @@ def _profile(frame, event, arg):
 
 sys.setprofile(_profile)
 threading.setprofile(_profile)
+atexit.register(lambda: _flush(time.monotonic()))
 """
 
 

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import os
+import typing
 from collections import defaultdict
 from typing import Any
 
@@ -220,13 +221,14 @@ def _trajectory(out: DataProto, i: int, tokenizer) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    types = typing.get_type_hints(EvalArguments)
     for f in dataclasses.fields(EvalArguments):
         required = f.default is dataclasses.MISSING or f.default == ""  # a list's factory, or an empty name
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             required=required,
-            action="append" if f.type == list[str] else "store",
-            type=int if f.type is int else str,
+            action="append" if types[f.name] == list[str] else "store",
+            type=int if types[f.name] is int else str,
             default=None if required else f.default,
             choices=choices_of(f),
             help=f.metadata["help"],

@@ -171,14 +171,9 @@ def key_table(recipe: str) -> str:
     helps = {dotted: f.metadata["help"] for dotted, f, _ in leaf_fields(ZeroSearchConfig)}
     lines = [f"| KEY | sets | meaning | `{recipe}` |", "|---|---|---|---|"]
     for key, targets in training_keys().items():
-        how = (
-            WRITERS[key].__doc__
-            if key in WRITERS
-            else "a folder holding train.parquet and test.parquet"
-            if key == "DATA_PATH"
-            else ""
-        )
-        meaning = " ".join(part for part in (helps[targets[0][0]], how and f"Value: {how}") if part)
+        meaning = helps[targets[0][0]] + (f" Value: {WRITERS[key].__doc__}" if key in WRITERS else "")
+        if key == "DATA_PATH":  # one folder for two files: its fields' help speaks of one
+            meaning = "A folder: its train.parquet is the training set, its test.parquet the validation set."
         sets = ", ".join(f"`{target}`" for target, _ in targets)
         value = ", ".join(f"`{value_text(operator.attrgetter(target)(config))}`" for target, _ in targets)
         lines.append(f"| `{key}` | {sets} | {meaning.replace('|', chr(92) + '|')} | {value} |")

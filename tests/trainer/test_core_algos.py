@@ -604,3 +604,25 @@ def test_a_unanimous_group_or_a_lone_graded_turn_earns_nothing_once_normalised()
         normalize_turn_scores(unanimous, graded, TURN_INDEX, "batch_z")
     with pytest.raises(ValueError, match="index"):
         normalize_turn_scores(unanimous, graded, None, "group_mean")
+
+
+def test_a_policy_loss_named_module_function_is_imported_where_it_is_used():
+    assert get_policy_loss_fn("verl.algos.core_algos:compute_policy_loss") is compute_policy_loss
+    with pytest.raises(AttributeError, match="policy_loss.loss_mode: module 'verl.algos.core_algos' has no attribute"):
+        get_policy_loss_fn("verl.algos.core_algos:no_such_loss")
+
+
+def test_a_policy_loss_registered_in_the_launching_script_is_refused_by_the_config_check(monkeypatch):
+    from verl.algos import core_algos
+    from verl.config import PolicyLossConfig
+
+    monkeypatch.setattr(core_algos, "POLICY_LOSS_REGISTRY", dict(core_algos.POLICY_LOSS_REGISTRY))
+
+    def scripted(old_log_prob, log_prob, advantages, response_mask, **_):
+        return compute_policy_loss(old_log_prob, log_prob, advantages, response_mask, cliprange=0.1)
+
+    scripted.__module__ = "__main__"  # as if defined in the script that starts the run
+    register_policy_loss("scripted")(scripted)
+    with pytest.raises(ValueError, match="registered in the launching script, which the workers do not import"):
+        PolicyLossConfig("scripted").check("actor_rollout_ref.actor.policy_loss")
+    PolicyLossConfig("verl.algos.core_algos:compute_policy_loss").check("actor_rollout_ref.actor.policy_loss")

@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 
+from verl.utils.import_utils import load_object
 from verl.utils.torch_functional import masked_mean, masked_sum, masked_whiten
 
 AdvantageEstimator = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -465,7 +466,11 @@ def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
 
 
 def get_policy_loss_fn(name: str) -> PolicyLoss:
-    """Return the policy loss registered as ``name``."""
+    """Return the policy loss registered as ``name``, or the function ``module:function`` names:
+    workers import that module themselves, where a loss registered in the driver's script is unknown."""
+    if ":" in name:
+        loss: PolicyLoss = load_object(name, "actor_rollout_ref.actor.policy_loss.loss_mode")
+        return loss
     return _registered(POLICY_LOSS_REGISTRY, "policy loss", "policy losses", name)
 
 

@@ -39,7 +39,6 @@ from verl.config.workers import (
     RolloutConfig,
     TrainableFSDPConfig,
     ValKwargs,
-    policy_losses,
     require_packed_sequences,
 )
 from verl.utils.config import ConfigSection
@@ -72,7 +71,6 @@ __all__ = [
     "TrainerConfig",
     "ValKwargs",
     "adv_estimators",
-    "policy_losses",
     "register_schema",
     "require_packed_sequences",
 ]

@@ -3,16 +3,11 @@ and the value model (``critic``)."""
 
 from dataclasses import dataclass, field
 
-from verl.algos.core_algos import KL_PENALTY_TYPES, LOSS_AGG_MODES, POLICY_LOSS_REGISTRY
+from verl.algos.core_algos import KL_PENALTY_TYPES, LOSS_AGG_MODES, get_policy_loss_fn
 from verl.utils.config import ConfigSection, option
 from verl.utils.fsdp_utils import DTYPES
 
 DTYPE_NAMES = tuple(DTYPES)
-
-
-def policy_losses() -> list[str]:
-    """Registered names, read when checked so that plug-in losses count."""
-    return sorted(POLICY_LOSS_REGISTRY)
 
 
 def require_packed_sequences(key: str) -> None:
@@ -88,10 +83,22 @@ class TrainableFSDPConfig(FSDPConfig):
 class PolicyLossConfig(ConfigSection):
     loss_mode: str = option(
         "vanilla",
-        "The policy loss, by its registered name: vanilla (the PPO clipped surrogate with clip_ratio_low/high "
-        "and the dual clip clip_ratio_c), or any name registered with core_algos.register_policy_loss.",
-        choices=policy_losses,
+        "The policy loss: vanilla (the PPO clipped surrogate with clip_ratio_low/high and the dual clip "
+        "clip_ratio_c), module:function (imported by every worker), or a name registered with "
+        "core_algos.register_policy_loss in a module the workers import.",
     )
+
+    def check(self, key: str) -> None:
+        """The loss must resolve here as it will in the workers: refused now, not after a rollout."""
+        try:
+            loss = get_policy_loss_fn(self.loss_mode)
+        except ValueError as e:
+            raise ValueError(f"{key}.loss_mode: {e}") from None
+        if loss.__module__ == "__main__":
+            raise ValueError(
+                f"{key}.loss_mode={self.loss_mode!r} is registered in the launching script, which the workers "
+                "do not import: put the loss in a module and name it module:function"
+            )
 
 
 @dataclass

@@ -17,7 +17,8 @@ Choices = Sequence[str] | Callable[[], Sequence[str]]
 
 class ConfigSection:
     """Base of the config dataclasses. A run works on a ``frozen`` copy of its config: once the run
-    is set up, no part of it (driver, worker, plug-in) can change a setting the others have read."""
+    is set up, no part of it (driver, worker, plug-in) can assign a setting the others have read.
+    (Lists inside stay lists: the check is on assignment, as for frozen dataclasses.)"""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if self.__dict__.get("_frozen", False):
