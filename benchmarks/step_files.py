@@ -115,6 +115,9 @@ def main() -> None:
     print(f"train_step {args.step} ({end - start:.1f} s) crosses {len(files)} project files:")
     for path, functions in sorted(files.items()):
         print(f"  {path}: {', '.join(sorted(functions))}")
+    # Per process: the driver (the one that ran train_step) first, then the others by how many they ran.
+    counts = sorted(((bool(note["steps"]), len(crossed([note], start, end))) for note in notes), reverse=True)
+    print("per process (driver first):", ", ".join(str(n) for _, n in counts if n))
 
 
 if __name__ == "__main__":
