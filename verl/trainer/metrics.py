@@ -70,7 +70,7 @@ def compute_rollout_log_prob_metrics(batch: DataProto) -> dict[str, float]:
 
 
 def first_pass_metrics(batch: DataProto, first_pass: DataProto) -> dict[str, float]:
-    """With the rollout's log-probs standing in for the old ones (bypass mode), the same comparison
+    """With the rollout's log-probs standing in for the old ones (old_log_prob=from_rollout), the same comparison
     against the actor's own log-probs where the update measured them before its first step (the
     rows of its first mini-batch, ``measured``), and the policy's entropy there."""
     mask = batch.batch[Key.RESPONSE_MASK].bool() & first_pass.batch[Key.MEASURED].bool()[:, None]

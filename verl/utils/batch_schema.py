@@ -117,7 +117,7 @@ FIELDS: dict[str, Field] = {
             _PER_RESPONSE_TOKEN,
             "log-prob each sampled token was drawn with by the rollout engine; 0 elsewhere",
             "the rollout (when the engine reports them)",
-            "the trainer: old log-probs in bypass mode, rollout/actor mismatch metrics",
+            "the trainer: the old log-probs with algorithm.old_log_prob=from_rollout, rollout/actor mismatch metrics",
         ),
         Field(
             Key.TURN_IDS,
@@ -164,7 +164,7 @@ FIELDS: dict[str, Field] = {
             torch.float32,
             _PER_RESPONSE_TOKEN,
             "log-probs of the response tokens under the policy that sampled them (before the update)",
-            "actor compute_log_prob, the update's first pass, or the rollout's (bypass mode)",
+            "actor compute_log_prob, the update's first pass, or the rollout's (old_log_prob=from_rollout)",
             "actor update (the importance ratio), the KL penalty, metrics",
         ),
         Field(
