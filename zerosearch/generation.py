@@ -1,26 +1,20 @@
 """Multi-turn rollout: the policy reasons, searches, reads documents and answers.
 
 Plugged into the engine as ``actor_rollout_ref.rollout.generation_manager=
-zerosearch.generation:SearchGenerationManager``. Each turn generates for the rows still active,
-stops at ``</search>`` or ``</answer>``, parses the first action and appends an observation as
-token ids. Sampled tokens keep the exact ids the rollout produced (mask 1) and the log-probs it
-sampled them with (``rollout_log_probs``); observation tokens (documents, invalid-action notices)
-carry mask 0, so the policy loss, entropy, KL and the advantage/value targets never train on them.
-Each row's accepted answer (the first complete ``<answer>`` action of a turn, or None) goes to the
-reward as ``accepted_answer``, so the reward scores exactly what the rollout accepted.
+zerosearch.generation:SearchGenerationManager``. The engine's agent loop
+(``verl.workers.rollout.agent_loop``) runs the turns, with ``batch`` or ``async`` scheduling
+(``actor_rollout_ref.rollout.agent.scheduling``); each trajectory's environment is a ``SearchEnv``
+(``zerosearch.env``): it parses the first action, runs the search and answers with documents.
+Sampled tokens keep the exact ids the rollout produced (mask 1) and the log-probs it sampled them
+with (``rollout_log_probs``); observation tokens (documents, invalid-action notices) carry mask 0,
+so the policy loss, entropy, KL and the advantage/value targets never train on them. Each row's
+accepted answer (the first complete ``<answer>`` action of a turn, or None) goes to the reward as
+``accepted_answer``, so the reward scores exactly what the rollout accepted.
 
 With the critic LLM on (``critictor``), training rollouts may get a one-line critique after a
 search's documents (an observation like them), and once every row is done the critic grades each
 search; the grades become turn rewards (``turn_scores``, ``turn_graded``, ``turn_ids``).
-
-Over 400 lines on purpose: each stage of a turn (generate, parse, search, critique, grade) works
-on the same per-row record (``Trajectory``) and reads best beside the others.
 """
-
-import dataclasses
-import re
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,66 +24,37 @@ from verl.algos.core_algos import normalize_turn_scores
 from verl.protocol import DataProto, RolloutSettings
 from verl.trainer.metrics import timer
 from verl.utils.batch_schema import Key, sequence_tensors
-from verl.utils.torch_functional import left_pad, position_ids, right_pad
+from verl.utils.torch_functional import right_pad
+from verl.workers.rollout.agent_loop import AgentLoop, TrajectoryTokens
 from zerosearch import critic, prompts
 from zerosearch.config import CurriculumConfig, ZeroSearchConfig
 from zerosearch.curriculum import NoiseSchedule
 from zerosearch.data.fields import row_golden_answers, row_question, row_supporting
+from zerosearch.env import SearchEnv, SearchSession, parse_action
 from zerosearch.search import SIMULATED_MODES, build_backend
-from zerosearch.search.base import SearchRequest
 
-_ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
-
-
-def parse_action(text: str) -> tuple[str | None, str]:
-    """The first complete ``<search>``/``<answer>`` action of one turn's text: (kind, content).
-    ``(None, "")`` when the turn has no valid action (no tag, or an empty one)."""
-    match = _ACTION.search(text)
-    if match is None or not match.group(2).strip():
-        return None, ""
-    return match.group(1), match.group(2).strip()
-
-
-@dataclass
-class Trajectory:
-    prompt: list[int]
-    question: str
-    golden_answers: tuple[str, ...]
-    key: str  # stable identity for reproducible noise draws
-    supporting: tuple[critic.Fact, ...] = ()  # the gold path's facts, for the critic
-    response: list[int] = field(default_factory=list)
-    mask: list[int] = field(default_factory=list)
-    log_probs: list[float] = field(default_factory=list)  # the rollout's, 0 on observations
-    answer: str | None = None  # the accepted answer, None until (unless) one is given
-    done: bool = False
-    turns: int = 0
-    searches: int = 0
-    invalid: int = 0
-    answered: bool = False
-    truncated_observations: int = 0
-    out_of_budget: bool = False
-    log: list[critic.Turn] = field(default_factory=list)  # every turn, for the critic and the dump
-    graded: bool = False  # the critic's verdicts arrived
-
-    def reviewed(self) -> critic.Trajectory:
-        """What the critic sees of this trajectory."""
-        return critic.Trajectory(self.question, self.golden_answers, self.log, self.answer, self.supporting)
-
-    def append(self, ids: list[int], log_probs: list[float] | None = None) -> None:
-        """Sampled tokens come with their log-probs; observation tokens (``log_probs`` None) get mask 0."""
-        self.response.extend(ids)
-        self.mask.extend([0 if log_probs is None else 1] * len(ids))
-        self.log_probs.extend([0.0] * len(ids) if log_probs is None else log_probs)
+__all__ = ["SearchGenerationManager", "parse_action"]
 
 
 class SearchGenerationManager:
-    def __init__(self, config: ZeroSearchConfig, actor_rollout_wg: Any, tokenizer: PreTrainedTokenizerBase):
+    def __init__(self, config: ZeroSearchConfig, actor_rollout_wg, tokenizer: PreTrainedTokenizerBase):
         self.config = config
         self.wg = actor_rollout_wg
         self.tokenizer = tokenizer
         self.agent = config.agent
-        self.turn_tokens = config.data.max_response_length
         self.response_budget = config.response_width()
+        rollout = config.actor_rollout_ref.rollout
+        self.loop = AgentLoop(
+            lambda request: self.wg.generate_sequences(request),
+            tokenizer,
+            stop=prompts.SEARCH_STOPS,
+            turn_tokens=config.data.max_response_length,
+            response_budget=self.response_budget,
+            max_obs_length=config.agent.max_obs_length,
+            max_turns=config.agent.max_turns,
+            scheduling=rollout.agent.scheduling,
+            max_concurrent_searches=rollout.agent.max_concurrent_searches,
+        )
         self.noise = NoiseSchedule(config.search.curriculum, seed=config.trainer.seed)
         self.train_backend = build_backend(config.search.mode, config.search)
         self._eval_backend = self.train_backend if config.search.engine == config.search.mode else None
@@ -124,54 +89,45 @@ class SearchGenerationManager:
         use_noise = not validate and self.config.search.mode in SIMULATED_MODES
         use_critic = None if validate else self.critictor
         critiques = use_critic is not None and self.config.critictor.interactive.enable
+        session = SearchSession(
+            backend,
+            step,
+            total,
+            noise=self.noise if use_noise else None,
+            critictor=use_critic if critiques else None,
+            critique_draw=self.critique_draw,
+            vague_draw=self.vague_draw,
+            privileged=self.config.critictor.interactive.privileged,
+        )
         before = dict(backend.stats)
         critic_before = dict(self.critictor.stats) if self.critictor else {}
-        self.has_log_probs = True
-        rows = self._trajectories(batch, n, needs_question=use_noise or use_critic is not None)
-        noisy_draws: list[bool] = []
-        waited: dict[str, float] = {}
-        for turn in range(self.agent.max_turns + 1):
-            if all(t.done for t in rows):
-                break
-            queries = self._generate_turn(rows, settings, last_turn=turn == self.agent.max_turns)
-            if queries:
-                noisy = (
-                    self.noise.draw(step, total, [f"{t.key}:{turn}" for t, _ in queries])
-                    if use_noise
-                    else [False] * len(queries)
-                )
-                noisy_draws.extend(noisy)
-                requests = [
-                    SearchRequest(q, t.question, t.golden_answers, flag)
-                    for (t, q), flag in zip(queries, noisy, strict=True)
-                ]
-                with timer("search", waited):
-                    results = backend.search(requests)
-                for (t, _), result in zip(queries, results, strict=True):
-                    t.log[-1].documents = result.documents
-                    self._observe_documents(t, result.documents)
-                if critiques:
-                    with timer("critic", waited):
-                        self._critique([t for t, _ in queries], step, total, turn)
+        envs = self._environments(batch, n, session, needs_question=use_noise or use_critic is not None)
+        prompt_ids, prompt_mask = batch.batch[Key.INPUT_IDS], batch.batch[Key.ATTENTION_MASK].bool()
+        result = self.loop.run(
+            [ids[m].tolist() for ids, m in zip(prompt_ids, prompt_mask, strict=True)], envs, settings
+        )
+        self.has_log_probs = result.has_log_probs
+        waited = dict(session.seconds)
         if use_critic is not None and self.config.critictor.retrospective.enable:
             with timer("critic", waited):
-                self._grade(rows)
-        out = self._to_dataproto(batch, rows)
-        metrics = self._metrics(
-            rows, backend, before, noisy_draws, self.noise.probability(step, total) if use_noise else None
-        )
-        metrics["search/seconds"] = waited.get("search", 0.0)  # waiting on the engine, retries and backoff included
+                self._grade(envs)
+        out = self._to_dataproto(batch, result.rows, envs)
+        noisy = [flag for env in envs for flag in env.noisy]
+        noise_p = self.noise.probability(step, total) if use_noise else None
+        metrics = self._metrics(result.rows, envs, backend, before, noisy, noise_p)
+        metrics.update(result.metrics)
+        # time in search calls, retries and backoff included; summed over calls, which overlap under async
+        metrics["search/seconds"] = waited.get("search", 0.0)
         if use_critic is not None:
-            metrics.update(self._critic_metrics(rows, critic_before))
+            metrics.update(self._critic_metrics(envs, critic_before))
             metrics["critictor/seconds"] = waited.get("critic", 0.0)
         out.meta_info["metrics"] = metrics
         out.meta_info["dump_keys"] = ["accepted_answer", "turns"]
         return out
 
-    def _trajectories(self, batch: DataProto, n: int, needs_question: bool) -> list[Trajectory]:
-        ids, mask = batch.batch[Key.INPUT_IDS], batch.batch[Key.ATTENTION_MASK].bool()
+    def _environments(self, batch: DataProto, n: int, session: SearchSession, needs_question: bool) -> list[SearchEnv]:
         extra = batch.non_tensor_batch
-        rows = []
+        envs = []
         for i in range(len(batch)):
             source = extra["data_source"][i] if "data_source" in extra else ""
             question = row_question(extra, i)
@@ -183,110 +139,30 @@ class SearchGenerationManager:
                     "`python -m zerosearch.data.prepare`"
                 )
             index = extra["index"][i] if "index" in extra else i // n
-            rows.append(
-                Trajectory(
-                    prompt=ids[i][mask[i]].tolist(),
+            envs.append(
+                SearchEnv(
+                    session,
                     question=question,
                     golden_answers=tuple(row_golden_answers(extra, i)),
                     key=f"{source}:{index}:{i % n}",
                     supporting=row_supporting(extra, i),
                 )
             )
-        return rows
-
-    def _generate_turn(
-        self, rows: list[Trajectory], settings: RolloutSettings, last_turn: bool
-    ) -> list[tuple[Trajectory, str]]:
-        """One generation for the rows not done; returns the searches to run. Done rows are sent
-        empty (nothing is generated for them) so that every row stays on the same rollout worker
-        from turn to turn, where the engine kept its context's KV cache."""
-        active = [not t.done for t in rows]
-        contexts = [t.prompt + t.response if a else [] for t, a in zip(rows, active, strict=True)]
-        input_ids, attention_mask = left_pad(contexts, self.pad_id)
-        request = DataProto.from_dict(
-            tensors={
-                Key.INPUT_IDS: input_ids,
-                Key.ATTENTION_MASK: attention_mask,
-                Key.POSITION_IDS: position_ids(attention_mask),
-            },
-            # One sample per row (the rows are already repeated), a turn's tokens, stop at an action.
-            meta_info={
-                "rollout": dataclasses.replace(
-                    settings, n=1, max_new_tokens=self.turn_tokens, stop=list(prompts.SEARCH_STOPS)
-                )
-            },
-        )
-        out = self.wg.generate_sequences(request)
-        if Key.ROLLOUT_LOG_PROBS not in out.batch.keys():
-            self.has_log_probs = False
-        responses = out.batch[Key.RESPONSES]
-        log_probs = out.batch[Key.ROLLOUT_LOG_PROBS] if self.has_log_probs else torch.zeros(responses.shape)
-        queries = []
-        for t, was_active, response, response_mask, logp in zip(
-            rows, active, responses, out.batch[Key.RESPONSE_MASK].bool(), log_probs, strict=True
-        ):
-            if not was_active:
-                continue
-            sampled, sampled_logp = response[response_mask].tolist(), logp[response_mask].tolist()
-            room = self.response_budget - len(t.response)
-            if len(sampled) > room:
-                sampled, sampled_logp, t.done, t.out_of_budget = sampled[:room], sampled_logp[:room], True, True
-            start = len(t.response)
-            t.append(sampled, sampled_logp)
-            t.turns += 1
-            text = str(self.tokenizer.decode(sampled, skip_special_tokens=True))
-            kind, content = parse_action(text)
-            t.log.append(critic.Turn(start, len(t.response), text, kind, content))
-            if kind == "answer":
-                t.done, t.answered, t.answer = True, True, content
-            elif t.done or last_turn:
-                t.done = True  # the last turn may only answer: a search there is never run
-                t.invalid += kind is None
-            elif kind == "search":
-                t.searches += 1
-                queries.append((t, content))
-            else:
-                t.invalid += 1
-                self._observe(t, self._encode(prompts.INVALID_ACTION_NOTICE))
-        return queries
+        return envs
 
     # ---- the critic ----------------------------------------------------------------------------
-    def _critique(self, searched: list[Trajectory], step: int, total: int, turn: int) -> None:
-        """One line of feedback after some searches' documents, appended like them (mask 0)."""
-        assert self.critictor is not None
-        interactive = self.config.critictor.interactive
-        open_rows = [t for t in searched if not t.done]
-        keys = [f"critique:{t.key}:{turn}" for t in open_rows]  # apart from the noise draws' keys
-        chosen = [t for t, yes in zip(open_rows, self.critique_draw.draw(step, total, keys), strict=True) if yes]
-        vague = self.vague_draw.draw(step, total, [f"vague:{t.key}:{turn}" for t in chosen])
-        requests = [
-            critic.CritiqueRequest(
-                t.question,
-                t.log[-1],
-                flag,
-                t.golden_answers if interactive.privileged else None,
-                t.supporting if interactive.privileged else (),
-                tuple(before.documents or [] for before in t.log[:-1] if before.searched()),
-            )
-            for t, flag in zip(chosen, vague, strict=True)
-        ]
-        for t, flag, line in zip(chosen, vague, self.critictor.critique(requests), strict=True):
-            if line is not None:
-                t.log[-1].critique, t.log[-1].vague = line, flag
-                self._observe(t, self._encode(prompts.format_critique(line)))
-
-    def _grade(self, rows: list[Trajectory]) -> None:
+    def _grade(self, envs: list[SearchEnv]) -> None:
         """The retrospective critic's verdict on every search that ran, kept on its turn."""
         assert self.critictor is not None
-        seen = [t.reviewed() for t in rows]
-        for t, trajectory, verdicts in zip(rows, seen, self.critictor.grade(seen), strict=True):
+        seen = [env.reviewed() for env in envs]
+        for env, trajectory, verdicts in zip(envs, seen, self.critictor.grade(seen), strict=True):
             if verdicts is None:
                 continue  # a failed or unreadable reply: no turn rewards for this row (counted)
-            t.graded = True
+            env.graded = True
             for turn, (useful, reason) in zip(trajectory.searches(), verdicts, strict=True):
                 turn.verdict, turn.reason = useful, reason
 
-    def _turn_tensors(self, rows: list[Trajectory], uids: np.ndarray | None) -> dict[str, torch.Tensor]:
+    def _turn_tensors(self, rows: list[SearchEnv], uids: np.ndarray | None) -> dict[str, torch.Tensor]:
         """Each graded search's reward on its last sampled token (normalised over its prompt's group
         by ``critictor.turn_reward_norm``), and every sampled token's turn."""
         shape = (len(rows), self.response_budget)
@@ -301,38 +177,8 @@ class SearchGenerationManager:
         scores = normalize_turn_scores(scores, graded, uids, self.config.critictor.turn_reward_norm)
         return {Key.TURN_IDS: turn_ids, Key.TURN_SCORES: scores, Key.TURN_GRADED: graded}
 
-    def _encode(self, text: str) -> list[int]:
-        """Observation text as plain tokens: a document that spells a special token (``<|im_end|>``)
-        stays text and cannot forge a chat turn in the policy's context."""
-        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
-
-    def _observe_documents(self, t: Trajectory, documents: list[str]) -> None:
-        """A search result block; when too long, the documents are cut and the block stays closed."""
-        ids = self._encode(prompts.format_observation(documents))
-        limit = self._observation_limit(t)
-        if len(ids) > limit:
-            opening, closing = self._encode(prompts.OBSERVATION_OPEN), self._encode(prompts.OBSERVATION_CLOSE)
-            room = limit - len(opening) - len(closing)
-            if room > 0:
-                ids = opening + self._encode(prompts.observation_body(documents))[:room] + closing
-                t.truncated_observations += 1
-        self._observe(t, ids)  # cuts (and counts) only what is still too long
-
-    def _observation_limit(self, t: Trajectory) -> int:
-        return max(min(self.agent.max_obs_length, self.response_budget - len(t.response)), 0)
-
-    def _observe(self, t: Trajectory, ids: list[int]) -> None:
-        """Appends observation tokens (mask 0), cut to max_obs_length and to the row's budget."""
-        limit = self._observation_limit(t)
-        if len(ids) > limit:
-            ids = ids[:limit]
-            t.truncated_observations += 1
-        t.append(ids)
-        if len(t.response) >= self.response_budget:
-            t.done, t.out_of_budget = True, True
-
     # ---- packing -----------------------------------------------------------------------------
-    def _to_dataproto(self, batch: DataProto, rows: list[Trajectory]) -> DataProto:
+    def _to_dataproto(self, batch: DataProto, rows: list[TrajectoryTokens], envs: list[SearchEnv]) -> DataProto:
         width = self.response_budget
         tensors = sequence_tensors(
             batch.batch[Key.INPUT_IDS],
@@ -344,21 +190,21 @@ class SearchGenerationManager:
         )
         if self.has_log_probs:
             tensors[Key.ROLLOUT_LOG_PROBS] = right_pad([t.log_probs for t in rows], width, 0.0, torch.float32)
-        if any(t.graded for t in rows):
-            tensors.update(self._turn_tensors(rows, batch.non_tensor_batch.get("uid")))
+        if any(env.graded for env in envs):
+            tensors.update(self._turn_tensors(envs, batch.non_tensor_batch.get("uid")))
         out = DataProto.from_dict(
             tensors=tensors,
             non_tensors={
                 "num_turns": np.array([t.turns for t in rows]),
-                "num_searches": np.array([t.searches for t in rows]),
-                "accepted_answer": _objects([t.answer for t in rows]),
-                "turns": _objects([[turn.record() for turn in t.log] for t in rows]),
+                "num_searches": np.array([env.searches for env in envs]),
+                "accepted_answer": _objects([env.answer for env in envs]),
+                "turns": _objects([[turn.record() for turn in env.log] for env in envs]),
             },
             meta_info=dict(batch.meta_info),
         )
         return out.union(DataProto.from_dict(non_tensors=dict(batch.non_tensor_batch)))
 
-    def _critic_metrics(self, rows: list[Trajectory], before: dict) -> dict[str, float]:
+    def _critic_metrics(self, rows: list[SearchEnv], before: dict) -> dict[str, float]:
         assert self.critictor is not None
         searches = [turn for t in rows for turn in t.log if turn.searched()]
         graded = [turn for turn in searches if turn.verdict is not None]
@@ -380,7 +226,7 @@ class SearchGenerationManager:
         return metrics
 
     @staticmethod
-    def _agreement_metrics(rows: list[Trajectory]) -> dict[str, float]:
+    def _agreement_metrics(rows: list[SearchEnv]) -> dict[str, float]:
         """The verdicts against the path judge's over the graded searches (``critic.agreement``),
         and how far the answer judge agrees with the path judge on the same searches."""
         verdicts, path, answer = [], [], []
@@ -399,16 +245,18 @@ class SearchGenerationManager:
         return metrics
 
     @staticmethod
-    def _metrics(rows, backend, before: dict, noisy: list[bool], noise_p: float | None) -> dict[str, float]:
+    def _metrics(
+        rows: list[TrajectoryTokens], envs: list[SearchEnv], backend, before: dict, noisy: list[bool], noise_p
+    ) -> dict[str, float]:
         def mean(values) -> float:
             return float(np.mean(values)) if len(values) else 0.0
 
         turns = sum(t.turns for t in rows)
         metrics = {
             "search/turns_mean": mean([t.turns for t in rows]),
-            "search/searches_mean": mean([t.searches for t in rows]),
-            "search/valid_action_rate": 1.0 - sum(t.invalid for t in rows) / max(turns, 1),
-            "search/answer_rate": mean([t.answered for t in rows]),
+            "search/searches_mean": mean([env.searches for env in envs]),
+            "search/valid_action_rate": 1.0 - sum(env.invalid for env in envs) / max(turns, 1),
+            "search/answer_rate": mean([env.answered for env in envs]),
             "search/obs_truncated": float(sum(t.truncated_observations for t in rows)),
             "search/out_of_budget_rate": mean([t.out_of_budget for t in rows]),
             "search/failures": float(backend.stats.get("failures", 0) - before.get("failures", 0)),

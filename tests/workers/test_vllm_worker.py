@@ -3,6 +3,7 @@ with are the ones the actor recomputes, single-turn and multi-turn; after an act
 weight sync the engine generates what transformers generates with the updated weights."""
 
 import os
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -15,6 +16,7 @@ from verl.protocol import DataProto, RolloutSettings
 from verl.single_controller import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
 from verl.utils.tiny_model import build_tiny_model
 from verl.workers.fsdp_workers import ActorRolloutRefWorker
+from verl.workers.rollout.agent_loop import AgentEnv, AgentLoop, Observation, Step, Turn
 from zerosearch import prompts
 from zerosearch.generation import SearchGenerationManager
 from zerosearch.search.base import NoSearch
@@ -127,6 +129,40 @@ def test_multi_turn_log_probs_match_the_actor_with_observations_between_turns(se
     observed = (out.batch["attention_mask"][:, 128:] - out.batch["response_mask"]).sum()
     assert observed > 0 and out.meta_info["metrics"]["search/turns_mean"] > 1
     assert_rollout_log_probs_match(group, out)
+
+
+class NoteEnv(AgentEnv):
+    """Answers every turn with a short note after a delay of its own, so that under ``async`` the
+    trajectories come back to the engine at different times and it generates for partial batches."""
+
+    def __init__(self, row: int):
+        self.row = row
+
+    def step(self, turn: Turn) -> Step:
+        time.sleep(0.03 * (self.row % 4))
+        return Step([Observation(f"\nnote {self.row}.{turn.index}\n")])
+
+
+def test_batch_and_async_scheduling_generate_the_same_greedy_trajectories(setup):
+    config, group, tokenizer = setup
+    batch = prompt_batch(tokenizer, 8)
+    mask = batch.batch["attention_mask"].bool()
+    prompts_ids = [ids[m].tolist() for ids, m in zip(batch.batch["input_ids"], mask, strict=True)]
+    runs, calls = {}, {}
+    for scheduling in ("batch", "async"):
+        sent = []
+
+        def generate(request, sent=sent):
+            sent.append(int(request.batch["attention_mask"].any(dim=1).sum()))
+            return group.generate_sequences(request)
+
+        loop = AgentLoop(generate, tokenizer, prompts.SEARCH_STOPS, 8, 80, 12, 3, scheduling=scheduling)
+        runs[scheduling] = loop.run(prompts_ids, [NoteEnv(i) for i in range(8)], RolloutSettings(validate=True))
+        calls[scheduling] = sent
+    assert calls["batch"] == [8, 8, 8, 8] and min(calls["async"]) < 8  # partial batches were generated
+    for a, b in zip(runs["batch"].rows, runs["async"].rows, strict=True):
+        assert (a.response, a.mask, a.turns) == (b.response, b.mask, b.turns)
+        assert np.abs(np.array(a.log_probs) - np.array(b.log_probs)).max() < TOLERANCE
 
 
 def test_after_an_update_and_a_sync_the_engine_generates_the_new_policy(setup, tmp_path):

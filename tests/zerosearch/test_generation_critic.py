@@ -204,3 +204,30 @@ def test_a_graded_batch_follows_the_batch_schema(tokenizer, monkeypatch):
     out = manager.generate_sequences(make_batch(tokenizer, list(SCRIPTS), ANSWERS))
     check_batch(out, Stage.ROLLOUT)  # the turn tensors' dtypes and shapes included
     assert {Key.TURN_IDS, Key.TURN_SCORES, Key.TURN_GRADED} <= set(out.batch.keys())
+
+
+TIMINGS = ("seconds", "wait_s", "idle_frac", "wall_s")
+
+
+def test_batch_and_async_scheduling_give_the_same_rollout(tokenizer, monkeypatch):
+    """Searches, noise draws, critiques, grades and every tensor agree: each draw is keyed by the
+    trajectory and its turn, never by the order in which turns reach the environment."""
+    scripts = dict(SCRIPTS)
+    scripts["Who painted it?"] = ["no tags here", "<search> painter </search>", "<answer> Brandt </answer>"]
+    outputs = []
+    for scheduling in ("batch", "async"):
+        config = critic_config(retrospective__enable=True, interactive__enable=True, interactive__privileged=True)
+        config.actor_rollout_ref.rollout.n = 2
+        config.actor_rollout_ref.rollout.agent.scheduling = scheduling
+        config.search.curriculum.start_threshold = config.search.curriculum.end_threshold = 0.5
+        manager, _ = make_manager(config, tokenizer, scripts, monkeypatch)
+        outputs.append(manager.generate_sequences(make_batch(tokenizer, list(scripts), ANSWERS + ["Ilsa Brandt"])))
+    batch, asynchronous = outputs
+    assert set(batch.batch.keys()) == set(asynchronous.batch.keys()) and "turn_scores" in batch.batch.keys()
+    for key in batch.batch.keys():
+        assert torch.equal(batch.batch[key], asynchronous.batch[key]), key
+    for key in ("num_turns", "num_searches", "accepted_answer", "turns"):
+        assert list(batch.non_tensor_batch[key]) == list(asynchronous.non_tensor_batch[key]), key
+    same = {k: v for k, v in batch.meta_info["metrics"].items() if not k.endswith(TIMINGS)}
+    assert same == {k: asynchronous.meta_info["metrics"][k] for k in same}
+    assert same["critictor/critiques_mean"] > 0 and 0 < same["search/noisy_rate"] < 1

@@ -176,6 +176,21 @@ class ValKwargs(ConfigSection):
 
 
 @dataclass
+class AgentLoopConfig(ConfigSection):
+    scheduling: str = option(
+        "batch",
+        "How a multi-turn agent's trajectories move: batch (lockstep turns: every trajectory generates, then every "
+        "environment steps together) or async (each trajectory on its own: its next turn is generated as soon as "
+        "its own observation is back, so a slow search holds only its own trajectory).",
+        choices=("batch", "async"),
+        key="AGENT_SCHEDULING",
+    )
+    max_concurrent_searches: int = option(
+        64, "async: environment steps (a search agent's searches) in flight at once.", min=1
+    )
+
+
+@dataclass
 class RolloutConfig(ConfigSection):
     name: str = option(
         "hf",
@@ -245,6 +260,7 @@ class RolloutConfig(ConfigSection):
         "verl.trainer.generation:SingleTurnGenerationManager",
         "module:Class building the rollout loop the trainer calls (a GenerationManager).",
     )
+    agent: AgentLoopConfig = field(default_factory=AgentLoopConfig)
 
     def check(self, key: str) -> None:
         if self.tensor_model_parallel_size != 1:
