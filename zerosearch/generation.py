@@ -54,6 +54,7 @@ class SearchGenerationManager:
             max_turns=config.agent.max_turns,
             scheduling=rollout.agent.scheduling,
             max_concurrent_searches=rollout.agent.max_concurrent_searches,
+            gather_window_s=rollout.agent.gather_window_s,
         )
         self.noise = NoiseSchedule(config.search.curriculum, seed=config.trainer.seed)
         self.train_backend = build_backend(config.search.mode, config.search)

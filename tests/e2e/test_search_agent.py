@@ -8,9 +8,9 @@ import sys
 
 import pandas as pd
 import pytest
-import torch
 
 from tests.loopback import LoopbackServer, read_body, respond
+from verl.utils.tiny_model import teach
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.e2e
@@ -26,25 +26,7 @@ FACTS = [
 def warm_start(model_dir, prompts_text, targets, steps=80):
     """A few steps of supervised tuning so the random policy writes tagged actions; without it a
     random model never searches and the search path would go untested."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    pairs = [
-        (tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(t, add_special_tokens=False))
-        for p, t in zip(prompts_text, targets, strict=True)
-    ]
-    torch.manual_seed(0)
-    for step in range(steps):
-        prompt, target = pairs[step % len(pairs)]
-        ids = torch.tensor([prompt + target])
-        labels = torch.tensor([[-100] * len(prompt) + target])
-        loss = model(input_ids=ids, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.save_pretrained(model_dir)
+    teach(model_dir, prompts_text, targets, steps)
 
 
 def grading_examples(tokenizer):

@@ -94,7 +94,7 @@ SCRIPTS = [
 ]
 
 
-def run(scheduling, envs, scripts=SCRIPTS, max_turns=3, max_obs_length=30, budget=200, concurrent=8):
+def run(scheduling, envs, scripts=SCRIPTS, max_turns=3, max_obs_length=30, budget=200, concurrent=8, window=0.05):
     policy = ScriptedPolicy(scripts)
     loop = AgentLoop(
         policy,
@@ -106,6 +106,7 @@ def run(scheduling, envs, scripts=SCRIPTS, max_turns=3, max_obs_length=30, budge
         max_turns=max_turns,
         scheduling=scheduling,
         max_concurrent_searches=concurrent,
+        gather_window_s=window,
     )
     prompts = [[ord(c) for c in f"{i}|question:"] for i in range(len(envs))]
     return loop.run(prompts, envs, RolloutSettings()), policy
@@ -189,6 +190,14 @@ def test_async_has_no_turn_barrier():
     # row 1's second and third turns were generated without row 0
     assert policy.calls[:3] == [[0, 1], [1], [1]]
     assert result.metrics["rollout/turn_wait_s"] > 0
+
+
+def test_async_generates_together_the_turns_of_steps_that_end_together():
+    """Quick steps: the free engine waits for every stepping trajectory, so the calls are the
+    lockstep ones; with no window each call takes whatever has queued by then."""
+    lockstep = run("batch", [CalcEnv() for _ in SCRIPTS])[1].calls
+    assert run("async", [CalcEnv() for _ in SCRIPTS], window=30.0)[1].calls == lockstep
+    assert lockstep == [[0, 1, 2, 3], [0, 2, 3], [0, 2, 3], [3]]
 
 
 def test_async_bounds_the_steps_in_flight():

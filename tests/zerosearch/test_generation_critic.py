@@ -206,7 +206,7 @@ def test_a_graded_batch_follows_the_batch_schema(tokenizer, monkeypatch):
     assert {Key.TURN_IDS, Key.TURN_SCORES, Key.TURN_GRADED} <= set(out.batch.keys())
 
 
-TIMINGS = ("seconds", "wait_s", "idle_frac", "wall_s")
+TIMINGS = ("seconds", "wait_s", "idle_frac", "wall_s", "floor_s")
 
 
 def test_batch_and_async_scheduling_give_the_same_rollout(tokenizer, monkeypatch):

@@ -188,6 +188,13 @@ class AgentLoopConfig(ConfigSection):
     max_concurrent_searches: int = option(
         64, "async: environment steps (a search agent's searches) in flight at once.", min=1
     )
+    gather_window_s: float = option(
+        0.05,
+        "async: how long a free engine waits for trajectories still in an environment step to queue their next "
+        "turns before it generates for those queued; it stops waiting once none is stepping. Steps that end "
+        "together are then generated together rather than one call each.",
+        min=0,
+    )
 
 
 @dataclass

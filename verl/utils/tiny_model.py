@@ -5,12 +5,19 @@ tokenizer in Hugging Face format, so tests and examples run offline.
 """
 
 import argparse
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 PAD_TOKEN = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -162,6 +169,28 @@ def build_tiny_model(
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def teach(model_dir, prompts: Sequence[str], targets: Sequence[str], steps: int = 80, lr: float = 3e-3) -> None:
+    """A few steps of supervised tuning in place (one pair per step, cycling, loss on the target
+    only), so that a random tiny policy writes what a test or benchmark needs it to write."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    pairs = [
+        (tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(t, add_special_tokens=False))
+        for p, t in zip(prompts, targets, strict=True)
+    ]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for step in range(steps):
+            prompt, target = pairs[step % len(pairs)]
+            ids = torch.tensor([prompt + target])
+            labels = torch.tensor([[-100] * len(prompt) + target])
+            model(input_ids=ids, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    model.save_pretrained(model_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@
 critic's training data. Both grade every search turn of a trajectory and write one-line critiques."""
 
 import random
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class RuleCritic:
         self.judge = judge
         self.rng = random.Random(seed)
         self.stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()  # an asynchronous rollout asks for critiques from many threads
 
     @property
     def verdict_judge(self) -> str:
@@ -95,7 +97,8 @@ class RuleCritic:
         return [[(v, useful if v else useless) for v in row] for row in verdicts]
 
     def critique(self, requests: Sequence[CritiqueRequest]) -> list[str | None]:
-        self.stats["requests"] += len(requests)
+        with self._stats_lock:
+            self.stats["requests"] += len(requests)
         judge = self.verdict_judge
         lines: list[str | None] = []
         for r in requests:
@@ -117,6 +120,7 @@ class LLMCritic:
         self.llm, self.style = llm, style
         self.max_tokens, self.temperature, self.critique_tokens = max_tokens, temperature, critique_tokens
         self.stats = llm.stats  # the LLM counts retries; requests and failures are added here
+        self._stats_lock = threading.Lock()  # an asynchronous rollout asks for critiques from many threads
 
     def grade(self, trajectories: Sequence[Trajectory]) -> list[Verdicts | None]:
         """Trajectories without a search need no request: their verdict list is empty."""
@@ -158,6 +162,7 @@ class LLMCritic:
         replies = self.llm.complete(
             conversations, self.critique_tokens, self.temperature, accept=lambda text: bool(text.strip())
         )
-        self.stats["requests"] += len(requests)
-        self.stats["failures"] += sum(reply is None for reply in replies)
+        with self._stats_lock:
+            self.stats["requests"] += len(requests)
+            self.stats["failures"] += sum(reply is None for reply in replies)
         return replies

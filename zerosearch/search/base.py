@@ -69,8 +69,9 @@ class SearchBackend:
         if not requests:
             return []
         results = self._search_batch(list(requests))
-        self.stats["requests"] += len(requests)
-        self.stats["failures"] += sum(r.failed for r in results)
+        with self._stats_lock:  # an asynchronous rollout searches from many threads at once
+            self.stats["requests"] += len(requests)
+            self.stats["failures"] += sum(r.failed for r in results)
         return results
 
 

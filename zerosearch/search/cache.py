@@ -147,7 +147,8 @@ class CachedSearch(SearchBackend):
                 misses.setdefault(key, []).append(i)
             else:
                 results[i] = SearchResult(documents=documents)
-        self.stats["cache_hits"] += len(requests) - len(misses)
+        with self._stats_lock:
+            self.stats["cache_hits"] += len(requests) - len(misses)
         if misses:
             fresh = self.backend._search_batch([requests[rows[0]] for rows in misses.values()])
             self.cache.put([(key, r.documents) for key, r in zip(misses, fresh, strict=True) if not r.failed])

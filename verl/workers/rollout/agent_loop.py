@@ -20,9 +20,10 @@ empty, so a row stays on the rollout worker whose engine holds its context's KV 
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -93,6 +94,7 @@ class TrajectoryTokens:
     out_of_budget: bool = False
     truncated_observations: int = 0
     step_wait_s: float = 0.0  # spent waiting for its environment's steps
+    generate_s: float = 0.0  # spent in the generation calls that sampled its turns
 
     def append(self, ids: list[int], log_probs: list[float] | None = None) -> None:
         """Sampled tokens come with their log-probs; observation tokens (``log_probs`` None) get mask 0."""
@@ -122,6 +124,7 @@ class AgentLoop:
         max_turns: int,
         scheduling: str = "batch",
         max_concurrent_searches: int = 64,
+        gather_window_s: float = 0.05,
     ):
         if scheduling not in SCHEDULES:
             raise ValueError(f"actor_rollout_ref.rollout.agent.scheduling={scheduling!r}: choose one of {SCHEDULES}")
@@ -134,6 +137,7 @@ class AgentLoop:
         self.max_turns = max_turns
         self.scheduling = scheduling
         self.max_concurrent_searches = max_concurrent_searches
+        self.gather_window_s = gather_window_s
         self._has_log_probs = True
         self._engine_s = 0.0
 
@@ -175,7 +179,8 @@ class AgentLoop:
             for index in range(self.max_turns + 1):
                 turn = self._take(row, *await engine.generate(i), index)
                 started = time.perf_counter()
-                (step,) = await loop.run_in_executor(steppers, self._step_batch, [env], [turn])
+                with engine.stepping():
+                    (step,) = await loop.run_in_executor(steppers, self._step_batch, [env], [turn])
                 row.step_wait_s += time.perf_counter() - started
                 self._apply(row, turn, step)
                 if row.done:
@@ -208,7 +213,10 @@ class AgentLoop:
         )
         started = time.perf_counter()
         out = self.generate(request)
-        self._engine_s += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self._engine_s += elapsed
+        for i in wanted:
+            rows[i].generate_s += elapsed
         if Key.ROLLOUT_LOG_PROBS not in out.batch.keys():
             self._has_log_probs = False
         responses, masks = out.batch[Key.RESPONSES], out.batch[Key.RESPONSE_MASK].bool()
@@ -283,6 +291,8 @@ class AgentLoop:
             "rollout/turn_wait_s": sum(row.step_wait_s for row in rows) / len(rows),
             "rollout/engine_idle_frac": max(0.0, 1.0 - self._engine_s / wall) if wall > 0 else 0.0,
             "rollout/wall_s": wall,
+            # no loop that waits for all its trajectories ends sooner: the slowest one's own time
+            "rollout/floor_s": max(row.generate_s + row.step_wait_s for row in rows),
             "rollout/turns_min": float(min(turns)),
             "rollout/turns_max": float(max(turns)),
         }
@@ -292,27 +302,52 @@ class AgentLoop:
 
 
 class _TurnQueue:
-    """The engine under ``async``: turns queue up while a generation call runs, and every queued
-    turn goes in the next call, on a thread of its own so that environment steps go on meanwhile."""
+    """The engine under ``async``: turns queue up while a generation call runs, and the queued
+    turns go in the next call, on a thread of its own so that environment steps go on meanwhile.
+    A free engine waits up to ``gather_window_s`` for trajectories still stepping to queue too
+    (and no longer once none is): steps that end together are generated together, not one by one."""
 
     def __init__(self, agent: AgentLoop, rows: list[TrajectoryTokens], settings: RolloutSettings):
         self.agent, self.rows, self.settings = agent, rows, settings
         self.pending: dict[int, asyncio.Future] = {}
         self.running: asyncio.Task | None = None
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="generate")
+        self.in_steps = 0
+        self.changed = asyncio.Event()
+
+    @contextlib.contextmanager
+    def stepping(self) -> Iterator[None]:
+        self.in_steps += 1
+        try:
+            yield
+        finally:
+            self.in_steps -= 1
+            self.changed.set()
 
     async def generate(self, i: int) -> tuple[list[int], list[float]]:
         future = asyncio.get_running_loop().create_future()
         self.pending[i] = future
+        self.changed.set()
         if self.running is None:
             # Started as a task: the trajectories queued in this same pass join its first call.
             self.running = asyncio.create_task(self._drain())
         return await future
 
+    async def _gather(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.agent.gather_window_s
+        while self.in_steps and loop.time() < deadline:
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                return
+
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while self.pending:
+                await self._gather()
                 batch, self.pending = self.pending, {}
                 try:
                     sampled = await loop.run_in_executor(
