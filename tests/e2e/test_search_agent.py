@@ -395,11 +395,12 @@ def vllm_simulator(world):
         server.wait(timeout=60)
 
 
-@pytest.mark.parametrize("mode, steps", [("simulate_sft", 2), ("simulate_prompt", 1)])
-def test_training_against_a_real_vllm_server(world, vllm_simulator, mode, steps):
+@pytest.mark.parametrize("mode, steps, scheduling", [("simulate_sft", 2, "async"), ("simulate_prompt", 1, "batch")])
+def test_training_against_a_real_vllm_server(world, vllm_simulator, mode, steps, scheduling):
     """The policy rolls out on vLLM in the workers; its searches go to the simulation LLM on a vLLM
     server, and the critic LLM on the same server grades them. Every useful simulator request and
-    every grading request carries its own row's question with that question's gold answer."""
+    every grading request carries its own row's question with that question's gold answer, with
+    turns in lockstep and with each trajectory on its own."""
     root, _, _ = world
     checkpoints = root / f"checkpoints_{mode}"
     proxy = vllm_simulator
@@ -417,6 +418,7 @@ def test_training_against_a_real_vllm_server(world, vllm_simulator, mode, steps)
             "TOPK": "2",
             "LOGGER": "file",
             "ROLLOUT": "vllm",
+            "AGENT_SCHEDULING": scheduling,
             "EXPERIMENT_NAME": f"served_{mode}",
             "RETROSPECTIVE_CRITIC": "true",
             "CRITIC_LLM": "sim",
@@ -458,3 +460,4 @@ def test_training_against_a_real_vllm_server(world, vllm_simulator, mode, steps)
         [question] = [q for q in gold if f"Question: {q}" in text]
         assert f"Answer: {gold[question]}\n" in text
     assert all("critictor/graded_rate" in r and "critictor/failures" in r for r in records)
+    assert all(r["rollout/turns_max"] >= 1 and 0 <= r["rollout/engine_idle_frac"] <= 1 for r in records)
