@@ -18,8 +18,8 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 import ray
@@ -190,8 +190,50 @@ class ChatModelActor:
         return list(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
 
 
+class _Gatherer:
+    """Runs ``run(items, key)`` on a thread of its own. Calls that arrive while one runs wait, and
+    those of one key go out together in the next: callers of one conversation each (the steps of an
+    asynchronous rollout) still make batches."""
+
+    def __init__(self, run: Callable[[list, Hashable], list]):
+        self.run = run
+        self.ready = threading.Condition()
+        self.queue: list[tuple[Hashable, list, Future]] = []
+        self.thread: threading.Thread | None = None
+
+    def __call__(self, items: list, key: Hashable) -> list:
+        future: Future = Future()
+        with self.ready:
+            self.queue.append((key, items, future))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._serve, daemon=True, name="chat-batches")
+                self.thread.start()
+            self.ready.notify()
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            with self.ready:
+                while not self.queue:
+                    self.ready.wait()
+                key = self.queue[0][0]
+                calls = [call for call in self.queue if call[0] == key]
+                self.queue = [call for call in self.queue if call[0] != key]
+            try:
+                replies = self.run([item for _, items, _ in calls for item in items], key)
+            except BaseException as error:  # every caller of the batch sees it (and retries on its own)
+                for _, _, future in calls:
+                    future.set_exception(error)
+                continue
+            start = 0
+            for _, items, future in calls:
+                future.set_result(replies[start : start + len(items)])
+                start += len(items)
+
+
 class LocalChatLLM:
-    """A reply ``accept`` refuses fails its row only: greedy decoding would write it again."""
+    """A reply ``accept`` refuses fails its row only: greedy decoding would write it again.
+    Concurrent calls with the same sampling settings share actor calls (``_Gatherer``)."""
 
     actor_class: type = ChatModelActor
 
@@ -201,6 +243,7 @@ class LocalChatLLM:
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._actor: Any = None
+        self._gathered = _Gatherer(lambda conversations, key: self._generate_now(conversations, *key))
 
     def _get_actor(self) -> Any:
         with self._lock:
@@ -211,6 +254,9 @@ class LocalChatLLM:
             return self._actor
 
     def _generate(self, conversations: list[Conversation], max_tokens: int, temperature: float) -> list[str]:
+        return self._gathered(conversations, (max_tokens, temperature))
+
+    def _generate_now(self, conversations: list[Conversation], max_tokens: int, temperature: float) -> list[str]:
         try:
             return list(ray.get(self._get_actor().generate.remote(conversations, max_tokens, temperature)))
         except ray.exceptions.RayActorError:

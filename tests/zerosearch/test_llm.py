@@ -96,3 +96,31 @@ def test_failing_call_is_retried_then_the_batch_fails(scripted):
     assert all(r.failed and r.documents == [] for r in results)
     assert calls == 3
     assert (stats["requests"], stats["failures"], stats["retries"]) == (4, 4, 2)
+
+
+def test_concurrent_single_conversations_share_actor_calls(ray_local):
+    """An asynchronous rollout asks for one search per trajectory, from many threads at once:
+    the calls that arrive while one runs go out together, and each caller gets its own replies."""
+    import threading
+
+    llm = ScriptedLLM("unused", retry=RetryConfig(max_retries=0))
+    backend = SimulatedSearch(llm, "sft", topk=2)
+    backend.search([REQUESTS[0]])  # the actor is started and one call is counted
+    before = ray_local.get(llm._get_actor().call_count.remote())
+    requests = [SearchRequest(f"query {i}", f"Question {i}?", (str(i),)) for i in range(24)]
+    results = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def search(i):
+        start.wait()
+        [results[i]] = backend.search([requests[i]])
+
+    threads = [threading.Thread(target=search, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    calls = ray_local.get(llm._get_actor().call_count.remote()) - before
+    assert [r.documents for r in results] == [[f"Query: query {i}", "second"] for i in range(len(requests))]
+    assert 1 <= calls < len(requests) / 2
+    assert backend.stats["requests"] == len(requests) + 1
