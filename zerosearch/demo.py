@@ -200,6 +200,8 @@ def search_overrides(config: DemoConfig, data: dict) -> list[str]:
     the prompt length."""
     return [
         f"actor_rollout_ref.rollout.name={config.rl.rollout}",
+        # per-trajectory turns where the engine batches continuously; hf keeps its KV cache only in lockstep
+        f"actor_rollout_ref.rollout.agent.scheduling={'async' if config.rl.rollout == 'vllm' else 'batch'}",
         f"search.corpus_path={data['corpus']}",
         f"search.topk={config.topk}",
         f"agent.max_turns={config.max_turns}",

@@ -90,7 +90,10 @@ class DemoRLConfig(ConfigSection):
         1, "Validation on the corpus engine every this many steps; every step, so steps_to_target is exact.", min=1
     )
     rollout: str = option(
-        "hf", "Rollout engine of RL and evaluation: hf, or vllm (needs vLLM's CPU build).", choices=("hf", "vllm")
+        "hf",
+        "Rollout engine of RL and evaluation: hf, or vllm (needs vLLM's CPU build; its turns are then scheduled per "
+        "trajectory, actor_rollout_ref.rollout.agent.scheduling=async).",
+        choices=("hf", "vllm"),
     )
     overrides: list[str] = option([], "Further zerosearch.train overrides, key=value.")
 
