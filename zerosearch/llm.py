@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import ray
 import torch
@@ -243,7 +243,7 @@ class LocalChatLLM:
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._actor: Any = None
-        self._gathered = _Gatherer(lambda conversations, key: self._generate_now(conversations, *key))
+        self._gathered = _Gatherer(lambda conversations, key: self._generate_now(conversations, *cast(tuple, key)))
 
     def _get_actor(self) -> Any:
         with self._lock:

@@ -248,3 +248,24 @@ def test_a_failed_generation_or_step_surfaces_in_both_schedules():
 def test_an_unknown_schedule_is_refused():
     with pytest.raises(ValueError, match="scheduling='eager'"):
         AgentLoop(lambda r: r, CharTokenizer(), STOP, 10, 100, 10, 2, scheduling="eager")
+
+
+def test_after_a_failure_under_async_nothing_of_the_run_goes_on():
+    """The step under way when another trajectory fails is waited for, and no later turn starts."""
+    finished = []
+
+    class Slow(CalcEnv):
+        def step(self, turn):
+            time.sleep(0.3)
+            finished.append(turn.index)
+            return super().step(turn)
+
+    class Broken(CalcEnv):
+        def step(self, turn):
+            raise RuntimeError("calculator on fire")
+
+    with pytest.raises(RuntimeError, match="calculator on fire"):
+        run("async", [Slow(), Broken()], scripts=[SCRIPTS[0], SCRIPTS[0]])
+    assert finished == [0]
+    time.sleep(0.5)
+    assert finished == [0]

@@ -22,6 +22,7 @@ empty, so a row stays on the rollout worker whose engine holds its context's KV 
 import asyncio
 import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -110,6 +111,16 @@ class LoopResult:
     metrics: dict[str, float]
 
 
+@dataclass
+class _Run:
+    """One ``run``'s state, so that nothing of it is kept on the loop between runs."""
+
+    rows: list[TrajectoryTokens]
+    settings: RolloutSettings
+    has_log_probs: bool = True
+    engine_s: float = 0.0  # time with a generation call running
+
+
 class AgentLoop:
     """Runs environments against a rollout. ``generate`` is the workers' ``generate_sequences``."""
 
@@ -138,27 +149,27 @@ class AgentLoop:
         self.scheduling = scheduling
         self.max_concurrent_searches = max_concurrent_searches
         self.gather_window_s = gather_window_s
-        self._has_log_probs = True
-        self._engine_s = 0.0
+        # environment steps measure their observations (room_after) on their own threads
+        self._tokenizer_lock = threading.Lock()
 
     def run(self, prompts: list[list[int]], envs: Sequence[AgentEnv], settings: RolloutSettings) -> LoopResult:
-        rows = [TrajectoryTokens(prompt=list(p)) for p in prompts]
-        self._has_log_probs, self._engine_s = True, 0.0
+        run = _Run([TrajectoryTokens(prompt=list(p)) for p in prompts], settings)
         started = time.perf_counter()
         if self.scheduling == "batch":
-            self._run_batch(rows, envs, settings)
+            self._run_batch(run, envs)
         else:
-            asyncio.run(self._run_async(rows, envs, settings))
+            asyncio.run(self._run_async(run, envs))
         wall = time.perf_counter() - started
-        return LoopResult(rows, self._has_log_probs, self._metrics(rows, wall))
+        return LoopResult(run.rows, run.has_log_probs, self._metrics(run, wall))
 
     # ---- the two schedules ------------------------------------------------------------------------
-    def _run_batch(self, rows: list[TrajectoryTokens], envs: Sequence[AgentEnv], settings: RolloutSettings) -> None:
+    def _run_batch(self, run: "_Run", envs: Sequence[AgentEnv]) -> None:
+        rows = run.rows
         for index in range(self.max_turns + 1):
             active = [i for i, row in enumerate(rows) if not row.done]
             if not active:
                 return
-            sampled = self._generate(rows, active, settings)
+            sampled = self._generate(run, active)
             turns = [self._take(rows[i], *sampled[i], index) for i in active]
             started = time.perf_counter()
             steps = self._step_batch([envs[i] for i in active], turns)
@@ -167,15 +178,13 @@ class AgentLoop:
                 rows[i].step_wait_s += waited
                 self._apply(rows[i], turn, step)
 
-    async def _run_async(
-        self, rows: list[TrajectoryTokens], envs: Sequence[AgentEnv], settings: RolloutSettings
-    ) -> None:
+    async def _run_async(self, run: "_Run", envs: Sequence[AgentEnv]) -> None:
         loop = asyncio.get_running_loop()
         steppers = ThreadPoolExecutor(self.max_concurrent_searches, thread_name_prefix="env-step")
-        engine = _TurnQueue(self, rows, settings)
+        engine = _TurnQueue(self, run)
 
         async def trajectory(i: int) -> None:
-            row, env = rows[i], envs[i]
+            row, env = run.rows[i], envs[i]
             for index in range(self.max_turns + 1):
                 turn = self._take(row, *await engine.generate(i), index)
                 started = time.perf_counter()
@@ -186,17 +195,25 @@ class AgentLoop:
                 if row.done:
                     return
 
+        tasks = [asyncio.create_task(trajectory(i)) for i in range(len(run.rows))]
         try:
-            await asyncio.gather(*(trajectory(i) for i in range(len(rows))))
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # One trajectory failed: the others stop, and nothing of this run goes on after it
+            # returns (a step or a generation call already running is waited for, not abandoned).
+            for task in [*tasks, engine.running]:
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(*tasks, *([engine.running] if engine.running else []), return_exceptions=True)
+            raise
         finally:
-            steppers.shutdown(wait=False, cancel_futures=True)
-            engine.close()
+            await asyncio.to_thread(steppers.shutdown, wait=True, cancel_futures=True)
+            await asyncio.to_thread(engine.thread.shutdown, wait=True, cancel_futures=True)
 
     # ---- one turn ---------------------------------------------------------------------------------
-    def _generate(
-        self, rows: list[TrajectoryTokens], wanted: Sequence[int], settings: RolloutSettings
-    ) -> dict[int, tuple[list[int], list[float]]]:
+    def _generate(self, run: "_Run", wanted: Sequence[int]) -> dict[int, tuple[list[int], list[float]]]:
         """One generation call for the ``wanted`` rows; the others are sent empty."""
+        rows, settings = run.rows, run.settings
         chosen = set(wanted)
         contexts = [row.prompt + row.response if i in chosen else [] for i, row in enumerate(rows)]
         input_ids, attention_mask = left_pad(contexts, self.tokenizer.pad_token_id)
@@ -214,13 +231,13 @@ class AgentLoop:
         started = time.perf_counter()
         out = self.generate(request)
         elapsed = time.perf_counter() - started
-        self._engine_s += elapsed
+        run.engine_s += elapsed
         for i in wanted:
             rows[i].generate_s += elapsed
         if Key.ROLLOUT_LOG_PROBS not in out.batch.keys():
-            self._has_log_probs = False
+            run.has_log_probs = False
         responses, masks = out.batch[Key.RESPONSES], out.batch[Key.RESPONSE_MASK].bool()
-        log_probs = out.batch[Key.ROLLOUT_LOG_PROBS] if self._has_log_probs else torch.zeros(responses.shape)
+        log_probs = out.batch[Key.ROLLOUT_LOG_PROBS] if run.has_log_probs else torch.zeros(responses.shape)
         return {i: (responses[i][masks[i]].tolist(), log_probs[i][masks[i]].tolist()) for i in wanted}
 
     def _take(self, row: TrajectoryTokens, ids: list[int], log_probs: list[float], index: int) -> Turn:
@@ -231,7 +248,8 @@ class AgentLoop:
         start = len(row.response)
         row.append(ids, log_probs)
         row.turns += 1
-        text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
+        with self._tokenizer_lock:
+            text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
         final = row.out_of_budget or index == self.max_turns
         used = len(row.response)
         return Turn(index, text, start, used, final, lambda observations: self._room_after(used, observations))
@@ -262,7 +280,8 @@ class AgentLoop:
     def _encode(self, text: str) -> list[int]:
         """Observation text as plain tokens: a document that spells a special token (``<|im_end|>``)
         stays text and cannot forge a chat turn in the policy's context."""
-        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+        with self._tokenizer_lock:
+            return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
 
     def _observation_ids(self, observation: Observation, used: int) -> tuple[list[int], int]:
         """The tokens an observation adds to a response of ``used`` tokens, and how many cuts
@@ -283,13 +302,14 @@ class AgentLoop:
             used += len(self._observation_ids(observation, used)[0])
         return self.response_budget - used
 
-    def _metrics(self, rows: list[TrajectoryTokens], wall: float) -> dict[str, float]:
+    def _metrics(self, run: "_Run", wall: float) -> dict[str, float]:
+        rows = run.rows
         if not rows:
             return {}
         turns = [row.turns for row in rows]
         metrics = {
             "rollout/turn_wait_s": sum(row.step_wait_s for row in rows) / len(rows),
-            "rollout/engine_idle_frac": max(0.0, 1.0 - self._engine_s / wall) if wall > 0 else 0.0,
+            "rollout/engine_idle_frac": max(0.0, 1.0 - run.engine_s / wall) if wall > 0 else 0.0,
             "rollout/wall_s": wall,
             # no loop that waits for all its trajectories ends sooner: the slowest one's own time
             "rollout/floor_s": max(row.generate_s + row.step_wait_s for row in rows),
@@ -307,8 +327,8 @@ class _TurnQueue:
     A free engine waits up to ``gather_window_s`` for trajectories still stepping to queue too
     (and no longer once none is): steps that end together are generated together, not one by one."""
 
-    def __init__(self, agent: AgentLoop, rows: list[TrajectoryTokens], settings: RolloutSettings):
-        self.agent, self.rows, self.settings = agent, rows, settings
+    def __init__(self, agent: AgentLoop, run: _Run):
+        self.agent, self.run = agent, run
         self.pending: dict[int, asyncio.Future] = {}
         self.running: asyncio.Task | None = None
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="generate")
@@ -350,17 +370,14 @@ class _TurnQueue:
                 await self._gather()
                 batch, self.pending = self.pending, {}
                 try:
-                    sampled = await loop.run_in_executor(
-                        self.thread, self.agent._generate, self.rows, sorted(batch), self.settings
-                    )
+                    sampled = await loop.run_in_executor(self.thread, self.agent._generate, self.run, sorted(batch))
                 except Exception as error:
                     for future in batch.values():
-                        future.set_exception(error)
+                        if not future.done():  # its trajectory may have been cancelled
+                            future.set_exception(error)
                     continue
                 for i, future in batch.items():
-                    future.set_result(sampled[i])
+                    if not future.done():
+                        future.set_result(sampled[i])
         finally:
             self.running = None
-
-    def close(self) -> None:
-        self.thread.shutdown(wait=False, cancel_futures=True)
