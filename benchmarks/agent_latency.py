@@ -32,11 +32,11 @@ import tempfile
 import threading
 import time
 
+from rollout import make_batch  # benchmarks/rollout.py: this folder is on the path when a script here runs
 from transformers import AutoTokenizer
 
 from verl.protocol import DataProto, RolloutSettings
 from verl.utils.tiny_model import build_tiny_model, teach
-from verl.utils.torch_functional import left_pad, position_ids
 from zerosearch import prompts
 from zerosearch.eval import LocalRollout, build_engine
 from zerosearch.generation import SearchGenerationManager
@@ -113,22 +113,6 @@ def teach_policy(model_dir: str) -> None:
                 contexts.append(question + (SEARCH + observation) * searches)
                 targets.append(ANSWER if (i + searches + k) % 3 == 0 else SEARCH)
     teach(model_dir, contexts, [t + tokenizer.eos_token for t in targets], steps=600, lr=2e-3)
-
-
-def make_batch(tokenizer, n_prompts: int, width: int = 96) -> DataProto:
-    rows = [
-        tokenizer.encode(prompts.policy_prompt(f"Who founded company number {i}?"), add_special_tokens=False)[-width:]
-        for i in range(n_prompts)
-    ]
-    ids, mask = left_pad(rows, tokenizer.pad_token_id, width)
-    return DataProto.from_dict(
-        tensors={"input_ids": ids, "attention_mask": mask, "position_ids": position_ids(mask)},
-        non_tensors={
-            "reward_model": [{"ground_truth": ["Mira Oskel"]}] * n_prompts,
-            "extra_info": [{"question": f"Who founded company number {i}?", "index": i} for i in range(n_prompts)],
-            "data_source": ["bench"] * n_prompts,
-        },
-    )
 
 
 def bench_config(args, model_path: str, url: str, scheduling: str):
