@@ -269,3 +269,13 @@ def test_after_a_failure_under_async_nothing_of_the_run_goes_on():
     assert finished == [0]
     time.sleep(0.5)
     assert finished == [0]
+
+
+def test_async_runs_from_code_that_already_runs_an_event_loop():
+    import asyncio
+
+    async def notebook_cell():
+        return run("async", [CalcEnv() for _ in SCRIPTS])[0]
+
+    result = asyncio.run(notebook_cell())
+    assert [r.turns for r in result.rows] == [3, 1, 3, 4]

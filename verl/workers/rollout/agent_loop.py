@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -158,7 +158,7 @@ class AgentLoop:
         if self.scheduling == "batch":
             self._run_batch(run, envs)
         else:
-            asyncio.run(self._run_async(run, envs))
+            _run_to_completion(self._run_async(run, envs))
         wall = time.perf_counter() - started
         return LoopResult(run.rows, run.has_log_probs, self._metrics(run, wall))
 
@@ -319,6 +319,18 @@ class AgentLoop:
         for k in range(self.max_turns + 2):
             metrics[f"rollout/turns_frac_{k}"] = turns.count(k) / len(rows)
         return metrics
+
+
+def _run_to_completion(coroutine: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run``, also from code that already runs an event loop (a notebook, an async
+    actor): the coroutine then gets a loop of its own on a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coroutine)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="agent-loop") as thread:
+        thread.submit(asyncio.run, coroutine).result()
 
 
 class _TurnQueue:
