@@ -45,7 +45,7 @@ class SearchGenerationManager:
         self.response_budget = config.response_width()
         rollout = config.actor_rollout_ref.rollout
         self.loop = AgentLoop(
-            lambda request: self.wg.generate_sequences(request),
+            actor_rollout_wg.generate_sequences,  # not through self: no cycle keeps a dropped manager's engine alive
             tokenizer,
             stop=prompts.SEARCH_STOPS,
             turn_tokens=config.data.max_response_length,

@@ -231,3 +231,23 @@ def test_batch_and_async_scheduling_give_the_same_rollout(tokenizer, monkeypatch
     same = {k: v for k, v in batch.meta_info["metrics"].items() if not k.endswith(TIMINGS)}
     assert same == {k: asynchronous.meta_info["metrics"][k] for k in same}
     assert same["critictor/critiques_mean"] > 0 and 0 < same["search/noisy_rate"] < 1
+
+
+@pytest.mark.parametrize("scheduling", ["batch", "async"])
+def test_a_dropped_manager_frees_its_rollout_at_once(tokenizer, monkeypatch, scheduling):
+    """No reference cycle keeps the rollout alive until a later garbage collection: an in-process
+    vLLM engine freed under a newer one would tear down the parallel state the newer one uses."""
+    import gc
+    import weakref
+
+    config = critic_config(retrospective__enable=True, interactive__enable=True, interactive__privileged=True)
+    config.actor_rollout_ref.rollout.agent.scheduling = scheduling
+    manager, wg = make_manager(config, tokenizer, SCRIPTS, monkeypatch)
+    manager.generate_sequences(make_batch(tokenizer, list(SCRIPTS), ANSWERS))
+    gc.disable()
+    try:
+        freed = weakref.ref(wg)
+        del manager, wg
+        assert freed() is None
+    finally:
+        gc.enable()
