@@ -208,7 +208,7 @@ def test_async_bounds_the_steps_in_flight():
             with lock:
                 in_flight[0] += 1
                 peak[0] = max(peak[0], in_flight[0])
-            time.sleep(0.05)
+            time.sleep(0.2)
             with lock:
                 in_flight[0] -= 1
             return super().step(turn)

@@ -102,8 +102,17 @@ def test_concurrent_single_conversations_share_actor_calls(ray_local):
     """An asynchronous rollout asks for one search per trajectory, from many threads at once:
     the calls that arrive while one runs go out together, and each caller gets its own replies."""
     import threading
+    import time
 
-    llm = ScriptedLLM("unused", retry=RetryConfig(max_retries=0))
+    class SlowActor(ScriptedActor):
+        def generate(self, conversations, max_tokens, temperature):
+            time.sleep(0.3)  # arrivals spread out on a loaded machine still meet a call in progress
+            return super().generate(conversations, max_tokens, temperature)
+
+    class SlowLLM(LocalChatLLM):
+        actor_class = SlowActor
+
+    llm = SlowLLM("unused", retry=RetryConfig(max_retries=0))
     backend = SimulatedSearch(llm, "sft", topk=2)
     backend.search([REQUESTS[0]])  # the actor is started and one call is counted
     before = ray_local.get(llm._get_actor().call_count.remote())
@@ -122,5 +131,5 @@ def test_concurrent_single_conversations_share_actor_calls(ray_local):
         thread.join(timeout=60)
     calls = ray_local.get(llm._get_actor().call_count.remote()) - before
     assert [r.documents for r in results] == [[f"Query: query {i}", "second"] for i in range(len(requests))]
-    assert 1 <= calls < len(requests) / 2
+    assert 1 <= calls <= 4
     assert backend.stats["requests"] == len(requests) + 1
