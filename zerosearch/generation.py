@@ -163,14 +163,14 @@ class SearchGenerationManager:
             for turn, (useful, reason) in zip(trajectory.searches(), verdicts, strict=True):
                 turn.verdict, turn.reason = useful, reason
 
-    def _turn_tensors(self, rows: list[SearchEnv], uids: np.ndarray | None) -> dict[str, torch.Tensor]:
+    def _turn_tensors(self, envs: list[SearchEnv], uids: np.ndarray | None) -> dict[str, torch.Tensor]:
         """Each graded search's reward on its last sampled token (normalised over its prompt's group
         by ``critictor.turn_reward_norm``), and every sampled token's turn."""
-        shape = (len(rows), self.response_budget)
+        shape = (len(envs), self.response_budget)
         turn_ids = torch.full(shape, -1, dtype=torch.long)
         scores, graded = torch.zeros(shape, dtype=torch.float32), torch.zeros(shape, dtype=torch.long)
-        for i, t in enumerate(rows):
-            for k, turn in enumerate(t.log):
+        for i, env in enumerate(envs):
+            for k, turn in enumerate(env.log):
                 turn_ids[i, turn.start : turn.end] = k
                 if turn.verdict is not None and turn.end > turn.start:
                     scores[i, turn.end - 1] = self.config.critictor.turn_reward(turn.verdict)
@@ -205,9 +205,9 @@ class SearchGenerationManager:
         )
         return out.union(DataProto.from_dict(non_tensors=dict(batch.non_tensor_batch)))
 
-    def _critic_metrics(self, rows: list[SearchEnv], before: dict) -> dict[str, float]:
+    def _critic_metrics(self, envs: list[SearchEnv], before: dict) -> dict[str, float]:
         assert self.critictor is not None
-        searches = [turn for t in rows for turn in t.log if turn.searched()]
+        searches = [turn for env in envs for turn in env.log if turn.searched()]
         graded = [turn for turn in searches if turn.verdict is not None]
         critiques = [turn for turn in searches if turn.critique is not None]
         metrics = {
@@ -219,22 +219,22 @@ class SearchGenerationManager:
             rewards = [self.config.critictor.turn_reward(bool(turn.verdict)) for turn in graded]
             metrics["critictor/graded_rate"] = len(graded) / max(len(searches), 1)
             metrics["critictor/useful_rate"] = float(np.mean([turn.verdict for turn in graded])) if graded else 0.0
-            metrics["critictor/turn_reward_mean"] = float(sum(rewards)) / max(len(rows), 1)
-            metrics.update(self._agreement_metrics(rows))
+            metrics["critictor/turn_reward_mean"] = float(sum(rewards)) / max(len(envs), 1)
+            metrics.update(self._agreement_metrics(envs))
         if self.config.critictor.interactive.enable:
-            metrics["critictor/critiques_mean"] = len(critiques) / max(len(rows), 1)
+            metrics["critictor/critiques_mean"] = len(critiques) / max(len(envs), 1)
             metrics["critictor/vague_rate"] = float(np.mean([turn.vague for turn in critiques])) if critiques else 0.0
         return metrics
 
     @staticmethod
-    def _agreement_metrics(rows: list[SearchEnv]) -> dict[str, float]:
+    def _agreement_metrics(envs: list[SearchEnv]) -> dict[str, float]:
         """The verdicts against the path judge's over the graded searches (``critic.agreement``),
         and how far the answer judge agrees with the path judge on the same searches."""
         verdicts, path, answer = [], [], []
-        for t in rows:
-            if not t.graded:
+        for env in envs:
+            if not env.graded:
                 continue
-            seen = t.reviewed()
+            seen = env.reviewed()
             verdicts += [bool(turn.verdict) for turn in seen.searches()]
             path += seen.judged("path")
             answer += seen.judged("answer")

@@ -163,7 +163,7 @@ class AgentLoop:
         return LoopResult(run.rows, run.has_log_probs, self._metrics(run, wall))
 
     # ---- the two schedules ------------------------------------------------------------------------
-    def _run_batch(self, run: "_Run", envs: Sequence[AgentEnv]) -> None:
+    def _run_batch(self, run: _Run, envs: Sequence[AgentEnv]) -> None:
         rows = run.rows
         for index in range(self.max_turns + 1):
             active = [i for i, row in enumerate(rows) if not row.done]
@@ -178,7 +178,7 @@ class AgentLoop:
                 rows[i].step_wait_s += waited
                 self._apply(rows[i], turn, step)
 
-    async def _run_async(self, run: "_Run", envs: Sequence[AgentEnv]) -> None:
+    async def _run_async(self, run: _Run, envs: Sequence[AgentEnv]) -> None:
         loop = asyncio.get_running_loop()
         steppers = ThreadPoolExecutor(self.max_concurrent_searches, thread_name_prefix="env-step")
         engine = _TurnQueue(self, run)
@@ -211,7 +211,7 @@ class AgentLoop:
             await asyncio.to_thread(engine.thread.shutdown, wait=True, cancel_futures=True)
 
     # ---- one turn ---------------------------------------------------------------------------------
-    def _generate(self, run: "_Run", wanted: Sequence[int]) -> dict[int, tuple[list[int], list[float]]]:
+    def _generate(self, run: _Run, wanted: Sequence[int]) -> dict[int, tuple[list[int], list[float]]]:
         """One generation call for the ``wanted`` rows; the others are sent empty."""
         rows, settings = run.rows, run.settings
         chosen = set(wanted)
@@ -302,7 +302,7 @@ class AgentLoop:
             used += len(self._observation_ids(observation, used)[0])
         return self.response_budget - used
 
-    def _metrics(self, run: "_Run", wall: float) -> dict[str, float]:
+    def _metrics(self, run: _Run, wall: float) -> dict[str, float]:
         rows = run.rows
         if not rows:
             return {}
