@@ -25,7 +25,7 @@ from verl.protocol import DataProto, RolloutSettings
 from verl.trainer.metrics import timer
 from verl.utils.batch_schema import Key, sequence_tensors
 from verl.utils.torch_functional import right_pad
-from verl.workers.rollout.agent_loop import AgentLoop, TrajectoryTokens
+from verl.workers.rollout.agent_loop import AgentLoop, LoopResult, TrajectoryTokens
 from zerosearch import critic, prompts
 from zerosearch.config import CurriculumConfig, ZeroSearchConfig
 from zerosearch.curriculum import NoiseSchedule
@@ -41,7 +41,6 @@ class SearchGenerationManager:
         self.config = config
         self.wg = actor_rollout_wg
         self.tokenizer = tokenizer
-        self.agent = config.agent
         self.response_budget = config.response_width()
         rollout = config.actor_rollout_ref.rollout
         self.loop = AgentLoop(
@@ -60,7 +59,6 @@ class SearchGenerationManager:
         self.train_backend = build_backend(config.search.mode, config.search)
         self._eval_backend = self.train_backend if config.search.engine == config.search.mode else None
         self.pad_id = tokenizer.pad_token_id
-        self.has_log_probs = True  # whether every turn of the current batch came with rollout log-probs
         c = config.critictor
         self.critictor = critic.build_critic(c, config.trainer.seed) if c.enabled() else None
         # Critiques are drawn per search like the noise: a fixed chance, and a vague-line chance on a curriculum.
@@ -107,12 +105,11 @@ class SearchGenerationManager:
         result = self.loop.run(
             [ids[m].tolist() for ids, m in zip(prompt_ids, prompt_mask, strict=True)], envs, settings
         )
-        self.has_log_probs = result.has_log_probs
         waited = dict(session.seconds)
         if use_critic is not None and self.config.critictor.retrospective.enable:
             with timer("critic", waited):
                 self._grade(envs)
-        out = self._to_dataproto(batch, result.rows, envs)
+        out = self._to_dataproto(batch, result, envs)
         noisy = [flag for env in envs for flag in env.noisy]
         noise_p = self.noise.probability(step, total) if use_noise else None
         metrics = self._metrics(result.rows, envs, backend, before, noisy, noise_p)
@@ -179,8 +176,8 @@ class SearchGenerationManager:
         return {Key.TURN_IDS: turn_ids, Key.TURN_SCORES: scores, Key.TURN_GRADED: graded}
 
     # ---- packing -----------------------------------------------------------------------------
-    def _to_dataproto(self, batch: DataProto, rows: list[TrajectoryTokens], envs: list[SearchEnv]) -> DataProto:
-        width = self.response_budget
+    def _to_dataproto(self, batch: DataProto, result: LoopResult, envs: list[SearchEnv]) -> DataProto:
+        width, rows = self.response_budget, result.rows
         tensors = sequence_tensors(
             batch.batch[Key.INPUT_IDS],
             batch.batch[Key.ATTENTION_MASK],
@@ -189,7 +186,7 @@ class SearchGenerationManager:
             # observations are part of the context the policy attends to
             right_pad([[1] * len(t.response) for t in rows], width, 0, torch.long),
         )
-        if self.has_log_probs:
+        if result.has_log_probs:  # every turn came with the rollout's log-probs
             tensors[Key.ROLLOUT_LOG_PROBS] = right_pad([t.log_probs for t in rows], width, 0.0, torch.float32)
         if any(env.graded for env in envs):
             tensors.update(self._turn_tensors(envs, batch.non_tensor_batch.get("uid")))
