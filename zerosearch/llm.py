@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ray
 import torch
@@ -191,42 +191,42 @@ class ChatModelActor:
 
 
 class _Gatherer:
-    """Runs ``run(items, key)`` on a thread of its own. Calls that arrive while one runs wait, and
-    those of one key go out together in the next: callers of one conversation each (the steps of an
-    asynchronous rollout) still make batches."""
+    """Calls that arrive while one runs wait, and those of one key go out together in the next, on
+    a thread that serves while calls are waiting and then ends (holding nothing of its callers):
+    callers of one conversation each (the steps of an asynchronous rollout) still make batches."""
 
-    def __init__(self, run: Callable[[list, Hashable], list]):
-        self.run = run
-        self.ready = threading.Condition()
-        self.queue: list[tuple[Hashable, list, Future]] = []
-        self.thread: threading.Thread | None = None
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queue: list[tuple[Hashable, list, Future, Callable[[list], list]]] = []
+        self.serving = False
 
-    def __call__(self, items: list, key: Hashable) -> list:
+    def __call__(self, run: Callable[[list], list], items: list, key: Hashable) -> list:
+        """``run(items)``'s value, ``run`` called on these items and on those of calls sharing ``key``."""
         future: Future = Future()
-        with self.ready:
-            self.queue.append((key, items, future))
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._serve, daemon=True, name="chat-batches")
-                self.thread.start()
-            self.ready.notify()
+        with self.lock:
+            self.queue.append((key, items, future, run))
+            start, self.serving = not self.serving, True
+        if start:
+            threading.Thread(target=self._serve, daemon=True, name="chat-batches").start()
         return future.result()
 
     def _serve(self) -> None:
         while True:
-            with self.ready:
-                while not self.queue:
-                    self.ready.wait()
-                key = self.queue[0][0]
+            with self.lock:
+                if not self.queue:
+                    self.serving = False
+                    return
+                key, run = self.queue[0][0], self.queue[0][3]
                 calls = [call for call in self.queue if call[0] == key]
                 self.queue = [call for call in self.queue if call[0] != key]
             try:
-                replies = self.run([item for _, items, _ in calls for item in items], key)
+                replies = run([item for _, items, _, _ in calls for item in items])
             except BaseException as error:  # every caller of the batch sees it (and retries on its own)
-                for _, _, future in calls:
+                for _, _, future, _ in calls:
                     future.set_exception(error)
                 continue
             start = 0
-            for _, items, future in calls:
+            for _, items, future, _ in calls:
                 future.set_result(replies[start : start + len(items)])
                 start += len(items)
 
@@ -243,7 +243,7 @@ class LocalChatLLM:
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._actor: Any = None
-        self._gathered = _Gatherer(lambda conversations, key: self._generate_now(conversations, *cast(tuple, key)))
+        self._gathered = _Gatherer()
 
     def _get_actor(self) -> Any:
         with self._lock:
@@ -254,7 +254,8 @@ class LocalChatLLM:
             return self._actor
 
     def _generate(self, conversations: list[Conversation], max_tokens: int, temperature: float) -> list[str]:
-        return self._gathered(conversations, (max_tokens, temperature))
+        run = functools.partial(self._generate_now, max_tokens=max_tokens, temperature=temperature)
+        return self._gathered(run, conversations, (max_tokens, temperature))
 
     def _generate_now(self, conversations: list[Conversation], max_tokens: int, temperature: float) -> list[str]:
         try:

@@ -98,6 +98,25 @@ def test_failing_call_is_retried_then_the_batch_fails(scripted):
     assert (stats["requests"], stats["failures"], stats["retries"]) == (4, 4, 2)
 
 
+def searched_together(backend, requests):
+    """Each request searched alone, from a thread of its own, all starting at once."""
+    import threading
+
+    results = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def search(i):
+        start.wait()
+        [results[i]] = backend.search([requests[i]])
+
+    threads = [threading.Thread(target=search, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
 def test_concurrent_single_conversations_share_actor_calls(ray_local):
     """An asynchronous rollout asks for one search per trajectory, from many threads at once:
     the calls that arrive while one runs go out together, and each caller gets its own replies."""
@@ -117,19 +136,23 @@ def test_concurrent_single_conversations_share_actor_calls(ray_local):
     backend.search([REQUESTS[0]])  # the actor is started and one call is counted
     before = ray_local.get(llm._get_actor().call_count.remote())
     requests = [SearchRequest(f"query {i}", f"Question {i}?", (str(i),)) for i in range(24)]
-    results = [None] * len(requests)
-    start = threading.Barrier(len(requests))
-
-    def search(i):
-        start.wait()
-        [results[i]] = backend.search([requests[i]])
-
-    threads = [threading.Thread(target=search, args=(i,)) for i in range(len(requests))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results = searched_together(backend, requests)
     calls = ray_local.get(llm._get_actor().call_count.remote()) - before
     assert [r.documents for r in results] == [[f"Query: query {i}", "second"] for i in range(len(requests))]
     assert 1 <= calls <= 4
     assert backend.stats["requests"] == len(requests) + 1
+    # once idle, no thread is left serving, and nothing keeps the model (and its actor) alive
+    deadline = time.monotonic() + 10
+    while any(t.name == "chat-batches" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "chat-batches" for t in threading.enumerate())
+    import gc
+    import weakref
+
+    freed = weakref.ref(llm)
+    gc.disable()
+    try:
+        del backend, llm
+        assert freed() is None
+    finally:
+        gc.enable()
