@@ -74,8 +74,8 @@ def managers(model_path: str, args: argparse.Namespace) -> dict[str, SearchGener
                 f"actor_rollout_ref.rollout.max_num_seqs={args.prompts * args.n}",
                 f"data.max_response_length={args.tokens}",
                 "data.max_prompt_length=96",
-                f"agent.max_turns={args.turns}",
-                "agent.max_obs_length=32",
+                f"actor_rollout_ref.rollout.agent.max_turns={args.turns}",
+                "actor_rollout_ref.rollout.agent.max_obs_length=32",
                 "search.mode=none",
                 "search.engine=none",
             ],
@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", nargs="+", choices=["hf", "vllm"], default=["hf", "vllm"])
     parser.add_argument("--prompts", type=int, default=32, help="prompts per step")
     parser.add_argument("--n", type=int, default=4, help="rollouts per prompt")
-    parser.add_argument("--turns", type=int, default=2, help="agent.max_turns: turns per rollout are this + 1")
+    parser.add_argument(
+        "--turns", type=int, default=2, help="actor_rollout_ref.rollout.agent.max_turns: turns per rollout are this + 1"
+    )
     parser.add_argument("--tokens", type=int, default=48, help="new tokens per turn")
     parser.add_argument("--repeats", type=int, default=3, help="measured steps per engine, after one warm-up")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 
 from verl.algos.core_algos import TURN_REWARD_NORMS
-from verl.config import PPOConfig
+from verl.config import ActorRolloutRefConfig, PPOConfig
 from verl.utils.config import ConfigSection, option
+from verl.utils.reward_score.qa import METRICS
 from zerosearch.retry import RetryConfig
-from zerosearch.reward import METRICS
 from zerosearch.search import BACKENDS, EVAL_ENGINES, SIMULATED_MODES
 
 CACHE_MODES = ("auto", "memory", "disk", "none")
@@ -101,8 +101,6 @@ class SearchConfig(ConfigSection):
 
 @dataclass
 class AgentConfig(ConfigSection):
-    max_turns: int = option(5, "Searches per trajectory before the final answer-only turn.", min=0, key="MAX_TURNS")
-    max_obs_length: int = option(512, "Tokens of one observation; longer ones are cut, keeping the closing tag.", min=1)
     reward_metric: str = option("f1", "The training reward: em, cover_em or f1.", choices=tuple(METRICS))
 
 
@@ -220,16 +218,20 @@ class CritictorConfig(EndpointConfig):
 OUTCOME_ONLY_ESTIMATORS = ("grpo", "rloo")
 
 
+def search_agent_rollout() -> ActorRolloutRefConfig:
+    """The engine's defaults, with the search agent as the rollout's loop and environment."""
+    config = ActorRolloutRefConfig()
+    config.rollout.generation_manager = "zerosearch.generation:SearchGenerationManager"
+    config.rollout.agent.env = "zerosearch.env:SearchEnv"
+    return config
+
+
 @dataclass
 class ZeroSearchConfig(PPOConfig):
+    actor_rollout_ref: ActorRolloutRefConfig = field(default_factory=search_agent_rollout)
     agent: AgentConfig = field(default_factory=AgentConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     critictor: CritictorConfig = field(default_factory=CritictorConfig)
-
-    def response_width(self) -> int:
-        """Every turn's generation plus every observation: the response span of one trajectory."""
-        turns = self.agent.max_turns
-        return (turns + 1) * self.data.max_response_length + turns * self.agent.max_obs_length
 
     def searches_used(self) -> set[str]:
         """The search backends this run contacts: the training one, and the validation one when it validates."""

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from verl.trainer.run import load_sft_config, run_sft
+from verl.utils.reward_score.qa import cover_exact_match
 from verl.utils.tiny_model import build_tiny_model, build_tokenizer
 from zerosearch.critic.critics import LLMCritic, RuleCritic
 from zerosearch.critic.tuning import judge_agreement, read_trajectories, tuning_rows
@@ -50,7 +51,6 @@ from zerosearch.eval import evaluate, resolve_model_path
 from zerosearch.llm import ChatModelActor, LocalChatLLM
 from zerosearch.plot import plot_run, plot_runs, read_metrics
 from zerosearch.prompts import POLICY_INSTRUCTIONS, policy_prompt, simulator_messages
-from zerosearch.reward import cover_exact_match
 from zerosearch.search import CLOSED_BOOK
 from zerosearch.train import load_config as load_train_config
 from zerosearch.train import train
@@ -204,10 +204,10 @@ def search_overrides(config: DemoConfig, data: dict) -> list[str]:
         f"actor_rollout_ref.rollout.agent.scheduling={'async' if config.rl.rollout == 'vllm' else 'batch'}",
         f"search.corpus_path={data['corpus']}",
         f"search.topk={config.topk}",
-        f"agent.max_turns={config.max_turns}",
+        f"actor_rollout_ref.rollout.agent.max_turns={config.max_turns}",
         f"data.max_prompt_length={data['prompt_length']}",
         f"data.max_response_length={config.rl.max_response_length}",
-        f"agent.max_obs_length={config.rl.max_obs_length}",
+        f"actor_rollout_ref.rollout.agent.max_obs_length={config.rl.max_obs_length}",
     ]
 
 

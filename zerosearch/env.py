@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from verl.workers.rollout.agent_loop import AgentEnv, Observation, Step, Turn
 from zerosearch import critic, prompts
@@ -73,6 +73,18 @@ class SearchEnv(AgentEnv):
     noisy: list[bool] = field(default_factory=list)  # the noise draw of each search
     log: list[critic.Turn] = field(default_factory=list)  # every turn, for the critic and the dump
     graded: bool = False  # the critic's verdicts arrived
+    stop: ClassVar[tuple[str, ...]] = tuple(prompts.SEARCH_STOPS)
+
+    @classmethod
+    def for_rows(cls, config: Any, rows: Sequence[dict[str, Any]], settings: Any) -> list["SearchEnv"]:
+        raise ValueError(
+            f"{cls.__name__} shares a search backend, curriculum and critic across a rollout, which the search "
+            "agent's manager builds: set actor_rollout_ref.rollout.generation_manager="
+            "zerosearch.generation:SearchGenerationManager (the zerosearch recipes do)"
+        )
+
+    def outcome(self) -> dict[str, Any]:
+        return {"accepted_answer": self.answer}
 
     def reviewed(self) -> critic.Trajectory:
         """What the critic sees of this trajectory."""

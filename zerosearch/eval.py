@@ -1,7 +1,7 @@
 """Evaluate a search agent: greedy multi-turn rollouts against a real search engine.
 
     python -m zerosearch.eval --model PATH_OR_CHECKPOINT --data test.parquet --engine corpus \
-        --out eval_out [hydra overrides, e.g. search.corpus_path=corpus.jsonl agent.max_turns=4]
+        --out eval_out [hydra overrides, e.g. search.corpus_path=corpus.jsonl search.topk=3]
 
 Writes ``results.md`` and ``results.json`` (per data source: EM, cover-EM, F1, searches and
 useless searches per question, answer rate) and ``trajectories.jsonl`` under --out, and prints the

@@ -23,10 +23,10 @@ from transformers import PreTrainedTokenizerBase
 from verl.algos.core_algos import normalize_turn_scores
 from verl.protocol import DataProto, RolloutSettings
 from verl.trainer.metrics import timer
-from verl.utils.batch_schema import Key, sequence_tensors
-from verl.utils.torch_functional import right_pad
-from verl.workers.rollout.agent_loop import AgentLoop, LoopResult, TrajectoryTokens
-from zerosearch import critic, prompts
+from verl.utils.batch_schema import Key
+from verl.workers.rollout.agent_loop import LoopResult, TrajectoryTokens
+from verl.workers.rollout.agent_manager import AgentGenerationManager, object_column
+from zerosearch import critic
 from zerosearch.config import CurriculumConfig, ZeroSearchConfig
 from zerosearch.curriculum import NoiseSchedule
 from zerosearch.data.fields import row_golden_answers, row_question, row_supporting
@@ -36,29 +36,17 @@ from zerosearch.search import SIMULATED_MODES, build_backend
 __all__ = ["SearchGenerationManager", "parse_action"]
 
 
-class SearchGenerationManager:
+class SearchGenerationManager(AgentGenerationManager):
     def __init__(self, config: ZeroSearchConfig, actor_rollout_wg, tokenizer: PreTrainedTokenizerBase):
-        self.config = config
-        self.wg = actor_rollout_wg
-        self.tokenizer = tokenizer
-        self.response_budget = config.response_width()
-        rollout = config.actor_rollout_ref.rollout
-        self.loop = AgentLoop(
-            actor_rollout_wg.generate_sequences,  # not through self: no cycle keeps a dropped manager's engine alive
-            tokenizer,
-            stop=prompts.SEARCH_STOPS,
-            turn_tokens=config.data.max_response_length,
-            response_budget=self.response_budget,
-            max_obs_length=config.agent.max_obs_length,
-            max_turns=config.agent.max_turns,
-            scheduling=rollout.agent.scheduling,
-            max_concurrent_searches=rollout.agent.max_concurrent_searches,
-            gather_window_s=rollout.agent.gather_window_s,
-        )
+        super().__init__(config, actor_rollout_wg, tokenizer)
+        if not issubclass(self.env_class, SearchEnv):
+            raise ValueError(
+                f"{self.env_key}={config.actor_rollout_ref.rollout.agent.env} is not a SearchEnv, which the search "
+                "agent's manager runs; another environment runs with generation_manager unset (null)"
+            )
         self.noise = NoiseSchedule(config.search.curriculum, seed=config.trainer.seed)
         self.train_backend = build_backend(config.search.mode, config.search)
         self._eval_backend = self.train_backend if config.search.engine == config.search.mode else None
-        self.pad_id = tokenizer.pad_token_id
         c = config.critictor
         self.critictor = critic.build_critic(c, config.trainer.seed) if c.enabled() else None
         # Critiques are drawn per search like the noise: a fixed chance, and a vague-line chance on a curriculum.
@@ -81,8 +69,7 @@ class SearchGenerationManager:
     def generate_sequences(self, batch: DataProto) -> DataProto:
         settings = RolloutSettings.of(batch)
         validate = settings.validate
-        n = self.config.actor_rollout_ref.rollout.val_kwargs.n if validate else self.config.actor_rollout_ref.rollout.n
-        batch = batch.repeat(n, interleave=True)
+        batch, n = self.samples(batch, settings)
         step, total = settings.step, max(settings.total_steps, 1)
         backend = self.eval_backend if validate else self.train_backend
         use_noise = not validate and self.config.search.mode in SIMULATED_MODES
@@ -101,10 +88,7 @@ class SearchGenerationManager:
         before = dict(backend.stats)
         critic_before = dict(self.critictor.stats) if self.critictor else {}
         envs = self._environments(batch, n, session, needs_question=use_noise or use_critic is not None)
-        prompt_ids, prompt_mask = batch.batch[Key.INPUT_IDS], batch.batch[Key.ATTENTION_MASK].bool()
-        result = self.loop.run(
-            [ids[m].tolist() for ids, m in zip(prompt_ids, prompt_mask, strict=True)], envs, settings
-        )
+        result = self.run(batch, envs, settings)
         waited = dict(session.seconds)
         if use_critic is not None and self.config.critictor.retrospective.enable:
             with timer("critic", waited):
@@ -138,7 +122,7 @@ class SearchGenerationManager:
                 )
             index = extra["index"][i] if "index" in extra else i // n
             envs.append(
-                SearchEnv(
+                self.env_class(
                     session,
                     question=question,
                     golden_answers=tuple(row_golden_answers(extra, i)),
@@ -177,30 +161,15 @@ class SearchGenerationManager:
 
     # ---- packing -----------------------------------------------------------------------------
     def _to_dataproto(self, batch: DataProto, result: LoopResult, envs: list[SearchEnv]) -> DataProto:
-        width, rows = self.response_budget, result.rows
-        tensors = sequence_tensors(
-            batch.batch[Key.INPUT_IDS],
-            batch.batch[Key.ATTENTION_MASK],
-            right_pad([t.response for t in rows], width, self.pad_id, torch.long),
-            right_pad([t.mask for t in rows], width, 0, torch.long),
-            # observations are part of the context the policy attends to
-            right_pad([[1] * len(t.response) for t in rows], width, 0, torch.long),
-        )
-        if result.has_log_probs:  # every turn came with the rollout's log-probs
-            tensors[Key.ROLLOUT_LOG_PROBS] = right_pad([t.log_probs for t in rows], width, 0.0, torch.float32)
-        if any(env.graded for env in envs):
-            tensors.update(self._turn_tensors(envs, batch.non_tensor_batch.get("uid")))
-        out = DataProto.from_dict(
-            tensors=tensors,
-            non_tensors={
-                "num_turns": np.array([t.turns for t in rows]),
-                "num_searches": np.array([env.searches for env in envs]),
-                "accepted_answer": _objects([env.answer for env in envs]),
-                "turns": _objects([[turn.record() for turn in env.log] for env in envs]),
-            },
-            meta_info=dict(batch.meta_info),
-        )
-        return out.union(DataProto.from_dict(non_tensors=dict(batch.non_tensor_batch)))
+        uids = batch.non_tensor_batch.get("uid")
+        turn_tensors = self._turn_tensors(envs, uids) if any(env.graded for env in envs) else None
+        non_tensors = {
+            "num_turns": np.array([t.turns for t in result.rows]),
+            "num_searches": np.array([env.searches for env in envs]),
+            "accepted_answer": object_column([env.answer for env in envs]),
+            "turns": object_column([[turn.record() for turn in env.log] for env in envs]),
+        }
+        return self.pack(batch, result, non_tensors, turn_tensors)
 
     def _critic_metrics(self, envs: list[SearchEnv], before: dict) -> dict[str, float]:
         assert self.critictor is not None
@@ -266,11 +235,3 @@ class SearchGenerationManager:
             metrics["curriculum/noise_p"] = noise_p
             metrics["search/noisy_rate"] = mean(noisy)
         return metrics
-
-
-def _objects(values: list) -> np.ndarray:
-    """A 1-D object array, even when every value is a list of the same length."""
-    array = np.empty(len(values), dtype=object)
-    for i, value in enumerate(values):
-        array[i] = value
-    return array

@@ -14,6 +14,7 @@ from typing import Any
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from verl.config.compat import host_urls
 from verl.utils.config import leaf_fields
 from verl.utils.config_docs import value_text
 from zerosearch.config import EvalArguments, ZeroSearchConfig
@@ -42,14 +43,12 @@ def _list(value: str) -> str:
 
 def _servers(value: str) -> str:
     """a host or host:port, or several comma-separated (used in turn), each written http://HOST:6001/v1."""
-    hosts = [h.strip() for h in value.split(",") if h.strip()]
-    return "[" + ",".join(f"http://{h if ':' in h else h + ':6001'}/v1" for h in hosts) + "]"
+    return host_urls(value, 6001)
 
 
 def _critic_servers(value: str) -> str:
     """as for IP, with port 6002 where none is given."""
-    hosts = [h.strip() for h in value.split(",") if h.strip()]
-    return _servers(",".join(h if ":" in h else h + ":6002" for h in hosts))
+    return host_urls(value, 6002)
 
 
 def _flag(value: str) -> str:

@@ -9,10 +9,6 @@ manager when a turn's first action is a complete ``<answer>``), never one re-par
 joined response text: a row the rollout finished without an answer scores 0 on every metric.
 """
 
-import string
-import unicodedata
-from collections import Counter
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,66 +17,11 @@ import torch
 from verl.protocol import DataProto
 from verl.trainer.reward import last_valid_positions
 from verl.utils.batch_schema import Key
+from verl.utils.reward_score.qa import METRICS, Golds
 from zerosearch.data.fields import row_golden_answers
 
 if TYPE_CHECKING:  # the config module lists this module's metrics
     from zerosearch.config import ZeroSearchConfig
-
-ARTICLES = frozenset({"a", "an", "the"})
-Golds = str | Sequence[str] | np.ndarray  # one gold answer, or several
-
-
-def _is_punctuation(char: str) -> bool:
-    # ASCII punctuation as in SQuAD's evaluation, plus Unicode punctuation (curly quotes, dashes).
-    return char in string.punctuation or unicodedata.category(char).startswith("P")
-
-
-def normalize_answer(s: str) -> str:
-    """Lowercase, delete punctuation (so "U.S." -> "us"), drop the articles a/an/the as whole words
-    and join the remaining words with single spaces."""
-    text = "".join(c for c in s.lower() if not _is_punctuation(c))
-    return " ".join(word for word in text.split() if word not in ARTICLES)
-
-
-def _normalized_golds(golden_answers: Golds) -> list[str]:
-    # A gold answer that normalises to nothing (e.g. "The") would match every prediction.
-    golds = [golden_answers] if isinstance(golden_answers, str) else golden_answers
-    return [g for g in map(normalize_answer, golds) if g]
-
-
-def exact_match(prediction: str | None, golden_answers: Golds) -> float:
-    """1.0 if the normalised prediction equals any normalised gold answer."""
-    if prediction is None:
-        return 0.0
-    pred = normalize_answer(prediction)
-    return float(any(pred == gold for gold in _normalized_golds(golden_answers)))
-
-
-def cover_exact_match(prediction: str | None, golden_answers: Golds) -> float:
-    """1.0 if any normalised gold answer occurs in the normalised prediction on word boundaries:
-    "paris" covers "paris france" but "1889" does not cover "18890" and "art" not "cartier"."""
-    if prediction is None:
-        return 0.0
-    padded = f" {normalize_answer(prediction)} "
-    return float(any(f" {gold} " in padded for gold in _normalized_golds(golden_answers)))
-
-
-def f1_score(prediction: str | None, golden_answers: Golds) -> float:
-    """Token-level F1 between the normalised prediction and each gold answer, the best of them."""
-    if prediction is None:
-        return 0.0
-    pred_tokens = normalize_answer(prediction).split()
-    best = 0.0
-    for gold in _normalized_golds(golden_answers):
-        gold_tokens = gold.split()
-        common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
-        if common:
-            precision, recall = common / len(pred_tokens), common / len(gold_tokens)
-            best = max(best, 2 * precision * recall / (precision + recall))
-    return best
-
-
-METRICS = {"em": exact_match, "cover_em": cover_exact_match, "f1": f1_score}
 
 
 def score_answer(answer: str | None, golden_answers: Golds) -> dict[str, float]:

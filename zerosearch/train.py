@@ -6,18 +6,21 @@ Recipes live in ``configs/``; ``train_grpo.sh`` / ``train_ppo.sh`` / ``train_rei
 ZeroSearch's KEY VALUE arguments and call this.
 """
 
+import functools
 import os
+import sys
 
 import hydra
 import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from verl.config.compat import config_name_of, read_overrides
 from verl.trainer.run import run_ppo
 from verl.trainer.startup import check_model_folder, expand_files, to_typed
+from verl.utils.reward_score.qa import normalize_answer
 from zerosearch.config import ZeroSearchConfig, register_schema
 from zerosearch.data.fields import row_golden_answers, row_question, row_supporting
-from zerosearch.reward import normalize_answer
 from zerosearch.search import SIMULATED_MODES
 from zerosearch.search.google import ZEROSEARCH_KEY_ENV, serpapi_key
 
@@ -26,10 +29,16 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 register_schema()
 
 
-def load_config(config_name: str, overrides: list[str] | None = None, schema: type = ZeroSearchConfig):
-    """``configs/<config_name>.yaml`` after Hydra overrides, typed as ``schema``."""
+def compose_typed(config_name: str, overrides: list[str], schema: type = ZeroSearchConfig):
+    """``configs/<config_name>.yaml`` after Hydra overrides in this project's keys, typed as ``schema``."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return to_typed(compose(config_name, overrides=overrides or []), schema)
+        return to_typed(compose(config_name, overrides=overrides), schema)
+
+
+def load_config(config_name: str, overrides: list[str] | None = None, schema: type = ZeroSearchConfig):
+    """``configs/<config_name>.yaml`` after Hydra overrides (peers' key names read), typed as ``schema``."""
+    composed = functools.partial(compose_typed, config_name, schema=schema)
+    return composed(read_overrides(overrides or [], schema, composed))
 
 
 def check_search_keys(config: ZeroSearchConfig) -> None:
@@ -107,4 +116,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    # peers' key names; every refused key, and every setting to change beside them, in one message
+    name = config_name_of(sys.argv[1:], "zerosearch_grpo")
+    sys.argv[1:] = read_overrides(sys.argv[1:], ZeroSearchConfig, functools.partial(compose_typed, name))
     main()

@@ -19,7 +19,9 @@ from reward import compute_score  # noqa: E402
 pytestmark = pytest.mark.e2e
 
 
-def run_example(out, algo: str, *overrides: str, seed: int | None = None, timeout: int = 400) -> list[dict]:
+def run_example(
+    out, algo: str, *overrides: str, seed: int | None = None, timeout: int = 400, env: dict | None = None
+) -> list[dict]:
     """The example's metrics, read from the folder this test chose (never from its output)."""
     seeds = [] if seed is None else ["--seed", str(seed), f"trainer.seed={seed}"]
     proc = subprocess.run(
@@ -27,7 +29,7 @@ def run_example(out, algo: str, *overrides: str, seed: int | None = None, timeou
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     with open(os.path.join(out, "checkpoints", algo, "metrics.jsonl")) as f:
@@ -212,3 +214,29 @@ def test_training_on_one_gpu_with_bf16(tmp_path):
     )
     rewards = [r["reward/score/mean"] for r in records if r["step"] > 0]
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.1
+
+
+def test_a_tool_environment_chosen_by_config_trains(tmp_path):
+    """``actor_rollout_ref.rollout.agent.env`` alone turns the example into a multi-turn agent: the
+    engine's agent manager runs the test's calculator environment; its notices are observations
+    (mask 0) inside the responses the actor trains on."""
+    rollout_dir = tmp_path / "rollouts"
+    records = run_example(
+        tmp_path,
+        "grpo",
+        "trainer.total_training_steps=2",
+        "trainer.val_before_train=false",
+        f"trainer.rollout_data_dir={rollout_dir}",
+        "actor_rollout_ref.rollout.agent.env=tests.workers.test_agent_loop:RowCalcEnv",
+        "actor_rollout_ref.rollout.agent.max_turns=2",
+        "actor_rollout_ref.rollout.agent.max_obs_length=16",
+        "actor_rollout_ref.rollout.agent.scheduling=async",
+        env={"PYTHONPATH": REPO},  # the environment class lives in the tests
+    )
+    steps = [r for r in records if r["step"] > 0]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert steps[-1]["rollout/turns_max"] >= 2 and "actor/pg_loss" in steps[-1]
+    rows = [json.loads(line) for line in open(rollout_dir / "2.jsonl")]
+    masks = [m for row in rows for m in row["response_mask"]]
+    assert 0 in masks and 1 in masks  # sampled turns and inserted observations
+    assert max(len(row["response_ids"]) for row in rows) > 12  # longer than one turn of 12 tokens

@@ -109,7 +109,7 @@ TINY_RUN = [
     "data.train_batch_size=4",
     "data.max_prompt_length=256",
     "data.max_response_length=48",
-    "agent.max_obs_length=64",
+    "actor_rollout_ref.rollout.agent.max_obs_length=64",
     "actor_rollout_ref.actor.ppo_mini_batch_size=4",
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
     "actor_rollout_ref.model.enable_gradient_checkpointing=false",
@@ -280,7 +280,7 @@ def test_eval_writes_the_table(world):
             "2",
             "--",
             "data.max_response_length=48",
-            "agent.max_obs_length=64",
+            "actor_rollout_ref.rollout.agent.max_obs_length=64",
         ]
     )
     results = json.loads((out / "results.json").read_text())["results"]

@@ -279,3 +279,63 @@ def test_async_runs_from_code_that_already_runs_an_event_loop():
 
     result = asyncio.run(notebook_cell())
     assert [r.turns for r in result.rows] == [3, 1, 3, 4]
+
+
+class RowCalcEnv(CalcEnv):
+    """CalcEnv as the trainer's agent manager builds it: from its data row, with an outcome."""
+
+    stop = tuple(STOP)
+
+    def reset(self, row):
+        self.row = row
+
+    def outcome(self):
+        return {"accepted_answer": self.answer, "sample": self.row["sample"]}
+
+
+def test_an_environment_chosen_by_config_runs_in_the_trainers_agent_manager():
+    from verl.config import PPOConfig
+    from verl.utils.import_utils import load_object
+    from verl.utils.torch_functional import left_pad, position_ids
+
+    config = PPOConfig()
+    config.data.max_response_length = 40
+    rollout = config.actor_rollout_ref.rollout
+    rollout.agent.env, rollout.agent.max_turns, rollout.agent.max_obs_length = f"{__name__}:RowCalcEnv", 3, 30
+    rollout.n = 2
+    assert config.response_width() == 4 * 40 + 3 * 30  # every turn and observation
+    manager_class = load_object(rollout.manager(), "generation_manager")
+    policy = ScriptedPolicy(SCRIPTS[:2])
+    worker_group = type("WorkerGroup", (), {"generate_sequences": staticmethod(policy)})()
+    manager = manager_class(config, worker_group, CharTokenizer())
+    prompts = [[ord(c) for c in f"{i}|question:"] for i in range(2)]
+    ids, mask = left_pad(prompts, 0)
+    batch = DataProto.from_dict(
+        tensors={Key.INPUT_IDS: ids, Key.ATTENTION_MASK: mask, Key.POSITION_IDS: position_ids(mask)},
+        non_tensors={"data_source": ["calc", "calc"]},
+        meta_info={"rollout": RolloutSettings()},
+    )
+    out = manager.generate_sequences(batch)
+    assert out.batch[Key.RESPONSES].shape == (4, 4 * 40 + 3 * 30)
+    assert list(out.non_tensor_batch["accepted_answer"]) == ["7", "7", "0", "0"]
+    assert list(out.non_tensor_batch["sample"]) == [0, 1, 0, 1]
+    assert list(out.non_tensor_batch["num_turns"]) == [3, 3, 1, 1]
+    assert list(out.non_tensor_batch["data_source"]) == ["calc"] * 4
+    first = out.batch[Key.RESPONSES][0][out.batch[Key.RESPONSE_MASK][0].bool()].tolist()
+    assert text(first) == "<calc>1+2</calc><calc>3+4</calc><answer>7</answer>"  # observations masked out
+    assert out.meta_info["metrics"]["rollout/turns_max"] == 3
+
+
+def test_a_search_environment_needs_the_search_agents_manager():
+    from verl.config import PPOConfig
+    from verl.workers.rollout.agent_manager import AgentGenerationManager
+
+    config = PPOConfig()
+    config.actor_rollout_ref.rollout.agent.env = "zerosearch.env:SearchEnv"
+    worker_group = type("WorkerGroup", (), {"generate_sequences": staticmethod(ScriptedPolicy(SCRIPTS))})()
+    manager = AgentGenerationManager(config, worker_group, CharTokenizer())
+    with pytest.raises(ValueError, match="generation_manager=zerosearch.generation:SearchGenerationManager"):
+        manager.env_class.for_rows(config, [{}], RolloutSettings())
+    config.actor_rollout_ref.rollout.agent.env = "verl.protocol:DataProto"
+    with pytest.raises(ValueError, match="not an AgentEnv"):
+        AgentGenerationManager(config, worker_group, CharTokenizer())

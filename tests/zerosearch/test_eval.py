@@ -91,7 +91,12 @@ def test_a_vllm_engine_for_evaluation_reads_the_checkpoints_weights(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = load_config(
         "zerosearch_grpo",
-        ["data.max_prompt_length=64", "data.max_response_length=16", "agent.max_turns=1", "agent.max_obs_length=16"],
+        [
+            "data.max_prompt_length=64",
+            "data.max_response_length=16",
+            "actor_rollout_ref.rollout.agent.max_turns=1",
+            "actor_rollout_ref.rollout.agent.max_obs_length=16",
+        ],
     )
     assert config.actor_rollout_ref.rollout.name == "vllm" and config.actor_rollout_ref.rollout.load_format == "dummy"
     greedy = SamplingParams(max_new_tokens=12, greedy=True)

@@ -80,8 +80,8 @@ def make_config(**agent):
     config.search.mode, config.search.engine = "simulate_prompt", "corpus"
     config.search.corpus_path = "unused"
     config.data.max_response_length = 40
-    config.agent.max_turns = agent.get("max_turns", 2)
-    config.agent.max_obs_length = agent.get("max_obs_length", 200)
+    config.actor_rollout_ref.rollout.agent.max_turns = agent.get("max_turns", 2)
+    config.actor_rollout_ref.rollout.agent.max_obs_length = agent.get("max_obs_length", 200)
     config.actor_rollout_ref.rollout.n = 1
     return config
 

@@ -9,16 +9,10 @@ import torch
 from omegaconf import OmegaConf
 
 from verl.protocol import DataProto
+from verl.utils.reward_score.qa import cover_exact_match, exact_match, f1_score, normalize_answer
 from verl.utils.tiny_model import build_tokenizer
 from zerosearch.config import ZeroSearchConfig
-from zerosearch.reward import (
-    QARewardManager,
-    cover_exact_match,
-    exact_match,
-    f1_score,
-    normalize_answer,
-    score_answer,
-)
+from zerosearch.reward import QARewardManager, score_answer
 
 # ------------------------------------------------------------------------------- normalisation
 

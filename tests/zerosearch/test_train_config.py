@@ -14,7 +14,7 @@ from zerosearch.train import check_search_keys, load_config
         (["search.engine=wiki", "search.simulator.server_urls=[]"], "server_urls"),
         (["search.engine=wiki", "agent.reward_metric=bleu"], "agent.reward_metric"),
         (["search.engine=wiki", "search.cache=redis"], "search.cache"),
-        (["search.engine=wiki", "agent.max_obs_length=0"], "max_obs_length"),
+        (["search.engine=wiki", "actor_rollout_ref.rollout.agent.max_obs_length=0"], "max_obs_length"),
     ],
 )
 def test_search_settings_are_refused_when_the_config_is_composed(overrides, message):

@@ -90,9 +90,12 @@ class PPOConfig(ConfigSection):
     ray_init: RayInitConfig = field(default_factory=RayInitConfig)
 
     def response_width(self) -> int:
-        """Tokens of one response as the trainer holds it: a single generation here; a multi-turn
-        agent's config widens it to every turn and observation."""
-        return self.data.max_response_length
+        """Tokens of one response as the trainer holds it: one generation, or with an agent environment
+        every turn's generation and every observation."""
+        agent = self.actor_rollout_ref.rollout.agent
+        if not agent.env:
+            return self.data.max_response_length
+        return (agent.max_turns + 1) * self.data.max_response_length + agent.max_turns * agent.max_obs_length
 
     def max_sequence_length(self) -> int:
         """The longest prompt + response a rollout may be asked to continue or produce."""

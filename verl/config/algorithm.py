@@ -19,13 +19,18 @@ class RewardModelConfig(ConfigSection):
     reward_manager: str = option(
         "verl.trainer.reward:RuleRewardManager",
         "module:Class turning a batch into token-level scores (a RewardManager); the default scores each "
-        "response with custom_reward_function.",
+        "response with custom_reward_function, or the built-in score of its data_source.",
     )
 
 
 @dataclass
 class CustomRewardFunctionConfig(ConfigSection):
-    path: str | None = option(None, "A .py file or importable module defining the reward function.", nullable=True)
+    path: str | None = option(
+        None,
+        "A .py file or importable module defining the reward function; null: the built-in score of each row's "
+        "data_source (verl.utils.reward_score: GSM8K, MATH, and the QA sets of Search-R1).",
+        nullable=True,
+    )
     name: str = option("compute_score", "The function: (data_source, solution_str, ground_truth, extra_info).")
 
 

@@ -177,6 +177,19 @@ class ValKwargs(ConfigSection):
 
 @dataclass
 class AgentLoopConfig(ConfigSection):
+    env: str | None = option(
+        None,
+        "module:Class of the tool environment (a verl.workers.rollout.agent_loop.AgentEnv) whose multi-turn loop "
+        "the rollout runs; null: a single generation per prompt. The search agent's is zerosearch.env:SearchEnv.",
+        nullable=True,
+    )
+    max_turns: int = option(
+        5,
+        "Environment steps (searches) per trajectory before a last turn that nothing follows.",
+        min=0,
+        key="MAX_TURNS",
+    )
+    max_obs_length: int = option(512, "Tokens of one observation; a longer one is cut, keeping its closing tag.", min=1)
     scheduling: str = option(
         "batch",
         "How a multi-turn agent's trajectories move: batch (lockstep turns: every trajectory generates, then every "
@@ -263,11 +276,21 @@ class RolloutConfig(ConfigSection):
         choices=("dummy", "dummy_dtensor", "auto", "safetensors", "pt"),
     )
     val_kwargs: ValKwargs = field(default_factory=ValKwargs)
-    generation_manager: str = option(
-        "verl.trainer.generation:SingleTurnGenerationManager",
-        "module:Class building the rollout loop the trainer calls (a GenerationManager).",
+    generation_manager: str | None = option(
+        None,
+        "module:Class building the rollout loop the trainer calls (a GenerationManager); null: one generation "
+        "per prompt, or with agent.env the engine's agent loop over that environment.",
+        nullable=True,
     )
     agent: AgentLoopConfig = field(default_factory=AgentLoopConfig)
+
+    def manager(self) -> str:
+        """The generation manager the trainer builds."""
+        if self.generation_manager:
+            return self.generation_manager
+        if self.agent.env:
+            return "verl.workers.rollout.agent_manager:AgentGenerationManager"
+        return "verl.trainer.generation:SingleTurnGenerationManager"
 
     def check(self, key: str) -> None:
         if self.tensor_model_parallel_size != 1:

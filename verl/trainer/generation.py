@@ -3,7 +3,9 @@
 A generation manager is built as ``Manager(config, actor_rollout_wg, tokenizer)`` and offers
 ``generate_sequences(batch) -> DataProto``. ``RolloutSettings.of(batch)`` says whether the call
 validates and at which training step it happens; a manager may return metrics in
-``meta_info["metrics"]``. Multi-turn agents replace this single-turn default.
+``meta_info["metrics"]``. Without a manager set, a prompt gets one generation
+(``SingleTurnGenerationManager``), or with ``actor_rollout_ref.rollout.agent.env`` the engine's
+agent loop over that environment (``verl.workers.rollout.agent_manager.AgentGenerationManager``).
 """
 
 from typing import Any, Protocol

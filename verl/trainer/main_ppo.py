@@ -1,11 +1,15 @@
 """``python -m verl.trainer.main_ppo key=value ...``: PPO from the command line (Hydra, config
 ``verl/config/ppo_trainer.yaml``). The library entry is ``verl.trainer.run.run_ppo``."""
 
+import functools
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from verl.config import PPOConfig
-from verl.trainer.run import run_ppo
+from verl.config.compat import read_overrides
+from verl.trainer.run import compose_typed, run_ppo
 from verl.trainer.startup import to_typed
 
 
@@ -15,4 +19,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    # peers' key names; every refused key, and every setting to change beside them, in one message
+    sys.argv[1:] = read_overrides(sys.argv[1:], PPOConfig, functools.partial(compose_typed, "ppo_trainer", PPOConfig))
     main()

@@ -191,7 +191,7 @@ class RayPPOTrainer:
             group.init_model()
         self.actor_rollout_wg.sync_rollout_weights()
         manager_cls: type[GenerationManager] = load_object(
-            cfg.actor_rollout_ref.rollout.generation_manager, "actor_rollout_ref.rollout.generation_manager"
+            cfg.actor_rollout_ref.rollout.manager(), "actor_rollout_ref.rollout.generation_manager"
         )
         self.generation_manager = manager_cls(cfg, self.actor_rollout_wg, self.tokenizer)
 

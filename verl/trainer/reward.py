@@ -14,6 +14,7 @@ import torch
 from verl.protocol import DataProto
 from verl.utils.batch_schema import Key
 from verl.utils.import_utils import load_function_from
+from verl.utils.reward_score import default_compute_score
 
 
 class RewardManager(Protocol):
@@ -33,17 +34,15 @@ def last_valid_positions(response_mask: torch.Tensor) -> torch.Tensor:
 
 class RuleRewardManager:
     """Scores each response with ``compute_score(data_source, solution_str, ground_truth, extra_info)``,
-    which returns a float or a dict with a ``score`` key and further per-row metrics. The score is
-    placed on the response's last sampled token."""
+    which returns a float or a dict with a ``score`` key and further per-row metrics: the
+    ``custom_reward_function``, or without one the built-in score of the row's data source
+    (``verl.utils.reward_score``). The score is placed on the response's last sampled token."""
 
     def __init__(self, config, tokenizer):
         cfg = config.custom_reward_function
-        if not cfg.path:
-            raise ValueError(
-                "custom_reward_function.path is not set: name a .py file or module defining "
-                f"{cfg.name}(data_source, solution_str, ground_truth, extra_info)"
-            )
-        self.compute_score = load_function_from(cfg.path, cfg.name, "custom_reward_function")
+        self.compute_score = (
+            load_function_from(cfg.path, cfg.name, "custom_reward_function") if cfg.path else default_compute_score
+        )
         self.tokenizer = tokenizer
 
     def __call__(self, data: DataProto) -> tuple[torch.Tensor, dict[str, np.ndarray]]:

@@ -4,6 +4,7 @@ Hydra overrides. ``main_ppo`` and ``main_sft`` are their command lines; every ot
 search agent, its evaluation and demo, the examples, the tests) imports from here."""
 
 import copy
+import functools
 import logging
 import os
 from typing import TypeVar
@@ -13,8 +14,10 @@ from omegaconf import OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from verl.config import PPOConfig, register_schema
+from verl.config.compat import read_overrides
 from verl.config.sft import SFTConfig, register_sft_schema
 from verl.trainer.ray_trainer import RayPPOTrainer, WorkerClasses
+from verl.trainer.reward import RuleRewardManager
 from verl.trainer.sft_trainer import RaySFTTrainer
 from verl.trainer.startup import (
     absolute_run_dirs,
@@ -28,8 +31,11 @@ from verl.trainer.startup import (
 )
 from verl.utils.config import freeze
 from verl.utils.dataset import RLHFDataset
+from verl.utils.import_utils import load_object
+from verl.utils.reward_score import SCORERS, scorer_for
 from verl.utils.sft_dataset import SFTDataset
 from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
+from verl.workers.rollout.agent_loop import AgentEnv
 from verl.workers.rollout.vllm_rollout import check_servable
 from verl.workers.sft_worker import SFTWorker
 
@@ -39,12 +45,18 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _compose(config_name: str, schema: type[T], overrides: list[str] | None) -> T:
-    """The typed, checked config ``config_name`` of verl/config after applying Hydra overrides."""
+def compose_typed(config_name: str, schema: type[T], overrides: list[str]) -> T:
+    """The typed, checked config ``config_name`` of verl/config after Hydra overrides in its own keys."""
     from hydra import compose, initialize_config_module
 
     with initialize_config_module("verl.config", version_base=None):
-        return to_typed(compose(config_name, overrides=overrides or []), schema)
+        return to_typed(compose(config_name, overrides=overrides), schema)
+
+
+def _compose(config_name: str, schema: type[T], overrides: list[str] | None) -> T:
+    """``compose_typed`` after reading peers' key names (``verl.config.compat``)."""
+    compose = functools.partial(compose_typed, config_name, schema)
+    return compose(read_overrides(overrides or [], schema, compose))
 
 
 def load_config(overrides: list[str] | None = None) -> PPOConfig:
@@ -100,6 +112,42 @@ def check_rollout_engine(config: PPOConfig) -> None:
         check_servable(os.path.expanduser(model.path), model.trust_remote_code, device)
 
 
+def check_plugins(config: PPOConfig) -> None:
+    """The plug-ins named by the config import and are what they are named for."""
+    load_object(config.reward_model.reward_manager, "reward_model.reward_manager")
+    load_object(config.actor_rollout_ref.rollout.manager(), "actor_rollout_ref.rollout.generation_manager")
+    env = config.actor_rollout_ref.rollout.agent.env
+    env_class = load_object(env, "actor_rollout_ref.rollout.agent.env") if env else AgentEnv
+    if not (isinstance(env_class, type) and issubclass(env_class, AgentEnv)):
+        raise ValueError(
+            f"actor_rollout_ref.rollout.agent.env={env} is not an AgentEnv (verl.workers.rollout.agent_loop)"
+        )
+
+
+def check_batches_and_scores(config: PPOConfig, datasets: dict[str, RLHFDataset | None]) -> None:
+    """A training batch the training set can fill, and, with the built-in rule scores, a score for
+    every data source of the rows."""
+    train = datasets["data.train_files"]
+    assert train is not None
+    if config.data.train_batch_size > len(train):
+        raise ValueError(
+            f"data.train_batch_size={config.data.train_batch_size} is more than the {len(train)} rows of "
+            f"data.train_files: no step could be filled"
+        )
+    builtin = config.reward_model.reward_manager == RuleRewardManager.__module__ + ":RuleRewardManager"
+    if not builtin or config.custom_reward_function.path:
+        return
+    for key, dataset in datasets.items():
+        sources = sorted({row["data_source"] for row in dataset.rows} if dataset is not None else set())
+        unscored = [s for s in sources if scorer_for(s) is None]
+        if unscored:
+            raise ValueError(
+                f"{key}: rows of data_source {', '.join(map(repr, unscored))} have no built-in score (those are "
+                f"{', '.join(sorted(SCORERS))}): set custom_reward_function.path to a file defining "
+                f"{config.custom_reward_function.name}(data_source, solution_str, ground_truth, extra_info)"
+            )
+
+
 def run_ppo(config: PPOConfig) -> RayPPOTrainer | None:
     """Prepares data and model from a checked config, starts the workers and trains. With
     ``trainer.dry_run`` it stops after the checks, printing the config and the data (None). The run
@@ -112,7 +160,9 @@ def run_ppo(config: PPOConfig) -> RayPPOTrainer | None:
     if config.critic.model.path:
         check_model_folder(config.critic.model.path, "critic.model.path")
     check_rollout_engine(config)
+    check_plugins(config)
     train, val = load_datasets(config, tokenizer)
+    check_batches_and_scores(config, {"data.train_files": train, "data.val_files": val})
     if config.trainer.dry_run:
         print(OmegaConf.to_yaml(OmegaConf.structured(config)))
         print(describe_data({"data.train_files": train, "data.val_files": val}, config.data.max_prompt_length))

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from verl.config import RayInitConfig, RunConfig, TrainerConfig
+from verl.config.compat import closest_key, leaf_keys
 from verl.utils.config import check_config_tree
 
 T = TypeVar("T")
@@ -22,10 +23,14 @@ def to_typed(cfg: DictConfig, schema: type[T]) -> T:
     schema lacks is refused, also when ``+key=value`` slipped it past Hydra's own check."""
     unknown = unknown_keys(cfg, schema)
     if unknown:
-        key, owner = unknown[0]
+        names = leaf_keys(schema)
+        lines = []
+        for key, owner in unknown:
+            near = closest_key(key, names)
+            lines.append(f"{key}: not a key of {owner}" + (f"; the closest is {near}" if near else ""))
         raise ConfigCompositionException(
-            f"Could not override '{key}'. Key '{key.rsplit('.', 1)[-1]}' not in "
-            f"'{owner}' ('+' cannot add keys to this config)"
+            f"{len(lines)} key{'s' if len(lines) > 1 else ''} this config does not have "
+            "('+' cannot add keys to it):\n  " + "\n  ".join(lines)
         )
     config = typing.cast(T, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg)))
     check_config_tree(config)

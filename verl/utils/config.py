@@ -84,11 +84,21 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 
 def check_config_tree(config: Any, prefix: str = "") -> None:
     """Refuses a value outside a field's ``choices`` or below its ``min``, then runs each section's
-    own ``check(key)`` (children first), so every error names the full key."""
+    own ``check(key)`` (children first), so every error names the full key. Every error of the tree
+    is raised together, one line each."""
+    errors = _tree_errors(config, prefix)
+    if errors:
+        raise ValueError(
+            errors[0] if len(errors) == 1 else f"{len(errors)} settings to change:\n  " + "\n  ".join(errors)
+        )
+
+
+def _tree_errors(config: Any, prefix: str) -> list[str]:
+    errors: list[str] = []
     for f in dataclasses.fields(config):
         key, value = f"{prefix}{f.name}", getattr(config, f.name)
         if dataclasses.is_dataclass(value):
-            check_config_tree(value, f"{key}.")
+            errors += _tree_errors(value, f"{key}.")
             continue
         if value is None and f.metadata.get("nullable"):
             continue
@@ -96,10 +106,15 @@ def check_config_tree(config: Any, prefix: str = "") -> None:
         values = value if isinstance(value, list) else [value]
         bad = [v for v in values if choices is not None and v not in choices]
         if bad:
-            raise ValueError(f"{key}={value!r}: use {'any' if isinstance(value, list) else 'one'} of {choices}")
+            errors.append(f"{key}={value!r}: use {'any' if isinstance(value, list) else 'one'} of {choices}")
+            continue
         minimum = f.metadata.get("min")
         if minimum is not None and (value is None or value < minimum):
-            raise ValueError(f"{key}={value} must be at least {minimum:g}")
+            errors.append(f"{key}={value} must be at least {minimum:g}")
     check = getattr(config, "check", None)
-    if check is not None:
-        check(prefix.rstrip("."))
+    if check is not None and not errors:  # a section's own check reads values its leaves have passed
+        try:
+            check(prefix.rstrip("."))
+        except ValueError as e:
+            errors.append(str(e))
+    return errors

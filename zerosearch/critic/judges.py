@@ -14,7 +14,7 @@ measure what it gets wrong.
 
 from collections.abc import Callable, Sequence
 
-from zerosearch.reward import cover_exact_match
+from verl.utils.reward_score.qa import cover_exact_match
 
 Fact = tuple[str, ...]
 Judge = Callable[[Sequence[Sequence[str]], Sequence[str], Sequence[Fact]], list[bool]]

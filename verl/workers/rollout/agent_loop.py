@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -74,7 +74,29 @@ class Turn:
 class AgentEnv:
     """One trajectory's environment. Implement ``step``; an environment whose backend serves
     requests in batches overrides ``step_batch``, which the loop always calls: with every
-    trajectory stepping this turn under ``batch``, with one trajectory under ``async``."""
+    trajectory stepping this turn under ``batch``, with one trajectory under ``async``.
+
+    Chosen by config (``actor_rollout_ref.rollout.agent.env=module:Class``), the trainer's agent
+    manager builds one per trajectory with ``for_rows``, ends each turn at ``stop``, and hands each
+    trajectory's ``outcome`` to the reward as non-tensor columns."""
+
+    stop: ClassVar[tuple[str, ...]] = ()  # strings that end a turn (kept in it)
+
+    @classmethod
+    def for_rows(cls: type[E], config: Any, rows: Sequence[dict[str, Any]], settings: RolloutSettings) -> list[E]:
+        """One environment per trajectory: ``rows`` are the data rows' columns (each prompt's row
+        repeated once per sample, ``row["sample"]`` its index). By default ``cls()``, then ``reset``."""
+        envs = [cls() for _ in rows]
+        for env, row in zip(envs, rows, strict=True):
+            env.reset(row)
+        return envs
+
+    def reset(self, row: dict[str, Any]) -> None:
+        """Starts a trajectory on its data row."""
+
+    def outcome(self) -> dict[str, Any]:
+        """What the reward reads of the finished trajectory, one non-tensor column per key."""
+        return {}
 
     def step(self, turn: Turn) -> Step:
         raise NotImplementedError(f"{type(self).__name__} implements neither step nor step_batch")
