@@ -10,8 +10,9 @@ layout for the search agents' and verl's search example), every model path a tin
 a SerpAPI key variable is set for the scripts that validate on Google. Nothing else is changed.
 
 Each script runs as ``python -m verl.trainer.main_ppo <overrides> trainer.dry_run=true``, its own
-command; where that refuses it for the search agent's keys, as ``python -m zerosearch.train`` (what
-the refusal names). A row counts the script's keys: taken as they are, renamed or converted, of no
+command; where that refuses it for the search agent's keys, as ``python -m zerosearch.train
+--config-name zerosearch_<algorithm>`` (what the refusal names, with the recipe of the script's
+estimator). A row counts the script's keys: taken as they are, renamed or converted, of no
 effect here, refused; and the dry run's result with its message. The last line is a JSON object
 ``{"scripts": 10, "pass": k, ...}``.
 """
@@ -110,6 +111,12 @@ def classify(overrides: list[str], schema: type) -> dict[str, int]:
     return counts
 
 
+def recipe_of(overrides: list[str]) -> str:
+    """The search agent's recipe of the script's algorithm (the keys it leaves unset take the recipe's values)."""
+    estimator = next((v for _, k, v in map(split_override, overrides) if k == "algorithm.adv_estimator"), "gae")
+    return {"grpo": "zerosearch_grpo", "reinforce": "zerosearch_reinforce"}.get(estimator or "", "zerosearch_ppo")
+
+
 def dry_run(entry: str, overrides: list[str], env: dict[str, str]) -> tuple[bool, str]:
     proc = subprocess.run(
         [sys.executable, "-m", entry, *overrides, "trainer.dry_run=true"],
@@ -167,6 +174,7 @@ def main() -> None:
             passed, error = dry_run(entry, local, env)
             if not passed and SEARCH_AGENT_REFUSAL in error:
                 entry, schema = "zerosearch.train", ZeroSearchConfig
+                local = ["--config-name", recipe_of(overrides), *local]
                 passed, error = dry_run(entry, local, env)
             row = {"script": name, "entry": entry, **classify(overrides, schema), "pass": passed, "error": error}
             row["refused"] = 0 if passed else len(refused_settings(error))

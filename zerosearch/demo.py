@@ -247,6 +247,11 @@ def reinforce(
         f"actor_rollout_ref.model.path={policy}",
         "actor_rollout_ref.model.enable_gradient_checkpointing=false",
         f"actor_rollout_ref.actor.optim.lr={rl.lr}",
+        # the demo's own schedule, not the recipe's: a constant rate, no entropy bonus, validation first
+        "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
+        "critic.optim.lr_warmup_steps_ratio=0",
+        "actor_rollout_ref.actor.entropy_coeff=0",
+        "trainer.val_before_train=true",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={rl.batch_size}",
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={rollouts // workers}",
         f"actor_rollout_ref.rollout.n={rl.n}",

@@ -113,6 +113,7 @@ TINY_RUN = [
     "actor_rollout_ref.actor.ppo_mini_batch_size=4",
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
     "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+    "search.simulator.temperature=0",  # the tiny simulator answers greedily: runs repeat
     "trainer.device=cpu",
 ]
 
@@ -165,6 +166,7 @@ def test_train_grpo_script_with_in_process_simulator_and_corpus_engine(world, cr
             f"search.corpus_path={root / 'corpus.jsonl'}",
             "data.val_batch_size=8",
             "actor_rollout_ref.rollout.n=2",
+            "trainer.val_before_train=true",
             "trainer.test_freq=2",
             f"trainer.rollout_data_dir={rollouts}",
             "search.retry.max_retries=0",

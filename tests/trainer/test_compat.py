@@ -55,10 +55,13 @@ def test_renames_conversions_and_no_ops_are_noted_once():
         "search.retriever_url=http://127.0.0.1:8000/retrieve",
         "search.simulator.server_urls=[http://10.0.0.2:6001/v1]",
         "hydra.run.dir=out",
+        # their trainers put the KL in the reward whenever the KL loss is off
+        "actor_rollout_ref.actor.use_kl_loss=false",
+        "algorithm.use_kl_in_reward=true",
         "search.mode=wiki",
         "search.engine=wiki",
     ]
-    assert len(translated.notes) == 13
+    assert len(translated.notes) == 14
     assert any(n.startswith("data.max_prompt_length=4096: dropped") for n in translated.notes)
     assert any(n.startswith("trainer.default_hdfs_dir: no effect here") for n in translated.notes)
 

@@ -26,6 +26,7 @@ _COUNTED = re.compile(
 )
 # Hydra's own flags that take the next argument as their value.
 _FLAGS_WITH_VALUE = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--cfg", "-c", "--info")
+FORK_MARK = "actor_rollout_ref.rollout.n_agent"  # a key only ZeroSearch's and Search-R1's trainers have
 SEARCH_AGENT = "python -m zerosearch.train (train_grpo.sh / train_ppo.sh / train_reinforce.sh)"
 
 
@@ -298,6 +299,7 @@ PEER_KEYS: tuple[PeerKey, ...] = (
         convert=lambda value, given: host_urls(value, 6001),
         search_agent=True,
     ),
+    PeerKey("retriever.temperature", "search.simulator.temperature", "ZeroSearch", search_agent=True),
     PeerKey("retriever.start_threshold", "search.curriculum.start_threshold", "ZeroSearch", search_agent=True),
     PeerKey("retriever.end_threshold", "search.curriculum.end_threshold", "ZeroSearch", search_agent=True),
     PeerKey("agent.max_turns", "actor_rollout_ref.rollout.agent.max_turns", "earlier versions of this project"),
@@ -457,6 +459,16 @@ def translate(args: Sequence[str], schema: type) -> Translated:
             continue
         notes.append(f"{entry.old}={value} -> {new}={converted} ({entry.note})")
         out[index] = f"{new}={converted}"
+    if FORK_MARK in keys_given and "algorithm.use_kl_in_reward" not in given:
+        # their trainer puts the KL to the reference in the reward whenever the KL loss is off
+        kl_loss = given.get("actor_rollout_ref.actor.use_kl_loss", "false").strip().lower() in ("true", "1", "yes")
+        if "actor_rollout_ref.actor.use_kl_loss" not in given:
+            out.append("actor_rollout_ref.actor.use_kl_loss=false")
+        out.append(f"algorithm.use_kl_in_reward={str(not kl_loss).lower()}")
+        notes.append(
+            f"{FORK_MARK}: a ZeroSearch / Search-R1 script, whose trainer puts the KL to the reference in the reward "
+            f"whenever actor.use_kl_loss is off: algorithm.use_kl_in_reward={str(not kl_loss).lower()}"
+        )
     if "retriever.url" in keys_given and "search.mode" in known:
         for mode in ("search.mode", "search.engine"):  # Search-R1 retrieves in training and validation
             if mode not in given:
