@@ -29,7 +29,8 @@ import time
 import pandas as pd
 
 from verl.config import PPOConfig
-from verl.config.compat import PeerKeyError, peer_entry, schema_keys, split_override, translate
+from verl.config.compat import PeerKeyError, schema_keys, split_override, translate
+from verl.config.peer_keys import peer_entry
 from verl.utils.tiny_model import build_tiny_model
 from zerosearch.config import ZeroSearchConfig
 

@@ -14,7 +14,7 @@ from typing import Any
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from verl.config.compat import host_urls
+from verl.config.peer_keys import host_urls
 from verl.utils.config import leaf_fields
 from verl.utils.config_docs import value_text
 from zerosearch.config import EvalArguments, ZeroSearchConfig

@@ -3,7 +3,8 @@
 import pytest
 
 from verl.config import PPOConfig
-from verl.config.compat import PEER_KEYS, PeerKeyError, leaf_keys, translate
+from verl.config.compat import PeerKeyError, leaf_keys, translate
+from verl.config.peer_keys import PEER_KEYS
 from verl.trainer.run import load_config
 from zerosearch.config import ZeroSearchConfig
 
