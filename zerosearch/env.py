@@ -74,6 +74,7 @@ class SearchEnv(AgentEnv):
     log: list[critic.Turn] = field(default_factory=list)  # every turn, for the critic and the dump
     graded: bool = False  # the critic's verdicts arrived
     stop: ClassVar[tuple[str, ...]] = tuple(prompts.SEARCH_STOPS)
+    manager: ClassVar[str | None] = "zerosearch.generation:SearchGenerationManager"
 
     @classmethod
     def for_rows(cls, config: Any, rows: Sequence[dict[str, Any]], settings: Any) -> list["SearchEnv"]:

@@ -125,3 +125,41 @@ def test_settings_that_fail_together_are_named_together():
     assert "2 settings to change" in message
     assert "actor_rollout_ref.rollout.name='sglang'" in message and "vllm" in message and "hf" in message
     assert "ppo_epochs=0 must be at least 1" in message
+
+
+def test_flags_deletions_and_sections_are_read_as_hydra_means_them():
+    from verl.config.compat import config_name_of, overrides_only
+
+    args = ["--config-name", "zerosearch_ppo", "-cn=zerosearch_grpo", "~data.shuffle_train_dataloader", "x=1"]
+    assert overrides_only(args) == ["~data.shuffle_train_dataloader", "x=1"]
+    assert config_name_of(args[2:], "d") == "zerosearch_grpo" and config_name_of(args[:2], "d") == "zerosearch_ppo"
+    assert translate(["~data.shuffle_train_dataloader"], PPOConfig).overrides == ["~data.shuffle"]
+    with pytest.raises(PeerKeyError, match="critic.model.fsdp_config.no_such .critic.fsdp_config.no_such.: not a key"):
+        translate(["critic.model.fsdp_config.no_such=1"], ZeroSearchConfig)
+    # the last n_agent holds, as Hydra takes it
+    args = ["actor_rollout_ref.rollout.n_agent=5", "actor_rollout_ref.actor.ppo_mini_batch_size=10"]
+    assert (
+        "actor_rollout_ref.actor.ppo_mini_batch_size=5"
+        in translate([*args, "actor_rollout_ref.rollout.n_agent=2"], ZeroSearchConfig).overrides
+    )
+
+
+def test_a_refusal_beside_a_config_name_still_names_every_setting():
+    from verl.config.compat import read_overrides
+    from zerosearch.train import compose_typed
+
+    with pytest.raises(PeerKeyError) as caught:
+        read_overrides(
+            [
+                "--config-name",
+                "zerosearch_grpo",
+                "actor_rollout_ref.rollout.n_agent=5",
+                "actor_rollout_ref.actor.ppo_mini_batch_size=256",
+                "actor_rollout_ref.rollout.tensor_model_parallel_size=2",
+            ],
+            ZeroSearchConfig,
+            lambda overrides: compose_typed("zerosearch_grpo", overrides),
+        )
+    message = str(caught.value)
+    assert message.startswith("2 overrides this config cannot take")
+    assert "ppo_mini_batch_size=256" in message and "tensor_model_parallel_size=2" in message

@@ -97,11 +97,16 @@ def test_without_a_reward_function_each_row_is_scored_by_its_data_source(tokeniz
         ("openai/gsm8k", "#### 72.0", "She sold 72.\n#### 72", 1.0),
         ("openai/gsm8k", "the answer is 72", "72", 0.0),  # the #### format is part of the task
         ("openai/gsm8k", "#### 7 then #### 9", "9", 1.0),  # the last one counts
+        ("openai/gsm8k", "#### 3.0", "3.0", 1.0),
+        ("openai/gsm8k", "#### -$5.00", "-5", 1.0),  # numbers compare as numbers
+        ("openai/gsm8k", "#### 5", "50", 0.0),
         ("lighteval/MATH", "\\boxed{\\frac{a}{b^{2}}}", "\\boxed{\\frac{a}{b^{2}}}", 1.0),
         ("lighteval/MATH", "\\boxed{x = 3}", "3", 1.0),
         ("lighteval/MATH", "\\boxed{90^\\circ}", "90", 1.0),
         ("HuggingFaceH4/MATH-500", "\\boxed{.5}", "0.5", 1.0),
         ("HuggingFaceH4/MATH-500", "\\boxed{\\sqrt2}", "\\sqrt{3}", 0.0),
+        ("HuggingFaceH4/MATH-500", "\\boxed{\\leftarrow}", "\\rightarrow", 0.0),  # not sizing commands
+        ("HuggingFaceH4/MATH-500", "\\boxed{\\left(1,2\\right)}", "(1,2)", 1.0),
         ("DigitalLearningGmbH/MATH-lighteval", "no box: 5", "5", 0.0),
         ("musique", "<answer>U.S.</answer>", {"target": ["us"]}, 1.0),
         ("bamboogle", "<answer>Paris, France</answer>", ["Paris"], 0.0),  # exact match, not cover

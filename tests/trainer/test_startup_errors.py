@@ -182,3 +182,9 @@ def test_rows_without_a_score_are_refused_when_no_reward_function_is_set(setup):
     root, model = setup
     config = load_config(overrides(root, model, **{"custom_reward_function.path": "null"}))
     run_expecting(ValueError, "data.train_files: rows of data_source 'toy' have no built-in score", config)
+
+
+def test_an_environment_under_the_wrong_manager_is_refused_before_any_worker(setup):
+    root, model = setup
+    config = load_config([*overrides(root, model), "actor_rollout_ref.rollout.agent.env=zerosearch.env:SearchEnv"])
+    run_expecting(ValueError, "generation_manager=zerosearch.generation:SearchGenerationManager", config)

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, HydraException
 
 from verl.config.peer_keys import SEARCH_AGENT, PeerKey, peer_entry
 
@@ -25,7 +25,20 @@ _COUNTED = re.compile(
     r"^\d+ (settings to change|keys? this config does not have.*|overrides? this config cannot take):$"
 )
 # Hydra's own flags that take the next argument as their value.
-_FLAGS_WITH_VALUE = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--cfg", "-c", "--info")
+_FLAGS_WITH_VALUE = (
+    "--config-name",
+    "-cn",
+    "--config-path",
+    "-cp",
+    "--config-dir",
+    "-cd",
+    "--cfg",
+    "-c",
+    "--info",
+    "--package",
+    "-p",
+    "--experimental-rerun",
+)
 FORK_MARK = "actor_rollout_ref.rollout.n_agent"  # a key only ZeroSearch's and Search-R1's trainers have
 
 
@@ -139,8 +152,16 @@ def translate(args: Sequence[str], schema: type) -> Translated:
                 "growing context, which here follows from the turns (data.max_start_length is the first prompt's)"
             )
             continue
-        if key in _MINI_BATCHES and "actor_rollout_ref.rollout.n_agent" in keys_given:
-            n_agent = next(v for _, k, v in map(split_override, args) if k == "actor_rollout_ref.rollout.n_agent")
+        if prefix == "~" and key not in known:
+            found = peer_entry(key)
+            if found is not None and found[0].new and found[1] in known:
+                notes.append(f"~{key} -> ~{found[1]}")
+                out.append(f"~{found[1]}")
+            else:
+                problems.append(f"~{key}: not a key of this config, so nothing to delete")
+            continue
+        if key in _MINI_BATCHES and FORK_MARK in keys_given:
+            n_agent = [v for _, k, v in map(split_override, args) if k == FORK_MARK][-1]  # the last one holds
             prompts = _prompts_of(value or "", n_agent or "")
             if prompts is None:
                 problems.append(
@@ -166,8 +187,12 @@ def translate(args: Sequence[str], schema: type) -> Translated:
             problems.append(f"{key}: not a key of this config" + (f"; the closest is {near}" if near else ""))
             continue
         entry, new = found
-        if entry.search_agent and "search" not in known or entry.new and new not in known:
+        if entry.search_agent and "search" not in known:
             problems.append(f"{key}: a search agent's key; this entry point has no search agent, run {SEARCH_AGENT}")
+            continue
+        if entry.new and new not in known:  # a renamed section's key that is not one here either
+            near = closest_key(new, names)
+            problems.append(f"{key} ({new}): not a key of this config" + (f"; the closest is {near}" if near else ""))
             continue
         if entry.refuse_unless is not None and not entry.refuse_unless(value or ""):
             problems.append(f"{key}={value}: {entry.note}")
@@ -227,8 +252,8 @@ def read_overrides(
         problems = refused.problems
         if compose is not None:
             try:
-                compose([arg for arg in refused.accepted if not arg.startswith("-")])
-            except (ValueError, ConfigCompositionException) as e:
+                compose(overrides_only(refused.accepted))
+            except (ValueError, HydraException) as e:
                 lines = str(e).strip().splitlines()
                 problems += [line.strip() for line in lines[1:]] if _COUNTED.match(lines[0]) else [str(e)]
         raise PeerKeyError(_problem_message(problems), refused.accepted) from None
@@ -237,11 +262,22 @@ def read_overrides(
     return translated.overrides
 
 
+def overrides_only(args: Sequence[str]) -> list[str]:
+    """A Hydra command line without its flags and their values."""
+    out, takes_value = [], False
+    for arg in args:
+        if takes_value or arg.startswith("-"):
+            takes_value = arg in _FLAGS_WITH_VALUE
+            continue
+        out.append(arg)
+    return out
+
+
 def config_name_of(args: Sequence[str], default: str) -> str:
     """The ``--config-name`` (``-cn``) of a Hydra command line, or ``default``."""
     for i, arg in enumerate(args):
         if arg in ("--config-name", "-cn") and i + 1 < len(args):
             return args[i + 1]
-        if arg.startswith("--config-name="):
+        if arg.startswith(("--config-name=", "-cn=")):
             return arg.split("=", 1)[1]
     return default

@@ -213,6 +213,14 @@ PEER_KEYS: tuple[PeerKey, ...] = (
         "(multi_turn.tool_config_path, refused here)",
     ),
     PeerKey(
+        "actor_rollout_ref.rollout.multi_turn.enable",
+        None,
+        "verl",
+        "false only: verl's tool-calling rollout is not supported here (a multi-turn agent is an environment: "
+        "actor_rollout_ref.rollout.agent.env)",
+        refuse_unless=_is_false,
+    ),
+    PeerKey(
         "actor_rollout_ref.rollout.multi_turn.",
         None,
         "verl",

@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from verl.config import PPOConfig
-from verl.config.compat import read_overrides
+from verl.config.compat import config_name_of, read_overrides
 from verl.trainer.run import compose_typed, run_ppo
 from verl.trainer.startup import to_typed
 
@@ -20,5 +20,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     # peers' key names; every refused key, and every setting to change beside them, in one message
-    sys.argv[1:] = read_overrides(sys.argv[1:], PPOConfig, functools.partial(compose_typed, "ppo_trainer", PPOConfig))
+    name = config_name_of(sys.argv[1:], "ppo_trainer")
+    sys.argv[1:] = read_overrides(sys.argv[1:], PPOConfig, functools.partial(compose_typed, name, PPOConfig))
     main()

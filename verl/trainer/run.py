@@ -115,13 +115,21 @@ def check_rollout_engine(config: PPOConfig) -> None:
 def check_plugins(config: PPOConfig) -> None:
     """The plug-ins named by the config import and are what they are named for."""
     load_object(config.reward_model.reward_manager, "reward_model.reward_manager")
-    load_object(config.actor_rollout_ref.rollout.manager(), "actor_rollout_ref.rollout.generation_manager")
-    env = config.actor_rollout_ref.rollout.agent.env
+    rollout = config.actor_rollout_ref.rollout
+    manager = load_object(rollout.manager(), "actor_rollout_ref.rollout.generation_manager")
+    env = rollout.agent.env
     env_class = load_object(env, "actor_rollout_ref.rollout.agent.env") if env else AgentEnv
     if not (isinstance(env_class, type) and issubclass(env_class, AgentEnv)):
         raise ValueError(
             f"actor_rollout_ref.rollout.agent.env={env} is not an AgentEnv (verl.workers.rollout.agent_loop)"
         )
+    if env_class.manager is not None:
+        needed = load_object(env_class.manager, f"{env}.manager")
+        if not (isinstance(manager, type) and issubclass(manager, needed)):
+            raise ValueError(
+                f"actor_rollout_ref.rollout.agent.env={env} runs under its own manager: set "
+                f"actor_rollout_ref.rollout.generation_manager={env_class.manager} (now {rollout.manager()})"
+            )
 
 
 def check_batches_and_scores(config: PPOConfig, datasets: dict[str, RLHFDataset | None]) -> None:

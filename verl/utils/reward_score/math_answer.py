@@ -3,9 +3,8 @@ written in one canonical LaTeX spelling first."""
 
 import re
 
+_SIZING = re.compile(r"\\(?:left|right)(?![a-zA-Z])")  # \left( but not \leftarrow
 _SPELLINGS = (
-    ("\\left", ""),
-    ("\\right", ""),
     ("\\!", ""),
     ("\\,", ""),
     ("\\;", ""),
@@ -39,10 +38,11 @@ def last_boxed(text: str) -> str | None:
 
 
 def canonical(answer: str) -> str:
-    """One spelling per value: no spacing commands, sizing or units text, ``dfrac`` as ``frac``,
-    braces around single-digit fractions and roots, ``0.5`` for ``.5``, no trailing period."""
+    """One spelling per value: no spacing commands or sizing, ``\\text{}`` unwrapped, ``dfrac`` as
+    ``frac``, braces around single-digit fractions and roots, ``0.5`` for ``.5``, no trailing period."""
     text = answer.strip()
     text = _TEXT.sub(r"\1", text)
+    text = _SIZING.sub("", text)
     for old, new in _SPELLINGS:
         text = text.replace(old, new)
     text = text.replace(" ", "").rstrip(".")

@@ -81,6 +81,7 @@ class AgentEnv:
     trajectory's ``outcome`` to the reward as non-tensor columns."""
 
     stop: ClassVar[tuple[str, ...]] = ()  # strings that end a turn (kept in it)
+    manager: ClassVar[str | None] = None  # module:Class of a generation manager it needs; None: the engine's
 
     @classmethod
     def for_rows(cls: type[E], config: Any, rows: Sequence[dict[str, Any]], settings: RolloutSettings) -> list[E]:
