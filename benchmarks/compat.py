@@ -134,8 +134,8 @@ def dry_run(entry: str, overrides: list[str], env: dict[str, str]) -> tuple[bool
 def refused_settings(error: str) -> list[str]:
     """The ``key=value`` (or key) each problem of a refusal starts with: one line each, or the
     message itself when it names one."""
-    lines = error.splitlines()
-    problems = [line.strip() for line in lines[1:] if line.startswith("  ")] or [lines[0].split(": ", 1)[1]]
+    lines = error.splitlines() or ["(no message)"]
+    problems = [line.strip() for line in lines[1:] if line.startswith("  ")] or [lines[0].split(": ", 1)[-1]]
     return [problem.split(":")[0] for problem in problems]
 
 
