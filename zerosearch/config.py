@@ -14,7 +14,7 @@ from verl.config import ActorRolloutRefConfig, PPOConfig
 from verl.utils.config import ConfigSection, option
 from verl.utils.reward_score.qa import METRICS
 from zerosearch.retry import RetryConfig
-from zerosearch.search import BACKENDS, EVAL_ENGINES, SIMULATED_MODES
+from zerosearch.search.names import BACKENDS, EVAL_ENGINES, SIMULATED_MODES
 
 CACHE_MODES = ("auto", "memory", "disk", "none")
 RECIPES = ("zerosearch_grpo", "zerosearch_reinforce", "zerosearch_ppo")

@@ -5,15 +5,11 @@ from typing import TYPE_CHECKING
 
 from zerosearch.search.base import NoSearch, RetryConfig, SearchBackend, SearchRequest, SearchResult
 from zerosearch.search.cache import CachedSearch, SearchCache
+from zerosearch.search.names import BACKENDS, CLOSED_BOOK, EVAL_ENGINES, REAL_ENGINES, SIMULATED_MODES
 
 if TYPE_CHECKING:  # the config module lists this package's backends
     from zerosearch.config import SearchConfig
 
-SIMULATED_MODES = ("simulate_prompt", "simulate_sft")
-REAL_ENGINES = ("google", "wiki", "corpus")
-CLOSED_BOOK = "none"  # every search returns no documents: what the policy answers from memory alone
-EVAL_ENGINES = REAL_ENGINES + (CLOSED_BOOK,)
-BACKENDS = SIMULATED_MODES + EVAL_ENGINES
 
 
 def build_backend(name: str, config: "SearchConfig") -> SearchBackend:
