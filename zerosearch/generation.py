@@ -44,6 +44,7 @@ class SearchGenerationManager(AgentGenerationManager):
                 f"{self.env_key}={config.actor_rollout_ref.rollout.agent.env} is not a SearchEnv, which the search "
                 "agent's manager runs; another environment runs with generation_manager unset (null)"
             )
+        self.search_env: type[SearchEnv] = self.env_class  # a subclass may change how actions read
         self.noise = NoiseSchedule(config.search.curriculum, seed=config.trainer.seed)
         self.train_backend = build_backend(config.search.mode, config.search)
         self._eval_backend = self.train_backend if config.search.engine == config.search.mode else None
@@ -122,7 +123,7 @@ class SearchGenerationManager(AgentGenerationManager):
                 )
             index = extra["index"][i] if "index" in extra else i // n
             envs.append(
-                self.env_class(
+                self.search_env(
                     session,
                     question=question,
                     golden_answers=tuple(row_golden_answers(extra, i)),
