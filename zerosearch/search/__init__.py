@@ -11,7 +11,6 @@ if TYPE_CHECKING:  # the config module lists this package's backends
     from zerosearch.config import SearchConfig
 
 
-
 def build_backend(name: str, config: "SearchConfig") -> SearchBackend:
     """``config`` is a SearchConfig. Backends import their client libraries lazily."""
     backend: SearchBackend
