@@ -7,6 +7,7 @@ critic needs afterwards (every turn's text, action, documents and critique) is k
 Environments of one rollout share a ``SearchSession``: the backend, the draws, the critic.
 """
 
+import json
 import re
 import threading
 import time
@@ -24,13 +25,34 @@ E = TypeVar("E", bound="SearchEnv")
 _ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
 
 
-def parse_action(text: str) -> tuple[str | None, str]:
-    """The first complete ``<search>``/``<answer>`` action of one turn's text: (kind, content).
-    ``(None, "")`` when the turn has no valid action (no tag, or an empty one)."""
-    match = _ACTION.search(text)
+_TOOL_ACTION = re.compile(r"<(tool_call|answer)>(.*?)</\1>", re.DOTALL)
+
+
+def parse_action(text: str, action_format: str = "tags") -> tuple[str | None, str]:
+    """The first complete action of one turn's text: (``search`` or ``answer``, its content).
+    ``(None, "")`` when the turn has no valid action (no tag, an empty one, or a tool call that is
+    not a search with a query). With ``action_format=tool_call`` a search is a call of the search
+    tool, ``<tool_call>{"name": "search", "arguments": {"query_list": [...]}}</tool_call>``."""
+    match = (_TOOL_ACTION if action_format == "tool_call" else _ACTION).search(text)
     if match is None or not match.group(2).strip():
         return None, ""
-    return match.group(1), match.group(2).strip()
+    kind, content = match.group(1), match.group(2).strip()
+    if kind == "tool_call":
+        return _search_call(content)
+    return kind, content
+
+
+def _search_call(content: str) -> tuple[str | None, str]:
+    try:
+        call = json.loads(content)
+    except json.JSONDecodeError:
+        return None, ""
+    arguments = call.get("arguments") if isinstance(call, dict) else None
+    if not isinstance(arguments, dict) or call.get("name") != prompts.SEARCH_TOOL_NAME:
+        return None, ""
+    queries = arguments.get("query_list", arguments.get("query"))
+    query = queries[0] if isinstance(queries, list) and queries else queries
+    return ("search", query.strip()) if isinstance(query, str) and query.strip() else (None, "")
 
 
 @dataclass
@@ -45,10 +67,20 @@ class SearchSession:
     critique_draw: NoiseSchedule | None = None
     vague_draw: NoiseSchedule | None = None
     privileged: bool = False  # the critique sees the gold answers and path
+    # action_format=tool_call: the chat template's text around a tool's answer (tool_response_frame);
+    # None: tags, documents in <information>
+    tool_frame: tuple[str, str] | None = None
     seconds: defaultdict[str, float] = field(
         default_factory=lambda: defaultdict(float)
     )  # search / critic call time, summed over calls
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def documents(self, body: str) -> Observation:
+        """A search's documents as an observation: a tool's answer in the chat template's turn, or
+        the <information> block."""
+        if self.tool_frame is not None:
+            return Observation(body, *self.tool_frame, frame_tokens=True)
+        return Observation(body, prompts.OBSERVATION_OPEN, prompts.OBSERVATION_CLOSE)
 
     def timed(self, what: str, call, *args):
         started = time.perf_counter()
@@ -74,6 +106,15 @@ class SearchEnv(AgentEnv):
     log: list[critic.Turn] = field(default_factory=list)  # every turn, for the critic and the dump
     graded: bool = False  # the critic's verdicts arrived
     stop: ClassVar[tuple[str, ...]] = tuple(prompts.SEARCH_STOPS)
+
+    @classmethod
+    def stops(cls, config: Any) -> tuple[str, ...]:
+        return tuple(prompts.TOOL_CALL_STOPS if _tool_calls(config) else prompts.SEARCH_STOPS)
+
+    @classmethod
+    def tools(cls, config: Any) -> list[dict[str, Any]]:
+        return [prompts.SEARCH_TOOL] if _tool_calls(config) else []
+
     manager: ClassVar[str | None] = "zerosearch.generation:SearchGenerationManager"
 
     @classmethod
@@ -93,7 +134,8 @@ class SearchEnv(AgentEnv):
 
     def read(self, turn: Turn) -> tuple[Step, str | None]:
         """Records a turn and says what it does: the step, and the query when it searches."""
-        kind, content = parse_action(turn.text)
+        tool_calls = self.session.tool_frame is not None
+        kind, content = parse_action(turn.text, "tool_call" if tool_calls else "tags")
         self.log.append(critic.Turn(turn.start, turn.end, turn.text, kind, content))
         if kind == "answer":
             self.answered, self.answer = True, content
@@ -105,7 +147,8 @@ class SearchEnv(AgentEnv):
             self.searches += 1
             return Step(), content
         self.invalid += 1
-        return Step([Observation(prompts.INVALID_ACTION_NOTICE)]), None
+        notice = prompts.INVALID_TOOL_CALL_NOTICE if tool_calls else prompts.INVALID_ACTION_NOTICE
+        return Step([Observation(notice)]), None
 
     @classmethod
     def step_batch(cls: type[E], envs: Sequence[E], turns: Sequence[Turn]) -> list[Step]:
@@ -132,7 +175,7 @@ class SearchEnv(AgentEnv):
                 env.noisy.append(flag)
                 env.log[-1].documents = result.documents
                 body = prompts.observation_body(result.documents)
-                step.observations.append(Observation(body, prompts.OBSERVATION_OPEN, prompts.OBSERVATION_CLOSE))
+                step.observations.append(session.documents(body))
             if session.critictor is not None:
                 cls._critique(session, [(env, turn, step) for env, turn, step, _ in searching])
         return [step for step, _ in read]
@@ -163,3 +206,7 @@ class SearchEnv(AgentEnv):
             if line is not None:
                 env.log[-1].critique, env.log[-1].vague = line, flag
                 step.observations.append(Observation(prompts.format_critique(line)))
+
+
+def _tool_calls(config: Any) -> bool:
+    return config.actor_rollout_ref.rollout.agent.action_format == "tool_call"

@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from verl.protocol import DataProto, RolloutSettings
 from verl.trainer.data_loader import validation_batches
+from verl.trainer.run import agent_tools
 from verl.utils.batch_schema import Key
 from verl.utils.config import choices_of
 from verl.utils.dataset import RLHFDataset
@@ -124,6 +125,7 @@ def evaluate(
         max_prompt_length=config.data.max_prompt_length,
         filter_overlong_prompts=False,
         truncation=config.data.truncation,
+        tools=agent_tools(config),
     )
     # Evaluation runs on the real engine only; the training backend is never contacted.
     config.search.mode = engine

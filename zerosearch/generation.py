@@ -24,7 +24,7 @@ from verl.algos.core_algos import normalize_turn_scores
 from verl.protocol import DataProto, RolloutSettings
 from verl.trainer.metrics import timer
 from verl.utils.batch_schema import Key
-from verl.workers.rollout.agent_loop import LoopResult, TrajectoryTokens
+from verl.workers.rollout.agent_loop import LoopResult, TrajectoryTokens, tool_response_frame
 from verl.workers.rollout.agent_manager import AgentGenerationManager, object_column
 from zerosearch import critic
 from zerosearch.config import CurriculumConfig, ZeroSearchConfig
@@ -45,6 +45,9 @@ class SearchGenerationManager(AgentGenerationManager):
                 "agent's manager runs; another environment runs with generation_manager unset (null)"
             )
         self.search_env: type[SearchEnv] = self.env_class  # a subclass may change how actions read
+        agent = config.actor_rollout_ref.rollout.agent
+        tools = self.env_class.tools(config)
+        self.tool_frame = tool_response_frame(tokenizer, tools) if agent.action_format == "tool_call" else None
         self.noise = NoiseSchedule(config.search.curriculum, seed=config.trainer.seed)
         self.train_backend = build_backend(config.search.mode, config.search)
         self._eval_backend = self.train_backend if config.search.engine == config.search.mode else None
@@ -85,6 +88,7 @@ class SearchGenerationManager(AgentGenerationManager):
             critique_draw=self.critique_draw,
             vague_draw=self.vague_draw,
             privileged=self.config.critictor.interactive.privileged,
+            tool_frame=self.tool_frame,
         )
         before = dict(backend.stats)
         critic_before = dict(self.critictor.stats) if self.critictor else {}

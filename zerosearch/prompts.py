@@ -5,6 +5,29 @@ import re
 from collections.abc import Sequence
 
 SEARCH_STOPS = ["</search>", "</answer>"]
+TOOL_CALL_STOPS = ["</tool_call>", "</answer>"]  # action_format=tool_call
+
+# The search tool as the chat template declares it (action_format=tool_call), named and shaped as
+# verl's search example has it: a list of queries, of which the first is searched.
+SEARCH_TOOL_NAME = "search"
+SEARCH_TOOL = {
+    "type": "function",
+    "function": {
+        "name": SEARCH_TOOL_NAME,
+        "description": "Searches the web for the queries and returns the most relevant documents.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "query_list": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The queries to search for; the first is searched.",
+                }
+            },
+            "required": ["query_list"],
+        },
+    },
+}
 
 POLICY_INSTRUCTION = (
     "Answer the question below. Reason inside <think> and </think> each time you receive new "
@@ -17,6 +40,10 @@ POLICY_INSTRUCTION = (
 
 INVALID_ACTION_NOTICE = (
     "\nThat was not a valid action. To search, put the query between <search> and </search>. "
+    "To answer, put the answer between <answer> and </answer>.\n"
+)
+INVALID_TOOL_CALL_NOTICE = (
+    "\nThat was not a valid action. To search, call the search tool with a query_list. "
     "To answer, put the answer between <answer> and </answer>.\n"
 )
 

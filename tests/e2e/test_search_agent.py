@@ -463,3 +463,70 @@ def test_training_against_a_real_vllm_server(world, vllm_simulator, mode, steps,
         assert f"Answer: {gold[question]}\n" in text
     assert all("critictor/graded_rate" in r and "critictor/failures" in r for r in records)
     assert all(r["rollout/turns_max"] >= 1 and 0 <= r["rollout/engine_idle_frac"] <= 1 for r in records)
+
+
+def test_training_on_verls_search_data_with_tool_calls(world, tmp_path):
+    """``agent.action_format=tool_call`` on rows in the layout of verl's search data: the prompts
+    declare the search tool through a chat template that has tools, a policy taught to call it
+    searches, and the documents come back in the template's tool-response turn (mask 0)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from tests.zerosearch.test_tool_calls import TOOL_TEMPLATE, search_call
+    from zerosearch.prompts import SEARCH_TOOL
+
+    root, policy, _ = world
+    model = tmp_path / "policy"
+    shutil.copytree(policy, model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.chat_template = TOOL_TEMPLATE
+    tokenizer.save_pretrained(model)
+    rows = []
+    for i, (question, answer) in enumerate(FACTS):
+        content = f"Answer the question, calling the search tool when you need facts. Question: {question}"
+        rows.append(
+            {  # the columns and nesting of verl's searchR1 preprocessed rows
+                "data_source": "searchR1_nq",
+                "prompt": [{"role": "user", "content": content}],
+                "ability": "fact-reasoning",
+                "reward_model": {"ground_truth": {"target": [answer]}, "style": "rule"},
+                "extra_info": {
+                    "index": i,
+                    "need_tools_kwargs": True,
+                    "question": question,
+                    "split": "train",
+                    "tools_kwargs": {"search": {"create_kwargs": {"ground_truth": {"target": [answer]}}}},
+                },
+            }
+        )
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame(rows).to_parquet(data / "train.parquet")
+    pd.DataFrame(rows).to_parquet(data / "test.parquet")
+    prompts_text = [
+        tokenizer.apply_chat_template(row["prompt"], tools=[SEARCH_TOOL], add_generation_prompt=True, tokenize=False)
+        for row in rows
+    ]
+    teach(model, prompts_text, [search_call(q) for q, _ in FACTS], steps=120)
+    checkpoints, rollouts = tmp_path / "run", tmp_path / "rollouts"
+    args = ["bash", "train_grpo.sh", "NUM_GPUS_PER_NODE", "2", "MODEL_PATH", str(model), "DATA_PATH", str(data)]
+    keys = {"TOTAL_STEPS": "2", "SEARCH_MODE": "corpus", "SEARCH_ENGINE": "corpus", "MAX_TURNS": "1", "TOPK": "1"}
+    keys |= {"CORPUS_PATH": str(root / "corpus.jsonl"), "ROLLOUT": "hf", "LOGGER": "console,file"}
+    for key, value in keys.items():
+        args += [key, value]
+    args += ["--", *TINY_RUN, "data.max_prompt_length=512", "data.max_response_length=96"]
+    args += [f"trainer.default_local_dir={checkpoints}"]  # the tools take 300 prompt tokens
+    args += ["actor_rollout_ref.rollout.agent.action_format=tool_call", f"trainer.rollout_data_dir={rollouts}"]
+    args += ["trainer.val_before_train=false", "trainer.test_freq=-1"]
+    run(args)
+    records = [json.loads(line) for line in open(checkpoints / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [1, 2]
+    assert records[0]["search/searches_mean"] > 0  # the taught policy called the tool; the corpus answered
+    dumped = [json.loads(line) for line in open(rollouts / "1.jsonl")]
+    answered = [r for r in dumped if "<tool_response>" in r["response"]]
+    assert answered, "no tool call was answered"
+    for r in answered:
+        observed = [i for i, m in zip(r["response_ids"], r["response_mask"], strict=True) if m == 0]
+        assert "<tool_response>" in tokenizer.decode(observed, skip_special_tokens=False)
+        assert "Fact" in tokenizer.decode(observed)  # the corpus document, inside the tool's turn

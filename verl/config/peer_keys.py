@@ -210,7 +210,8 @@ PEER_KEYS: tuple[PeerKey, ...] = (
         None,
         "verl",
         "the parser of tool calls in verl's tool agent, which parses nothing without tools "
-        "(multi_turn.tool_config_path, refused here)",
+        "(multi_turn.tool_config_path, refused here); the search agent reads Qwen's tool calls with "
+        "actor_rollout_ref.rollout.agent.action_format=tool_call",
     ),
     PeerKey(
         "actor_rollout_ref.rollout.multi_turn.enable",
@@ -224,8 +225,8 @@ PEER_KEYS: tuple[PeerKey, ...] = (
         "actor_rollout_ref.rollout.multi_turn.",
         None,
         "verl",
-        "verl's tool-calling rollout; here a multi-turn agent is an environment (actor_rollout_ref.rollout.agent.env, "
-        "the search agent's reads <search> tags): tool-call formats and tool config files are not supported yet",
+        "verl's tool-calling rollout; here a multi-turn agent is an environment (actor_rollout_ref.rollout.agent.env), "
+        "which declares its own tools (the search agent's: action_format=tool_call); tool config files are not read",
         refuse_unless=lambda value: False,
     ),
     # ---- the search agent's own keys --------------------------------------------------------------

@@ -190,6 +190,14 @@ class AgentLoopConfig(ConfigSection):
         key="MAX_TURNS",
     )
     max_obs_length: int = option(512, "Tokens of one observation; a longer one is cut, keeping its closing tag.", min=1)
+    action_format: str = option(
+        "tags",
+        "How the policy writes actions, for an environment that reads both: tags (the search agent's "
+        "<search>query</search>, documents in <information>) or tool_call (the chat template's tool calls, "
+        '<tool_call>{"name": "search", "arguments": {"query_list": [...]}}</tool_call> in Qwen\'s, answered '
+        "in its tool-response turn; the environment's tools are declared in every prompt).",
+        choices=("tags", "tool_call"),
+    )
     scheduling: str = option(
         "batch",
         "How a multi-turn agent's trajectories move: batch (lockstep turns: every trajectory generates, then every "

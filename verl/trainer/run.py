@@ -81,8 +81,15 @@ def load_tokenizer(config: PPOConfig) -> PreTrainedTokenizerBase:
     return open_tokenizer(model.path, model.trust_remote_code, "actor_rollout_ref.model.path")
 
 
+def agent_tools(config: PPOConfig) -> list[dict]:
+    """The function schemas the agent environment's prompts declare (none without an environment)."""
+    env = config.actor_rollout_ref.rollout.agent.env
+    return load_object(env, "actor_rollout_ref.rollout.agent.env").tools(config) if env else []
+
+
 def load_datasets(config: PPOConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[RLHFDataset, RLHFDataset | None]:
     data = config.data
+    tools = agent_tools(config)
     train = RLHFDataset(
         expand_files(data.train_files),
         tokenizer,
@@ -90,6 +97,7 @@ def load_datasets(config: PPOConfig, tokenizer: PreTrainedTokenizerBase) -> tupl
         max_prompt_length=data.max_prompt_length,
         filter_overlong_prompts=data.filter_overlong_prompts,
         truncation=data.truncation,
+        tools=tools,
     )
     if not data.val_files:
         return train, None
@@ -101,6 +109,7 @@ def load_datasets(config: PPOConfig, tokenizer: PreTrainedTokenizerBase) -> tupl
         max_prompt_length=data.max_prompt_length,
         filter_overlong_prompts=False,
         truncation=data.truncation,
+        tools=tools,
     )
     return train, val
 
@@ -168,7 +177,7 @@ def run_ppo(config: PPOConfig) -> RayPPOTrainer | None:
     if config.critic.model.path:
         check_model_folder(config.critic.model.path, "critic.model.path")
     check_rollout_engine(config)
-    check_plugins(config)
+    check_plugins(config)  # before the datasets, which ask the environment for its tools
     train, val = load_datasets(config, tokenizer)
     check_batches_and_scores(config, {"data.train_files": train, "data.val_files": val})
     if config.trainer.dry_run:

@@ -47,6 +47,7 @@ class RLHFDataset(Dataset):
         max_prompt_length: int = 512,
         filter_overlong_prompts: bool = True,
         truncation: str = "error",
+        tools: list[dict] | None = None,
     ):
         files = [data_files] if isinstance(data_files, (str, os.PathLike)) else list(data_files)
         if not files:
@@ -54,6 +55,7 @@ class RLHFDataset(Dataset):
         if tokenizer.pad_token_id is None:
             raise ValueError(f"RLHFDataset: tokenizer {type(tokenizer).__name__} has no pad_token_id to left-pad with")
         self.tokenizer = tokenizer
+        self.tools = tools or None  # tool schemas the chat template declares in every prompt
         self.prompt_key = prompt_key
         self.max_prompt_length = max_prompt_length
         self.filter_overlong_prompts = filter_overlong_prompts
@@ -129,7 +131,8 @@ class RLHFDataset(Dataset):
         return rows
 
     def _render(self, path: str, row: int, value) -> str:
-        return render_prompt(self.tokenizer, value, f"RLHFDataset: {path} row {row}: column '{self.prompt_key}'")
+        where = f"RLHFDataset: {path} row {row}: column '{self.prompt_key}'"
+        return render_prompt(self.tokenizer, value, where, self.tools)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -149,9 +152,10 @@ class RLHFDataset(Dataset):
         }
 
 
-def render_prompt(tokenizer, value, where: str) -> str:
+def render_prompt(tokenizer, value, where: str, tools: list[dict] | None = None) -> str:
     """Turn a row's messages into the prompt text the policy sees. A plain string is used as it is
-    (a prompt already written for a base model). ``where`` names the file, row and column in errors."""
+    (a prompt already written for a base model). ``where`` names the file, row and column in errors;
+    ``tools``: function schemas the chat template declares (an agent environment's tools)."""
     if isinstance(value, str) and value:
         return value
     messages = list(value) if isinstance(value, (list, np.ndarray)) else None
@@ -165,7 +169,9 @@ def render_prompt(tokenizer, value, where: str) -> str:
         )
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, tools=tools)
+    if tools:
+        raise ValueError(f"{where}: the environment declares tools, which need a tokenizer with a chat template")
     # Base models have no template: the prompt is the plain text of the messages.
     return "\n".join(m["content"] for m in messages)
 

@@ -48,6 +48,9 @@ class Observation:
     body: str
     opening: str = ""
     closing: str = ""
+    # The frame is the chat template's own text (a tool-response turn): its special tokens are
+    # tokens. The body is always plain text, whatever it spells.
+    frame_tokens: bool = False
 
     def text(self) -> str:
         return self.opening + self.body + self.closing
@@ -84,6 +87,16 @@ class AgentEnv:
     manager: ClassVar[str | None] = None  # module:Class of a generation manager it needs; None: the engine's
 
     @classmethod
+    def stops(cls, config: Any) -> tuple[str, ...]:
+        """The strings that end a turn under ``config``; by default ``stop``."""
+        return cls.stop
+
+    @classmethod
+    def tools(cls, config: Any) -> list[dict[str, Any]]:
+        """Function schemas the prompts declare through the chat template (none by default)."""
+        return []
+
+    @classmethod
     def for_rows(cls: type[E], config: Any, rows: Sequence[dict[str, Any]], settings: RolloutSettings) -> list[E]:
         """One environment per trajectory: ``rows`` are the data rows' columns (each prompt's row
         repeated once per sample, ``row["sample"]`` its index). By default ``cls()``, then ``reset``."""
@@ -105,6 +118,27 @@ class AgentEnv:
     @classmethod
     def step_batch(cls: type[E], envs: Sequence[E], turns: Sequence[Turn]) -> list[Step]:
         return [env.step(turn) for env, turn in zip(envs, turns, strict=True)]
+
+
+def tool_response_frame(tokenizer: Any, tools: list[dict[str, Any]] | None = None) -> tuple[str, str]:
+    """What the chat template writes around a tool's answer, after an assistant turn that called it:
+    (the text from the end of that turn to the answer, the text after it up to the next assistant
+    turn). For Qwen: ``<|im_end|>\\n<|im_start|>user\\n<tool_response>\\n`` and
+    ``\\n</tool_response><|im_end|>\\n<|im_start|>assistant\\n``."""
+    call, answer = "\x00CALL\x00", "\x00ANSWER\x00"
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": call},
+        {"role": "tool", "content": answer},
+    ]
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("tool calls need a tokenizer with a chat template")
+    text = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)
+    if call not in text or answer not in text:
+        raise ValueError("the tokenizer's chat template does not render a tool's answer after an assistant turn")
+    after_call = text[text.index(call) + len(call) :]
+    opening, _, closing = after_call.partition(answer)
+    return opening, closing
 
 
 @dataclass
@@ -306,13 +340,23 @@ class AgentLoop:
         with self._tokenizer_lock:
             return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
 
+    def _encode_frame(self, text: str) -> list[int]:
+        """An environment's frame text, its special tokens as tokens."""
+        with self._tokenizer_lock:
+            return self.tokenizer.encode(text, add_special_tokens=False)
+
     def _observation_ids(self, observation: Observation, used: int) -> tuple[list[int], int]:
         """The tokens an observation adds to a response of ``used`` tokens, and how many cuts
         (0 to 2) were needed: the body to fit a framed block, then the block to the room left."""
         limit = max(min(self.max_obs_length, self.response_budget - used), 0)
-        ids, cuts = self._encode(observation.text()), 0
+        frame = self._encode_frame if observation.frame_tokens else self._encode
+        if observation.frame_tokens:
+            ids = frame(observation.opening) + self._encode(observation.body) + frame(observation.closing)
+        else:
+            ids = self._encode(observation.text())
+        cuts = 0
         if len(ids) > limit and (observation.opening or observation.closing):
-            opening, closing = self._encode(observation.opening), self._encode(observation.closing)
+            opening, closing = frame(observation.opening), frame(observation.closing)
             room = limit - len(opening) - len(closing)
             if room > 0:
                 ids, cuts = opening + self._encode(observation.body)[:room] + closing, 1

@@ -44,7 +44,7 @@ class AgentGenerationManager:
         self.loop = AgentLoop(
             actor_rollout_wg.generate_sequences,  # not through self: no cycle keeps a dropped manager's engine alive
             tokenizer,
-            stop=self.env_class.stop,
+            stop=self.env_class.stops(config),
             turn_tokens=config.data.max_response_length,
             response_budget=self.response_budget,
             max_obs_length=agent.max_obs_length,
