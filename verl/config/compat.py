@@ -11,12 +11,12 @@ import difflib
 import logging
 import re
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from hydra.errors import ConfigCompositionException, HydraException
 
-from verl.config.peer_keys import SEARCH_AGENT, PeerKey, peer_entry
+from verl.config.peer_keys import SEARCH_AGENT, PeerKey, is_true, peer_entry
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +136,9 @@ def translate(args: Sequence[str], schema: type) -> Translated:
     problems: list[str] = []
     given: dict[str, str] = {}
     pending: list[tuple[int, PeerKey, str, str]] = []  # conversions that read other overrides
-    takes_value = False
-    for arg in args:
-        if takes_value or arg.startswith("-"):
+    for arg, flag in _flags_marked(args):
+        if flag:
             out.append(arg)
-            takes_value = arg in _FLAGS_WITH_VALUE
             continue
         prefix, key, value = split_override(arg)
         if key.startswith(("hydra.", "hydra/")) or (value is None and prefix != "~"):
@@ -216,7 +214,7 @@ def translate(args: Sequence[str], schema: type) -> Translated:
         out[index] = f"{new}={converted}"
     if FORK_MARK in keys_given and "algorithm.use_kl_in_reward" not in given:
         # their trainer puts the KL to the reference in the reward whenever the KL loss is off
-        kl_loss = given.get("actor_rollout_ref.actor.use_kl_loss", "false").strip().lower() in ("true", "1", "yes")
+        kl_loss = is_true(given.get("actor_rollout_ref.actor.use_kl_loss", "false"))
         if "actor_rollout_ref.actor.use_kl_loss" not in given:
             out.append("actor_rollout_ref.actor.use_kl_loss=false")
         out.append(f"algorithm.use_kl_in_reward={str(not kl_loss).lower()}")
@@ -262,15 +260,18 @@ def read_overrides(
     return translated.overrides
 
 
+def _flags_marked(args: Sequence[str]) -> Iterator[tuple[str, bool]]:
+    """Each argument of a Hydra command line, and whether it is a flag or a flag's value."""
+    takes_value = False
+    for arg in args:
+        flag = takes_value or arg.startswith("-")
+        takes_value = flag and arg in _FLAGS_WITH_VALUE
+        yield arg, flag
+
+
 def overrides_only(args: Sequence[str]) -> list[str]:
     """A Hydra command line without its flags and their values."""
-    out, takes_value = [], False
-    for arg in args:
-        if takes_value or arg.startswith("-"):
-            takes_value = arg in _FLAGS_WITH_VALUE
-            continue
-        out.append(arg)
-    return out
+    return [arg for arg, flag in _flags_marked(args) if not flag]
 
 
 def config_name_of(args: Sequence[str], default: str) -> str:

@@ -31,7 +31,7 @@ def _is_null(value: str) -> bool:
     return value.strip().lower() in ("null", "none", "~", "")
 
 
-def _is_true(value: str) -> bool:
+def is_true(value: str) -> bool:
     return value.strip().lower() in ("true", "1", "yes")
 
 
@@ -159,7 +159,7 @@ PEER_KEYS: tuple[PeerKey, ...] = (
         None,
         "ZeroSearch, Search-R1",
         "true only: observation tokens (documents) are always masked out of the loss here",
-        refuse_unless=_is_true,
+        refuse_unless=is_true,
     ),
     # ---- the trainer ------------------------------------------------------------------------------
     PeerKey(
@@ -237,7 +237,7 @@ PEER_KEYS: tuple[PeerKey, ...] = (
         None,
         "ZeroSearch",
         "true only: the search agent always searches (search.mode=none gives no documents)",
-        refuse_unless=_is_true,
+        refuse_unless=is_true,
         search_agent=True,
     ),
     PeerKey("trainer.reward_function", "agent.reward_metric", "ZeroSearch", search_agent=True),
@@ -272,7 +272,7 @@ PEER_KEYS: tuple[PeerKey, ...] = (
         None,
         "Search-R1",
         "true only: the search agent always searches (search.mode=none gives no documents)",
-        refuse_unless=_is_true,
+        refuse_unless=is_true,
         search_agent=True,
     ),
 )

@@ -72,15 +72,14 @@ class AgentGenerationManager:
         envs = self.env_class.for_rows(self.config, rows, settings)
         result = self.run(batch, envs, settings)
         outcomes = [env.outcome() for env in envs]
-        taken = {k for o in outcomes for k in o} & ({"num_turns"} | set(extra))
+        names = sorted({k for o in outcomes for k in o})
+        taken = set(names) & ({"num_turns"} | set(extra))
         if taken:
             raise ValueError(
                 f"{self.env_class.__name__}.outcome() names {sorted(taken)}, which the batch already has (the data's "
                 "columns and num_turns): give them other names"
             )
-        columns = {
-            key: object_column([o.get(key) for o in outcomes]) for key in sorted({k for o in outcomes for k in o})
-        }
+        columns = {key: object_column([o.get(key) for o in outcomes]) for key in names}
         out = self.pack(batch, result, {"num_turns": np.array([t.turns for t in result.rows]), **columns})
         out.meta_info["metrics"] = dict(result.metrics)
         return out
