@@ -508,7 +508,7 @@ def test_training_on_verls_search_data_with_tool_calls(world, tmp_path):
         tokenizer.apply_chat_template(row["prompt"], tools=[SEARCH_TOOL], add_generation_prompt=True, tokenize=False)
         for row in rows
     ]
-    teach(model, prompts_text, [search_call(q) for q, _ in FACTS], steps=120)
+    teach(model, prompts_text, [search_call(q) for q, _ in FACTS], steps=240)
     checkpoints, rollouts = tmp_path / "run", tmp_path / "rollouts"
     args = ["bash", "train_grpo.sh", "NUM_GPUS_PER_NODE", "2", "MODEL_PATH", str(model), "DATA_PATH", str(data)]
     keys = {"TOTAL_STEPS": "2", "SEARCH_MODE": "corpus", "SEARCH_ENGINE": "corpus", "MAX_TURNS": "1", "TOPK": "1"}
