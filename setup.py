@@ -26,6 +26,7 @@ setup(
         "openai>=1.40",
         "httpx>=0.27",
         "matplotlib>=3.7",
+        "peft>=0.15",
     ],
     extras_require={
         # The vLLM rollout and simulation servers: the CUDA build on GPU machines, the CPU build (which

@@ -188,3 +188,22 @@ def test_an_environment_under_the_wrong_manager_is_refused_before_any_worker(set
     root, model = setup
     config = load_config([*overrides(root, model), "actor_rollout_ref.rollout.agent.env=zerosearch.env:SearchEnv"])
     run_expecting(ValueError, "generation_manager=zerosearch.generation:SearchGenerationManager", config)
+
+
+def test_lora_targets_the_model_lacks_are_refused_before_any_worker(setup):
+    root, model = setup
+    lora = {"actor_rollout_ref.model.lora_rank": "8", "actor_rollout_ref.model.target_modules": "[q_proj,qkv_proj]"}
+    run_expecting(
+        ValueError,
+        "actor_rollout_ref.model.target_modules: Qwen2ForCausalLM has no module named qkv_proj$",
+        load_config(overrides(root, model, **lora)),
+    )
+    pattern = {"actor_rollout_ref.model.lora_rank": "8", "actor_rollout_ref.model.target_modules": "attn_qkv"}
+    run_expecting(
+        ValueError,
+        "actor_rollout_ref.model.target_modules='attn_qkv': .*not found",
+        load_config(overrides(root, model, **pattern)),
+    )
+    bad_type = {"actor_rollout_ref.model.lora_rank": "8", "actor_rollout_ref.model.target_modules": "{a: 1}"}
+    with pytest.raises(ValueError, match="target_modules must be a module name or a list of them"):
+        load_config(overrides(root, model, **bad_type))

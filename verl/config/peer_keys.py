@@ -155,6 +155,18 @@ PEER_KEYS: tuple[PeerKey, ...] = (
     ),
     PeerKey("critic.model.fsdp_config.", "critic.fsdp_config.", "verl, Search-R1"),
     PeerKey(
+        "actor_rollout_ref.rollout.layered_summon",
+        None,
+        "verl",
+        "every weight sync here gathers one tensor at a time, LoRA's merged weights included",
+    ),
+    PeerKey(
+        "actor_rollout_ref.model.use_shm",
+        None,
+        "verl",
+        "the model loads from its folder or hub id; copy it to /dev/shm and point model.path there to load from memory",
+    ),
+    PeerKey(
         "actor_rollout_ref.actor.state_masking",
         None,
         "ZeroSearch, Search-R1",

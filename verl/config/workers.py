@@ -2,6 +2,7 @@
 and the value model (``critic``)."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from verl.algos.core_algos import KL_PENALTY_TYPES, LOSS_AGG_MODES, get_policy_loss_fn
 from verl.utils.config import ConfigSection, option
@@ -37,9 +38,30 @@ class PolicyModelConfig(ModelConfig):
         "Results come back in the padded layout.",
     )
 
+    lora_rank: int = option(
+        0,
+        "LoRA rank through peft; 0 trains every weight. With LoRA only the adapters train, the reference is "
+        "the base model with the adapters switched off (no second copy), the rollout gets the merged weights "
+        "and checkpoints hold the adapters (``lora_adapter/``) beside the merged model.",
+        min=0,
+    )
+    lora_alpha: int = option(16, "LoRA scale numerator: adapters add lora_alpha / lora_rank * B @ A.", min=1)
+    target_modules: Any = option(
+        "all-linear",
+        "Modules that get adapters: all-linear (every linear layer but the output head), or a list of module "
+        "names such as [q_proj,v_proj].",
+    )
+    exclude_modules: Any = option(None, "Module names kept without adapters (a list), or null.", nullable=True)
+
     def check(self, key: str) -> None:
         if self.use_remove_padding:
             require_packed_sequences(f"{key}.use_remove_padding")
+        for name in ("target_modules", "exclude_modules"):
+            value = getattr(self, name)
+            if name == "exclude_modules" and value is None:
+                continue
+            if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+                raise ValueError(f"{key}.{name} must be a module name or a list of them, got {value!r}")
 
 
 @dataclass

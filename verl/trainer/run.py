@@ -32,6 +32,7 @@ from verl.trainer.startup import (
 from verl.utils.config import freeze
 from verl.utils.dataset import RLHFDataset
 from verl.utils.import_utils import load_object
+from verl.utils.lora import check_adapter_targets
 from verl.utils.reward_score import SCORERS, scorer_for
 from verl.utils.sft_dataset import SFTDataset
 from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
@@ -174,6 +175,8 @@ def run_ppo(config: PPOConfig) -> RayPPOTrainer | None:
     absolute_run_dirs(config.trainer)
     tokenizer = load_tokenizer(config)
     check_model_folder(config.actor_rollout_ref.model.path, "actor_rollout_ref.model.path")
+    if config.actor_rollout_ref.model.lora_rank:
+        check_adapter_targets(config.actor_rollout_ref.model, "actor_rollout_ref.model")
     if config.critic.model.path:
         check_model_folder(config.critic.model.path, "critic.model.path")
     check_rollout_engine(config)

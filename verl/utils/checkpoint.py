@@ -4,6 +4,10 @@ Layout of one role's folder (``global_step_N/actor``):
   dcp/                     model + optimizer, torch.distributed.checkpoint format
   extra_state_rank_R.pt    LR scheduler and RNG states of rank R (so resume needs the same world size)
   huggingface/             full weights + tokenizer, loadable by ``from_pretrained`` (optional)
+  lora_adapter/            with LoRA: the adapters alone, loadable by peft's ``PeftModel.from_pretrained``
+                           (beside huggingface/, which then holds the merged weights)
+
+Frozen weights (a LoRA base model) stay out of dcp/: they are the model the run starts from.
 """
 
 import logging
@@ -18,6 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -25,8 +30,10 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from verl.utils.fsdp_utils import full_state_dict
+from verl.utils.lora import has_adapters, lora_scalings, merged_weights
 
 LATEST_FILE = "latest_checkpointed_iteration.txt"
+_TRAINED = StateDictOptions(ignore_frozen_params=True)
 logger = logging.getLogger(__name__)
 
 
@@ -106,7 +113,7 @@ def save_checkpoint(path: str, model, optimizer=None, lr_scheduler=None, tokeniz
     """Collective: every rank calls it with its shard."""
     rank = dist.get_rank()
     os.makedirs(path, exist_ok=True)
-    state: dict[str, Any] = {"model": get_model_state_dict(model)}
+    state: dict[str, Any] = {"model": get_model_state_dict(model, options=_TRAINED)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
     dcp.save(state, checkpoint_id=os.path.join(path, "dcp"))
@@ -116,7 +123,12 @@ def save_checkpoint(path: str, model, optimizer=None, lr_scheduler=None, tokeniz
         weights = full_state_dict(model, rank0_only_on_cpu=True)
         if rank == 0:
             hf_dir = os.path.join(path, "huggingface")
-            model.save_pretrained(hf_dir, state_dict=weights)
+            if has_adapters(model):
+                model.save_pretrained(os.path.join(path, "lora_adapter"), state_dict=weights)
+                merged = dict(merged_weights(weights.items(), lora_scalings(model)))
+                model.get_base_model().save_pretrained(hf_dir, state_dict=merged)
+            else:
+                model.save_pretrained(hf_dir, state_dict=weights)
             if tokenizer is not None:
                 tokenizer.save_pretrained(hf_dir)
     dist.barrier()
@@ -128,11 +140,12 @@ def load_checkpoint(path: str, model, optimizer=None, lr_scheduler=None) -> None
     extra_path = os.path.join(path, f"extra_state_rank_{rank}.pt")
     if not os.path.exists(extra_path):
         raise FileNotFoundError(f"{extra_path} is missing: was the checkpoint saved with a different world size?")
-    state: dict[str, Any] = {"model": get_model_state_dict(model)}
+    state: dict[str, Any] = {"model": get_model_state_dict(model, options=_TRAINED)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
     dcp.load(state, checkpoint_id=os.path.join(path, "dcp"))
-    set_model_state_dict(model, state["model"])
+    # Not strict: the frozen weights are left out by design (the keys themselves came from the model).
+    set_model_state_dict(model, state["model"], options=StateDictOptions(strict=False))
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
     extra = torch.load(extra_path, weights_only=False)

@@ -48,7 +48,7 @@ def build_optimizer(model: torch.nn.Module, optim_config) -> tuple[torch.optim.O
     # The fused kernel updates every parameter in one pass (CPU and GPU): on CPU 5× faster than the
     # per-parameter loop for a 27M-parameter model, with the same arithmetic.
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],  # with LoRA: the adapters alone
         lr=optim_config.lr,
         betas=tuple(optim_config.betas),
         weight_decay=optim_config.weight_decay,

@@ -23,6 +23,7 @@ from verl.utils.fsdp_utils import (
     moves_optimizer,
     shard_model,
 )
+from verl.utils.lora import adapters_off, add_adapters, has_adapters, lora_scalings, merged_weights
 from verl.workers.actor import DataParallelPPOActor
 from verl.workers.critic import DataParallelPPOCritic
 from verl.workers.rollout.base import BaseRollout, SamplingParams, generate_batch
@@ -83,6 +84,8 @@ class ActorRolloutRefWorker(Worker):
         )
         if self.has_actor:
             model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing)
+            if cfg.model.lora_rank:
+                model = add_adapters(model, cfg.model)
             model = shard_model(model, cfg.actor.fsdp_config, self.device, self.world_size)
             optimizer, scheduler = build_optimizer(model, cfg.actor.optim)
             self.actor = DataParallelPPOActor(
@@ -90,7 +93,12 @@ class ActorRolloutRefWorker(Worker):
             )
             self.rollout = self._build_rollout()
             self._place_optimizer("cpu")
-        if self.has_ref:
+        if self.has_ref and self.has_actor and cfg.model.lora_rank:
+            # The reference is the base model: the actor's own weights with its adapters switched off.
+            self.ref = DataParallelPPOActor(
+                cfg.ref, self.actor.model, device=self.device, remove_padding=cfg.model.use_remove_padding
+            )
+        elif self.has_ref:
             ref = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code)
             ref = shard_model(ref.requires_grad_(False), cfg.ref.fsdp_config, self.device, self.world_size)
             self.ref = DataParallelPPOActor(
@@ -129,7 +137,10 @@ class ActorRolloutRefWorker(Worker):
         """Copies the actor's current weights into the rollout engine, one gathered tensor at a time
         (collective: every rank gathers every tensor in the same order)."""
         self.rollout.wake_up()
-        self.rollout.update_weights(full_weights(self.actor.model))
+        weights = full_weights(self.actor.model)
+        if has_adapters(self.actor.model):
+            weights = merged_weights(weights, lora_scalings(self.actor.model))
+        self.rollout.update_weights(weights)
 
     def _sampling_params(self, settings: RolloutSettings) -> SamplingParams:
         """The config's training or validation sampling, with the limits a rollout loop set for this
@@ -172,12 +183,13 @@ class ActorRolloutRefWorker(Worker):
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_ref_log_prob(self, data: DataProto) -> DataProto:
         cfg = self.config.actor_rollout_ref
-        log_probs, _ = self.ref.compute_log_prob(
-            data,
-            cfg.ref.log_prob_micro_batch_size_per_gpu,
-            cfg.rollout.temperature,
-            max_token_len=self._log_prob_token_budget(cfg.ref),
-        )
+        with adapters_off(self.ref.model):
+            log_probs, _ = self.ref.compute_log_prob(
+                data,
+                cfg.ref.log_prob_micro_batch_size_per_gpu,
+                cfg.rollout.temperature,
+                max_token_len=self._log_prob_token_budget(cfg.ref),
+            )
         return DataProto.from_dict(tensors={Key.REF_LOG_PROB: log_probs})
 
     def _log_prob_token_budget(self, cfg: RolloutConfig | RefConfig) -> int | None:
