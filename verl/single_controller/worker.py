@@ -7,7 +7,6 @@ import sys
 import time
 from datetime import timedelta
 
-import ray
 import torch
 import torch.distributed as dist
 
@@ -58,6 +57,8 @@ class Worker:
     def get_rendezvous_address(self, loopback: bool) -> tuple[str, int]:
         """Rank 0's Ray node address and a free port there; loopback when every rank is on this
         node, so single-node runs never leave the machine's loopback interface."""
+        import ray  # a worker built outside Ray (a one-GPU check) never asks for its node address
+
         host = "127.0.0.1" if loopback else ray.util.get_node_ip_address()
         with socket.socket() as s:
             s.bind((host, 0))  # port 0: the OS picks a free one
