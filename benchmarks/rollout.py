@@ -89,10 +89,11 @@ def forget(manager: SearchGenerationManager) -> None:
     """Every timed call starts cold, as a training step's new prompts do: no KV cache kept by the
     hf rollout, nothing in vLLM's prefix cache."""
     engine = manager.wg.rollout
-    engine.sleep()
-    engine.wake_up()
-    if hasattr(engine, "llm"):
+    if hasattr(engine, "llm"):  # not vLLM's sleep: on GPU it drops the weights until the next sync
         engine.llm.reset_prefix_cache()
+    else:
+        engine.sleep()
+        engine.wake_up()
 
 
 def step(manager: SearchGenerationManager, batch: DataProto) -> tuple[float, DataProto]:

@@ -104,11 +104,30 @@ def test_weights_synced_in_memory_change_what_the_engine_generates(tiny, engine)
     )
 
 
+def test_a_sync_that_leaves_engine_weights_unloaded_is_an_error(tiny, engine):
+    path, _, _ = tiny
+    weights = AutoModelForCausalLM.from_pretrained(path).state_dict()
+    partial = [(k, v) for k, v in weights.items() if k != "model.layers.1.mlp.down_proj.weight"]
+    with pytest.raises(
+        RuntimeError, match=r"left these engine weights unloaded: \['model.layers.1.mlp.down_proj.weight'\]"
+    ):
+        engine.update_weights(partial)
+    engine.update_weights(weights.items())  # the whole state dict loads without complaint
+
+
 def test_a_model_the_cpu_kernels_cannot_serve_is_named(tmp_path):
     narrow = build_tiny_model(tmp_path / "narrow", vocab_size=300, hidden_size=64, num_heads=4)  # heads of 16
     with pytest.raises(ValueError, match=r"narrow.*heads of size 16.*supports \[32, 64"):
         check_servable(str(narrow), False, "cpu")
     check_servable(str(narrow), False, "cuda")  # the GPU kernels take it
+
+
+def test_a_vllm_without_in_memory_reload_is_refused_at_start(tiny, monkeypatch):
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    monkeypatch.setattr(GPUModelRunner, "reload_weights", lambda self: None)  # as vLLM 0.12 has it
+    with pytest.raises(ImportError, match=r"cannot reload weights from memory .*install vllm>=0.14"):
+        check_servable(tiny[0], False, "cpu")
 
 
 def test_missing_vllm_names_the_install_command(monkeypatch):
@@ -125,3 +144,36 @@ def test_a_context_longer_than_the_models_positions_is_fitted_to_them(tmp_path):
     short = build_tiny_model(tmp_path / "short", vocab_size=300, max_position=256)
     assert fit_to_model(str(short), False, 1296) == 256  # e.g. a 1024-token prompt budget with 272 response
     assert fit_to_model(str(short), False, 200) == 200
+
+
+class RecordingEngine:
+    """Stands in for vllm.LLM: records the sleep and wake calls the rollout makes."""
+
+    def __init__(self):
+        self.calls = []
+
+    def sleep(self, level):
+        self.calls.append(("sleep", level))
+
+    def wake_up(self, tags=None):
+        self.calls.append(("wake_up", tags))
+
+
+def test_a_sync_wakes_the_engine_in_stages_around_the_weight_load():
+    from verl.workers.rollout.vllm_rollout import SleepCycle
+
+    engine = RecordingEngine()
+    cycle = SleepCycle(engine, enabled=True)
+    cycle.sleep()
+    cycle.sleep()  # already asleep: nothing more
+    cycle.reload(lambda: engine.calls.append(("load", None)))
+    cycle.wake()  # awake: nothing more
+    assert engine.calls == [("sleep", 2), ("wake_up", ["weights"]), ("load", None), ("wake_up", ["kv_cache"])]
+    cycle.sleep()
+    with pytest.raises(RuntimeError, match="dropped its weights when it slept: sync weights before it generates"):
+        cycle.wake()
+    off = RecordingEngine()
+    idle = SleepCycle(off, enabled=False)  # CPU, or free_cache_engine=false
+    idle.sleep()
+    idle.reload(lambda: off.calls.append(("load", None)))
+    assert off.calls == [("load", None)]

@@ -283,11 +283,16 @@ class RolloutConfig(ConfigSection):
     tensor_model_parallel_size: int = option(
         1, "vllm: GPUs one engine spans. Only 1 is supported: each rank runs its own engine.", min=1
     )
-    enforce_eager: bool = option(True, "vllm: no CUDA graphs (eager mode); needed on CPU.")
+    enforce_eager: bool | None = option(
+        None,
+        "vllm: no CUDA graphs (eager mode). null: CUDA graphs on GPU (they survive the sleep cycle), eager on CPU.",
+        nullable=True,
+    )
     free_cache_engine: bool = option(
         True,
-        "vllm on GPU: sleep while the actor trains (KV cache freed, weights offloaded) and wake before the "
-        "weight sync. vLLM has no sleep mode on CPU: there it is a no-op, said once.",
+        "vllm on GPU: sleep from the end of each rollout (and from start-up) until the next weight sync, "
+        "KV cache and weights dropped; the sync wakes the weights, loads them, then rebuilds the KV cache. "
+        "vLLM has no sleep mode on CPU: there it is a no-op, said once.",
     )
     max_num_batched_tokens: int = option(8192, "vllm: tokens scheduled per engine step.", min=1)
     max_num_seqs: int = option(256, "vllm: sequences decoded together.", min=1)

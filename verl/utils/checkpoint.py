@@ -2,7 +2,7 @@
 
 Layout of one role's folder (``global_step_N/actor``):
   dcp/                     model + optimizer, torch.distributed.checkpoint format
-  extra_state_rank_R.pt    LR scheduler and RNG states of rank R (so resume needs the same world size)
+  extra_state_rank_R.pt    LR scheduler and RNG states of rank R
   huggingface/             full weights + tokenizer, loadable by ``from_pretrained`` (optional)
   lora_adapter/            with LoRA: the adapters alone, loadable by peft's ``PeftModel.from_pretrained``
                            (beside huggingface/, which then holds the merged weights)
@@ -96,7 +96,9 @@ def load_first(step_dirs: list[str], load: Callable[[str], None]) -> str | None:
 
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    # Only a process already using CUDA has a CUDA generator to save: asking one that does not (the
+    # trainer's driver) would open a CUDA context, and take device memory, for nothing.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
@@ -105,7 +107,7 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.set_rng_state(state["cuda"])
 
 
@@ -135,11 +137,24 @@ def save_checkpoint(path: str, model, optimizer=None, lr_scheduler=None, tokeniz
 
 
 def load_checkpoint(path: str, model, optimizer=None, lr_scheduler=None) -> None:
-    """Collective counterpart of :func:`save_checkpoint`."""
+    """Collective counterpart of :func:`save_checkpoint`. Any number of ranks can load it: the weights
+    and optimizer state are resharded by DCP; the LR schedule is every rank's; a rank restores its
+    RNG state where the checkpoint has one for its rank, and otherwise keeps its fresh seed."""
+    saved_ranks = sorted(
+        int(m.group(1)) for name in os.listdir(path) if (m := re.fullmatch(r"extra_state_rank_(\d+)\.pt", name))
+    )
+    if saved_ranks != list(range(len(saved_ranks))) or not saved_ranks:
+        # Every rank sees the same files, so every rank refuses here, before the collective load.
+        raise FileNotFoundError(f"{path}: extra_state_rank_*.pt of ranks {saved_ranks}, not 0..N-1: an incomplete save")
     rank = dist.get_rank()
-    extra_path = os.path.join(path, f"extra_state_rank_{rank}.pt")
-    if not os.path.exists(extra_path):
-        raise FileNotFoundError(f"{extra_path} is missing: was the checkpoint saved with a different world size?")
+    if len(saved_ranks) != dist.get_world_size() and rank == 0:
+        logger.warning(
+            "%s was saved by %d ranks and is loaded by %d: the weights and optimizer state are resharded; "
+            "sampling will not repeat what an uninterrupted run would have drawn",
+            path,
+            len(saved_ranks),
+            dist.get_world_size(),
+        )
     state: dict[str, Any] = {"model": get_model_state_dict(model, options=_TRAINED)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
@@ -148,7 +163,9 @@ def load_checkpoint(path: str, model, optimizer=None, lr_scheduler=None) -> None
     set_model_state_dict(model, state["model"], options=StateDictOptions(strict=False))
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
-    extra = torch.load(extra_path, weights_only=False)
+    own = rank in saved_ranks
+    extra = torch.load(os.path.join(path, f"extra_state_rank_{rank if own else 0}.pt"), weights_only=False)
     if lr_scheduler is not None and extra["lr_scheduler"] is not None:
         lr_scheduler.load_state_dict(extra["lr_scheduler"])
-    set_rng_state(extra["rng"])
+    if own:
+        set_rng_state(extra["rng"])

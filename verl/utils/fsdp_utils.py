@@ -5,7 +5,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
@@ -16,24 +17,30 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 def shard_model(model: torch.nn.Module, fsdp_config, device: str, world_size: int) -> torch.nn.Module:
     """Wraps each transformer block (the model's ``_no_split_modules``) and then the root with
-    ``fully_shard``. On GPU, parameters stay fp32 and compute runs in ``param_dtype``.
+    ``fully_shard``. On GPU, parameters stay in their dtype and compute runs in ``param_dtype``.
+
+    Only rank 0 needs the weights: the others may pass a skeleton built on the meta device
+    (``weights=False`` of the loaders), so no rank but the first holds a whole model in memory.
+    The model is sharded where it lies (host memory), each rank's shard is then placed on the device,
+    and rank 0's weights and buffers are broadcast into every shard.
 
     A single CPU rank keeps the plain module: there is nothing to shard and no precision to mix,
     and FSDP's per-block gathers and DTensor bookkeeping cost about a fifth of a small model's update.
     Checkpoints stay interchangeable: the state-dict keys and the checkpoint format are the same."""
     if device == "cpu" and world_size == 1:
         return model
+    rank = dist.get_rank()
+    weights = model.state_dict() if rank == 0 else {}  # the whole tensors, alive until broadcast
     mesh = init_device_mesh(device, (world_size,))
     kwargs: dict[str, Any] = {"mesh": mesh}
+    offload = device == "cuda" and fsdp_config.param_offload
     if device == "cuda":
         mp = fsdp_config.mixed_precision
         kwargs["mp_policy"] = MixedPrecisionPolicy(
             param_dtype=DTYPES[mp.param_dtype], reduce_dtype=DTYPES[mp.reduce_dtype]
         )
-        if fsdp_config.param_offload:
+        if offload:
             kwargs["offload_policy"] = CPUOffloadPolicy()
-        else:
-            model.to("cuda")
     block_names = set(getattr(model, "_no_split_modules", None) or [])
     blocks = [m for m in model.modules() if type(m).__name__ in block_names]
     if not blocks:
@@ -41,6 +48,23 @@ def shard_model(model: torch.nn.Module, fsdp_config, device: str, world_size: in
     for block in blocks:
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)
+    if rank == 0:
+        model.to(device)
+    else:
+        model.to_empty(device=device)  # uninitialised shards and buffers, filled from rank 0 below
+    if world_size > 1:
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        set_model_state_dict(model, weights, options=options)
+        for buffer in model.buffers():  # rotary frequencies and other buffers outside the state dict
+            dist.broadcast(buffer, src=0)
+    del weights
+    if offload:  # shards wait in host memory between uses; buffers stay on the device
+        model.to("cpu")
+        for module in model.modules():
+            for name, buffer in module.named_buffers(recurse=False):
+                module.register_buffer(
+                    name, buffer.to(device), persistent=name not in module._non_persistent_buffers_set
+                )
     return model
 
 

@@ -33,22 +33,39 @@ from verl.workers.rollout.vllm_rollout import VLLMRollout
 ROLES = ("actor_rollout", "actor_rollout_ref", "ref")
 
 
-def load_causal_lm(path: str, trust_remote_code: bool, enable_gradient_checkpointing: bool = False):
-    model = AutoModelForCausalLM.from_pretrained(
-        os.path.expanduser(path), dtype=torch.float32, trust_remote_code=trust_remote_code
-    )
+def load_causal_lm(
+    path: str, trust_remote_code: bool, enable_gradient_checkpointing: bool = False, weights: bool = True
+):
+    """The model in fp32; with ``weights=False`` its skeleton on the meta device, for a rank that
+    receives its shard from rank 0 (``shard_model``)."""
+    path = os.path.expanduser(path)
+    if weights:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    else:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=trust_remote_code)
     if enable_gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
-def load_value_model(path: str, trust_remote_code: bool, enable_gradient_checkpointing: bool = False):
-    """The backbone with a one-output token-classification head predicting a value per position."""
+def load_value_model(
+    path: str, trust_remote_code: bool, enable_gradient_checkpointing: bool = False, weights: bool = True
+):
+    """The backbone with a one-output token-classification head predicting a value per position
+    (``weights=False``: on the meta device, as ``load_causal_lm``)."""
     config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=trust_remote_code)
     config.classifier_dropout = 0.0  # training and scoring passes must see the same values
-    model = AutoModelForTokenClassification.from_pretrained(
-        path, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code
-    )
+    if weights:
+        model = AutoModelForTokenClassification.from_pretrained(
+            path, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
+    else:
+        with torch.device("meta"):
+            model = AutoModelForTokenClassification.from_config(
+                config, dtype=torch.float32, trust_remote_code=trust_remote_code
+            )
     if enable_gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
@@ -83,7 +100,12 @@ class ActorRolloutRefWorker(Worker):
             os.path.expanduser(cfg.model.path), trust_remote_code=cfg.model.trust_remote_code
         )
         if self.has_actor:
-            model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing)
+            model = load_causal_lm(
+                cfg.model.path,
+                cfg.model.trust_remote_code,
+                cfg.model.enable_gradient_checkpointing,
+                weights=self.rank == 0,
+            )
             if cfg.model.lora_rank:
                 model = add_adapters(model, cfg.model)
             model = shard_model(model, cfg.actor.fsdp_config, self.device, self.world_size)
@@ -92,6 +114,7 @@ class ActorRolloutRefWorker(Worker):
                 cfg.actor, model, optimizer, scheduler, self.device, cfg.model.use_remove_padding
             )
             self.rollout = self._build_rollout()
+            self.rollout.sleep()  # its KV cache is not needed until the first sync, while other models load
             self._place_optimizer("cpu")
         if self.has_ref and self.has_actor and cfg.model.lora_rank:
             # The reference is the base model: the actor's own weights with its adapters switched off.
@@ -99,7 +122,9 @@ class ActorRolloutRefWorker(Worker):
                 cfg.ref, self.actor.model, device=self.device, remove_padding=cfg.model.use_remove_padding
             )
         elif self.has_ref:
-            ref = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code)
+            ref = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code, weights=self.rank == 0)
+            if self.device == "cuda":  # never trained: kept in the compute dtype, half of fp32's memory
+                ref.to(DTYPES[cfg.ref.fsdp_config.mixed_precision.param_dtype])
             ref = shard_model(ref.requires_grad_(False), cfg.ref.fsdp_config, self.device, self.world_size)
             self.ref = DataParallelPPOActor(
                 cfg.ref, ref, device=self.device, remove_padding=cfg.model.use_remove_padding
@@ -125,6 +150,12 @@ class ActorRolloutRefWorker(Worker):
         model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code)
         return HFRollout(rollout_copy(model, self.device, getattr(torch, dtype)), self.tokenizer)
 
+    def _release_cached_memory(self) -> None:
+        """Hands the blocks PyTorch's allocator keeps cached back to the device, for the engine or the
+        next pass (a gathered weight or an update's activations would otherwise stay reserved)."""
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
     def _place_optimizer(self, device: str) -> None:
         """With optimizer_offload on GPU runs the optimizer state waits on CPU between updates."""
         if self.actor.optimizer is not None and moves_optimizer(
@@ -136,11 +167,11 @@ class ActorRolloutRefWorker(Worker):
     def sync_rollout_weights(self) -> None:
         """Copies the actor's current weights into the rollout engine, one gathered tensor at a time
         (collective: every rank gathers every tensor in the same order)."""
-        self.rollout.wake_up()
         weights = full_weights(self.actor.model)
         if has_adapters(self.actor.model):
             weights = merged_weights(weights, lora_scalings(self.actor.model))
-        self.rollout.update_weights(weights)
+        self.rollout.update_weights(weights)  # wakes a sleeping engine in stages around the load
+        self._release_cached_memory()
 
     def _sampling_params(self, settings: RolloutSettings) -> SamplingParams:
         """The config's training or validation sampling, with the limits a rollout loop set for this
@@ -211,6 +242,7 @@ class ActorRolloutRefWorker(Worker):
             data, mini_batch_size, cfg.rollout.temperature, report_first_pass=report_first_pass
         )
         self._place_optimizer("cpu")
+        self._release_cached_memory()
         out = computed if computed is not None else DataProto()
         out.meta_info["metrics"] = average_metrics(metrics)
         return out
@@ -246,7 +278,9 @@ class CriticWorker(Worker):
         torch.manual_seed(self.config.trainer.seed + self.rank)
         path = os.path.expanduser(cfg.model.path or self.config.actor_rollout_ref.model.path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
-        model = load_value_model(path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing)
+        model = load_value_model(
+            path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing, weights=self.rank == 0
+        )
         model = shard_model(model, cfg.fsdp_config, self.device, self.world_size)
         optimizer, scheduler = build_optimizer(model, cfg.optim)
         self.critic = DataParallelPPOCritic(cfg, model, optimizer, scheduler, self.device, cfg.model.use_remove_padding)

@@ -80,7 +80,9 @@ class SFTWorker(Worker):
         self.tokenizer = AutoTokenizer.from_pretrained(
             os.path.expanduser(cfg.model.path), trust_remote_code=cfg.model.trust_remote_code
         )
-        model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing)
+        model = load_causal_lm(
+            cfg.model.path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing, weights=self.rank == 0
+        )
         self.model = shard_model(model, cfg.fsdp_config, self.device, self.world_size)
         self.optimizer, self.lr_scheduler = build_optimizer(self.model, cfg.optim)
         self._place_optimizer("cpu")

