@@ -97,8 +97,22 @@ def full_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """The unsharded weights one tensor at a time, under their Hugging Face names: a consumer that
     loads as it reads holds one gathered tensor beyond its own copy. Collective: every rank must
     read the whole iterator, in order."""
+    names_of: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(param), []).append(name)
+    tied_to = {alias: names[0] for names in names_of.values() for alias in names[1:]}  # tied embeddings
+    kept: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
-        yield name, tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+        if tied_to.get(name) in kept:  # the same parameter under a second name: gathered once
+            yield name, kept.pop(tied_to[name])
+            continue
+        if isinstance(tensor, DTensor):
+            if tensor.device.type == "cpu" and torch.cuda.is_available():
+                tensor = tensor.to("cuda")  # offloaded shards: gathered over NCCL, not over gloo on the CPU
+            tensor = tensor.full_tensor()
+        if name in tied_to.values():
+            kept[name] = tensor
+        yield name, tensor
 
 
 def full_state_dict(model: torch.nn.Module, rank0_only_on_cpu: bool = False) -> dict[str, torch.Tensor]:

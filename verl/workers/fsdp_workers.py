@@ -24,6 +24,7 @@ from verl.utils.fsdp_utils import (
     shard_model,
 )
 from verl.utils.lora import adapters_off, add_adapters, has_adapters, lora_scalings, merged_weights
+from verl.utils.memory_plan import check_fits, describe, rollout_holdings
 from verl.workers.actor import DataParallelPPOActor
 from verl.workers.critic import DataParallelPPOCritic
 from verl.workers.rollout.base import BaseRollout, SamplingParams, generate_batch
@@ -95,6 +96,8 @@ class ActorRolloutRefWorker(Worker):
     @register(Dispatch.ONE_TO_ALL)
     def init_model(self) -> None:
         cfg = self.config.actor_rollout_ref
+        if self.has_actor and self.device == "cuda" and cfg.rollout.name == "vllm":
+            self._check_memory_plan()
         torch.manual_seed(self.config.trainer.seed + self.rank)
         self.tokenizer = AutoTokenizer.from_pretrained(
             os.path.expanduser(cfg.model.path), trust_remote_code=cfg.model.trust_remote_code
@@ -129,6 +132,33 @@ class ActorRolloutRefWorker(Worker):
             self.ref = DataParallelPPOActor(
                 cfg.ref, ref, device=self.device, remove_padding=cfg.model.use_remove_padding
             )
+
+    def _check_memory_plan(self) -> None:
+        """Every rank refuses, before loading a weight, a run whose models and engine cannot share a
+        GPU at the rollout (parameter counts from the models' skeletons); rank 0 prints the plan."""
+        cfg = self.config
+        policy = load_causal_lm(
+            cfg.actor_rollout_ref.model.path, cfg.actor_rollout_ref.model.trust_remote_code, weights=False
+        )
+        if cfg.actor_rollout_ref.model.lora_rank:
+            policy = add_adapters(policy, cfg.actor_rollout_ref.model)
+        value_params = 0
+        if cfg.algorithm.adv_estimator == "gae":
+            path = os.path.expanduser(cfg.critic.model.path or cfg.actor_rollout_ref.model.path)
+            value = load_value_model(path, cfg.critic.model.trust_remote_code, weights=False)
+            value_params = sum(p.numel() for p in value.parameters())
+        device_bytes = torch.cuda.get_device_properties(0).total_memory
+        held = rollout_holdings(
+            cfg,
+            policy_params=sum(p.numel() for p in policy.parameters()),
+            trainable_params=sum(p.numel() for p in policy.parameters() if p.requires_grad),
+            value_params=value_params,
+            world_size=self.world_size,
+            device_bytes=device_bytes,
+        )
+        if self.rank == 0:
+            print(describe(held, device_bytes), flush=True)
+        check_fits(held, device_bytes)
 
     def _build_rollout(self) -> BaseRollout:
         """The engine named by rollout.name, computing in the actor's dtype unless rollout.dtype says
