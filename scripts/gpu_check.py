@@ -136,7 +136,7 @@ def worker_checks(model: str, device: str, rollout: str) -> None:
         return f"max diff {gap:.2e} (tolerance {tolerance})"
 
     def sleep_releases_memory() -> str | None:
-        if device != "cuda":
+        if device != "cuda" or rollout != "vllm":  # the hf rollout keeps its copy; only vLLM sleeps
             return None
         before = used_gib(device)
         state["worker"].release_rollout()

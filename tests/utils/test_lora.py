@@ -132,3 +132,16 @@ def test_a_checkpoint_holds_the_adapters_and_the_merged_model_and_resumes(tmp_pa
     saved = FileSystemReader(str(tmp_path / "ckpt" / "dcp")).read_metadata().state_dict_metadata
     model_keys = {k.removeprefix("model.") for k in saved if k.startswith("model.")}
     assert model_keys and all(".lora_A." in k or ".lora_B." in k for k in model_keys)  # no copy of the frozen base
+
+
+def test_an_adapter_on_a_head_tied_to_the_embeddings_is_refused(tmp_path):
+    """vLLM loads a tied head from the embeddings: an adapter on it would never reach the rollout."""
+    from verl.utils.lora import check_adapter_targets
+
+    tied = build_tiny_model(
+        tmp_path / "tied", vocab_size=300, hidden_size=32, intermediate_size=64, tie_word_embeddings=True
+    )
+    settings = PolicyModelConfig(path=str(tied), lora_rank=4, target_modules=["q_proj", "lm_head"])
+    with pytest.raises(ValueError, match="target_modules: lm_head is tied to the embeddings in this model"):
+        check_adapter_targets(settings, "actor_rollout_ref.model")
+    check_adapter_targets(PolicyModelConfig(path=str(tied), lora_rank=4), "actor_rollout_ref.model")  # all-linear

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from verl.config import RolloutConfig
 from verl.utils.tiny_model import build_tiny_model
 from verl.workers.rollout.base import SamplingParams
-from verl.workers.rollout.vllm_rollout import VLLMRollout, check_servable
+from verl.workers.rollout.vllm_rollout import SleepCycle, VLLMRollout, check_servable
 
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15, 16, 17, 18]]
 
@@ -123,9 +123,9 @@ def test_a_model_the_cpu_kernels_cannot_serve_is_named(tmp_path):
 
 
 def test_a_vllm_without_in_memory_reload_is_refused_at_start(tiny, monkeypatch):
-    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+    import vllm
 
-    monkeypatch.setattr(GPUModelRunner, "reload_weights", lambda self: None)  # as vLLM 0.12 has it
+    monkeypatch.setattr(vllm, "__version__", "0.12.0")  # whose reload_weights takes no weights
     with pytest.raises(ImportError, match=r"cannot reload weights from memory .*install vllm>=0.14"):
         check_servable(tiny[0], False, "cpu")
 
@@ -160,8 +160,6 @@ class RecordingEngine:
 
 
 def test_a_sync_wakes_the_engine_in_stages_around_the_weight_load():
-    from verl.workers.rollout.vllm_rollout import SleepCycle
-
     engine = RecordingEngine()
     cycle = SleepCycle(engine, enabled=True)
     cycle.sleep()
@@ -177,3 +175,35 @@ def test_a_sync_wakes_the_engine_in_stages_around_the_weight_load():
     idle.sleep()
     idle.reload(lambda: off.calls.append(("load", None)))
     assert off.calls == [("load", None)]
+
+
+def test_a_rollout_that_dropped_its_weights_gets_them_again_before_it_generates():
+    """Validation batches and critic warm-up steps generate twice with no update between: the
+    worker syncs the same weights into an engine that slept without them."""
+    from types import SimpleNamespace
+
+    from verl.protocol import DataProto
+    from verl.utils.batch_schema import Key
+    from verl.workers.fsdp_workers import ActorRolloutRefWorker
+    from verl.workers.rollout.base import GenerationResult
+
+    engine = RecordingEngine()
+    cycle = SleepCycle(engine, enabled=True)
+    rollout = SimpleNamespace(
+        pad_id=0,
+        needs_weights=lambda: cycle.weights_dropped,
+        wake_up=cycle.wake,
+        generate=lambda prompts, params: [GenerationResult([7], [0.0], "stop") for _ in prompts],
+    )
+    syncs = []
+    worker = SimpleNamespace(
+        rollout=rollout,
+        sync_rollout_weights=lambda: syncs.append(1) or cycle.reload(lambda: None),
+        _sampling_params=lambda settings: SamplingParams(max_new_tokens=2),
+    )
+    prompts = DataProto.from_dict({Key.INPUT_IDS: torch.tensor([[5, 6]]), Key.ATTENTION_MASK: torch.ones(1, 2)})
+    cycle.sleep()
+    out = ActorRolloutRefWorker.generate_sequences(worker, prompts)
+    assert syncs == [1] and out.batch[Key.RESPONSES][0, 0] == 7
+    ActorRolloutRefWorker.generate_sequences(worker, prompts)  # awake with its weights: no sync
+    assert syncs == [1]

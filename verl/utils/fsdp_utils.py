@@ -48,18 +48,20 @@ def shard_model(model: torch.nn.Module, fsdp_config, device: str, world_size: in
     for block in blocks:
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)
+    # With offload FSDP2 keeps the shards in (pinned) host memory whatever .to asks: the whole model
+    # is then materialised and broadcast there, and its buffers go to the device afterwards.
+    home = "cpu" if offload else device
     if rank == 0:
-        model.to(device)
+        model.to(home)
     else:
-        model.to_empty(device=device)  # uninitialised shards and buffers, filled from rank 0 below
+        model.to_empty(device=home)  # uninitialised shards and buffers, filled from rank 0 below
     if world_size > 1:
         options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
         set_model_state_dict(model, weights, options=options)
         for buffer in model.buffers():  # rotary frequencies and other buffers outside the state dict
             dist.broadcast(buffer, src=0)
     del weights
-    if offload:  # shards wait in host memory between uses; buffers stay on the device
-        model.to("cpu")
+    if offload:  # shards wait in host memory between uses; buffers live on the device
         for module in model.modules():
             for name, buffer in module.named_buffers(recurse=False):
                 module.register_buffer(

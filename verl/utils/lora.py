@@ -43,11 +43,15 @@ def adapters_off(model: torch.nn.Module) -> contextlib.AbstractContextManager:
 
 def lora_scalings(model: torch.nn.Module) -> dict[str, float]:
     """Each adapted module's name and its scale (lora_alpha / r, or peft's variant of it)."""
-    return {
-        name: float(module.scaling[ADAPTER])
+    adapted = {
+        name: module
         for name, module in model.named_modules()
         if isinstance(getattr(module, "scaling", None), dict) and ADAPTER in module.scaling
     }
+    transposed = [name for name, module in adapted.items() if getattr(module, "fan_in_fan_out", False)]
+    if transposed:  # GPT-2's Conv1D stores its weight transposed; B @ A would be merged the wrong way
+        raise ValueError(f"LoRA on transposed (Conv1D) layers is not supported: {transposed[:3]}")
+    return {name: float(module.scaling[ADAPTER]) for name, module in adapted.items()}
 
 
 def merged_weights(
@@ -94,6 +98,11 @@ def check_adapter_targets(model_config, key: str) -> None:
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=model_config.trust_remote_code)
     targets = model_config.target_modules
+    tied_names = ("lm_head", "embed_tokens")
+    if getattr(config, "tie_word_embeddings", False) and isinstance(targets, list):
+        tied = [t for t in targets if t.split(".")[-1] in tied_names]
+        if tied:  # vLLM loads the tied head from the embeddings: an adapter there would never reach it
+            raise ValueError(f"{key}.target_modules: {', '.join(tied)} is tied to the embeddings in this model")
     if isinstance(targets, list):
         names = [name for name, _ in skeleton.named_modules()]
         missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]

@@ -126,8 +126,9 @@ class ActorRolloutRefWorker(Worker):
             )
         elif self.has_ref:
             ref = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code, weights=self.rank == 0)
-            if self.device == "cuda":  # never trained: kept in the compute dtype, half of fp32's memory
-                ref.to(DTYPES[cfg.ref.fsdp_config.mixed_precision.param_dtype])
+            if self.device == "cuda":  # never trained: its parameters in the compute dtype, half of fp32's memory
+                for param in ref.parameters():  # buffers (RoPE's inv_freq) keep fp32, as the actor's do
+                    param.data = param.data.to(DTYPES[cfg.ref.fsdp_config.mixed_precision.param_dtype])
             ref = shard_model(ref.requires_grad_(False), cfg.ref.fsdp_config, self.device, self.world_size)
             self.ref = DataParallelPPOActor(
                 cfg.ref, ref, device=self.device, remove_padding=cfg.model.use_remove_padding
@@ -220,6 +221,11 @@ class ActorRolloutRefWorker(Worker):
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def generate_sequences(self, prompts: DataProto) -> DataProto:
+        if self.rollout.needs_weights():
+            # Asleep without its weights since the last rollout, with no update since (validation, a
+            # critic warm-up step): the same weights again. Every rank is here, so the sync's
+            # collectives line up.
+            self.sync_rollout_weights()
         self.rollout.wake_up()
         return generate_batch(self.rollout, prompts, self._sampling_params(RolloutSettings.of(prompts)))
 

@@ -53,7 +53,11 @@ class BaseRollout(ABC):
 
     @abstractmethod
     def wake_up(self) -> None:
-        """Takes back what ``sleep`` freed; called before generating and before a weight sync."""
+        """Takes back what ``sleep`` freed; called before generating."""
+
+    def needs_weights(self) -> bool:
+        """Whether ``sleep`` dropped the weights, so that a sync must come before the next generation."""
+        return False
 
 
 def build_sequences(prompts: DataProto, results, n: int, response_length: int, pad_id: int) -> DataProto:

