@@ -109,7 +109,7 @@ def full_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
             yield name, kept.pop(tied_to[name])
             continue
         if isinstance(tensor, DTensor):
-            if tensor.device.type == "cpu" and torch.cuda.is_available():
+            if tensor.device.type == "cpu" and tensor.device_mesh.device_type == "cuda":
                 tensor = tensor.to("cuda")  # offloaded shards: gathered over NCCL, not over gloo on the CPU
             tensor = tensor.full_tensor()
         if name in tied_to.values():
