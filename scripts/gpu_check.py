@@ -116,7 +116,9 @@ def worker_checks(model: str, device: str, rollout: str) -> None:
         state["worker"] = start_worker(config_for(model, device, rollout), device)
         state["pad"] = state["worker"].tokenizer.pad_token_id or 0
         seconds = time.perf_counter() - start
-        return f"{seconds:.1f} s" + (f", device memory in use {used_gib(device):.2f} GiB" if device == "cuda" else "")
+        attention = state["worker"].actor.model.config._attn_implementation  # flash_attention_2 where installed
+        memory = f", device memory in use {used_gib(device):.2f} GiB" if device == "cuda" else ""
+        return f"{seconds:.1f} s, attention {attention}{memory}"
 
     def sync_and_generate() -> str:
         worker = state["worker"]

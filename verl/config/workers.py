@@ -1,6 +1,7 @@
 """The workers' sections: the policy model and its actor, reference and rollout (``actor_rollout_ref``),
 and the value model (``critic``)."""
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,21 @@ from verl.utils.config import ConfigSection, option
 from verl.utils.fsdp_utils import DTYPES
 
 DTYPE_NAMES = tuple(DTYPES)
+
+
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
+
+
+def check_attention(choice: str | None, key: str) -> None:
+    if choice == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ValueError(f"{key}=flash_attention_2 needs flash-attn, which is not installed: pip install -e '.[gpu]'")
+
+
+def resolve_attention(choice: str | None, device: str) -> str:
+    """The kernel a model is built with: the one asked for, else flash attention where it can run."""
+    if choice is not None:
+        return choice
+    return "flash_attention_2" if device == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
 def require_packed_sequences(key: str) -> None:
@@ -27,6 +43,16 @@ class ModelConfig(ConfigSection):
     )
     trust_remote_code: bool = option(False, "Let transformers run the model's own code.")
     enable_gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
+    attn_implementation: str | None = option(
+        None,
+        "Attention kernel of the trained models (transformers' attn_implementation). null: flash_attention_2 "
+        "on GPU where flash-attn is installed (use_remove_padding then runs varlen attention), else sdpa.",
+        choices=ATTENTION,
+        nullable=True,
+    )
+
+    def check(self, key: str) -> None:
+        check_attention(self.attn_implementation, f"{key}.attn_implementation")
 
 
 @dataclass
@@ -54,6 +80,7 @@ class PolicyModelConfig(ModelConfig):
     exclude_modules: Any = option(None, "Module names kept without adapters (a list), or null.", nullable=True)
 
     def check(self, key: str) -> None:
+        super().check(key)
         if self.use_remove_padding:
             require_packed_sequences(f"{key}.use_remove_padding")
         for name in ("target_modules", "exclude_modules"):
@@ -349,8 +376,12 @@ class CriticModelConfig(ConfigSection):
     trust_remote_code: bool = option(False, "Let transformers run the model's own code.")
     enable_gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
     use_remove_padding: bool = option(False, "As actor_rollout_ref.model.use_remove_padding, for the value model.")
+    attn_implementation: str | None = option(
+        None, "As actor_rollout_ref.model.attn_implementation, for the value model.", choices=ATTENTION, nullable=True
+    )
 
     def check(self, key: str) -> None:
+        check_attention(self.attn_implementation, f"{key}.attn_implementation")
         if self.use_remove_padding:
             require_packed_sequences(f"{key}.use_remove_padding")
 

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from verl.config import PPOConfig, RefConfig, RolloutConfig, ValKwargs
+from verl.config.workers import resolve_attention
 from verl.protocol import DataProto, RolloutSettings
 from verl.single_controller import Dispatch, Worker, register
 from verl.utils.batch_schema import Key
@@ -35,38 +36,44 @@ ROLES = ("actor_rollout", "actor_rollout_ref", "ref")
 
 
 def load_causal_lm(
-    path: str, trust_remote_code: bool, enable_gradient_checkpointing: bool = False, weights: bool = True
+    path: str,
+    trust_remote_code: bool,
+    enable_gradient_checkpointing: bool = False,
+    weights: bool = True,
+    attn_implementation: str = "sdpa",
 ):
-    """The model in fp32; with ``weights=False`` its skeleton on the meta device, for a rank that
-    receives its shard from rank 0 (``shard_model``)."""
+    """The model in fp32 with the given attention kernel; with ``weights=False`` its skeleton on the
+    meta device, for a rank that receives its shard from rank 0 (``shard_model``)."""
     path = os.path.expanduser(path)
+    kwargs = dict(dtype=torch.float32, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
     if weights:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     else:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_config(config, **kwargs)
     if enable_gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
 def load_value_model(
-    path: str, trust_remote_code: bool, enable_gradient_checkpointing: bool = False, weights: bool = True
+    path: str,
+    trust_remote_code: bool,
+    enable_gradient_checkpointing: bool = False,
+    weights: bool = True,
+    attn_implementation: str = "sdpa",
 ):
     """The backbone with a one-output token-classification head predicting a value per position
     (``weights=False``: on the meta device, as ``load_causal_lm``)."""
     config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=trust_remote_code)
     config.classifier_dropout = 0.0  # training and scoring passes must see the same values
+    kwargs = dict(dtype=torch.float32, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
     if weights:
-        model = AutoModelForTokenClassification.from_pretrained(
-            path, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code
-        )
+        model = AutoModelForTokenClassification.from_pretrained(path, config=config, **kwargs)
     else:
         with torch.device("meta"):
-            model = AutoModelForTokenClassification.from_config(
-                config, dtype=torch.float32, trust_remote_code=trust_remote_code
-            )
+            model = AutoModelForTokenClassification.from_config(config, **kwargs)
     if enable_gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
@@ -108,6 +115,7 @@ class ActorRolloutRefWorker(Worker):
                 cfg.model.trust_remote_code,
                 cfg.model.enable_gradient_checkpointing,
                 weights=self.rank == 0,
+                attn_implementation=resolve_attention(cfg.model.attn_implementation, self.device),
             )
             if cfg.model.lora_rank:
                 model = add_adapters(model, cfg.model)
@@ -125,7 +133,12 @@ class ActorRolloutRefWorker(Worker):
                 cfg.ref, self.actor.model, device=self.device, remove_padding=cfg.model.use_remove_padding
             )
         elif self.has_ref:
-            ref = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code, weights=self.rank == 0)
+            ref = load_causal_lm(
+                cfg.model.path,
+                cfg.model.trust_remote_code,
+                weights=self.rank == 0,
+                attn_implementation=resolve_attention(cfg.model.attn_implementation, self.device),
+            )
             if self.device == "cuda":  # never trained: its parameters in the compute dtype, half of fp32's memory
                 for param in ref.parameters():  # buffers (RoPE's inv_freq) keep fp32, as the actor's do
                     param.data = param.data.to(DTYPES[cfg.ref.fsdp_config.mixed_precision.param_dtype])
@@ -315,7 +328,11 @@ class CriticWorker(Worker):
         path = os.path.expanduser(cfg.model.path or self.config.actor_rollout_ref.model.path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
         model = load_value_model(
-            path, cfg.model.trust_remote_code, cfg.model.enable_gradient_checkpointing, weights=self.rank == 0
+            path,
+            cfg.model.trust_remote_code,
+            cfg.model.enable_gradient_checkpointing,
+            weights=self.rank == 0,
+            attn_implementation=resolve_attention(cfg.model.attn_implementation, self.device),
         )
         model = shard_model(model, cfg.fsdp_config, self.device, self.world_size)
         optimizer, scheduler = build_optimizer(model, cfg.optim)
