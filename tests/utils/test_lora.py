@@ -116,13 +116,21 @@ merged = AutoModelForCausalLM.from_pretrained(os.path.join(out, "huggingface"))
 torch.testing.assert_close(merged(input_ids=x).logits, trained)
 adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path), os.path.join(out, "lora_adapter"))
 torch.testing.assert_close(adapter(input_ids=x).logits, trained)
+other = add_adapters(AutoModelForCausalLM.from_pretrained(sys.argv[3]), PolicyModelConfig(lora_rank=4))
+try:
+    load_checkpoint(out, other)
+    raise SystemExit("adapters loaded onto another base model")
+except ValueError as e:
+    assert "holds LoRA adapters trained on" in str(e) and "set actor_rollout_ref.model.path" in str(e), e
 print("RESUMED")
 """
 
 
 def test_a_checkpoint_holds_the_adapters_and_the_merged_model_and_resumes(tmp_path, tiny):
+    """... and refuses to put its adapters on another base model, which dcp/ does not hold."""
+    other_base = build_tiny_model(tmp_path / "other", vocab_size=300, hidden_size=32, intermediate_size=64, seed=1)
     run = subprocess.run(
-        [sys.executable, "-c", CHECKPOINT, str(tiny), str(tmp_path / "ckpt")],
+        [sys.executable, "-c", CHECKPOINT, str(tiny), str(tmp_path / "ckpt"), str(other_base)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -111,6 +111,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def lora_base(model) -> str | None:
+    """The base model a model's LoRA adapters were added to (its path), or None without adapters."""
+    if model is None or not has_adapters(model):
+        return None
+    name = model.get_base_model().config._name_or_path  # set alike on ranks that built a skeleton
+    return os.path.realpath(name) if os.path.exists(name) else name
+
+
 def save_checkpoint(path: str, model, optimizer=None, lr_scheduler=None, tokenizer=None, save_hf: bool = False) -> None:
     """Collective: every rank calls it with its shard."""
     rank = dist.get_rank()
@@ -119,7 +127,11 @@ def save_checkpoint(path: str, model, optimizer=None, lr_scheduler=None, tokeniz
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
     dcp.save(state, checkpoint_id=os.path.join(path, "dcp"))
-    extra = {"rng": rng_state(), "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None}
+    extra = {
+        "rng": rng_state(),
+        "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None,
+        "lora_base": lora_base(model),  # dcp/ holds the adapters alone: resume needs the same base model
+    }
     torch.save(extra, os.path.join(path, f"extra_state_rank_{rank}.pt"))
     if save_hf:
         weights = full_state_dict(model, rank0_only_on_cpu=True)
@@ -155,6 +167,13 @@ def load_checkpoint(path: str, model, optimizer=None, lr_scheduler=None) -> None
             len(saved_ranks),
             dist.get_world_size(),
         )
+    own = rank in saved_ranks
+    extra = torch.load(os.path.join(path, f"extra_state_rank_{rank if own else 0}.pt"), weights_only=False)
+    if extra.get("lora_base") != lora_base(model):  # read alike on every rank: all refuse together
+        raise ValueError(
+            f"{path} holds LoRA adapters trained on {extra.get('lora_base')!r}; this run's model is "
+            f"{lora_base(model)!r}: set actor_rollout_ref.model.path to the model the adapters were trained on"
+        )
     state: dict[str, Any] = {"model": get_model_state_dict(model, options=_TRAINED)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
@@ -163,8 +182,6 @@ def load_checkpoint(path: str, model, optimizer=None, lr_scheduler=None) -> None
     set_model_state_dict(model, state["model"], options=StateDictOptions(strict=False))
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
-    own = rank in saved_ranks
-    extra = torch.load(os.path.join(path, f"extra_state_rank_{rank if own else 0}.pt"), weights_only=False)
     if lr_scheduler is not None and extra["lr_scheduler"] is not None:
         lr_scheduler.load_state_dict(extra["lr_scheduler"])
     if own:
