@@ -45,13 +45,19 @@ def load_causal_lm(
     """The model in fp32 with the given attention kernel; with ``weights=False`` its skeleton on the
     meta device, for a rank that receives its shard from rank 0 (``shard_model``)."""
     path = os.path.expanduser(path)
-    kwargs = dict(dtype=torch.float32, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
     if weights:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation
+        )
     else:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, **kwargs)
+            model = AutoModelForCausalLM.from_config(
+                config,
+                dtype=torch.float32,
+                trust_remote_code=trust_remote_code,
+                attn_implementation=attn_implementation,
+            )
     if enable_gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
@@ -68,12 +74,22 @@ def load_value_model(
     (``weights=False``: on the meta device, as ``load_causal_lm``)."""
     config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=trust_remote_code)
     config.classifier_dropout = 0.0  # training and scoring passes must see the same values
-    kwargs = dict(dtype=torch.float32, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
     if weights:
-        model = AutoModelForTokenClassification.from_pretrained(path, config=config, **kwargs)
+        model = AutoModelForTokenClassification.from_pretrained(
+            path,
+            config=config,
+            dtype=torch.float32,
+            trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation,
+        )
     else:
         with torch.device("meta"):
-            model = AutoModelForTokenClassification.from_config(config, **kwargs)
+            model = AutoModelForTokenClassification.from_config(
+                config,
+                dtype=torch.float32,
+                trust_remote_code=trust_remote_code,
+                attn_implementation=attn_implementation,
+            )
     if enable_gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
