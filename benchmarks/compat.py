@@ -95,10 +95,11 @@ def classify(overrides: list[str], schema: type) -> dict[str, int]:
     key renamed here; a peer's key of no effect here (keys the table refuses are in none)."""
     known = schema_keys(schema)
     try:
-        translate(overrides, schema)
+        notes = translate(overrides, schema).notes
         refused = set()
     except PeerKeyError as e:
-        refused = {problem.split(":")[0].split("=")[0] for problem in e.problems}
+        notes, refused = [], {problem.split(":")[0].split("=")[0] for problem in e.problems}
+    converted = {note.split("=")[0] for note in notes if " -> " in note}  # a key of this config read otherwise
     counts = {"keys": len(overrides), "same": 0, "renamed": 0, "no_effect": 0}
     for arg in overrides:
         key = split_override(arg)[1]
@@ -106,7 +107,7 @@ def classify(overrides: list[str], schema: type) -> dict[str, int]:
         if key in refused:
             continue
         if key in known:
-            counts["same"] += 1
+            counts["renamed" if key in converted else "same"] += 1
         elif found is not None:
             counts["renamed" if found[0].new else "no_effect"] += 1
     return counts

@@ -48,7 +48,7 @@ def test_renames_conversions_and_no_ops_are_noted_once():
         "data.max_prompt_length=2048",
         "actor_rollout_ref.rollout.agent.max_obs_length=500",
         "actor_rollout_ref.rollout.n=5",
-        "actor_rollout_ref.actor.ppo_mini_batch_size=64",  # 320 trajectories of 5 per prompt
+        "actor_rollout_ref.actor.ppo_mini_batch_responses=320",  # beside n_agent: trajectories
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",  # 64 over 8 workers
         "trainer.n_gpus_per_node=8",
         "critic.fsdp_config.param_offload=true",
@@ -87,16 +87,14 @@ def test_every_problem_is_named_in_one_message():
             ZeroSearchConfig,
         )
     message = str(caught.value)
-    assert message.startswith("8 overrides this config cannot take")
+    assert message.startswith("7 overrides this config cannot take")
     for text in (
         "trainer.val_only=true: false only",
         "python -m zerosearch.eval",
         "data.train_data_num=1000: null only",
         "state_masking=false: true only",
         "ppo_micro_batch_size=12: a global micro-batch",
-        "ppo_mini_batch_size=256: beside actor_rollout_ref.rollout.n_agent=5 it counts trajectories",
         "multi_turn.tool_config_path=tools.yaml: verl's tool-calling rollout",
-        "here ppo_mini_batch_size=32 makes 2 of 160",  # as many optimizer steps as theirs
         "trainer.totl_epochs: not a key of this config; the closest is trainer.total_epochs",
         "trainer.no_such: not a key",
     ):
@@ -136,12 +134,6 @@ def test_flags_deletions_and_sections_are_read_as_hydra_means_them():
     assert translate(["~data.shuffle_train_dataloader"], PPOConfig).overrides == ["~data.shuffle"]
     with pytest.raises(PeerKeyError, match="critic.model.fsdp_config.no_such .critic.fsdp_config.no_such.: not a key"):
         translate(["critic.model.fsdp_config.no_such=1"], ZeroSearchConfig)
-    # the last n_agent holds, as Hydra takes it
-    args = ["actor_rollout_ref.rollout.n_agent=5", "actor_rollout_ref.actor.ppo_mini_batch_size=10"]
-    assert (
-        "actor_rollout_ref.actor.ppo_mini_batch_size=5"
-        in translate([*args, "actor_rollout_ref.rollout.n_agent=2"], ZeroSearchConfig).overrides
-    )
 
 
 def test_a_refusal_beside_a_config_name_still_names_every_setting():
@@ -153,13 +145,31 @@ def test_a_refusal_beside_a_config_name_still_names_every_setting():
             [
                 "--config-name",
                 "zerosearch_grpo",
-                "actor_rollout_ref.rollout.n_agent=5",
-                "actor_rollout_ref.actor.ppo_mini_batch_size=256",
-                "actor_rollout_ref.rollout.tensor_model_parallel_size=2",
+                "trainer.val_only=true",
+                "actor_rollout_ref.rollout.name=sglang",
             ],
             ZeroSearchConfig,
             lambda overrides: compose_typed("zerosearch_grpo", overrides),
         )
     message = str(caught.value)
     assert message.startswith("2 overrides this config cannot take")
-    assert "ppo_mini_batch_size=256" in message and "tensor_model_parallel_size=2" in message
+    assert "trainer.val_only=true" in message and "rollout.name='sglang'" in message
+
+
+def test_a_mini_batch_in_trajectories_need_not_divide_the_batch_but_must_split_over_the_workers():
+    fork = [
+        "actor_rollout_ref.rollout.n=5",
+        "data.train_batch_size=64",
+        "actor_rollout_ref.actor.ppo_mini_batch_responses=256",
+    ]
+    config = load_config([*fork, "trainer.n_gpus_per_node=4"])  # 320 responses: 256 + 64, as the forks split
+    assert config.mini_batch_responses() == (256, "actor_rollout_ref.actor.ppo_mini_batch_responses")
+    assert config.mini_batch_responses(critic=True)[0] == 256  # the critic's follows the actor's
+    with pytest.raises(
+        ValueError, match="ppo_mini_batch_responses: 256 responses per mini-batch must split evenly over 3"
+    ):
+        load_config([*fork, "trainer.n_gpus_per_node=3"])
+    with pytest.raises(
+        ValueError, match="train_batch_size=64 is not a multiple of actor_rollout_ref.actor.ppo_mini_batch_size=48"
+    ):
+        load_config(["data.train_batch_size=64", "actor_rollout_ref.actor.ppo_mini_batch_size=48"])

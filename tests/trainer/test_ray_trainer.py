@@ -115,7 +115,11 @@ def test_auto_takes_the_update_pass_once_the_critic_warm_up_is_over():
     [
         (
             "data.train_batch_size=16",
-            "16 responses make several mini-batches of actor_rollout_ref.actor.ppo_mini_batch_size=8",
+            "16 responses make several mini-batches of 8 (actor_rollout_ref.actor.ppo_mini_batch_size)",
+        ),
+        (
+            "actor_rollout_ref.actor.ppo_mini_batch_responses=6",
+            "8 responses make several mini-batches of 6 (actor_rollout_ref.actor.ppo_mini_batch_responses)",
         ),
         ("actor_rollout_ref.actor.ppo_epochs=2", "actor_rollout_ref.actor.ppo_epochs=2"),
         ("algorithm.use_kl_in_reward=true", "algorithm.use_kl_in_reward=true"),

@@ -54,7 +54,11 @@ def make_batch(rows: int, prompt_width: int = 5, response_width: int = 6, seed: 
     )
 
 
-def updated_weights(model_path, data, micro: int, remove_padding: bool = False, **actor_kwargs):
+def updated_weights(
+    model_path, data, micro: int, remove_padding: bool = False, mini: int | None = None, parts=None, **actor_kwargs
+):
+    """The weight change of an update over ``data`` in mini-batches of ``mini`` (all rows), or of one
+    update per DataProto in ``parts``, one after the other."""
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_path)
     config = ActorConfig(ppo_micro_batch_size_per_gpu=micro, grad_clip=1e9, **actor_kwargs)
@@ -62,8 +66,21 @@ def updated_weights(model_path, data, micro: int, remove_padding: bool = False, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     actor = DataParallelPPOActor(config, model, optimizer, scheduler, remove_padding=remove_padding)
     before = copy.deepcopy(model.state_dict())
-    metrics, _ = actor.update_policy(data, mini_batch_size=len(data), temperature=1.0)
+    for part in parts or [data]:
+        metrics, _ = actor.update_policy(part, mini_batch_size=mini or len(part), temperature=1.0)
     return {k: v - before[k] for k, v in model.state_dict().items()}, metrics
+
+
+def test_a_short_last_mini_batch_is_a_step_over_what_is_left(model_path):
+    """ppo_mini_batch_responses need not divide the batch (ZeroSearch's and Search-R1's split): 5 rows
+    in mini-batches of 4 are a step on the first 4, then a step on the one left, its loss its own."""
+    data = make_batch(5)
+    split, metrics = updated_weights(model_path, data, micro=2, mini=4)
+    assert len(metrics["actor/grad_norm"]) == 2
+    one_by_one, _ = updated_weights(model_path, data, micro=2, parts=[data[0:4], data[4:5]])
+    assert_same_update(split, one_by_one)
+    whole, _ = updated_weights(model_path, data, micro=2)
+    assert not torch.allclose(whole["lm_head.weight"], split["lm_head.weight"])
 
 
 @pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])

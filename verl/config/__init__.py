@@ -105,28 +105,36 @@ class PPOConfig(ConfigSection):
         """Whether the run validates at all: a validation set, and validation before or during training."""
         return bool(self.data.val_files) and (self.trainer.val_before_train or self.trainer.test_freq > 0)
 
+    def mini_batch_responses(self, critic: bool = False) -> tuple[int, str]:
+        """Responses per optimizer step over all workers, the actor's or the critic's (by default the
+        actor's), and the key that sets it."""
+        actor, n = self.actor_rollout_ref.actor, self.actor_rollout_ref.rollout.n
+        if critic and self.critic.ppo_mini_batch_responses is not None:
+            return self.critic.ppo_mini_batch_responses, "critic.ppo_mini_batch_responses"
+        if critic and self.critic.ppo_mini_batch_size is not None:
+            return self.critic.ppo_mini_batch_size * n, "critic.ppo_mini_batch_size"
+        if actor.ppo_mini_batch_responses is not None:
+            return actor.ppo_mini_batch_responses, "actor_rollout_ref.actor.ppo_mini_batch_responses"
+        return actor.ppo_mini_batch_size * n, "actor_rollout_ref.actor.ppo_mini_batch_size"
+
     def check(self, key: str) -> None:
         """Settings that only fail together: batch shapes over the workers, estimator needs."""
-        data, actor, rollout = self.data, self.actor_rollout_ref.actor, self.actor_rollout_ref.rollout
+        data, rollout = self.data, self.actor_rollout_ref.rollout
         world = self.trainer.nnodes * self.trainer.n_gpus_per_node
-        if data.train_batch_size % actor.ppo_mini_batch_size:
-            raise ValueError(
-                f"data.train_batch_size={data.train_batch_size} is not a multiple of "
-                f"actor_rollout_ref.actor.ppo_mini_batch_size={actor.ppo_mini_batch_size}"
-            )
-        if (actor.ppo_mini_batch_size * rollout.n) % world:
-            raise ValueError(
-                f"actor_rollout_ref.actor.ppo_mini_batch_size×rollout.n={actor.ppo_mini_batch_size * rollout.n} "
-                f"responses must split evenly over {world} workers (trainer.nnodes×trainer.n_gpus_per_node)"
-            )
-        critic_mini = (self.critic.ppo_mini_batch_size or actor.ppo_mini_batch_size) * rollout.n
-        if self.algorithm.adv_estimator == "gae" and (
-            (data.train_batch_size * rollout.n) % critic_mini or critic_mini % world
-        ):
-            raise ValueError(
-                f"critic.ppo_mini_batch_size={critic_mini // rollout.n} must divide data.train_batch_size and, "
-                f"times rollout.n, split evenly over {world} workers"
-            )
+        roles = [False] + ([True] if self.algorithm.adv_estimator == "gae" else [])
+        for critic in roles:
+            responses, name = self.mini_batch_responses(critic)
+            if name.endswith("_size") and (data.train_batch_size * rollout.n) % responses:
+                raise ValueError(
+                    f"data.train_batch_size={data.train_batch_size} is not a multiple of {name}="
+                    f"{responses // rollout.n} (ppo_mini_batch_responses counts responses and lets the last "
+                    "mini-batch be smaller)"
+                )
+            if responses % world:
+                raise ValueError(
+                    f"{name}: {responses} responses per mini-batch must split evenly over {world} workers "
+                    "(trainer.nnodes×trainer.n_gpus_per_node)"
+                )
         old_log_prob = self.algorithm.old_log_prob_choice()
         if old_log_prob == "from_rollout" and (rollout.top_k > 0 or rollout.top_p < 1):
             raise ValueError(
@@ -153,15 +161,13 @@ class PPOConfig(ConfigSection):
         On-policy: one epoch over one mini-batch, so the old log-probs are the policy's own before its
         step, and nothing needs them before the update (a KL penalty in the reward) or keeps the actor
         from updating (the critic's warm-up)."""
-        actor, n = self.actor_rollout_ref.actor, self.actor_rollout_ref.rollout.n
+        actor = self.actor_rollout_ref.actor
         reasons = []
         if actor.ppo_epochs != 1:
             reasons.append(f"actor_rollout_ref.actor.ppo_epochs={actor.ppo_epochs} makes several epochs")
-        if rows > actor.ppo_mini_batch_size * n:
-            reasons.append(
-                f"{rows} responses make several mini-batches of actor_rollout_ref.actor.ppo_mini_batch_size="
-                f"{actor.ppo_mini_batch_size} (×rollout.n={n})"
-            )
+        mini_batch, name = self.mini_batch_responses()
+        if rows > mini_batch:
+            reasons.append(f"{rows} responses make several mini-batches of {mini_batch} ({name})")
         if self.algorithm.use_kl_in_reward:
             reasons.append("algorithm.use_kl_in_reward=true needs them before the update")
         if step <= self.trainer.critic_warmup:

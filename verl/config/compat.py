@@ -52,30 +52,12 @@ class PeerKeyError(ConfigCompositionException):
         self.accepted = list(accepted)
 
 
-# Counted in trajectories where n_agent repeats the prompts (ZeroSearch, Search-R1); here in prompts.
-_MINI_BATCHES = ("actor_rollout_ref.actor.ppo_mini_batch_size", "critic.ppo_mini_batch_size")
-
-
-def _prompts_of(trajectories: str, n_agent: str) -> str | None:
-    if not (trajectories.isdigit() and n_agent.isdigit()) or int(n_agent) < 1 or int(trajectories) % int(n_agent):
-        return None
-    return str(int(trajectories) // int(n_agent))
-
-
-def _nearest_mini_batch(trajectories: str, n_agent: str, args: Sequence[str]) -> str:
-    """The mini-batch in prompts that makes as many optimizer steps as the peer's, where one does."""
-    batch = next((v or "" for _, k, v in map(split_override, args) if k == "data.train_batch_size"), "")
-    if not (trajectories.isdigit() and n_agent.isdigit() and batch.isdigit()) or int(trajectories) == 0:
-        return ""
-    responses = int(batch) * int(n_agent)
-    steps = -(-responses // int(trajectories))  # theirs: the last mini-batch takes what is left
-    if int(batch) % steps:
-        return ""
-    return (
-        f" ({steps} optimizer step{'s' if steps > 1 else ''} per batch there, of up to {trajectories} of "
-        f"{responses} responses; here ppo_mini_batch_size={int(batch) // steps} makes {steps} of "
-        f"{responses // steps})"
-    )
+# Counted in trajectories where n_agent repeats the prompts (ZeroSearch, Search-R1), with the step's
+# last mini-batch taking what is left: here the *_responses keys count so.
+_MINI_BATCHES = {
+    "actor_rollout_ref.actor.ppo_mini_batch_size": "actor_rollout_ref.actor.ppo_mini_batch_responses",
+    "critic.ppo_mini_batch_size": "critic.ppo_mini_batch_responses",
+}
 
 
 def schema_keys(schema: type, prefix: str = "") -> dict[str, type]:
@@ -159,18 +141,9 @@ def translate(args: Sequence[str], schema: type) -> Translated:
                 problems.append(f"~{key}: not a key of this config, so nothing to delete")
             continue
         if key in _MINI_BATCHES and FORK_MARK in keys_given:
-            n_agent = [v for _, k, v in map(split_override, args) if k == FORK_MARK][-1]  # the last one holds
-            prompts = _prompts_of(value or "", n_agent or "")
-            if prompts is None:
-                problems.append(
-                    f"{key}={value}: beside actor_rollout_ref.rollout.n_agent={n_agent} it counts trajectories, here "
-                    f"prompts (times rollout.n), and {value}/{n_agent} is not whole: give a multiple of n_agent"
-                    + _nearest_mini_batch(value or "", n_agent or "", args)
-                )
-            else:
-                notes.append(f"{key}={value} trajectories -> {key}={prompts} prompts (n_agent={n_agent})")
-                out.append(f"{key}={prompts}")
-                given[key] = prompts
+            notes.append(f"{key}={value} -> {_MINI_BATCHES[key]}={value} (beside n_agent it counts trajectories)")
+            out.append(f"{prefix}{_MINI_BATCHES[key]}={value}")
+            given[_MINI_BATCHES[key]] = value or ""
             continue
         if key in known:
             if prefix == "+":

@@ -153,6 +153,14 @@ class PolicyLossConfig(ConfigSection):
 @dataclass
 class ActorConfig(ConfigSection):
     ppo_mini_batch_size: int = option(256, "Prompts per optimizer step (times rollout.n responses).", min=1)
+    ppo_mini_batch_responses: int | None = option(
+        None,
+        "Responses per optimizer step, counted directly (ZeroSearch's and Search-R1's ppo_mini_batch_size "
+        "beside n_agent): the step's last mini-batch takes what is left, so it may be smaller. Replaces "
+        "ppo_mini_batch_size when set; null: ppo_mini_batch_size×rollout.n.",
+        min=1,
+        nullable=True,
+    )
     ppo_micro_batch_size_per_gpu: int = option(
         4,
         "Responses per forward/backward on one worker; gradients accumulate exactly, a short last "
@@ -392,6 +400,9 @@ class CriticConfig(ConfigSection):
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
     ppo_mini_batch_size: int | None = option(
         None, "Prompts per critic optimizer step; null: the actor's.", min=1, nullable=True
+    )
+    ppo_mini_batch_responses: int | None = option(
+        None, "As actor.ppo_mini_batch_responses, for the critic; replaces ppo_mini_batch_size.", min=1, nullable=True
     )
     ppo_micro_batch_size_per_gpu: int = option(4, "Responses per critic forward/backward on one worker.", min=1)
     use_dynamic_bsz: bool = option(False, "As actor.use_dynamic_bsz, for the critic's passes.")

@@ -300,7 +300,7 @@ class ActorRolloutRefWorker(Worker):
         and entropies of its first forward pass (the old log-probs of an on-policy update, which
         leaves old_log_probs out of ``data``)."""
         cfg = self.config.actor_rollout_ref
-        mini_batch_size = cfg.actor.ppo_mini_batch_size * cfg.rollout.n // self.world_size
+        mini_batch_size = self.config.mini_batch_responses()[0] // self.world_size
         report_first_pass = bool(data.meta_info.get("report_first_pass"))
         self._place_optimizer("cuda")
         metrics, computed = self.actor.update_policy(
@@ -361,8 +361,7 @@ class CriticWorker(Worker):
     @register(Dispatch.DP_COMPUTE_PROTO)
     def update_critic(self, data: DataProto) -> DataProto:
         cfg = self.config
-        mini_prompts = cfg.critic.ppo_mini_batch_size or cfg.actor_rollout_ref.actor.ppo_mini_batch_size
-        mini_batch_size = mini_prompts * cfg.actor_rollout_ref.rollout.n // self.world_size
+        mini_batch_size = cfg.mini_batch_responses(critic=True)[0] // self.world_size
         if moves_optimizer(cfg.critic.fsdp_config, self.device):
             move_optimizer_state(self.critic.optimizer, "cuda")
         metrics = self.critic.update_critic(data, mini_batch_size)
