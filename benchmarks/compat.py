@@ -158,7 +158,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         data = write_data(folder)
         # heads of 32 dimensions, which vLLM's CPU attention serves
-        model = str(build_tiny_model(os.path.join(folder, "model"), hidden_size=64, num_heads=2, num_kv_heads=1))
+        # Heads of 32 (vLLM's CPU attention), as many as the largest engine group splits (4; verl's 7B models have 28).
+        model = str(build_tiny_model(os.path.join(folder, "model"), hidden_size=128, num_heads=4, num_kv_heads=4))
         env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",

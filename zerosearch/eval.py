@@ -65,7 +65,9 @@ def build_engine(config: ZeroSearchConfig, model_path: str, tokenizer: Any, devi
     rollout = config.actor_rollout_ref.rollout
     dtype = rollout.dtype or ("bfloat16" if device == "cuda" else "float32")
     if rollout.name == "vllm":
-        check_servable(model_path, config.actor_rollout_ref.model.trust_remote_code, device)
+        check_servable(
+            model_path, config.actor_rollout_ref.model.trust_remote_code, device, rollout.tensor_model_parallel_size
+        )
         if rollout.load_format.startswith("dummy"):
             # No trainer syncs weights into this engine: it must read them from the checkpoint.
             rollout = dataclasses.replace(rollout, load_format="auto")

