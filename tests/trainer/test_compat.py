@@ -173,3 +173,6 @@ def test_a_mini_batch_in_trajectories_need_not_divide_the_batch_but_must_split_o
         ValueError, match="train_batch_size=64 is not a multiple of actor_rollout_ref.actor.ppo_mini_batch_size=48"
     ):
         load_config(["data.train_batch_size=64", "actor_rollout_ref.actor.ppo_mini_batch_size=48"])
+    # the critic's too, and a '+' (a key this config has) is not carried over
+    args = ["actor_rollout_ref.rollout.n_agent=5", "+critic.ppo_mini_batch_size=40"]
+    assert translate(args, ZeroSearchConfig).overrides[1] == "critic.ppo_mini_batch_responses=40"

@@ -140,9 +140,9 @@ def translate(args: Sequence[str], schema: type) -> Translated:
             else:
                 problems.append(f"~{key}: not a key of this config, so nothing to delete")
             continue
-        if key in _MINI_BATCHES and FORK_MARK in keys_given:
+        if key in _MINI_BATCHES and FORK_MARK in keys_given and prefix != "~":
             notes.append(f"{key}={value} -> {_MINI_BATCHES[key]}={value} (beside n_agent it counts trajectories)")
-            out.append(f"{prefix}{_MINI_BATCHES[key]}={value}")
+            out.append(f"{_MINI_BATCHES[key]}={value}")  # a key of this config: no '+' to add it
             given[_MINI_BATCHES[key]] = value or ""
             continue
         if key in known:

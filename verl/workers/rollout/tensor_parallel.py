@@ -27,7 +27,6 @@ class EngineGroup:
 
     def __init__(self, rank: int, world_size: int, tensor_parallel_size: int):
         self.size = tensor_parallel_size
-        self.index = rank // tensor_parallel_size  # which engine: the rank's data-parallel index
         self.rank_in_group = rank % tensor_parallel_size
         self.process_group = None
         for ranks in engine_groups(world_size, tensor_parallel_size):
