@@ -8,6 +8,7 @@ refuses bad values when the config is composed, naming the key. The sections liv
 sections are here.
 """
 
+import os
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
@@ -104,6 +105,10 @@ class PPOConfig(ConfigSection):
     def validates(self) -> bool:
         """Whether the run validates at all: a validation set, and validation before or during training."""
         return bool(self.data.val_files) and (self.trainer.val_before_train or self.trainer.test_freq > 0)
+
+    def critic_model_path(self) -> str:
+        """The value model's folder or hub id: critic.model.path, else the policy's."""
+        return os.path.expanduser(self.critic.model.path or self.actor_rollout_ref.model.path)
 
     def mini_batch_responses(self, critic: bool = False) -> tuple[int, str]:
         """Responses per optimizer step over all workers, the actor's or the critic's (by default the

@@ -4,6 +4,7 @@ Models are sharded with FSDP2 (one ``fully_shard`` per transformer block); gloo 
 """
 
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,27 +42,17 @@ def load_causal_lm(
     trust_remote_code: bool,
     enable_gradient_checkpointing: bool = False,
     weights: bool = True,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str | None = None,
+    device: str = "cpu",
 ):
-    """The model in fp32 with the given attention kernel; with ``weights=False`` its skeleton on the
-    meta device, for a rank that receives its shard from rank 0 (``shard_model``)."""
-    path = os.path.expanduser(path)
-    if weights:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.float32, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation
-        )
-    else:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(
-                config,
-                dtype=torch.float32,
-                trust_remote_code=trust_remote_code,
-                attn_implementation=attn_implementation,
-            )
-    if enable_gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model
+    """The policy in fp32; with ``weights=False`` its skeleton on the meta device, for a rank that
+    receives its shard from rank 0 (``shard_model``). ``attn_implementation`` null: the kernel
+    ``resolve_attention`` picks for ``device``."""
+    config = AutoConfig.from_pretrained(os.path.expanduser(path), trust_remote_code=trust_remote_code)
+    attention = resolve_attention(attn_implementation, device)
+    return _load(
+        AutoModelForCausalLM, path, config, trust_remote_code, enable_gradient_checkpointing, weights, attention
+    )
 
 
 def load_value_model(
@@ -69,29 +60,41 @@ def load_value_model(
     trust_remote_code: bool,
     enable_gradient_checkpointing: bool = False,
     weights: bool = True,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str | None = None,
+    device: str = "cpu",
 ):
-    """The backbone with a one-output token-classification head predicting a value per position
-    (``weights=False``: on the meta device, as ``load_causal_lm``)."""
-    config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=trust_remote_code)
+    """The backbone with a one-output token-classification head predicting a value per position;
+    the rest as ``load_causal_lm``."""
+    config = AutoConfig.from_pretrained(os.path.expanduser(path), num_labels=1, trust_remote_code=trust_remote_code)
     config.classifier_dropout = 0.0  # training and scoring passes must see the same values
+    attention = resolve_attention(attn_implementation, device)
+    model_class = AutoModelForTokenClassification
+    return _load(model_class, path, config, trust_remote_code, enable_gradient_checkpointing, weights, attention)
+
+
+def _load(
+    auto_class: Any,
+    path: str,
+    config: Any,
+    trust_remote_code: bool,
+    gradient_checkpointing: bool,
+    weights: bool,
+    attention: str,
+):
     if weights:
-        model = AutoModelForTokenClassification.from_pretrained(
-            path,
+        model = auto_class.from_pretrained(
+            os.path.expanduser(path),
             config=config,
             dtype=torch.float32,
             trust_remote_code=trust_remote_code,
-            attn_implementation=attn_implementation,
+            attn_implementation=attention,
         )
     else:
         with torch.device("meta"):
-            model = AutoModelForTokenClassification.from_config(
-                config,
-                dtype=torch.float32,
-                trust_remote_code=trust_remote_code,
-                attn_implementation=attn_implementation,
+            model = auto_class.from_config(
+                config, dtype=torch.float32, trust_remote_code=trust_remote_code, attn_implementation=attention
             )
-    if enable_gradient_checkpointing:
+    if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
@@ -133,7 +136,8 @@ class ActorRolloutRefWorker(Worker):
                 cfg.model.trust_remote_code,
                 cfg.model.enable_gradient_checkpointing,
                 weights=self.rank == 0,
-                attn_implementation=resolve_attention(cfg.model.attn_implementation, self.device),
+                attn_implementation=cfg.model.attn_implementation,
+                device=self.device,
             )
             if cfg.model.lora_rank:
                 model = add_adapters(model, cfg.model)
@@ -155,7 +159,8 @@ class ActorRolloutRefWorker(Worker):
                 cfg.model.path,
                 cfg.model.trust_remote_code,
                 weights=self.rank == 0,
-                attn_implementation=resolve_attention(cfg.model.attn_implementation, self.device),
+                attn_implementation=cfg.model.attn_implementation,
+                device=self.device,
             )
             if self.device == "cuda":  # never trained: its parameters in the compute dtype, half of fp32's memory
                 for param in ref.parameters():  # buffers (RoPE's inv_freq) keep fp32, as the actor's do
@@ -176,8 +181,7 @@ class ActorRolloutRefWorker(Worker):
             policy = add_adapters(policy, cfg.actor_rollout_ref.model)
         value_params = 0
         if cfg.algorithm.adv_estimator == "gae":
-            path = os.path.expanduser(cfg.critic.model.path or cfg.actor_rollout_ref.model.path)
-            value = load_value_model(path, cfg.critic.model.trust_remote_code, weights=False)
+            value = load_value_model(cfg.critic_model_path(), cfg.critic.model.trust_remote_code, weights=False)
             value_params = sum(p.numel() for p in value.parameters())
         device_bytes = torch.cuda.get_device_properties(0).total_memory
         held = rollout_holdings(
@@ -349,14 +353,15 @@ class CriticWorker(Worker):
     def init_model(self) -> None:
         cfg = self.config.critic
         torch.manual_seed(self.config.trainer.seed + self.rank)
-        path = os.path.expanduser(cfg.model.path or self.config.actor_rollout_ref.model.path)
+        path = self.config.critic_model_path()
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
         model = load_value_model(
             path,
             cfg.model.trust_remote_code,
             cfg.model.enable_gradient_checkpointing,
             weights=self.rank == 0,
-            attn_implementation=resolve_attention(cfg.model.attn_implementation, self.device),
+            attn_implementation=cfg.model.attn_implementation,
+            device=self.device,
         )
         model = shard_model(model, cfg.fsdp_config, self.device, self.world_size)
         optimizer, scheduler = build_optimizer(model, cfg.optim)

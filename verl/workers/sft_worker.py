@@ -8,7 +8,6 @@ from transformers import AutoTokenizer
 
 from verl.algos.core_algos import agg_loss
 from verl.config.sft import SFTConfig
-from verl.config.workers import resolve_attention
 from verl.protocol import DataProto
 from verl.single_controller import Dispatch, Worker, register
 from verl.utils.checkpoint import load_checkpoint, save_checkpoint
@@ -86,7 +85,8 @@ class SFTWorker(Worker):
             cfg.model.trust_remote_code,
             cfg.model.enable_gradient_checkpointing,
             weights=self.rank == 0,
-            attn_implementation=resolve_attention(cfg.model.attn_implementation, self.device),
+            attn_implementation=cfg.model.attn_implementation,
+            device=self.device,
         )
         self.model = shard_model(model, cfg.fsdp_config, self.device, self.world_size)
         self.optimizer, self.lr_scheduler = build_optimizer(self.model, cfg.optim)

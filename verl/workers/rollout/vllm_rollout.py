@@ -138,7 +138,7 @@ def name_cpu_shm_by_run() -> str:
     def named_by_run(communicator: Any) -> str:
         return f"{name_of(communicator)}-{token[0]}"
 
-    _CPUSHMDistributed.make_group_name = staticmethod(named_by_run)  # type: ignore[method-assign]
+    _CPUSHMDistributed.make_group_name = staticmethod(named_by_run)  # type: ignore[method-assign, unused-ignore]
     return token[0]
 
 
