@@ -166,13 +166,23 @@ def test_a_mini_batch_in_trajectories_need_not_divide_the_batch_but_must_split_o
     assert config.mini_batch_responses() == (256, "actor_rollout_ref.actor.ppo_mini_batch_responses")
     assert config.mini_batch_responses(critic=True)[0] == 256  # the critic's follows the actor's
     with pytest.raises(
-        ValueError, match="ppo_mini_batch_responses: 256 responses per mini-batch must split evenly over 3"
+        ValueError, match="ppo_mini_batch_responses: 256 responses per mini-batch must split evenly over 5"
     ):
-        load_config([*fork, "trainer.n_gpus_per_node=3"])
+        load_config([*fork, "trainer.n_gpus_per_node=5"])
     with pytest.raises(
         ValueError, match="train_batch_size=64 is not a multiple of actor_rollout_ref.actor.ppo_mini_batch_size=48"
     ):
         load_config(["data.train_batch_size=64", "actor_rollout_ref.actor.ppo_mini_batch_size=48"])
+    # a step's responses must still split evenly over the workers, else one would train on a repeated row
+    with pytest.raises(ValueError, match=r"train_batch_size×rollout.n=15 responses must split evenly over 2"):
+        load_config(
+            [
+                *fork,
+                "data.train_batch_size=3",
+                "actor_rollout_ref.actor.ppo_mini_batch_responses=8",
+                "trainer.n_gpus_per_node=2",
+            ]
+        )
     # the critic's too, and a '+' (a key this config has) is not carried over
     args = ["actor_rollout_ref.rollout.n_agent=5", "+critic.ppo_mini_batch_size=40"]
     assert translate(args, ZeroSearchConfig).overrides[1] == "critic.ppo_mini_batch_responses=40"

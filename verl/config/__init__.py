@@ -126,6 +126,11 @@ class PPOConfig(ConfigSection):
         """Settings that only fail together: batch shapes over the workers, estimator needs."""
         data, rollout = self.data, self.actor_rollout_ref.rollout
         world = self.trainer.nnodes * self.trainer.n_gpus_per_node
+        if (data.train_batch_size * rollout.n) % world:  # else some worker would train on a repeated row
+            raise ValueError(
+                f"data.train_batch_size×rollout.n={data.train_batch_size * rollout.n} responses must split evenly "
+                f"over {world} workers (trainer.nnodes×trainer.n_gpus_per_node)"
+            )
         roles = [False] + ([True] if self.algorithm.adv_estimator == "gae" else [])
         for critic in roles:
             responses, name = self.mini_batch_responses(critic)

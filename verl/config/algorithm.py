@@ -71,8 +71,9 @@ class AlgorithmConfig(ConfigSection):
         "auto",
         "Where the PPO ratio's old log-probs come from. recompute: a forward pass of the actor before the "
         "update (timing_s/old_log_prob). from_update: the update's own first forward pass, saving that pass; "
-        "the update must be on-policy: one epoch (actor.ppo_epochs=1) over one mini-batch (data.train_batch_size "
-        "<= actor.ppo_mini_batch_size), no use_kl_in_reward, trainer.critic_warmup=0. from_rollout: the "
+        "the update must be on-policy: one epoch (actor.ppo_epochs=1) over one mini-batch (a step's responses "
+        "within actor.ppo_mini_batch_size×rollout.n, or ppo_mini_batch_responses), no use_kl_in_reward, "
+        "trainer.critic_warmup=0. from_rollout: the "
         "rollout's log-probs (rollout_log_probs), so the ratio is against the policy that sampled; "
         "rollout/log_prob_diff_* compares them with the actor's own, from the update's first mini-batch. "
         "auto: from_update in a step whose update is on-policy, else recompute.",

@@ -68,17 +68,18 @@ def check_servable(model_path: str, trust_remote_code: bool, device: str, tensor
     whose attention head size the CPU kernels do not support (they fail only at the first
     generation)."""
     vllm = import_vllm()
-    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
     tp = tensor_parallel_size
-    # vLLM splits the query heads over the group and splits, or replicates, the key/value heads.
-    if heads % tp or (kv_heads % tp if kv_heads >= tp else tp % kv_heads):
-        raise ValueError(
-            f"actor_rollout_ref.rollout.tensor_model_parallel_size={tp} does not split the {heads} attention heads "
-            f"({kv_heads} key/value heads) of actor_rollout_ref.model.path={model_path!r}: choose a size that divides "
-            "both (or that the key/value heads divide)"
-        )
+    if tp > 1:
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        # vLLM splits the query heads over the group and splits, or replicates, the key/value heads.
+        if heads % tp or (kv_heads % tp if kv_heads >= tp else tp % kv_heads):
+            raise ValueError(
+                f"actor_rollout_ref.rollout.tensor_model_parallel_size={tp} does not split the {heads} attention "
+                f"heads ({kv_heads} key/value heads) of actor_rollout_ref.model.path={model_path!r}: choose a size "
+                "that divides both (or that the key/value heads divide)"
+            )
     # By version, not by importing the engine's model runner: that import may open a CUDA context.
     if Version(vllm.__version__).release < (0, 14):
         raise ImportError(
@@ -88,6 +89,7 @@ def check_servable(model_path: str, trust_remote_code: bool, device: str, tensor
     if device == "cpu":
         from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         supported = CPUAttentionBackend.get_supported_head_sizes()
         if head_dim not in supported:
@@ -216,7 +218,10 @@ class VLLMRollout(BaseRollout):
         shm_token = None
         if self.tensor_parallel and in_process_group:
             kwargs["distributed_executor_backend"] = "external_launcher"
-            os.environ.setdefault("LOCAL_RANK", "0")  # the worker's one visible GPU
+            # Each worker sees one GPU (LOCAL_RANK 0): vLLM's custom all-reduce needs its peers' GPUs
+            # visible (CUDA IPC), so the group reduces through NCCL.
+            kwargs["disable_custom_all_reduce"] = True
+            os.environ.setdefault("LOCAL_RANK", "0")
             if device == "cpu":
                 shm_token = name_cpu_shm_by_run()
         if device == "cuda":
